@@ -1,0 +1,62 @@
+"""wsgi_proxy: an HTTP caching reverse proxy for gunicorn.
+
+``gunicorn wsgi_proxy:app`` loads ``app``: reading it validates the configuration (a bad
+``WSGI_PROXY_*`` value fails the worker's boot with an error naming it); the proxy itself,
+its origin pool, cache folder and evictor thread, is built in each worker process on its
+first request, after the fork. Importing the package does nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from wsgi_proxy.config import Config
+
+__all__ = ["LazyApp", "create_app"]
+
+
+def create_app(config: Config | None = None) -> Any:
+    """Build the proxy for this process: store folder checked, evictor started."""
+    from wsgi_proxy.eviction import Evictor  # noqa: PLC0415 - keeps the import light
+    from wsgi_proxy.proxy import ProxyApp  # noqa: PLC0415
+    from wsgi_proxy.store import Store  # noqa: PLC0415
+    from wsgi_proxy.upstream import Upstream  # noqa: PLC0415
+
+    config = config or Config.from_env()
+    store = Store(
+        config.cache_dir, lock_stripes=config.lock_stripes, max_variants=config.max_variants
+    )
+    store.prepare()
+    Evictor(store, config.max_size).start()
+    return ProxyApp(config, store, Upstream(config))
+
+
+class LazyApp:
+    """The WSGI callable gunicorn loads: builds the real app once per process, so nothing
+    made before a fork (``--preload``) is used after it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._app: Any = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._app = create_app(self.config)
+                    self._pid = os.getpid()
+        result: Iterable[bytes] = self._app(environ, start_response)
+        return result
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        app = LazyApp(Config.from_env())
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module 'wsgi_proxy' has no attribute {name!r}")

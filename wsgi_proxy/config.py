@@ -1,0 +1,221 @@
+"""Configuration: read once from ``WSGI_PROXY_*`` environment variables, validated, frozen.
+
+Invariants:
+- This is the only module that reads ``os.environ``.
+- Every invalid value raises ``ConfigError`` naming the variable, at start-up, before any
+  request is served.
+- ``Config`` holds what the WSGI app needs; ``ServerConfig`` holds gunicorn's settings,
+  which ``gunicorn.conf.py`` and the CLI both use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from wsgi_proxy.errors import ConfigError
+
+T = TypeVar("T")
+
+PREFIX = "WSGI_PROXY_"
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)[iI]?[bB]?\s*$")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The one server every request is sent to."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def authority(self) -> str:
+        """``host[:port]`` as sent in ``Host``, the port left out when it is the default."""
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.authority}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Settings of the WSGI app. Each field's variable is ``WSGI_PROXY_<FIELD NAME>``."""
+
+    origin: Origin
+    """WSGI_PROXY_ORIGIN: the origin server, ``http(s)://host[:port]`` without a path."""
+    cache_dir: Path
+    """WSGI_PROXY_CACHE_DIR: the cache folder shared by all workers."""
+    max_size: int
+    """WSGI_PROXY_MAX_SIZE: bytes the cache may keep on disk (k, M, G suffixes: 1024 powers)."""
+    max_object_size: int
+    """WSGI_PROXY_MAX_OBJECT_SIZE: the largest body stored; larger ones pass through."""
+    connect_timeout: float
+    """WSGI_PROXY_CONNECT_TIMEOUT: seconds to connect to the origin before answering 502."""
+    read_timeout: float
+    """WSGI_PROXY_READ_TIMEOUT: seconds the origin may stay silent before answering 504."""
+    lock_timeout: float
+    """WSGI_PROXY_LOCK_TIMEOUT: seconds a request waits for another worker fetching the same
+    URL before it fetches itself."""
+    pool_size: int
+    """WSGI_PROXY_POOL_SIZE: origin connections kept open per worker."""
+    lock_stripes: int
+    """WSGI_PROXY_LOCK_STRIPES: number of lock files that URLs are spread over."""
+    max_variants: int
+    """WSGI_PROXY_MAX_VARIANTS: stored variants (``Vary``) per URL; the oldest goes first."""
+    via_name: str
+    """WSGI_PROXY_VIA_NAME: this proxy's name in ``Via`` and ``Cache-Status``."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Read and validate every setting; raise ``ConfigError`` naming the first bad one."""
+        env = os.environ if environ is None else environ
+        max_size = _read(env, "MAX_SIZE", "1G", parse_size)
+        config = cls(
+            origin=_read(env, "ORIGIN", "http://127.0.0.1:8000", parse_origin),
+            cache_dir=_read(env, "CACHE_DIR", str(_default_cache_dir(env)), parse_dir),
+            max_size=max_size,
+            max_object_size=_read(env, "MAX_OBJECT_SIZE", str(max_size // 2), parse_size),
+            connect_timeout=_read(env, "CONNECT_TIMEOUT", "5", parse_seconds),
+            read_timeout=_read(env, "READ_TIMEOUT", "30", parse_seconds),
+            lock_timeout=_read(env, "LOCK_TIMEOUT", "10", parse_seconds),
+            pool_size=_read(env, "POOL_SIZE", "64", _positive_int),
+            lock_stripes=_read(env, "LOCK_STRIPES", "1024", _positive_int),
+            max_variants=_read(env, "MAX_VARIANTS", "32", _positive_int),
+            via_name=_read(env, "VIA_NAME", "wsgi_proxy", parse_token),
+        )
+        if config.max_object_size > config.max_size:
+            raise ConfigError(
+                f"{PREFIX}MAX_OBJECT_SIZE",
+                f"{config.max_object_size} is larger than {PREFIX}MAX_SIZE ({config.max_size})",
+            )
+        return config
+
+    def describe(self) -> list[tuple[str, str]]:
+        """Each setting as (variable, value), for ``check-config`` and the start-up log."""
+        rows = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            shown = value.url if isinstance(value, Origin) else str(value)
+            rows.append((PREFIX + field.name.upper(), shown))
+        return rows
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """gunicorn's settings; ``gunicorn.conf.py`` turns them into gunicorn variables.
+
+    The defaults were chosen for a proxy that mostly waits on disk and network: threads
+    (gthread) hold slow origin requests without a process each; see gunicorn.conf.py.
+    """
+
+    bind: str
+    """WSGI_PROXY_BIND: the address gunicorn listens on (a ``-b`` flag wins)."""
+    workers: int
+    """WSGI_PROXY_WORKERS: worker processes."""
+    threads: int
+    """WSGI_PROXY_THREADS: threads per worker: requests a worker serves at once."""
+    timeout: int
+    """WSGI_PROXY_WORKER_TIMEOUT: seconds before a silent worker is killed and restarted."""
+    graceful_timeout: int
+    """WSGI_PROXY_GRACEFUL_TIMEOUT: seconds workers get to finish requests on stop/reload."""
+    keepalive: int
+    """WSGI_PROXY_KEEPALIVE: seconds an idle client connection is kept open."""
+    backlog: int
+    """WSGI_PROXY_BACKLOG: pending connections the listening socket queues."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        env = os.environ if environ is None else environ
+        return cls(
+            bind=_read(env, "BIND", "127.0.0.1:8080", parse_token),
+            workers=_read(env, "WORKERS", "2", _positive_int),
+            threads=_read(env, "THREADS", "32", _positive_int),
+            timeout=_read(env, "WORKER_TIMEOUT", "60", _positive_int),
+            graceful_timeout=_read(env, "GRACEFUL_TIMEOUT", "30", _positive_int),
+            keepalive=_read(env, "KEEPALIVE", "5", _positive_int),
+            backlog=_read(env, "BACKLOG", "2048", _positive_int),
+        )
+
+
+def _read(env: Mapping[str, str], name: str, default: str, parse: Callable[[str], T]) -> T:
+    raw = env.get(PREFIX + name, default)
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(PREFIX + name, f"{raw!r}: {exc}") from None
+
+
+def _default_cache_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".cache")
+    return Path(base) / "wsgi_proxy"
+
+
+def parse_origin(raw: str) -> Origin:
+    """``http(s)://host[:port]``; a path, query, fragment or user part is refused."""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("the scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError("a host is required")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError("give only scheme://host[:port], without path, query or user")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    default_port = 443 if parts.scheme == "https" else 80
+    return Origin(parts.scheme, parts.hostname, port or default_port)
+
+
+def parse_size(raw: str) -> int:
+    """A byte count: ``1048576``, ``512k``, ``100M``, ``2G`` (1024 powers)."""
+    match = _SIZE_RE.match(raw)
+    if match is None:
+        raise ValueError("expected a size such as 1048576, 512k, 100M or 2G")
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if size <= 0:
+        raise ValueError("the size must be larger than 0")
+    return size
+
+
+def parse_seconds(raw: str) -> float:
+    """A positive number of seconds, fractions allowed."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 < seconds < 86400 * 7:
+        raise ValueError("expected more than 0 and less than a week of seconds")
+    return seconds
+
+
+def parse_dir(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("expected a folder path")
+    return Path(raw).expanduser().absolute()
+
+
+def parse_token(raw: str) -> str:
+    if not raw or any(c.isspace() or ord(c) < 32 for c in raw):
+        raise ValueError("expected a non-empty value without spaces")
+    return raw
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value <= 0:
+        raise ValueError("expected a whole number larger than 0")
+    return value

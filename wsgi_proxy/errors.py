@@ -1,0 +1,63 @@
+"""One exception tree. Each HTTP-facing class knows the status and the short plain-text body
+that the client receives; foreign exceptions (urllib3, OSError) are converted to these once,
+at the edge that meets them (upstream.py, store.py).
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """A setting is invalid; raised at start-up, never while serving."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class ProxyError(Exception):
+    """An error answered to the client with ``status`` and a short plain-text body."""
+
+    status = 500
+    reason = "Internal Server Error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    @property
+    def body(self) -> bytes:
+        return f"{self.status} {self.reason}: {self.detail}\n".encode()
+
+
+class BadRequest(ProxyError):
+    status = 400
+    reason = "Bad Request"
+
+
+class OriginUnreachable(ProxyError):
+    """The origin refused the connection, could not be resolved, or did not connect in time."""
+
+    status = 502
+    reason = "Bad Gateway"
+
+
+class OriginBroken(ProxyError):
+    """The origin answered something that is not a valid HTTP response."""
+
+    status = 502
+    reason = "Bad Gateway"
+
+
+class OriginTimeout(ProxyError):
+    """The origin connected but did not answer within the read timeout."""
+
+    status = 504
+    reason = "Gateway Timeout"
+
+
+class NotInCache(ProxyError):
+    """``only-if-cached`` and nothing usable is stored (RFC 9111 section 5.2.1.7)."""
+
+    status = 504
+    reason = "Gateway Timeout"

@@ -1,0 +1,161 @@
+"""Size limit: least-recently-used eviction across all workers, off the request path.
+
+Invariants:
+- Runs in one background thread per worker; the scan itself runs in one worker at a time
+  (a non-blocking lock on ``state/evict.lock``), so workers never race to delete.
+- The shared usage counter decides when to scan; the scan measures the truth, evicts by
+  mtime (the LRU clock that hits refresh) down to the low-water mark, and resets the
+  counter. A full scan also runs every ``RESYNC_INTERVAL`` to correct drift.
+- Temporary files of writers that died (pid gone, or older than ``STALE_TMP_AGE``) are
+  removed by the scan; those of live writers are counted and left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from wsgi_proxy.store import _TMP, Store, try_acquire
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 0.95
+LOW_WATER = 0.85
+RESYNC_INTERVAL = 300.0
+STALE_TMP_AGE = 6 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    path: Path
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """What a scan saw: evictable files, bytes in all (temporary files included)."""
+
+    files: list[StoredFile]
+    total: int
+
+
+class Evictor:
+    """Keeps the cache under ``max_size`` bytes."""
+
+    def __init__(self, store: Store, max_size: int, interval: float = 0.5) -> None:
+        self.store = store
+        self.max_size = max_size
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._scanned_marker = store.state / "scanned"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="wsgi_proxy-evictor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick(time.time())
+            except Exception:  # noqa: BLE001 - the thread must outlive any one failure
+                log.exception("eviction pass failed")
+
+    def tick(self, now: float) -> None:
+        """Fold this worker's size changes into the counter; scan when over the high-water
+        mark or when the last full scan is old."""
+        total = self.store.usage.flush()
+        if total <= self.max_size * HIGH_WATER and not self._is_resync_due(now):
+            return
+        lock = FileLock(
+            self.store.state / "evict.lock", thread_local=False, preserve_lock_file=True
+        )
+        if not try_acquire(lock, 0):
+            return
+        try:
+            self.evict(now)
+        finally:
+            lock.release()
+
+    def _is_resync_due(self, now: float) -> bool:
+        try:
+            return now - self._scanned_marker.stat().st_mtime > RESYNC_INTERVAL
+        except FileNotFoundError:
+            return True
+
+    def evict(self, now: float) -> int:
+        """Scan, remove dead writers' temporary files, evict LRU files down to the low-water
+        mark if over the high-water mark; return the bytes stored afterwards."""
+        self._scanned_marker.touch()
+        scan = scan_objects(self.store.objects, now)
+        total = scan.total
+        if total > self.max_size * HIGH_WATER:
+            target = self.max_size * LOW_WATER
+            for item in sorted(scan.files, key=lambda f: f.mtime):
+                if total <= target:
+                    break
+                with contextlib.suppress(FileNotFoundError):
+                    item.path.unlink()
+                    total -= item.size
+            log.info("evicted down to %d bytes (limit %d)", total, self.max_size)
+        self.store.usage.reset(total)
+        return total
+
+
+def scan_objects(objects: Path, now: float) -> ScanResult:
+    """Every stored file under ``objects``; dead writers' temporary files are removed."""
+    files: list[StoredFile] = []
+    total = 0
+    folders = [objects]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for item in entries:
+            try:
+                if item.is_dir(follow_symlinks=False):
+                    folders.append(Path(item.path))
+                    continue
+                stat = item.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if item.name.startswith(_TMP):
+                if _is_dead_tmp(item.name, stat.st_mtime, now):
+                    with contextlib.suppress(OSError):
+                        os.unlink(item.path)
+                    continue
+                total += stat.st_size
+                continue
+            files.append(StoredFile(Path(item.path), stat.st_size, stat.st_mtime))
+            total += stat.st_size
+    return ScanResult(files, total)
+
+
+def _is_dead_tmp(name: str, mtime: float, now: float) -> bool:
+    """A temporary file is ``.tmp.<pid>.<token>``; it is dead when its writer is gone."""
+    if now - mtime > STALE_TMP_AGE:
+        return True
+    try:
+        pid = int(name[len(_TMP) :].split(".")[0])
+    except ValueError:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

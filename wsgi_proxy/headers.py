@@ -1,0 +1,206 @@
+"""Header plumbing: the one place that parses and formats HTTP fields.
+
+Invariants:
+- Headers are tuples of (name, value) pairs in wire order; duplicates are kept. Names are
+  compared case-insensitively everywhere.
+- Hop-by-hop fields, and every field named in ``Connection``, never cross the proxy in either
+  direction (RFC 9110 section 7.6.1).
+- ``Cache-Control`` is parsed here, by hand, as RFC 9111 section 5.2 says: directive names
+  are case-insensitive, values may be quoted, and the first of duplicate directives wins
+  (section 4.2.1). werkzeug's parser does none of these, so it is not used.
+- werkzeug's date parser answers ``None`` both for a missing and an invalid date; callers
+  that must tell them apart (``Expires``) check for the field first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from email.utils import formatdate
+
+from werkzeug.http import parse_date
+
+Headers = tuple[tuple[str, str], ...]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def get(headers: Headers, name: str) -> str | None:
+    """All values of ``name`` joined with ", " (RFC 9110 section 5.3), or None if absent."""
+    lname = name.lower()
+    values = [v for k, v in headers if k.lower() == lname]
+    return ", ".join(values) if values else None
+
+
+def has(headers: Headers, name: str) -> bool:
+    lname = name.lower()
+    return any(k.lower() == lname for k, _ in headers)
+
+
+def without(headers: Headers, names: Iterable[str]) -> Headers:
+    """``headers`` minus every field whose lower-cased name is in ``names``."""
+    drop = {n.lower() for n in names}
+    return tuple((k, v) for k, v in headers if k.lower() not in drop)
+
+
+def replace(headers: Headers, name: str, value: str) -> Headers:
+    """``headers`` with every ``name`` field removed and one ``name: value`` appended."""
+    return (*without(headers, (name,)), (name, value))
+
+
+def parse_list(value: str | None) -> list[str]:
+    """A comma-separated list field, items trimmed, empty items dropped (RFC 9110 5.6.1)."""
+    if not value:
+        return []
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def end_to_end(headers: Headers) -> Headers:
+    """Drop hop-by-hop fields and those named in ``Connection`` (RFC 9110 section 7.6.1)."""
+    named = {n.lower() for n in parse_list(get(headers, "connection"))}
+    return tuple((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP | named)
+
+
+def from_environ(environ: Mapping[str, object]) -> Headers:
+    """The client's request fields from a WSGI environ, in the server's order."""
+    result: list[tuple[str, str]] = []
+    for key, value in environ.items():
+        if not isinstance(value, str):
+            continue
+        if key.startswith("HTTP_"):
+            result.append((key[5:].replace("_", "-").title(), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            result.append((key.replace("_", "-").title(), value))
+    return tuple(result)
+
+
+def parse_cache_control(value: str | None) -> dict[str, str | None]:
+    """Directives by lower-cased name; a value is unquoted; the first duplicate wins.
+
+    RFC 9111 section 5.2: names are case-insensitive tokens; an argument is a token or a
+    quoted-string. Section 4.2.1: of duplicate directives the first is used.
+    """
+    directives: dict[str, str | None] = {}
+    for name, arg in _split_directives(value or ""):
+        directives.setdefault(name, arg)
+    return directives
+
+
+def _split_directives(text: str) -> Iterable[tuple[str, str | None]]:
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t,":
+            i += 1
+        start = i
+        while i < n and text[i] not in "=,":
+            i += 1
+        name = text[start:i].strip().lower()
+        arg: str | None = None
+        if i < n and text[i] == "=":
+            i += 1
+            while i < n and text[i] in " \t":
+                i += 1
+            if i < n and text[i] == '"':
+                arg, i = _read_quoted(text, i + 1)
+                while i < n and text[i] != ",":
+                    i += 1
+            else:
+                start = i
+                while i < n and text[i] != ",":
+                    i += 1
+                arg = text[start:i].strip()
+        if name:
+            yield name, arg
+
+
+def _read_quoted(text: str, i: int) -> tuple[str, int]:
+    """The quoted-string starting after the opening quote at ``i``; (value, index after)."""
+    out: list[str] = []
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if c == '"':
+            return "".join(out), i + 1
+        out.append(c)
+        i += 1
+    return "".join(out), i
+
+
+def parse_delta_seconds(value: str | None) -> int | None:
+    """RFC 9111 section 1.2.2: 1*DIGIT; anything else is None (invalid)."""
+    if value is None or not value.isdigit() or not value.isascii():
+        return None
+    return min(int(value), 2**31)
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP-date as a POSIX timestamp, or None when missing or invalid."""
+    if not value:
+        return None
+    parsed = parse_date(value)
+    return parsed.timestamp() if parsed is not None else None
+
+
+def format_http_date(timestamp: float) -> str:
+    return formatdate(timestamp, usegmt=True)
+
+
+def parse_etags(value: str | None) -> list[str]:
+    """Entity tags from ``If-None-Match``/``If-Match``, kept with their W/ prefix; "*" alone."""
+    if value is None:
+        return []
+    if value.strip() == "*":
+        return ["*"]
+    tags: list[str] = []
+    for item in value.split(","):
+        stripped = item.strip()
+        if stripped.startswith(('"', 'W/"')) and stripped.endswith('"'):
+            tags.append(stripped)
+    return tags
+
+
+def is_weak_match(etag_a: str, etag_b: str) -> bool:
+    """Weak comparison (RFC 9110 section 8.8.3.2): equal once W/ is removed."""
+    return etag_a.removeprefix("W/") == etag_b.removeprefix("W/")
+
+
+def format_cache_status(
+    cache: str,
+    *,
+    hit: bool = False,
+    fwd: str | None = None,
+    fwd_status: int | None = None,
+    stored: bool = False,
+    ttl: int | None = None,
+    detail: str | None = None,
+) -> str:
+    """One RFC 9211 ``Cache-Status`` member for this cache."""
+    params = [cache]
+    if hit:
+        params.append("hit")
+    if fwd:
+        params.append(f"fwd={fwd}")
+    if fwd_status is not None:
+        params.append(f"fwd-status={fwd_status}")
+    if stored:
+        params.append("stored")
+    if ttl is not None:
+        params.append(f"ttl={ttl}")
+    if detail:
+        params.append(f'detail="{detail}"')
+    return "; ".join(params)

@@ -1,0 +1,57 @@
+"""Frozen data that flows between the modules: request and response heads, stored entries.
+
+Invariants: every object here is immutable and does no I/O; times are POSIX timestamps
+(seconds, float) taken by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wsgi_proxy import headers as h
+from wsgi_proxy.headers import Headers
+
+# Methods whose responses share one cache entry: a HEAD is answered from a stored GET.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+INVALIDATING_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What the client asked: the method, the origin-form target, its end-to-end fields."""
+
+    method: str
+    target: str
+    headers: Headers
+
+    def get(self, name: str) -> str | None:
+        return h.get(self.headers, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """Status line and end-to-end fields of a response."""
+
+    status: int
+    reason: str
+    headers: Headers
+
+    def get(self, name: str) -> str | None:
+        return h.get(self.headers, name)
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {self.reason or 'Unknown'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stored response's metadata (RFC 9111 section 3): what section 4.2.3 needs to
+    compute its age, and the request values its ``Vary`` selected (section 4.1)."""
+
+    key: str
+    head: ResponseHead
+    request_time: float
+    response_time: float
+    vary: tuple[tuple[str, str | None], ...]
+    body_length: int

@@ -1,0 +1,317 @@
+"""HTTP caching decisions for a shared cache: RFC 9111 and RFC 5861. Pure.
+
+Invariants:
+- No I/O and no clock: ``now`` and every time are arguments, POSIX seconds.
+- Each decision is a closed set of small frozen types; callers dispatch on them with
+  ``match`` and ``assert_never``, so a new outcome is a type error until it is handled.
+- This is a shared cache (RFC 9111 section 1): ``s-maxage`` and ``proxy-revalidate`` apply,
+  and ``private`` responses are not stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wsgi_proxy import headers as h
+from wsgi_proxy.model import INVALIDATING_METHODS, Entry, RequestHead, ResponseHead
+
+# RFC 9110 section 15.1: statuses cacheable by default, hence heuristically fresh.
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# Final statuses whose semantics this cache knows (RFC 9111 section 5.2.2.3, must-understand).
+UNDERSTOOD_STATUSES = frozenset(
+    {200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 403, 404, 405, 410, 414, 500, 501}
+    | set(range(500, 512))
+)
+HEURISTIC_FRACTION = 0.1  # RFC 9111 section 4.2.2: "typically ... 10%"
+HEURISTIC_MAX = 86400.0
+# Fields never stored, beyond hop-by-hop ones (RFC 9111 section 3.1).
+UNSTORED_FIELDS = frozenset({"age"})
+# Fields a 304 must not change in the stored response (RFC 9111 section 3.2).
+NOT_UPDATED_FIELDS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+
+
+# ---- storage (RFC 9111 section 3) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Store the response; ``strip`` names fields left out of the stored copy."""
+
+    strip: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NotStorable:
+    """Do not store; ``reason`` goes to the log and to Cache-Status ``detail``."""
+
+    reason: str
+
+
+StoreDecision = Store | NotStorable
+
+
+def decide_store(req: RequestHead, resp: ResponseHead, response_time: float) -> StoreDecision:
+    """RFC 9111 section 3, for a shared cache, in the section's order.
+
+    Method GET only; a final, non-partial status; no ``no-store`` in request or response
+    (unless ``must-understand`` with an understood status, section 5.2.2.3); no unqualified
+    ``private``; ``Authorization`` only with ``public``, ``s-maxage`` or ``must-revalidate``
+    (section 3.5); ``Set-Cookie`` only where ``private``/``no-cache`` name it, so the cookie
+    is left out (our choice: a cookie is never shared); then explicit freshness, ``public``
+    or a heuristically cacheable status; and finally something to gain: a lifetime above
+    zero or a validator for revalidation.
+    """
+    if req.method != "GET":
+        return NotStorable("method")
+    if resp.status < 200 or resp.status in (206, 304):
+        return NotStorable(f"status {resp.status}")
+    rcc = h.parse_cache_control(req.get("cache-control"))
+    cc = h.parse_cache_control(resp.get("cache-control"))
+    if "must-understand" in cc:
+        if resp.status not in UNDERSTOOD_STATUSES:
+            return NotStorable("must-understand")
+    elif "no-store" in cc:
+        return NotStorable("no-store")
+    if "no-store" in rcc:
+        return NotStorable("request no-store")
+    if "private" in cc and not _qualified_fields(cc, "private"):
+        return NotStorable("private")
+    strip = _qualified_fields(cc, "private") | _qualified_fields(cc, "no-cache")
+    if req.get("authorization") is not None and not (
+        {"public", "s-maxage", "must-revalidate"} & cc.keys()
+    ):
+        return NotStorable("authorization")
+    if h.has(resp.headers, "set-cookie") and "set-cookie" not in strip:
+        return NotStorable("set-cookie")
+    if h.get(resp.headers, "vary") is not None and "*" in h.parse_list(resp.get("vary")):
+        return NotStorable("vary *")
+    explicit = {"max-age", "s-maxage"} & cc.keys() or resp.get("expires") is not None
+    if not (explicit or "public" in cc or resp.status in HEURISTIC_STATUSES):
+        return NotStorable("no freshness information")
+    has_validator = resp.get("etag") is not None or resp.get("last-modified") is not None
+    if freshness_lifetime(resp, response_time) <= 0 and not has_validator:
+        return NotStorable("stale and no validator")
+    if "no-cache" in cc and cc["no-cache"] is None and not has_validator:
+        return NotStorable("no-cache and no validator")
+    return Store(strip=tuple(sorted(strip)))
+
+
+def _qualified_fields(cc: dict[str, str | None], directive: str) -> set[str]:
+    """Field names given to ``private``/``no-cache`` (sections 5.2.2.4 and 5.2.2.7)."""
+    return {name.lower() for name in h.parse_list(cc.get(directive) or "")}
+
+
+def stored_headers(resp: ResponseHead, decision: Store) -> ResponseHead:
+    """The response as stored: without the fields ``decision`` strips and ``Age``."""
+    drop = set(decision.strip) | UNSTORED_FIELDS
+    return ResponseHead(resp.status, resp.reason, h.without(resp.headers, drop))
+
+
+# ---- freshness (RFC 9111 section 4.2) -----------------------------------------------------
+
+
+def freshness_lifetime(resp: ResponseHead, response_time: float) -> float:
+    """Section 4.2.1, shared cache: ``s-maxage``, then ``max-age``, then ``Expires`` minus
+    ``Date``, then the heuristic of section 4.2.2. An invalid value means stale (0)."""
+    cc = h.parse_cache_control(resp.get("cache-control"))
+    for directive in ("s-maxage", "max-age"):
+        if directive in cc:
+            seconds = h.parse_delta_seconds(cc[directive])
+            return float(seconds) if seconds is not None else 0.0
+    date = h.parse_http_date(resp.get("date")) or response_time
+    expires_field = resp.get("expires")
+    if expires_field is not None:
+        expires = h.parse_http_date(expires_field)
+        return max(0.0, expires - date) if expires is not None else 0.0
+    return heuristic_lifetime(resp, date, cc)
+
+
+def heuristic_lifetime(resp: ResponseHead, date: float, cc: dict[str, str | None]) -> float:
+    """Section 4.2.2: a fraction of the time since ``Last-Modified``, for responses that
+    are heuristically cacheable or marked ``public``; capped at a day."""
+    if resp.status not in HEURISTIC_STATUSES and "public" not in cc:
+        return 0.0
+    last_modified = h.parse_http_date(resp.get("last-modified"))
+    if last_modified is None or last_modified >= date:
+        return 0.0
+    return min(HEURISTIC_MAX, (date - last_modified) * HEURISTIC_FRACTION)
+
+
+def current_age(entry: Entry, now: float) -> float:
+    """Section 4.2.3: corrected initial age plus the time resident in this cache."""
+    head = entry.head
+    date = h.parse_http_date(head.get("date"))
+    apparent_age = max(0.0, entry.response_time - date) if date is not None else 0.0
+    age_value = h.parse_delta_seconds((head.get("age") or "").split(",")[0].strip()) or 0
+    response_delay = max(0.0, entry.response_time - entry.request_time)
+    corrected_initial_age = max(apparent_age, age_value + response_delay)
+    return corrected_initial_age + max(0.0, now - entry.response_time)
+
+
+# ---- reuse (RFC 9111 section 4) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """Serve the stored response; ``ttl`` is its remaining freshness (negative if stale but
+    allowed by ``max-stale``)."""
+
+    age: float
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Revalidate:
+    """Send the origin a conditional request built from the stored validators."""
+
+    conditional: tuple[tuple[str, str], ...]
+    fwd: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request to the origin unchanged; ``fwd`` is the Cache-Status reason."""
+
+    fwd: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """``only-if-cached`` and nothing usable stored: answer 504 (section 5.2.1.7)."""
+
+
+Lookup = Fresh | Revalidate | Forward | Unavailable
+
+
+def decide_lookup(req: RequestHead, entry: Entry | None, now: float) -> Lookup:
+    """Section 4: may ``entry`` answer ``req`` at ``now``?
+
+    Order: nothing stored; request ``no-cache``/``Pragma: no-cache`` (5.2.1.4, 5.4);
+    response ``no-cache`` (5.2.2.4); freshness against request ``max-age``, ``min-fresh``
+    (5.2.1.1, 5.2.1.3); stale use under ``max-stale`` unless ``must-revalidate``,
+    ``proxy-revalidate``, ``s-maxage`` or ``no-cache`` forbid it (4.2.4, 5.2.2.2, 5.2.2.8,
+    5.2.2.10); ``only-if-cached`` (5.2.1.7); then revalidation when a validator exists.
+    """
+    rcc = h.parse_cache_control(req.get("cache-control"))
+    only_if_cached = "only-if-cached" in rcc
+    if entry is None:
+        return Unavailable() if only_if_cached else Forward("uri-miss")
+    cc = h.parse_cache_control(entry.head.get("cache-control"))
+    if _is_request_no_cache(req, rcc) and not only_if_cached:
+        return _revalidate_or_forward(entry, "request")
+    if cc.get("no-cache", "-") is None:
+        return Unavailable() if only_if_cached else _revalidate_or_forward(entry, "stale")
+    age = current_age(entry, now)
+    ttl = freshness_lifetime(entry.head, entry.response_time) - age
+    if _is_fresh_enough(rcc, age, ttl):
+        return Fresh(age, ttl)
+    if ttl <= 0 and _is_stale_allowed(rcc, cc, -ttl):
+        return Fresh(age, ttl)
+    if only_if_cached:
+        return Unavailable()
+    return _revalidate_or_forward(entry, "stale")
+
+
+def _is_request_no_cache(req: RequestHead, rcc: dict[str, str | None]) -> bool:
+    if "no-cache" in rcc:
+        return True
+    # Section 5.4: Pragma counts only when the request has no Cache-Control.
+    pragma = [p.lower() for p in h.parse_list(req.get("pragma"))]
+    return "no-cache" in pragma and req.get("cache-control") is None
+
+
+def _is_fresh_enough(rcc: dict[str, str | None], age: float, ttl: float) -> bool:
+    if ttl <= 0:
+        return False
+    if "max-age" in rcc:
+        max_age = h.parse_delta_seconds(rcc["max-age"])
+        if max_age is None or age > max_age:
+            return False
+    if "min-fresh" in rcc:
+        min_fresh = h.parse_delta_seconds(rcc["min-fresh"])
+        if min_fresh is None or ttl < min_fresh:
+            return False
+    return True
+
+
+def _is_stale_allowed(
+    rcc: dict[str, str | None], cc: dict[str, str | None], staleness: float
+) -> bool:
+    if "max-stale" not in rcc:
+        return False
+    if {"must-revalidate", "proxy-revalidate", "s-maxage", "no-cache"} & cc.keys():
+        return False
+    limit = rcc["max-stale"]
+    if limit is None:
+        return True
+    seconds = h.parse_delta_seconds(limit)
+    return seconds is not None and staleness <= seconds
+
+
+def _revalidate_or_forward(entry: Entry, fwd: str) -> Revalidate | Forward:
+    conditional = validators(entry.head)
+    return Revalidate(conditional, fwd) if conditional else Forward(fwd)
+
+
+def validators(head: ResponseHead) -> tuple[tuple[str, str], ...]:
+    """Section 4.3.1: ``If-None-Match`` from ``ETag``, ``If-Modified-Since`` from
+    ``Last-Modified``."""
+    fields: list[tuple[str, str]] = []
+    etag = head.get("etag")
+    if etag is not None:
+        fields.append(("If-None-Match", etag))
+    last_modified = head.get("last-modified")
+    if last_modified is not None:
+        fields.append(("If-Modified-Since", last_modified))
+    return tuple(fields)
+
+
+def updated_head(stored: ResponseHead, fresh: ResponseHead) -> ResponseHead:
+    """Section 3.2: the stored response's fields, each replaced by the fields of the same
+    name in ``fresh`` (a 304 or a HEAD response), except those that must not change."""
+    incoming = {k.lower() for k, _ in fresh.headers} - NOT_UPDATED_FIELDS - UNSTORED_FIELDS
+    kept = tuple((k, v) for k, v in stored.headers if k.lower() not in incoming)
+    added = tuple((k, v) for k, v in fresh.headers if k.lower() in incoming)
+    return ResponseHead(stored.status, stored.reason, kept + added)
+
+
+def is_not_modified(req: RequestHead, head: ResponseHead) -> bool:
+    """Section 4.3.2: does the client's own conditional GET/HEAD match the stored response?
+
+    ``If-None-Match`` (weak comparison) takes precedence; ``If-Modified-Since`` is used only
+    without it, against ``Last-Modified`` or else ``Date``.
+    """
+    if req.method not in ("GET", "HEAD") or head.status != 200:
+        return False
+    if_none_match = req.get("if-none-match")
+    if if_none_match is not None:
+        etag = head.get("etag")
+        tags = h.parse_etags(if_none_match)
+        return etag is not None and any(t == "*" or h.is_weak_match(t, etag) for t in tags)
+    since = h.parse_http_date(req.get("if-modified-since"))
+    if since is None:
+        return False
+    modified = h.parse_http_date(head.get("last-modified")) or h.parse_http_date(
+        head.get("date")
+    )
+    return modified is not None and modified <= since
+
+
+# ---- invalidation (RFC 9111 section 4.4) --------------------------------------------------
+
+
+def invalidated_targets(req: RequestHead, resp: ResponseHead, origin_url: str) -> list[str]:
+    """Section 4.4: a non-error response to an unsafe method invalidates the target URI and
+    the same-origin ``Location`` and ``Content-Location``."""
+    if req.method not in INVALIDATING_METHODS or not 200 <= resp.status < 400:
+        return []
+    targets = [req.target]
+    for field in ("location", "content-location"):
+        value = resp.get(field)
+        if value is None:
+            continue
+        if value.startswith(origin_url + "/"):
+            targets.append(value[len(origin_url) :])
+        elif value.startswith("/") and not value.startswith("//"):
+            targets.append(value)
+    return targets

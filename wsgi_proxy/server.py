@@ -1,0 +1,50 @@
+"""gunicorn's settings for the proxy, shared by ``gunicorn.conf.py`` and the CLI, and the
+programmatic gunicorn application the CLI runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from wsgi_proxy.config import Config, ServerConfig
+
+
+def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
+    """gunicorn settings from ``server``. Why each default, see gunicorn.conf.py."""
+    return {
+        "bind": [server.bind],
+        "worker_class": "gthread",
+        "workers": server.workers,
+        "threads": server.threads,
+        "timeout": server.timeout,
+        "graceful_timeout": server.graceful_timeout,
+        "keepalive": server.keepalive,
+        "backlog": server.backlog,
+        "worker_connections": 1000,
+        "preload_app": False,
+        "on_starting": on_starting,
+    }
+
+
+def on_starting(_server: Any) -> None:
+    """Validate the proxy's settings in the master, before any worker forks, so a bad value
+    stops start-up with one clear error naming the variable."""
+    Config.from_env()
+
+
+class GunicornApp(BaseApplication):  # type: ignore[misc]
+    """gunicorn run from Python by ``caching-proxy``, with the settings above."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        import wsgi_proxy  # noqa: PLC0415 - loaded in the worker, after the fork
+
+        return wsgi_proxy.app

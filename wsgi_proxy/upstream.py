@@ -1,0 +1,169 @@
+"""The origin connection: one urllib3 pool per worker, streaming both ways.
+
+Invariants:
+- The message is not changed: no redirects followed, no decompression, no retries beyond
+  the one below, no ``User-Agent`` or ``Accept-Encoding`` added, and the request target is
+  sent byte for byte (``urlopen`` would re-encode it, so the pool's request step is used
+  directly; pinned urllib3, see requirements.txt).
+- One deliberate retry: an idempotent request without a body whose reused keep-alive
+  connection turned out closed by the origin is sent once more on a new connection.
+- Every urllib3 and socket exception ends here, converted to the ``errors`` tree.
+- The pool is created in the worker, after the fork, by ``Upstream()``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.util import SKIP_HEADER, Timeout
+
+from wsgi_proxy import headers as h
+from wsgi_proxy.config import Config
+from wsgi_proxy.errors import (
+    BadRequest,
+    OriginBroken,
+    OriginTimeout,
+    OriginUnreachable,
+    ProxyError,
+)
+from wsgi_proxy.headers import Headers
+from wsgi_proxy.model import ResponseHead
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 256 * 1024
+_RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class OriginResponse:
+    """A response whose body has not been read yet; iterate ``chunks`` once, then ``close``."""
+
+    def __init__(self, raw: HTTPResponse) -> None:
+        self.raw = raw
+        self.head = ResponseHead(raw.status, raw.reason or "", tuple(raw.headers.items()))
+        self.complete = False
+
+    @property
+    def content_length(self) -> int | None:
+        value = h.get(self.head.headers, "content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as it arrives; a body cut short raises ``OriginBroken``."""
+        try:
+            for chunk in self.raw.stream(CHUNK_SIZE, decode_content=False):
+                if chunk:
+                    yield chunk
+        except ReadTimeoutError:
+            raise OriginTimeout("the origin stopped sending the body") from None
+        except (ProtocolError, HTTPError, http.client.HTTPException, OSError) as exc:
+            raise OriginBroken(f"the body was cut short: {exc}") from None
+        self.complete = True
+
+    def close(self) -> None:
+        """Return the connection to the pool if the body was read whole, else drop it."""
+        if not self.complete:
+            self.raw.close()
+        self.raw.release_conn()
+
+
+class Upstream:
+    """The pooled client for the configured origin."""
+
+    def __init__(self, config: Config) -> None:
+        origin = config.origin
+        pool_class = HTTPSConnectionPool if origin.scheme == "https" else HTTPConnectionPool
+        self.pool: HTTPConnectionPool = pool_class(
+            origin.host,
+            origin.port,
+            maxsize=config.pool_size,
+            block=False,
+            timeout=Timeout(connect=config.connect_timeout, read=config.read_timeout),
+            retries=False,
+        )
+        self.host = origin.authority
+
+    def send(
+        self, method: str, target: str, fields: Headers, body: BinaryIO | None, *, chunked: bool
+    ) -> OriginResponse:
+        """Send the request; the response head has arrived when this returns."""
+        headers = HTTPHeaderDict()
+        for name, value in fields:
+            headers.add(name, value)
+        if "user-agent" not in headers:
+            headers["User-Agent"] = SKIP_HEADER
+        if "accept-encoding" not in headers:
+            headers["Accept-Encoding"] = SKIP_HEADER
+        retry = method in _RETRYABLE and body is None
+        while True:
+            conn = self.pool._get_conn()  # noqa: SLF001 - see the module docstring
+            reused = conn.sock is not None
+            try:
+                raw = self._request(conn, method, target, headers, body, chunked)
+            except ProtocolError as exc:
+                self._discard(conn)
+                if retry and reused:
+                    retry = False
+                    log.debug("retrying %s %s on a new connection: %s", method, target, exc)
+                    continue
+                raise OriginBroken(f"the origin closed the connection: {exc}") from None
+            except BaseException:
+                self._discard(conn)
+                raise
+            return OriginResponse(raw)
+
+    def _request(
+        self,
+        conn: HTTPConnection,
+        method: str,
+        target: str,
+        headers: HTTPHeaderDict,
+        body: BinaryIO | None,
+        chunked: bool,
+    ) -> HTTPResponse:
+        try:
+            raw: Any = self.pool._make_request(  # noqa: SLF001 - see the module docstring
+                conn,
+                method,
+                target,
+                body=body,
+                headers=headers,
+                chunked=chunked,
+                response_conn=conn,
+                preload_content=False,
+                decode_content=False,
+                enforce_content_length=True,
+            )
+        except ProxyError:
+            raise
+        except ConnectTimeoutError:
+            raise OriginTimeout("connecting to the origin timed out") from None
+        except NewConnectionError as exc:
+            raise OriginUnreachable(f"cannot connect to the origin: {exc.__cause__ or exc}") from None
+        except ReadTimeoutError:
+            raise OriginTimeout("the origin did not answer in time") from None
+        except http.client.InvalidURL:
+            raise BadRequest("invalid request target") from None
+        except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
+            raise ProtocolError(str(exc)) from None
+        except (HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
+            raise OriginBroken(f"invalid response from the origin: {exc}") from None
+        if not isinstance(raw, HTTPResponse):
+            raise OriginBroken("unexpected response object")
+        return raw
+
+    def _discard(self, conn: HTTPConnection) -> None:
+        conn.close()
+        self.pool._put_conn(conn)  # noqa: SLF001 - returns the slot; a closed conn reconnects
