@@ -156,7 +156,7 @@ def _read(env: Mapping[str, str], name: str, default: str, parse: Callable[[str]
 
 
 def _default_cache_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".cache")
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
     return Path(base) / "wsgi_proxy"
 
 

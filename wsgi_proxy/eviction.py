@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from wsgi_proxy.store import _TMP, Store, try_acquire
+from wsgi_proxy.store import TMP_PREFIX, Store, try_acquire
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Evictor:
         while not self._stop.wait(self.interval):
             try:
                 self.tick(time.time())
-            except Exception:  # noqa: BLE001 - the thread must outlive any one failure
+            except Exception:
                 log.exception("eviction pass failed")
 
     def tick(self, now: float) -> None:
@@ -132,7 +132,7 @@ def scan_objects(objects: Path, now: float) -> ScanResult:
                 stat = item.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if item.name.startswith(_TMP):
+            if item.name.startswith(TMP_PREFIX):
                 if _is_dead_tmp(item.name, stat.st_mtime, now):
                     with contextlib.suppress(OSError):
                         os.unlink(item.path)
@@ -149,7 +149,7 @@ def _is_dead_tmp(name: str, mtime: float, now: float) -> bool:
     if now - mtime > STALE_TMP_AGE:
         return True
     try:
-        pid = int(name[len(_TMP) :].split(".")[0])
+        pid = int(name[len(TMP_PREFIX) :].split(".", maxsplit=1)[0])
     except ValueError:
         return True
     try:

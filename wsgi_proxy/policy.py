@@ -291,9 +291,7 @@ def is_not_modified(req: RequestHead, head: ResponseHead) -> bool:
     since = h.parse_http_date(req.get("if-modified-since"))
     if since is None:
         return False
-    modified = h.parse_http_date(head.get("last-modified")) or h.parse_http_date(
-        head.get("date")
-    )
+    modified = h.parse_http_date(head.get("last-modified")) or h.parse_http_date(head.get("date"))
     return modified is not None and modified <= since
 
 

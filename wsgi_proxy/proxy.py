@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, assert_never
 from urllib.parse import quote, urlsplit
 
@@ -28,7 +29,7 @@ from wsgi_proxy import keys, policy
 from wsgi_proxy.config import Config
 from wsgi_proxy.errors import BadRequest, NotInCache, ProxyError
 from wsgi_proxy.model import Entry, RequestHead, ResponseHead
-from wsgi_proxy.store import Hit, PassMarker, Store, try_acquire
+from wsgi_proxy.store import EntryWriter, Hit, PassMarker, Store, try_acquire
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
 if TYPE_CHECKING:
@@ -71,10 +72,10 @@ class ProxyApp:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            req = request_head(environ)
-            if req.method in ("GET", "HEAD"):
-                return self._cached(req, environ, start_response)
-            return self._forward(req, environ, start_response)
+            ex = Exchange(request_head(environ), environ, start_response)
+            if ex.req.method in ("GET", "HEAD"):
+                return self._cached(ex)
+            return self._forward(ex)
         except ProxyError as exc:
             log.info("%s %s: %d %s", environ.get("REQUEST_METHOD"), environ.get("RAW_URI"),
                      exc.status, exc.detail)  # fmt: skip
@@ -82,218 +83,184 @@ class ProxyApp:
 
     # ---- GET and HEAD -------------------------------------------------------------------
 
-    def _cached(self, req: RequestHead, environ: Environ, sr: StartResponse) -> Iterable[bytes]:
-        primary = keys.primary_key(self.origin_url, req.target)
+    def _cached(self, ex: Exchange) -> Iterable[bytes]:
+        ex.primary = keys.primary_key(self.origin_url, ex.req.target)
         now = self.clock()
-        found = self.store.lookup(primary, req.headers, now)
+        found = self.store.lookup(ex.primary, ex.req.headers, now)
         if isinstance(found, PassMarker):
-            log.debug("pass %s: last response not storable", primary)
-            return self._fetch(req, environ, sr, primary, None, policy.Forward("uri-miss"), None)
-        decision = policy.decide_lookup(req, found.entry if found else None, now)
+            log.debug("pass %s: last response not storable", ex.primary)
+            return self._fetch(ex, policy.Forward("uri-miss"))
+        ex.found = found
+        decision = policy.decide_lookup(ex.req, found.entry if found else None, now)
         match decision:
             case policy.Fresh(age=age, ttl=ttl):
-                assert found is not None  # noqa: S101 - Fresh implies an entry
-                log.debug("hit %s age=%.0f ttl=%.0f", primary, age, ttl)
-                return self._serve(req, environ, sr, found, found.entry, age, ttl, fwd=None)
+                log.debug("hit %s age=%.0f ttl=%.0f", ex.primary, age, ttl)
+                return self._serve(ex, age, ttl, fwd=None)
             case policy.Unavailable():
-                if found:
-                    found.close()
+                ex.release()
                 raise NotInCache("only-if-cached and nothing usable is stored")
             case policy.Revalidate() | policy.Forward():
-                log.debug("%s %s: %s", type(decision).__name__.lower(), primary, decision.fwd)
-                return self._coalesced(req, environ, sr, primary, found, decision)
+                log.debug("%s %s: %s", type(decision).__name__.lower(), ex.primary, decision.fwd)
+                return self._coalesced(ex, decision)
             case _:
                 assert_never(decision)
 
     def _coalesced(
-        self,
-        req: RequestHead,
-        environ: Environ,
-        sr: StartResponse,
-        primary: str,
-        found: Hit | None,
-        decision: policy.Revalidate | policy.Forward,
+        self, ex: Exchange, decision: policy.Revalidate | policy.Forward
     ) -> Iterable[bytes]:
         """Fetch holding the URL's lock; a request that had to wait looks again first."""
-        lock = self.store.key_lock(primary, self.config.lock_timeout)
+        lock = self.store.key_lock(ex.primary, self.config.lock_timeout)
         if try_acquire(lock, 0):
-            return self._fetch(req, environ, sr, primary, found, decision, lock)
-        if found:
-            found.close()
-        held = try_acquire(lock, self.config.lock_timeout)
-        if not held:
-            log.info("lock wait for %s timed out: fetching without it", primary)
+            ex.lock = lock
+            return self._fetch(ex, decision)
+        ex.release()
+        if try_acquire(lock, self.config.lock_timeout):
+            ex.lock = lock
+        else:
+            log.info("lock wait for %s timed out: fetching without it", ex.primary)
         now = self.clock()
-        found = self.store.lookup(primary, req.headers, now)
-        if isinstance(found, PassMarker) or not held:
-            if held:
-                lock.release()
-            hit = found if isinstance(found, Hit) else None
-            return self._fetch(req, environ, sr, primary, hit, decision, None)
-        again = policy.decide_lookup(req, found.entry if found else None, now)
-        if isinstance(again, policy.Fresh) and found is not None:
-            lock.release()
-            return self._serve(req, environ, sr, found, found.entry, again.age, again.ttl, None)
+        found = self.store.lookup(ex.primary, ex.req.headers, now)
+        if isinstance(found, PassMarker):
+            ex.release()
+            return self._fetch(ex, decision)
+        ex.found = found
+        again = policy.decide_lookup(ex.req, found.entry if found else None, now)
+        if isinstance(again, policy.Fresh):
+            if ex.lock is not None:
+                ex.lock.release()
+                ex.lock = None
+            return self._serve(ex, again.age, again.ttl, fwd=None)
         if isinstance(again, policy.Revalidate | policy.Forward):
             decision = again
-        return self._fetch(req, environ, sr, primary, found, decision, lock)
+        return self._fetch(ex, decision)
 
-    def _fetch(
-        self,
-        req: RequestHead,
-        environ: Environ,
-        sr: StartResponse,
-        primary: str,
-        found: Hit | None,
-        decision: policy.Revalidate | policy.Forward,
-        lock: FileLock | None,
-    ) -> Iterable[bytes]:
+    def _fetch(self, ex: Exchange, decision: policy.Revalidate | policy.Forward) -> Iterable[bytes]:
         """Ask the origin; store and stream a full response, or serve the refreshed entry
-        after a 304 to our revalidation. Releases ``lock`` when done."""
+        after a 304 to our revalidation."""
         try:
-            fields = self._forwarded_fields(req, environ)
-            if isinstance(decision, policy.Revalidate) and found is not None:
+            fields = self._forwarded_fields(ex)
+            revalidating = isinstance(decision, policy.Revalidate) and ex.found is not None
+            if isinstance(decision, policy.Revalidate) and revalidating:
                 fields = (*h.without(fields, _CLIENT_CONDITIONALS), *decision.conditional)
-            body, chunked = request_body(environ)
+            body, chunked = request_body(ex.environ)
             request_time = self.clock()
-            resp = self.upstream.send(req.method, req.target, fields, body, chunked=chunked)
-            response_time = self.clock()
+            resp = self.upstream.send(ex.req.method, ex.req.target, fields, body, chunked=chunked)
+            times = (request_time, self.clock())
         except BaseException:
-            _release(lock, found)
+            ex.release()
             raise
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
-        if found is not None and isinstance(decision, policy.Revalidate) and head.status == 304:
-            return self._refreshed(req, environ, sr, found, head, request_time, response_time,
-                                   resp, lock, decision.fwd)  # fmt: skip
-        if found is not None:
-            found.close()
-        return self._stream_fresh(req, sr, primary, decision.fwd, head, resp,
-                                  (request_time, response_time), lock)  # fmt: skip
+        if revalidating and head.status == 304:
+            resp.close()
+            return self._refreshed(ex, head, times, decision.fwd)
+        if ex.found is not None:
+            ex.found.close()
+            ex.found = None
+        return self._stream_fresh(ex, decision.fwd, head, resp, times)
 
     def _refreshed(
-        self,
-        req: RequestHead,
-        environ: Environ,
-        sr: StartResponse,
-        found: Hit,
-        head: ResponseHead,
-        request_time: float,
-        response_time: float,
-        resp: OriginResponse,
-        lock: FileLock | None,
-        fwd: str,
+        self, ex: Exchange, head: ResponseHead, times: tuple[float, float], fwd: str
     ) -> Iterable[bytes]:
         """RFC 9111 section 4.3.4: freshen the stored response with the 304's fields."""
-        resp.close()
-        stored = found.entry
-        entry = Entry(
-            stored.key,
-            policy.updated_head(stored.head, head),
-            request_time,
-            response_time,
-            stored.vary,
-            stored.body_length,
-        )
-        self.store.refresh(found, entry)
-        if lock is not None:
-            lock.release()
-        now = self.clock()
-        ttl = policy.freshness_lifetime(entry.head, response_time) - policy.current_age(entry, now)
+        assert ex.found is not None  # noqa: S101 - only called when revalidating
+        stored = ex.found.entry
+        entry = Entry(stored.key, policy.updated_head(stored.head, head), times[0], times[1],
+                      stored.vary, stored.body_length)  # fmt: skip
+        self.store.refresh(ex.found, entry)
+        ex.found = replace(ex.found, entry=entry)
+        if ex.lock is not None:
+            ex.lock.release()
+            ex.lock = None
+        age = policy.current_age(entry, self.clock())
+        ttl = policy.freshness_lifetime(entry.head, times[1]) - age
         log.debug("revalidated %s: 304", stored.key)
-        return self._serve(req, environ, sr, found, entry, policy.current_age(entry, now), ttl, fwd)
+        return self._serve(ex, age, ttl, fwd)
 
     def _stream_fresh(
         self,
-        req: RequestHead,
-        sr: StartResponse,
-        primary: str,
+        ex: Exchange,
         fwd: str,
         head: ResponseHead,
         resp: OriginResponse,
         times: tuple[float, float],
-        lock: FileLock | None,
     ) -> Iterable[bytes]:
-        decision = policy.decide_store(req, head, times[1])
-        writer = None
+        """Stream a full response to the client, and to the cache when it may be stored."""
+        decision = policy.decide_store(ex.req, head, times[1])
         length = resp.content_length
-        if isinstance(decision, policy.Store) and length is not None:
-            if length > self.config.max_object_size:
-                decision = policy.NotStorable("too large")
-        if isinstance(decision, policy.Store) and req.method == "GET":
-            stored = policy.stored_headers(head, decision)
+        if isinstance(decision, policy.Store) and (length or 0) > self.config.max_object_size:
+            decision = policy.NotStorable("too large")
+        writer = None
+        if isinstance(decision, policy.Store):
             names = keys.vary_names(head.headers) or ()
-            entry = Entry(primary, stored, times[0], times[1],
-                          keys.vary_values(names, req.headers), 0)  # fmt: skip
+            entry = Entry(ex.primary, policy.stored_headers(head, decision), times[0], times[1],
+                          keys.vary_values(names, ex.req.headers), 0)  # fmt: skip
             writer = self.store.begin(
                 entry, expected_length=length, max_body=self.config.max_object_size
             )
-        elif isinstance(decision, policy.NotStorable) and decision.reason in _PASS_REASONS:
-            if req.get("authorization") is None:
-                self.store.publish_marker(primary, {"kind": "pass", "until": times[1] + PASS_TTL})
+        elif decision.reason in _PASS_REASONS and ex.req.get("authorization") is None:
+            self.store.publish_marker(ex.primary, {"kind": "pass", "until": times[1] + PASS_TTL})
         detail = decision.reason if isinstance(decision, policy.NotStorable) else None
-        log.debug("fetched %s: %d, %s", primary, head.status, detail or "storing")
-        if writer is None and lock is not None:
-            lock.release()
-            lock = None
+        log.debug("fetched %s: %d, %s", ex.primary, head.status, detail or "storing")
         ttl = None
         if writer is not None:
-            ttl = policy.freshness_lifetime(head, times[1]) - policy.current_age(
-                Entry(primary, head, times[0], times[1], (), 0), times[1]
-            )
-        status = h.format_cache_status(self.name, fwd=fwd, fwd_status=head.status,
-                                       stored=writer is not None, ttl=_int(ttl), detail=detail)  # fmt: skip
-        fields = (*head.headers, *self._marks("MISS", status))
-        sr(head.status_line, list(fields))
-        return StreamingBody(resp, writer, lock)
+            age = policy.current_age(Entry(ex.primary, head, *times, (), 0), times[1])
+            ttl = policy.freshness_lifetime(head, times[1]) - age
+        elif ex.lock is not None:
+            ex.lock.release()
+            ex.lock = None
+        status = h.format_cache_status(
+            self.name, fwd=fwd, fwd_status=head.status, stored=writer is not None,
+            ttl=_int(ttl), detail=detail,
+        )  # fmt: skip
+        ex.start_response(head.status_line, [*head.headers, *self._marks("MISS", status)])
+        body = StreamingBody(resp, writer, ex.lock)
+        ex.lock = None
+        return body
 
-    def _serve(
-        self,
-        req: RequestHead,
-        environ: Environ,
-        sr: StartResponse,
-        found: Hit,
-        entry: Entry,
-        age: float,
-        ttl: float,
-        fwd: str | None,
-    ) -> Iterable[bytes]:
+    def _serve(self, ex: Exchange, age: float, ttl: float, fwd: str | None) -> Iterable[bytes]:
         """Answer from the stored entry: 304 to a matching conditional, HEAD without a body,
         else the body by ``wsgi.file_wrapper`` (gunicorn sends it with sendfile)."""
+        found = ex.found
+        assert found is not None  # noqa: S101 - callers serve only what they found
+        entry = found.entry
         fwd_status = 304 if fwd else None
         status = h.format_cache_status(self.name, hit=fwd is None, fwd=fwd,
                                        fwd_status=fwd_status, ttl=_int(ttl))  # fmt: skip
         fields = h.without(entry.head.headers, ("content-length",))
         marks = (("Age", str(int(age))), *self._marks("HIT", status))
-        if policy.is_not_modified(req, entry.head):
-            found.close()
-            sr("304 Not Modified", [*fields, *marks])
+        if policy.is_not_modified(ex.req, entry.head):
+            ex.release()
+            ex.start_response("304 Not Modified", [*fields, *marks])
             return []
-        sr(entry.head.status_line, [*fields, ("Content-Length", str(entry.body_length)), *marks])
-        if req.method == "HEAD":
-            found.close()
+        length = ("Content-Length", str(entry.body_length))
+        ex.start_response(entry.head.status_line, [*fields, length, *marks])
+        if ex.req.method == "HEAD":
+            ex.release()
             return []
-        wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
+        wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
         body: Iterable[bytes] = wrapper(found.file, FILE_BLOCK)
         return body
 
     # ---- other methods ------------------------------------------------------------------
 
-    def _forward(self, req: RequestHead, environ: Environ, sr: StartResponse) -> Iterable[bytes]:
-        body, chunked = request_body(environ)
-        fields = self._forwarded_fields(req, environ)
-        resp = self.upstream.send(req.method, req.target, fields, body, chunked=chunked)
+    def _forward(self, ex: Exchange) -> Iterable[bytes]:
+        """Other methods: forwarded as they are; a success invalidates (section 4.4)."""
+        body, chunked = request_body(ex.environ)
+        fields = self._forwarded_fields(ex)
+        resp = self.upstream.send(ex.req.method, ex.req.target, fields, body, chunked=chunked)
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
-        for target in policy.invalidated_targets(req, head, self.origin_url):
+        for target in policy.invalidated_targets(ex.req, head, self.origin_url):
             self.store.invalidate(keys.primary_key(self.origin_url, target))
         status = h.format_cache_status(self.name, fwd="method", fwd_status=head.status)
-        sr(head.status_line, [*head.headers, *self._marks("MISS", status)])
+        ex.start_response(head.status_line, [*head.headers, *self._marks("MISS", status)])
         return StreamingBody(resp, None, None)
 
     # ---- helpers ------------------------------------------------------------------------
 
-    def _forwarded_fields(self, req: RequestHead, environ: Environ) -> h.Headers:
+    def _forwarded_fields(self, ex: Exchange) -> h.Headers:
         """The client's end-to-end fields for the origin, with Host, Via and X-Forwarded-*
         set by this proxy (RFC 9110 section 7.6.3)."""
+        req, environ = ex.req, ex.environ
         prior = req.get("x-forwarded-for")
         client = str(environ.get("REMOTE_ADDR", ""))
         protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/")
@@ -324,6 +291,27 @@ class ProxyApp:
         return [body]
 
 
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the proxy, and what it holds: the stored entry it
+    opened and the URL lock it took. ``release`` gives both back."""
+
+    req: RequestHead
+    environ: Environ
+    start_response: StartResponse
+    primary: str = ""
+    found: Hit | None = None
+    lock: FileLock | None = None
+
+    def release(self) -> None:
+        if self.found is not None:
+            self.found.close()
+            self.found = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
 class StreamingBody:
     """The origin's body, streamed to the client and to the cache writer at once.
 
@@ -333,7 +321,9 @@ class StreamingBody:
     origin connection and the URL's lock.
     """
 
-    def __init__(self, resp: OriginResponse, writer: Any, lock: FileLock | None) -> None:
+    def __init__(
+        self, resp: OriginResponse, writer: EntryWriter | None, lock: FileLock | None
+    ) -> None:
         self.resp = resp
         self.writer = writer
         self.lock = lock
@@ -393,13 +383,6 @@ def request_body(environ: Environ) -> tuple[BinaryIO | None, bool]:
     if not length.isdigit():
         raise BadRequest("invalid Content-Length")
     return (stream if int(length) > 0 else None), False
-
-
-def _release(lock: FileLock | None, found: Hit | None) -> None:
-    if lock is not None:
-        lock.release()
-    if found is not None:
-        found.close()
 
 
 def _int(value: float | None) -> int | None:

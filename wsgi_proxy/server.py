@@ -23,6 +23,9 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "backlog": server.backlog,
         "worker_connections": 1000,
         "preload_app": False,
+        # gunicorn 25+ opens a control socket at one path per user: two instances would
+        # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.
+        "control_socket_disable": True,
         "on_starting": on_starting,
     }
 

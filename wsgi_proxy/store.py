@@ -46,7 +46,7 @@ MAGIC = b"WSPX\x00\x01\r\n"
 _PREFIX = struct.Struct(">8sII")
 _LENGTH_WIDTH = 20
 _FIRST_READ = 8192
-_TMP = ".tmp."
+TMP_PREFIX = ".tmp."
 # A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall.
 TOUCH_INTERVAL = 60.0
 
@@ -89,7 +89,7 @@ class Store:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
         for folder in (self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = self.state / f"{_TMP}probe.{os.getpid()}"
+        probe = self.state / f"{TMP_PREFIX}probe.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
 
@@ -199,7 +199,7 @@ class Store:
 
     def _cap_variants(self, folder: Path) -> None:
         try:
-            files = [e for e in os.scandir(folder) if not e.name.startswith(_TMP)]
+            files = [e for e in os.scandir(folder) if not e.name.startswith(TMP_PREFIX)]
             if len(files) <= self.max_variants:
                 return
             files.sort(key=lambda e: e.stat().st_mtime)
@@ -310,7 +310,7 @@ class EntryWriter:
         self.crc = 0
         self.failed = False
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.tmp = path.parent / f"{_TMP}{os.getpid()}.{secrets.token_hex(6)}"
+        self.tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}.{secrets.token_hex(6)}"
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.header_size = len(self._header(0, 0))
         try:
@@ -433,7 +433,7 @@ class UsageCounter:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{_TMP}{path.name}.{os.getpid()}")
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 

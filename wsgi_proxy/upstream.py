@@ -16,10 +16,9 @@ from __future__ import annotations
 import http.client
 import logging
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
-from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -40,6 +39,9 @@ from wsgi_proxy.errors import (
 )
 from wsgi_proxy.headers import Headers
 from wsgi_proxy.model import ResponseHead
+
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,12 @@ class Upstream:
             headers["Accept-Encoding"] = SKIP_HEADER
         retry = method in _RETRYABLE and body is None
         while True:
-            conn = self.pool._get_conn()  # noqa: SLF001 - see the module docstring
-            reused = conn.sock is not None
+            conn = self.pool._get_conn()  # private: see the module docstring
+            reused = not conn.is_closed
             try:
-                raw = self._request(conn, method, target, headers, body, chunked)
+                raw = self._request(
+                    conn, method=method, target=target, headers=headers, body=body, chunked=chunked
+                )
             except ProtocolError as exc:
                 self._discard(conn)
                 if retry and reused:
@@ -126,7 +130,8 @@ class Upstream:
 
     def _request(
         self,
-        conn: HTTPConnection,
+        conn: BaseHTTPConnection,
+        *,
         method: str,
         target: str,
         headers: HTTPHeaderDict,
@@ -134,7 +139,7 @@ class Upstream:
         chunked: bool,
     ) -> HTTPResponse:
         try:
-            raw: Any = self.pool._make_request(  # noqa: SLF001 - see the module docstring
+            raw: Any = self.pool._make_request(  # private: see the module docstring
                 conn,
                 method,
                 target,
@@ -151,7 +156,9 @@ class Upstream:
         except ConnectTimeoutError:
             raise OriginTimeout("connecting to the origin timed out") from None
         except NewConnectionError as exc:
-            raise OriginUnreachable(f"cannot connect to the origin: {exc.__cause__ or exc}") from None
+            raise OriginUnreachable(
+                f"cannot connect to the origin: {exc.__cause__ or exc}"
+            ) from None
         except ReadTimeoutError:
             raise OriginTimeout("the origin did not answer in time") from None
         except http.client.InvalidURL:
@@ -164,6 +171,6 @@ class Upstream:
             raise OriginBroken("unexpected response object")
         return raw
 
-    def _discard(self, conn: HTTPConnection) -> None:
+    def _discard(self, conn: BaseHTTPConnection) -> None:
         conn.close()
-        self.pool._put_conn(conn)  # noqa: SLF001 - returns the slot; a closed conn reconnects
+        self.pool._put_conn(conn)  # a closed conn reconnects on reuse

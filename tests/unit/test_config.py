@@ -1,0 +1,69 @@
+"""Configuration parsing: every bad value names its variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wsgi_proxy.config import Config, Origin, ServerConfig, parse_size
+from wsgi_proxy.errors import ConfigError
+
+
+def test_defaults_need_nothing() -> None:
+    config = Config.from_env({"HOME": "/home/u"})
+    assert config.origin == Origin("http", "127.0.0.1", 8000)
+    assert config.cache_dir == Path("/home/u/.cache/wsgi_proxy")
+    assert config.max_object_size <= config.max_size
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1000", 1000), ("1k", 1024), ("2M", 2 * 1024**2), ("1G", 1024**3), ("3 MiB", 3 * 1024**2)],
+)
+def test_parse_size(raw: str, expected: int) -> None:
+    assert parse_size(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WSGI_PROXY_ORIGIN", "ftp://x"),
+        ("WSGI_PROXY_ORIGIN", "http://x/path"),
+        ("WSGI_PROXY_ORIGIN", "http://x:99999"),
+        ("WSGI_PROXY_ORIGIN", "http://"),
+        ("WSGI_PROXY_MAX_SIZE", "banana"),
+        ("WSGI_PROXY_MAX_SIZE", "0"),
+        ("WSGI_PROXY_MAX_OBJECT_SIZE", "-5"),
+        ("WSGI_PROXY_READ_TIMEOUT", "soon"),
+        ("WSGI_PROXY_CONNECT_TIMEOUT", "0"),
+        ("WSGI_PROXY_LOCK_TIMEOUT", "nan"),
+        ("WSGI_PROXY_POOL_SIZE", "1.5"),
+        ("WSGI_PROXY_VIA_NAME", "two words"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env({"HOME": "/h", variable: value})
+    assert raised.value.variable == variable
+    assert variable in str(raised.value)
+
+
+def test_object_size_may_not_exceed_cache_size() -> None:
+    env = {"HOME": "/h", "WSGI_PROXY_MAX_SIZE": "1M", "WSGI_PROXY_MAX_OBJECT_SIZE": "2M"}
+    with pytest.raises(ConfigError, match="WSGI_PROXY_MAX_OBJECT_SIZE"):
+        Config.from_env(env)
+
+
+def test_origin_authority_omits_default_port() -> None:
+    assert Config.from_env({"HOME": "/h", "WSGI_PROXY_ORIGIN": "https://a.b"}).origin.url == (
+        "https://a.b"
+    )
+    assert Config.from_env({"HOME": "/h", "WSGI_PROXY_ORIGIN": "http://a:81/"}).origin.url == (
+        "http://a:81"
+    )
+
+
+def test_server_config_bad_worker_count() -> None:
+    with pytest.raises(ConfigError, match="WSGI_PROXY_WORKERS"):
+        ServerConfig.from_env({"WSGI_PROXY_WORKERS": "many"})

@@ -1,0 +1,44 @@
+"""Cache keys and Vary selection (RFC 9111 sections 2 and 4.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsgi_proxy import keys
+
+
+def test_targets_that_differ_byte_for_byte_have_different_keys() -> None:
+    targets = ["/a", "/a?", "/a?x=1", "/A", "/a%2Fb", "/a/b", "/a%2fb", "//a"]
+    digests = {keys.digest(keys.primary_key("http://o", t)) for t in targets}
+    assert len(digests) == len(targets)
+
+
+def test_digest_is_a_safe_file_name() -> None:
+    name = keys.digest(keys.primary_key("http://o", "/../../etc/passwd\x00"))
+    assert len(name) == 64
+    assert set(name) <= set("0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    ("vary", "expected"),
+    [
+        ("Accept-Encoding", ("accept-encoding",)),
+        ("accept-language, Accept-Encoding", ("accept-encoding", "accept-language")),
+        ("Accept, *", None),
+        ("", ()),
+    ],
+)
+def test_vary_names(vary: str, expected: tuple[str, ...] | None) -> None:
+    assert keys.vary_names((("Vary", vary),)) == expected
+
+
+def test_vary_values_normalise_whitespace_and_absence() -> None:
+    request = (("Accept-Language", "en,  fr"), ("Accept-Language", "de"))
+    values = keys.vary_values(("accept-encoding", "accept-language"), request)
+    assert values == (("accept-encoding", None), ("accept-language", "en, fr, de"))
+
+
+def test_absent_and_empty_fields_are_different_variants() -> None:
+    absent = keys.vary_values(("x",), ())
+    empty = keys.vary_values(("x",), (("X", ""),))
+    assert keys.variant_digest(absent) != keys.variant_digest(empty)

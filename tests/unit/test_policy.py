@@ -1,0 +1,250 @@
+"""RFC 9111 decisions, as tables of (request, stored response, now) -> outcome."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsgi_proxy import policy
+from wsgi_proxy.headers import Headers, format_http_date
+from wsgi_proxy.model import Entry, RequestHead, ResponseHead
+
+T0 = 1_700_000_000.0
+DATE = ("Date", format_http_date(T0))
+
+
+def req(*fields: tuple[str, str], method: str = "GET") -> RequestHead:
+    return RequestHead(method, "/x", tuple(fields))
+
+
+def resp(*fields: tuple[str, str], status: int = 200) -> ResponseHead:
+    return ResponseHead(status, "OK", (DATE, *fields))
+
+
+def entry(*fields: tuple[str, str], status: int = 200, stored_at: float = T0) -> Entry:
+    return Entry("GET http://o/x", resp(*fields, status=status), stored_at, stored_at, (), 0)
+
+
+# ---- section 3: storing ------------------------------------------------------------------
+
+STORE_CASES: list[tuple[str, RequestHead, ResponseHead, str | None]] = [
+    ("3: max-age", req(), resp(("Cache-Control", "max-age=60")), None),
+    ("3: s-maxage", req(), resp(("Cache-Control", "s-maxage=60")), None),
+    ("3: Expires", req(), resp(("Expires", format_http_date(T0 + 60))), None),
+    ("3: public alone", req(), resp(("Cache-Control", "public"), ("ETag", '"a"')), None),
+    ("4.2.2: heuristic 200 + Last-Modified", req(),
+     resp(("Last-Modified", format_http_date(T0 - 1000))), None),
+    ("3: nothing to go on", req(), resp(status=302), "no freshness information"),
+    ("4.2.2: heuristic status, no validator", req(), resp(), "stale and no validator"),
+    ("5.2.2.5: no-store", req(), resp(("Cache-Control", "no-store, max-age=60")), "no-store"),
+    ("5.2.2.5: NO-STORE is case-insensitive", req(),
+     resp(("Cache-Control", "NO-STORE, max-age=60")), "no-store"),
+    ("5.2.1.5: request no-store", req(("Cache-Control", "no-store")),
+     resp(("Cache-Control", "max-age=60")), "request no-store"),
+    ("5.2.2.7: private", req(), resp(("Cache-Control", "private, max-age=60")), "private"),
+    ("5.2.2.7: private with fields is storable", req(),
+     resp(("Cache-Control", 'private="x-user", max-age=60')), None),
+    ("3.5: Authorization, max-age only", req(("Authorization", "Basic x")),
+     resp(("Cache-Control", "max-age=60")), "authorization"),
+    ("3.5: Authorization with public", req(("Authorization", "Basic x")),
+     resp(("Cache-Control", "public, max-age=60")), None),
+    ("3.5: Authorization with s-maxage", req(("Authorization", "Basic x")),
+     resp(("Cache-Control", "s-maxage=60")), None),
+    ("3.5: Authorization with must-revalidate", req(("Authorization", "Basic x")),
+     resp(("Cache-Control", "must-revalidate, max-age=60")), None),
+    ("ours: Set-Cookie is not shared", req(),
+     resp(("Cache-Control", "max-age=60"), ("Set-Cookie", "s=1")), "set-cookie"),
+    ("ours: Set-Cookie named by no-cache is stripped", req(),
+     resp(("Cache-Control", 'max-age=60, no-cache="Set-Cookie"'), ("Set-Cookie", "s=1")), None),
+    ("4.1: Vary *", req(), resp(("Cache-Control", "max-age=60"), ("Vary", "*")), "vary *"),
+    ("3: partial content", req(), resp(("Cache-Control", "max-age=60"), status=206),
+     "status 206"),
+    ("3: 304 is never stored", req(), resp(("Cache-Control", "max-age=60"), status=304),
+     "status 304"),
+    ("3: POST responses are not stored", req(method="POST"),
+     resp(("Cache-Control", "max-age=60")), "method"),
+    ("5.2.2.3: must-understand overrides no-store for known status", req(),
+     resp(("Cache-Control", "must-understand, no-store, max-age=60")), None),
+    ("5.2.2.3: must-understand with unknown status", req(),
+     resp(("Cache-Control", "must-understand, max-age=60"), status=299), "must-understand"),
+    ("4.2.1: max-age=0 with ETag is stored for revalidation", req(),
+     resp(("Cache-Control", "max-age=0"), ("ETag", '"a"')), None),
+    ("4.2.1: max-age=0 without validator", req(), resp(("Cache-Control", "max-age=0")),
+     "stale and no validator"),
+    ("4.2.1: invalid Expires means stale", req(), resp(("Expires", "0")),
+     "stale and no validator"),
+    ("3: explicit freshness on 500", req(), resp(("Cache-Control", "max-age=60"), status=500),
+     None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "request_", "response", "expected"), STORE_CASES)
+def test_decide_store(
+    case: str, request_: RequestHead, response: ResponseHead, expected: str | None
+) -> None:
+    decision = policy.decide_store(request_, response, T0)
+    if expected is None:
+        assert isinstance(decision, policy.Store), case
+    else:
+        assert decision == policy.NotStorable(expected), case
+
+
+def test_stored_headers_strip_named_fields_and_age() -> None:
+    response = resp(
+        ("Cache-Control", 'private="X-User", max-age=60'), ("X-User", "bob"), ("Age", "5")
+    )
+    decision = policy.decide_store(req(), response, T0)
+    assert isinstance(decision, policy.Store)
+    stored = policy.stored_headers(response, decision)
+    names = [k.lower() for k, _ in stored.headers]
+    assert "x-user" not in names
+    assert "age" not in names
+    assert "cache-control" in names
+
+
+# ---- section 4.2: freshness -------------------------------------------------------------
+
+LIFETIME_CASES: list[tuple[str, Headers, float]] = [
+    ("s-maxage before max-age", (("Cache-Control", "max-age=10, s-maxage=100"),), 100),
+    ("max-age before Expires", (("Cache-Control", "max-age=10"),
+                                ("Expires", format_http_date(T0 + 500))), 10),
+    ("Expires minus Date", (("Expires", format_http_date(T0 + 500)),), 500),
+    ("Expires in the past", (("Expires", format_http_date(T0 - 500)),), 0),
+    ("invalid Expires", (("Expires", "never"),), 0),
+    ("first duplicate max-age wins", (("Cache-Control", "max-age=10, max-age=100"),), 10),
+    ("negative max-age is invalid: stale", (("Cache-Control", "max-age=-5"),), 0),
+    ("quoted max-age", (("Cache-Control", 'max-age="20"'),), 20),
+    ("invalid max-age: stale", (("Cache-Control", "max-age=ten"),), 0),
+    ("heuristic: 10% of Date - Last-Modified",
+     (("Last-Modified", format_http_date(T0 - 1000)),), 100),
+    ("heuristic capped at a day", (("Last-Modified", format_http_date(T0 - 10**8)),), 86400),
+    ("no information", (), 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "fields", "expected"), LIFETIME_CASES)
+def test_freshness_lifetime(case: str, fields: Headers, expected: float) -> None:
+    assert policy.freshness_lifetime(resp(*fields), T0) == pytest.approx(expected), case
+
+
+AGE_CASES: list[tuple[str, Headers, float, float, float, float]] = [
+    # (case, fields, request_time, response_time, now, expected age)
+    ("resident time only", (), T0, T0, T0 + 30, 30),
+    ("Age field counts", (("Age", "100"),), T0, T0, T0 + 30, 130),
+    ("response delay corrects Age", (("Age", "100"),), T0 - 5, T0, T0, 105),
+    ("apparent age from Date", (), T0 + 50, T0 + 50, T0 + 50, 50),
+    ("invalid Age ignored", (("Age", "abc"),), T0, T0, T0 + 1, 1),
+]
+
+
+@pytest.mark.parametrize(("case", "fields", "sent", "received", "now", "expected"), AGE_CASES)
+def test_current_age(
+    case: str, fields: Headers, sent: float, received: float, now: float, expected: float
+) -> None:
+    stored = Entry("k", resp(*fields), sent, received, (), 0)
+    assert policy.current_age(stored, now) == pytest.approx(expected), case
+
+
+# ---- section 4: reuse --------------------------------------------------------------------
+
+ETAG = ("ETag", '"v1"')
+LOOKUP_CASES: list[tuple[str, RequestHead, Entry | None, float, type]] = [
+    ("nothing stored", req(), None, T0, policy.Forward),
+    ("only-if-cached, nothing stored", req(("Cache-Control", "only-if-cached")), None, T0,
+     policy.Unavailable),
+    ("fresh", req(), entry(("Cache-Control", "max-age=60")), T0 + 10, policy.Fresh),
+    ("stale without validator", req(), entry(("Cache-Control", "max-age=60")), T0 + 100,
+     policy.Forward),
+    ("stale with validator", req(), entry(("Cache-Control", "max-age=60"), ETAG), T0 + 100,
+     policy.Revalidate),
+    ("5.2.1.4: request no-cache", req(("Cache-Control", "no-cache")),
+     entry(("Cache-Control", "max-age=60"), ETAG), T0 + 1, policy.Revalidate),
+    ("5.4: Pragma no-cache", req(("Pragma", "no-cache")),
+     entry(("Cache-Control", "max-age=60")), T0 + 1, policy.Forward),
+    ("5.4: Pragma ignored beside Cache-Control", req(("Pragma", "no-cache"),
+     ("Cache-Control", "max-stale")), entry(("Cache-Control", "max-age=60")), T0 + 1,
+     policy.Fresh),
+    ("5.2.2.4: response no-cache", req(), entry(("Cache-Control", "no-cache, max-age=60"), ETAG),
+     T0 + 1, policy.Revalidate),
+    ("5.2.1.1: request max-age exceeded", req(("Cache-Control", "max-age=5")),
+     entry(("Cache-Control", "max-age=60")), T0 + 10, policy.Forward),
+    ("5.2.1.3: min-fresh not met", req(("Cache-Control", "min-fresh=55")),
+     entry(("Cache-Control", "max-age=60")), T0 + 10, policy.Forward),
+    ("5.2.1.2: max-stale allows", req(("Cache-Control", "max-stale=100")),
+     entry(("Cache-Control", "max-age=60")), T0 + 100, policy.Fresh),
+    ("5.2.1.2: max-stale too small", req(("Cache-Control", "max-stale=10")),
+     entry(("Cache-Control", "max-age=60")), T0 + 100, policy.Forward),
+    ("5.2.2.2: must-revalidate forbids max-stale", req(("Cache-Control", "max-stale")),
+     entry(("Cache-Control", "max-age=60, must-revalidate")), T0 + 100, policy.Forward),
+    ("5.2.2.10: s-maxage forbids max-stale", req(("Cache-Control", "max-stale")),
+     entry(("Cache-Control", "s-maxage=60")), T0 + 100, policy.Forward),
+    ("5.2.1.7: only-if-cached and stale", req(("Cache-Control", "only-if-cached")),
+     entry(("Cache-Control", "max-age=60")), T0 + 100, policy.Unavailable),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "request_", "stored", "now", "expected"), LOOKUP_CASES)
+def test_decide_lookup(
+    case: str, request_: RequestHead, stored: Entry | None, now: float, expected: type
+) -> None:
+    assert type(policy.decide_lookup(request_, stored, now)) is expected, case
+
+
+def test_revalidation_uses_stored_validators() -> None:
+    lm = ("Last-Modified", format_http_date(T0 - 100))
+    decision = policy.decide_lookup(req(), entry(("Cache-Control", "max-age=1"), ETAG, lm), T0 + 5)
+    assert decision == policy.Revalidate(
+        (("If-None-Match", '"v1"'), ("If-Modified-Since", lm[1])), "stale"
+    )
+
+
+def test_updated_head_replaces_fields_but_not_content_length() -> None:
+    stored = resp(("Cache-Control", "max-age=1"), ("Content-Length", "10"), ("X-A", "old"))
+    fresh = ResponseHead(
+        304, "Not Modified", (("Cache-Control", "max-age=99"), ("Content-Length", "0"))
+    )
+    updated = policy.updated_head(stored, fresh)
+    assert updated.status == 200
+    assert updated.get("cache-control") == "max-age=99"
+    assert updated.get("content-length") == "10"
+    assert updated.get("x-a") == "old"
+
+
+NOT_MODIFIED_CASES: list[tuple[str, RequestHead, bool]] = [
+    ("matching etag", req(("If-None-Match", '"v1"')), True),
+    ("weak comparison", req(("If-None-Match", 'W/"v1"')), True),
+    ("one of a list", req(("If-None-Match", '"x", "v1"')), True),
+    ("star", req(("If-None-Match", "*")), True),
+    ("other etag", req(("If-None-Match", '"v2"')), False),
+    ("If-Modified-Since after Last-Modified", req(("If-Modified-Since", format_http_date(T0))),
+     True),
+    ("If-Modified-Since before Last-Modified",
+     req(("If-Modified-Since", format_http_date(T0 - 500))), False),
+    ("If-None-Match wins over If-Modified-Since", req(("If-None-Match", '"v2"'),
+     ("If-Modified-Since", format_http_date(T0))), False),
+    ("no conditional", req(), False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "request_", "expected"), NOT_MODIFIED_CASES)
+def test_is_not_modified(case: str, request_: RequestHead, expected: bool) -> None:
+    stored = resp(ETAG, ("Last-Modified", format_http_date(T0 - 100)))
+    assert policy.is_not_modified(request_, stored) is expected, case
+
+
+INVALIDATION_CASES: list[tuple[str, str, int, Headers, list[str]]] = [
+    ("POST success", "POST", 200, (), ["/x"]),
+    ("POST error does not invalidate", "POST", 500, (), []),
+    ("GET never invalidates", "GET", 200, (), []),
+    ("same-origin Location", "PUT", 201, (("Location", "http://o/y"),), ["/x", "/y"]),
+    ("relative Content-Location", "DELETE", 204, (("Content-Location", "/z"),), ["/x", "/z"]),
+    ("foreign Location ignored", "POST", 303, (("Location", "http://evil/y"),), ["/x"]),
+    ("scheme-relative Location ignored", "PATCH", 200, (("Location", "//evil/y"),), ["/x"]),
+]
+
+
+@pytest.mark.parametrize(("case", "method", "status", "fields", "expected"), INVALIDATION_CASES)
+def test_invalidated_targets(
+    case: str, method: str, status: int, fields: Headers, expected: list[str]
+) -> None:
+    response = ResponseHead(status, "", fields)
+    assert policy.invalidated_targets(req(method=method), response, "http://o") == expected, case

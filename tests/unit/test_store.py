@@ -1,0 +1,159 @@
+"""The filesystem store on a real folder: atomic publish, short bodies, corruption, Vary."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from wsgi_proxy.eviction import Evictor, scan_objects
+from wsgi_proxy.model import Entry, ResponseHead
+from wsgi_proxy.store import Hit, PassMarker, Store
+
+KEY = "GET http://o/x"
+NOW = time.time()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path, lock_stripes=8, max_variants=2)
+    s.prepare()
+    return s
+
+
+def entry(vary: tuple[tuple[str, str | None], ...] = (), key: str = KEY) -> Entry:
+    head = ResponseHead(200, "OK", (("Cache-Control", "max-age=60"), ("X-A", "1")))
+    return Entry(key, head, NOW, NOW, vary, 0)
+
+
+def put(store: Store, body: bytes, e: Entry | None = None, expected: int | None = None) -> bool:
+    writer = store.begin(e or entry(), expected_length=expected, max_body=10**6)
+    assert writer is not None
+    for i in range(0, len(body), 7):
+        writer.write(body[i : i + 7])
+    return writer.commit()
+
+
+def read(store: Store, request: tuple[tuple[str, str], ...] = ()) -> bytes | None:
+    found = store.lookup(KEY, request, NOW)
+    if not isinstance(found, Hit):
+        return None
+    with found.file:
+        return found.file.read()
+
+
+def files(store: Store) -> list[Path]:
+    return sorted(p for p in store.objects.rglob("*") if p.is_file())
+
+
+def test_published_entry_round_trips(store: Store) -> None:
+    assert put(store, b"hello world", expected=11)
+    found = store.lookup(KEY, (), NOW)
+    assert isinstance(found, Hit)
+    assert found.entry.head.get("x-a") == "1"
+    assert found.entry.body_length == 11
+    found.close()
+    assert read(store) == b"hello world"
+
+
+def test_short_body_is_not_published(store: Store) -> None:
+    assert not put(store, b"only half", expected=100)
+    assert read(store) is None
+    assert files(store) == []
+
+
+def test_aborted_writer_leaves_nothing(store: Store) -> None:
+    writer = store.begin(entry(), expected_length=None, max_body=10**6)
+    assert writer is not None
+    writer.write(b"partial")
+    writer.abort()
+    assert files(store) == []
+
+
+def test_body_over_the_object_limit_is_dropped(store: Store) -> None:
+    writer = store.begin(entry(), expected_length=None, max_body=10)
+    assert writer is not None
+    writer.write(b"x" * 11)
+    assert not writer.commit()
+    assert read(store) is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[:-1],  # truncated body
+        lambda data: data + b"x",  # extra byte
+        lambda data: data[:10] + bytes([data[10] ^ 1]) + data[11:],  # header length
+        lambda data: data[:20] + bytes([data[20] ^ 1]) + data[21:],  # header bytes
+        lambda data: b"XXXX" + data[4:],  # magic
+        lambda data: b"",
+    ],
+)
+def test_corrupt_entry_is_a_miss_and_removed(store: Store, damage: object) -> None:
+    assert put(store, b"hello world")
+    (path,) = files(store)
+    assert callable(damage)
+    path.write_bytes(damage(path.read_bytes()))
+    assert read(store) is None
+    assert not path.exists()
+
+
+def test_vary_variants_are_selected_and_capped(store: Store) -> None:
+    for lang in ("en", "fr", "de"):
+        assert put(store, lang.encode(), entry(vary=(("accept-language", lang),)))
+    # max_variants=2: the oldest ("en") went.
+    assert read(store, (("Accept-Language", "de"),)) == b"de"
+    assert read(store, (("Accept-Language", "fr"),)) == b"fr"
+    assert read(store, (("Accept-Language", "en"),)) is None
+    assert read(store, ()) is None
+
+
+def test_plain_entry_replaces_variants(store: Store) -> None:
+    assert put(store, b"en", entry(vary=(("accept-language", "en"),)))
+    assert put(store, b"plain")
+    assert read(store, (("Accept-Language", "en"),)) == b"plain"
+    assert len(files(store)) == 1
+
+
+def test_pass_marker_expires(store: Store) -> None:
+    store.publish_marker(KEY, {"kind": "pass", "until": NOW + 10})
+    assert store.lookup(KEY, (), NOW) == PassMarker(NOW + 10)
+    assert store.lookup(KEY, (), NOW + 11) is None
+
+
+def test_invalidate_removes_every_variant(store: Store) -> None:
+    assert put(store, b"en", entry(vary=(("accept-language", "en"),)))
+    store.invalidate(KEY)
+    assert files(store) == []
+
+
+def test_clear_while_a_reader_holds_the_file(store: Store) -> None:
+    assert put(store, b"still readable")
+    found = store.lookup(KEY, (), NOW)
+    assert isinstance(found, Hit)
+    store.clear()
+    assert read(store) is None
+    with found.file:
+        assert found.file.read() == b"still readable"
+
+
+def test_eviction_removes_least_recently_used_and_dead_temp_files(store: Store) -> None:
+    for i in range(10):
+        assert put(store, b"x" * 1000, entry(key=f"GET http://o/{i}"))
+        path = store._primary_path(f"GET http://o/{i}")
+        os.utime(path, (NOW - 1000 + i, NOW - 1000 + i))
+    dead = store.objects / "00" / ".tmp.999999999.dead"
+    dead.parent.mkdir(exist_ok=True)
+    dead.write_bytes(b"y" * 500)
+    total = Evictor(store, max_size=5000).evict(NOW)
+    assert total <= 5000 * 0.85
+    assert not dead.exists()
+    survivors = {p.name for p in files(store)}
+    newest = store._primary_path("GET http://o/9").name
+    oldest = store._primary_path("GET http://o/0").name
+    assert newest in survivors
+    assert oldest not in survivors
+    assert scan_objects(store.objects, NOW).total == total
+    assert store.usage.read() == total
