@@ -73,7 +73,11 @@ class Config:
     max_variants: int
     """WSGI_PROXY_MAX_VARIANTS: stored variants (``Vary``) per URL; the oldest goes first."""
     via_name: str
-    """WSGI_PROXY_VIA_NAME: this proxy's name in ``Via`` and ``Cache-Status``."""
+    """WSGI_PROXY_VIA_NAME: this proxy's name in ``Via`` and ``Cache-Status``, and its device
+    token in ``Surrogate-Capability`` and ``;token``-targeted ``Surrogate-Control``."""
+    targeted_fields: tuple[str, ...]
+    """WSGI_PROXY_TARGETED_FIELDS: comma-separated targeted cache-control fields (RFC 9213)
+    obeyed instead of Cache-Control, first present wins; never sent on to clients."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -92,6 +96,9 @@ class Config:
             lock_stripes=_read(env, "LOCK_STRIPES", "1024", _positive_int),
             max_variants=_read(env, "MAX_VARIANTS", "32", _positive_int),
             via_name=_read(env, "VIA_NAME", "wsgi_proxy", parse_token),
+            targeted_fields=_read(
+                env, "TARGETED_FIELDS", "CDN-Cache-Control, Surrogate-Control", parse_field_list
+            ),
         )
         if config.max_object_size > config.max_size:
             raise ConfigError(
@@ -105,7 +112,12 @@ class Config:
         rows = []
         for field in fields(self):
             value = getattr(self, field.name)
-            shown = value.url if isinstance(value, Origin) else str(value)
+            if isinstance(value, Origin):
+                shown = value.url
+            elif isinstance(value, tuple):
+                shown = ", ".join(value)
+            else:
+                shown = str(value)
             rows.append((PREFIX + field.name.upper(), shown))
         return rows
 
@@ -209,6 +221,15 @@ def parse_token(raw: str) -> str:
     if not raw or any(c.isspace() or ord(c) < 32 for c in raw):
         raise ValueError("expected a non-empty value without spaces")
     return raw
+
+
+def parse_field_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated header field names (tokens); may be empty."""
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ValueError(f"{name!r} is not a header field name")
+    return names
 
 
 def _positive_int(raw: str) -> int:

@@ -27,6 +27,7 @@ HOP_BY_HOP = frozenset(
         "keep-alive",
         "proxy-connection",
         "proxy-authenticate",
+        "proxy-authentication-info",
         "proxy-authorization",
         "te",
         "trailer",
@@ -96,6 +97,27 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
     for name, arg in _split_directives(value or ""):
         directives.setdefault(name, arg)
     return directives
+
+
+def parse_targeted_control(value: str, token: str) -> dict[str, str | None]:
+    """A targeted field (``CDN-Cache-Control``, ``Surrogate-Control``) for device ``token``.
+
+    Edge Architecture 1.0: a directive may end in ``;device``; it then applies only to that
+    device, and such a targeted directive wins over an untargeted one of the same name.
+    """
+    targeted: dict[str, str | None] = {}
+    general: dict[str, str | None] = {}
+    for name, arg in _split_directives(value):
+        full = name if arg is None else f"{name}={arg}"
+        directive, _, target = full.partition(";")
+        key, eq, directive_arg = directive.partition("=")
+        key = key.strip().lower()
+        parsed_arg = directive_arg.strip().strip('"') if eq else None
+        if not target:
+            general.setdefault(key, parsed_arg)
+        elif target.strip().lower() == token.lower():
+            targeted.setdefault(key, parsed_arg)
+    return {**general, **targeted}
 
 
 def _split_directives(text: str) -> Iterable[tuple[str, str | None]]:

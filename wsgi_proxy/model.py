@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from wsgi_proxy import headers as h
 from wsgi_proxy.headers import Headers
 
-# Methods whose responses share one cache entry: a HEAD is answered from a stored GET.
+# RFC 9110 section 9.2.1: every other method is unsafe, or of unknown safety.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-INVALIDATING_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wsgi_proxy import headers as h
-from wsgi_proxy.model import INVALIDATING_METHODS, Entry, RequestHead, ResponseHead
+from wsgi_proxy.model import SAFE_METHODS, Entry, RequestHead, ResponseHead
 
 # RFC 9110 section 15.1: statuses cacheable by default, hence heuristically fresh.
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -24,10 +24,44 @@ UNDERSTOOD_STATUSES = frozenset(
 )
 HEURISTIC_FRACTION = 0.1  # RFC 9111 section 4.2.2: "typically ... 10%"
 HEURISTIC_MAX = 86400.0
-# Fields never stored, beyond hop-by-hop ones (RFC 9111 section 3.1).
-UNSTORED_FIELDS = frozenset({"age"})
-# Fields a 304 must not change in the stored response (RFC 9111 section 3.2).
-NOT_UPDATED_FIELDS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+# Fields a 304 must not change in the stored response (RFC 9111 section 3.2): the length,
+# fields that describe the stored bytes, and the validator that selected the response.
+NOT_UPDATED_FIELDS = frozenset(
+    {"content-length", "content-encoding", "content-md5", "content-range", "etag"}
+)
+
+
+# ---- which field speaks to this cache (RFC 9213) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Targeting:
+    """Targeted cache-control fields this cache obeys, first present wins (RFC 9213
+    section 2.2), and its device token for ``;token``-targeted ``Surrogate-Control``
+    directives (Edge Architecture 1.0)."""
+
+    fields: tuple[str, ...] = ()
+    token: str = ""
+
+
+NO_TARGETING = Targeting()
+
+
+@dataclass(frozen=True, slots=True)
+class Directives:
+    """The response's caching directives for this cache, and whether ``Expires`` counts
+    (RFC 9213 section 2.2: a targeted field replaces Cache-Control and Expires)."""
+
+    cc: dict[str, str | None]
+    use_expires: bool
+
+
+def response_directives(resp: ResponseHead, targeting: Targeting) -> Directives:
+    for field in targeting.fields:
+        value = resp.get(field)
+        if value is not None and value.strip():
+            return Directives(h.parse_targeted_control(value, targeting.token), False)
+    return Directives(h.parse_cache_control(resp.get("cache-control")), True)
 
 
 # ---- storage (RFC 9111 section 3) ---------------------------------------------------------
@@ -50,7 +84,12 @@ class NotStorable:
 StoreDecision = Store | NotStorable
 
 
-def decide_store(req: RequestHead, resp: ResponseHead, response_time: float) -> StoreDecision:
+def decide_store(
+    req: RequestHead,
+    resp: ResponseHead,
+    response_time: float,
+    targeting: Targeting = NO_TARGETING,
+) -> StoreDecision:
     """RFC 9111 section 3, for a shared cache, in the section's order.
 
     Method GET only; a final, non-partial status; no ``no-store`` in request or response
@@ -66,7 +105,8 @@ def decide_store(req: RequestHead, resp: ResponseHead, response_time: float) -> 
     if resp.status < 200 or resp.status in (206, 304):
         return NotStorable(f"status {resp.status}")
     rcc = h.parse_cache_control(req.get("cache-control"))
-    cc = h.parse_cache_control(resp.get("cache-control"))
+    directives = response_directives(resp, targeting)
+    cc = directives.cc
     if "must-understand" in cc:
         if resp.status not in UNDERSTOOD_STATUSES:
             return NotStorable("must-understand")
@@ -85,11 +125,12 @@ def decide_store(req: RequestHead, resp: ResponseHead, response_time: float) -> 
         return NotStorable("set-cookie")
     if h.get(resp.headers, "vary") is not None and "*" in h.parse_list(resp.get("vary")):
         return NotStorable("vary *")
-    explicit = {"max-age", "s-maxage"} & cc.keys() or resp.get("expires") is not None
+    has_expires = directives.use_expires and resp.get("expires") is not None
+    explicit = {"max-age", "s-maxage"} & cc.keys() or has_expires
     if not (explicit or "public" in cc or resp.status in HEURISTIC_STATUSES):
         return NotStorable("no freshness information")
     has_validator = resp.get("etag") is not None or resp.get("last-modified") is not None
-    if freshness_lifetime(resp, response_time) <= 0 and not has_validator:
+    if freshness_lifetime(resp, response_time, targeting) <= 0 and not has_validator:
         return NotStorable("stale and no validator")
     if "no-cache" in cc and cc["no-cache"] is None and not has_validator:
         return NotStorable("no-cache and no validator")
@@ -102,24 +143,28 @@ def _qualified_fields(cc: dict[str, str | None], directive: str) -> set[str]:
 
 
 def stored_headers(resp: ResponseHead, decision: Store) -> ResponseHead:
-    """The response as stored: without the fields ``decision`` strips and ``Age``."""
-    drop = set(decision.strip) | UNSTORED_FIELDS
-    return ResponseHead(resp.status, resp.reason, h.without(resp.headers, drop))
+    """The response as stored, without the fields ``decision`` strips. ``Age`` is kept: it
+    is part of the age calculation (section 4.2.3); the served ``Age`` replaces it."""
+    return ResponseHead(resp.status, resp.reason, h.without(resp.headers, decision.strip))
 
 
 # ---- freshness (RFC 9111 section 4.2) -----------------------------------------------------
 
 
-def freshness_lifetime(resp: ResponseHead, response_time: float) -> float:
+def freshness_lifetime(
+    resp: ResponseHead, response_time: float, targeting: Targeting = NO_TARGETING
+) -> float:
     """Section 4.2.1, shared cache: ``s-maxage``, then ``max-age``, then ``Expires`` minus
-    ``Date``, then the heuristic of section 4.2.2. An invalid value means stale (0)."""
-    cc = h.parse_cache_control(resp.get("cache-control"))
+    ``Date``, then the heuristic of section 4.2.2. An invalid value means stale (0).
+    A targeted field (RFC 9213) stands in for Cache-Control and silences Expires."""
+    directives = response_directives(resp, targeting)
+    cc = directives.cc
     for directive in ("s-maxage", "max-age"):
         if directive in cc:
             seconds = h.parse_delta_seconds(cc[directive])
             return float(seconds) if seconds is not None else 0.0
     date = h.parse_http_date(resp.get("date")) or response_time
-    expires_field = resp.get("expires")
+    expires_field = resp.get("expires") if directives.use_expires else None
     if expires_field is not None:
         expires = h.parse_http_date(expires_field)
         return max(0.0, expires - date) if expires is not None else 0.0
@@ -183,7 +228,9 @@ class Unavailable:
 Lookup = Fresh | Revalidate | Forward | Unavailable
 
 
-def decide_lookup(req: RequestHead, entry: Entry | None, now: float) -> Lookup:
+def decide_lookup(
+    req: RequestHead, entry: Entry | None, now: float, targeting: Targeting = NO_TARGETING
+) -> Lookup:
     """Section 4: may ``entry`` answer ``req`` at ``now``?
 
     Order: nothing stored; request ``no-cache``/``Pragma: no-cache`` (5.2.1.4, 5.4);
@@ -196,13 +243,13 @@ def decide_lookup(req: RequestHead, entry: Entry | None, now: float) -> Lookup:
     only_if_cached = "only-if-cached" in rcc
     if entry is None:
         return Unavailable() if only_if_cached else Forward("uri-miss")
-    cc = h.parse_cache_control(entry.head.get("cache-control"))
+    cc = response_directives(entry.head, targeting).cc
     if _is_request_no_cache(req, rcc) and not only_if_cached:
         return _revalidate_or_forward(entry, "request")
     if cc.get("no-cache", "-") is None:
         return Unavailable() if only_if_cached else _revalidate_or_forward(entry, "stale")
     age = current_age(entry, now)
-    ttl = freshness_lifetime(entry.head, entry.response_time) - age
+    ttl = freshness_lifetime(entry.head, entry.response_time, targeting) - age
     if _is_fresh_enough(rcc, age, ttl):
         return Fresh(age, ttl)
     if ttl <= 0 and _is_stale_allowed(rcc, cc, -ttl):
@@ -269,7 +316,7 @@ def validators(head: ResponseHead) -> tuple[tuple[str, str], ...]:
 def updated_head(stored: ResponseHead, fresh: ResponseHead) -> ResponseHead:
     """Section 3.2: the stored response's fields, each replaced by the fields of the same
     name in ``fresh`` (a 304 or a HEAD response), except those that must not change."""
-    incoming = {k.lower() for k, _ in fresh.headers} - NOT_UPDATED_FIELDS - UNSTORED_FIELDS
+    incoming = {k.lower() for k, _ in fresh.headers} - NOT_UPDATED_FIELDS
     kept = tuple((k, v) for k, v in stored.headers if k.lower() not in incoming)
     added = tuple((k, v) for k, v in fresh.headers if k.lower() in incoming)
     return ResponseHead(stored.status, stored.reason, kept + added)
@@ -299,9 +346,10 @@ def is_not_modified(req: RequestHead, head: ResponseHead) -> bool:
 
 
 def invalidated_targets(req: RequestHead, resp: ResponseHead, origin_url: str) -> list[str]:
-    """Section 4.4: a non-error response to an unsafe method invalidates the target URI and
-    the same-origin ``Location`` and ``Content-Location``."""
-    if req.method not in INVALIDATING_METHODS or not 200 <= resp.status < 400:
+    """Section 4.4: a non-error response to an unsafe method, or one whose safety is
+    unknown, invalidates the target URI and the same-origin ``Location`` and
+    ``Content-Location``."""
+    if req.method in SAFE_METHODS or not 200 <= resp.status < 400:
         return []
     targets = [req.target]
     for field in ("location", "content-location"):

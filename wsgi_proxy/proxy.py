@@ -69,6 +69,10 @@ class ProxyApp:
         self.clock = clock
         self.origin_url = config.origin.url
         self.name = config.via_name
+        self.targeting = policy.Targeting(config.targeted_fields, config.via_name)
+        # Fields the client never sees: targeted ones are for this cache (RFC 9213).
+        self.private_fields = tuple(f.lower() for f in config.targeted_fields)
+        self.capability = f'{config.via_name}="Surrogate/1.0"'
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -91,7 +95,7 @@ class ProxyApp:
             log.debug("pass %s: last response not storable", ex.primary)
             return self._fetch(ex, policy.Forward("uri-miss"))
         ex.found = found
-        decision = policy.decide_lookup(ex.req, found.entry if found else None, now)
+        decision = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
         match decision:
             case policy.Fresh(age=age, ttl=ttl):
                 log.debug("hit %s age=%.0f ttl=%.0f", ex.primary, age, ttl)
@@ -124,7 +128,7 @@ class ProxyApp:
             ex.release()
             return self._fetch(ex, decision)
         ex.found = found
-        again = policy.decide_lookup(ex.req, found.entry if found else None, now)
+        again = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
         if isinstance(again, policy.Fresh):
             if ex.lock is not None:
                 ex.lock.release()
@@ -172,7 +176,7 @@ class ProxyApp:
             ex.lock.release()
             ex.lock = None
         age = policy.current_age(entry, self.clock())
-        ttl = policy.freshness_lifetime(entry.head, times[1]) - age
+        ttl = policy.freshness_lifetime(entry.head, times[1], self.targeting) - age
         log.debug("revalidated %s: 304", stored.key)
         return self._serve(ex, age, ttl, fwd)
 
@@ -185,7 +189,7 @@ class ProxyApp:
         times: tuple[float, float],
     ) -> Iterable[bytes]:
         """Stream a full response to the client, and to the cache when it may be stored."""
-        decision = policy.decide_store(ex.req, head, times[1])
+        decision = policy.decide_store(ex.req, head, times[1], self.targeting)
         length = resp.content_length
         if isinstance(decision, policy.Store) and (length or 0) > self.config.max_object_size:
             decision = policy.NotStorable("too large")
@@ -204,7 +208,7 @@ class ProxyApp:
         ttl = None
         if writer is not None:
             age = policy.current_age(Entry(ex.primary, head, *times, (), 0), times[1])
-            ttl = policy.freshness_lifetime(head, times[1]) - age
+            ttl = policy.freshness_lifetime(head, times[1], self.targeting) - age
         elif ex.lock is not None:
             ex.lock.release()
             ex.lock = None
@@ -212,7 +216,8 @@ class ProxyApp:
             self.name, fwd=fwd, fwd_status=head.status, stored=writer is not None,
             ttl=_int(ttl), detail=detail,
         )  # fmt: skip
-        ex.start_response(head.status_line, [*head.headers, *self._marks("MISS", status)])
+        fields = h.without(head.headers, self.private_fields)
+        ex.start_response(head.status_line, [*fields, *self._marks("MISS", status)])
         body = StreamingBody(resp, writer, ex.lock)
         ex.lock = None
         return body
@@ -226,7 +231,7 @@ class ProxyApp:
         fwd_status = 304 if fwd else None
         status = h.format_cache_status(self.name, hit=fwd is None, fwd=fwd,
                                        fwd_status=fwd_status, ttl=_int(ttl))  # fmt: skip
-        fields = h.without(entry.head.headers, ("content-length",))
+        fields = h.without(entry.head.headers, ("content-length", "age", *self.private_fields))
         marks = (("Age", str(int(age))), *self._marks("HIT", status))
         if policy.is_not_modified(ex.req, entry.head):
             ex.release()
@@ -273,6 +278,7 @@ class ProxyApp:
         if environ.get("HTTP_HOST"):
             fields.append(("X-Forwarded-Host", str(environ["HTTP_HOST"])))
         fields.append(("Via", f"{protocol} {self.name}"))
+        fields.append(("Surrogate-Capability", self.capability))
         return tuple(fields)
 
     def _marks(self, x_cache: str, cache_status: str) -> h.Headers:

@@ -88,7 +88,7 @@ def test_decide_store(
         assert decision == policy.NotStorable(expected), case
 
 
-def test_stored_headers_strip_named_fields_and_age() -> None:
+def test_stored_headers_strip_named_fields_but_keep_age() -> None:
     response = resp(
         ("Cache-Control", 'private="X-User", max-age=60'), ("X-User", "bob"), ("Age", "5")
     )
@@ -97,7 +97,7 @@ def test_stored_headers_strip_named_fields_and_age() -> None:
     stored = policy.stored_headers(response, decision)
     names = [k.lower() for k, _ in stored.headers]
     assert "x-user" not in names
-    assert "age" not in names
+    assert "age" in names  # section 4.2.3 needs it
     assert "cache-control" in names
 
 
@@ -248,3 +248,37 @@ def test_invalidated_targets(
 ) -> None:
     response = ResponseHead(status, "", fields)
     assert policy.invalidated_targets(req(method=method), response, "http://o") == expected, case
+
+
+# ---- RFC 9213 targeted fields ------------------------------------------------------------
+
+TARGETING = policy.Targeting(("CDN-Cache-Control", "Surrogate-Control"), "me")
+TARGETED_CASES: list[tuple[str, Headers, float]] = [
+    ("CDN-Cache-Control wins over Cache-Control",
+     (("Cache-Control", "max-age=1"), ("CDN-Cache-Control", "max-age=100")), 100),
+    ("first field in the list wins",
+     (("Surrogate-Control", "max-age=5"), ("CDN-Cache-Control", "max-age=100")), 100),
+    ("targeted field silences Expires",
+     (("Surrogate-Control", "max-age=0"), ("Expires", format_http_date(T0 + 500))), 0),
+    ("directive for me", (("Surrogate-Control", "max-age=7;me"),), 7),
+    ("directive for another device is ignored",
+     (("Cache-Control", "max-age=3"), ("Surrogate-Control", "max-age=7;other")), 0),
+    ("targeted beats untargeted", (("Surrogate-Control", "max-age=1, max-age=9;me"),), 9),
+    ("empty targeted field falls back", (("CDN-Cache-Control", " "),
+                                         ("Cache-Control", "max-age=4")), 4),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "fields", "expected"), TARGETED_CASES)
+def test_targeted_fields_lifetime(case: str, fields: Headers, expected: float) -> None:
+    assert policy.freshness_lifetime(resp(*fields), T0, TARGETING) == pytest.approx(expected), case
+
+
+def test_targeted_no_store_beats_fresh_cache_control() -> None:
+    response = resp(("Cache-Control", "max-age=100"), ("Surrogate-Control", "no-store"))
+    assert policy.decide_store(req(), response, T0, TARGETING) == policy.NotStorable("no-store")
+
+
+def test_targeted_max_age_beats_cache_control_no_store() -> None:
+    response = resp(("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=100;me"))
+    assert isinstance(policy.decide_store(req(), response, T0, TARGETING), policy.Store)
