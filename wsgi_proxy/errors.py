@@ -26,6 +26,11 @@ class ProxyError(Exception):
         self.detail = detail
 
     @property
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """Extra response fields the status needs."""
+        return ()
+
+    @property
     def body(self) -> bytes:
         return f"{self.status} {self.reason}: {self.detail}\n".encode()
 
@@ -61,3 +66,18 @@ class NotInCache(ProxyError):
 
     status = 504
     reason = "Gateway Timeout"
+
+
+class RangeNotSatisfiable(ProxyError):
+    """No part of the requested range lies within the stored body (RFC 9110 15.5.17)."""
+
+    status = 416
+    reason = "Range Not Satisfiable"
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"the body has {length} bytes")
+        self.length = length
+
+    @property
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        return (("Content-Range", f"bytes */{self.length}"),)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 
-from werkzeug.http import parse_date
+from werkzeug.http import parse_date, parse_range_header
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -199,6 +199,22 @@ def parse_etags(value: str | None) -> list[str]:
 def is_weak_match(etag_a: str, etag_b: str) -> bool:
     """Weak comparison (RFC 9110 section 8.8.3.2): equal once W/ is removed."""
     return etag_a.removeprefix("W/") == etag_b.removeprefix("W/")
+
+
+def parse_byte_range(value: str | None, length: int) -> tuple[int, int] | bool | None:
+    """A ``Range`` of one byte range against a body of ``length`` bytes (RFC 9110 14.1.2).
+
+    (start, stop) for a satisfiable single range; ``False`` when none of it is satisfiable
+    (answer 416); ``None`` when there is nothing to honour (absent, invalid, not bytes, or
+    several ranges, which the full response answers too).
+    """
+    if value is None:
+        return None
+    parsed = parse_range_header(value)
+    if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+        return None
+    span = parsed.range_for_length(length)
+    return span if span is not None else False
 
 
 def format_cache_status(

@@ -7,7 +7,8 @@ Invariants:
 - File names are SHA-256 digests of keys, never derived from the path: no URL can escape
   the cache folder or collide with a reserved name.
 - A variant is selected by the request's values of the fields the response's ``Vary``
-  names, normalised as section 4.1 allows (values combined, whitespace trimmed).
+  names, normalised as section 4.1 allows (values combined, list whitespace and the case of
+  caseless fields ignored).
 """
 
 from __future__ import annotations
@@ -42,8 +43,19 @@ def vary_values(
     values = []
     for name in names:
         value = h.get(request_headers, name)
-        values.append((name, " ".join(value.split()) if value is not None else None))
+        values.append((name, _normalise(name, value) if value is not None else None))
     return tuple(values)
+
+
+# Fields whose values are case-insensitive (RFC 9110 sections 12.5.3, 12.5.4).
+_CASELESS = frozenset({"accept-encoding", "accept-language", "accept-charset"})
+
+
+def _normalise(name: str, value: str) -> str:
+    """Section 4.1 lets a cache normalise: list members are trimmed and joined with ","
+    (so one line "a, b" equals two lines "a" and "b"), and caseless fields lower-cased."""
+    joined = ",".join(" ".join(item.split()) for item in value.split(",") if item.strip())
+    return joined.lower() if name in _CASELESS else joined
 
 
 def variant_digest(values: tuple[tuple[str, str | None], ...]) -> str:

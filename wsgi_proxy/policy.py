@@ -24,6 +24,7 @@ UNDERSTOOD_STATUSES = frozenset(
 )
 HEURISTIC_FRACTION = 0.1  # RFC 9111 section 4.2.2: "typically ... 10%"
 HEURISTIC_MAX = 86400.0
+INVALID_AGE = 2**31  # RFC 9111 section 1.2.2: the largest delta-seconds a cache must handle
 # Fields a 304 must not change in the stored response (RFC 9111 section 3.2): the length,
 # fields that describe the stored bytes, and the validator that selected the response.
 NOT_UPDATED_FIELDS = frozenset(
@@ -187,10 +188,21 @@ def current_age(entry: Entry, now: float) -> float:
     head = entry.head
     date = h.parse_http_date(head.get("date"))
     apparent_age = max(0.0, entry.response_time - date) if date is not None else 0.0
-    age_value = h.parse_delta_seconds((head.get("age") or "").split(",")[0].strip()) or 0
+    age_value = _age_value(head)
     response_delay = max(0.0, entry.response_time - entry.request_time)
     corrected_initial_age = max(apparent_age, age_value + response_delay)
     return corrected_initial_age + max(0.0, now - entry.response_time)
+
+
+def _age_value(head: ResponseHead) -> int:
+    """The ``Age`` field (RFC 9111 section 5.1): one line of delta-seconds. Anything else
+    (a list, two lines, a sign, a fraction, a parameter) is invalid and makes the response
+    stale, as the age it claims cannot be trusted."""
+    lines = [v for k, v in head.headers if k.lower() == "age"]
+    if not lines:
+        return 0
+    value = h.parse_delta_seconds(lines[0].strip()) if len(lines) == 1 else None
+    return value if value is not None else INVALID_AGE
 
 
 # ---- reuse (RFC 9111 section 4) -----------------------------------------------------------
@@ -340,6 +352,20 @@ def is_not_modified(req: RequestHead, head: ResponseHead) -> bool:
         return False
     modified = h.parse_http_date(head.get("last-modified")) or h.parse_http_date(head.get("date"))
     return modified is not None and modified <= since
+
+
+def is_range_applicable(req: RequestHead, head: ResponseHead) -> bool:
+    """RFC 9110 section 13.1.5: without ``If-Range`` a Range applies; with it, only if the
+    entity tag matches strongly or the date equals ``Last-Modified``."""
+    if_range = req.get("if-range")
+    if if_range is None:
+        return True
+    if_range = if_range.strip()
+    if if_range.startswith(('"', "W/")):
+        etag = head.get("etag")
+        return etag is not None and not if_range.startswith("W/") and if_range == etag.strip()
+    last_modified = h.parse_http_date(head.get("last-modified"))
+    return last_modified is not None and h.parse_http_date(if_range) == last_modified
 
 
 # ---- invalidation (RFC 9111 section 4.4) --------------------------------------------------

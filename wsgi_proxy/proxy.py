@@ -27,7 +27,7 @@ from werkzeug.wsgi import FileWrapper
 from wsgi_proxy import headers as h
 from wsgi_proxy import keys, policy
 from wsgi_proxy.config import Config
-from wsgi_proxy.errors import BadRequest, NotInCache, ProxyError
+from wsgi_proxy.errors import BadRequest, NotInCache, ProxyError, RangeNotSatisfiable
 from wsgi_proxy.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.store import EntryWriter, Hit, PassMarker, Store, try_acquire
 from wsgi_proxy.upstream import OriginResponse, Upstream
@@ -237,11 +237,21 @@ class ProxyApp:
             ex.release()
             ex.start_response("304 Not Modified", [*fields, *marks])
             return []
-        length = ("Content-Length", str(entry.body_length))
-        ex.start_response(entry.head.status_line, [*fields, length, *marks])
+        status_line, span = entry.head.status_line, (0, entry.body_length)
+        if entry.head.status == 200 and policy.is_range_applicable(ex.req, entry.head):
+            wanted = h.parse_byte_range(ex.req.get("range"), entry.body_length)
+            if wanted is False:
+                ex.release()
+                raise RangeNotSatisfiable(entry.body_length)
+            if isinstance(wanted, tuple):
+                status_line, span = "206 Partial Content", wanted
+                fields = (*fields, ("Content-Range", _content_range(span, entry.body_length)))
+        length = ("Content-Length", str(span[1] - span[0]))
+        ex.start_response(status_line, [*fields, length, *marks])
         if ex.req.method == "HEAD":
             ex.release()
             return []
+        found.file.seek(found.body_offset + span[0])
         wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
         body: Iterable[bytes] = wrapper(found.file, FILE_BLOCK)
         return body
@@ -291,6 +301,7 @@ class ProxyApp:
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
+            *exc.fields,
             *self._marks("MISS", status),
         ]
         sr(f"{exc.status} {exc.reason}", fields)
@@ -321,7 +332,7 @@ class Exchange:
 class StreamingBody:
     """The origin's body, streamed to the client and to the cache writer at once.
 
-    The entry is published only after the last byte; if the origin's body is cut short the
+    The entry is published only after the origin's last byte; if its body is cut short the
     error propagates (gunicorn then closes the connection) and nothing is published; if the
     client goes away, ``close`` drops the unfinished entry. ``close`` always releases the
     origin connection and the URL's lock.
@@ -335,13 +346,24 @@ class StreamingBody:
         self.lock = lock
 
     def __iter__(self) -> Iterator[bytes]:
+        writer = self.writer
+        if writer is None:
+            yield from self.resp.chunks()
+            return
+        # One chunk is held back so that the entry is published, and the lock released,
+        # before the client has the last byte: a client's next request (a PUT that must
+        # invalidate it, a conditional GET) then always finds it.
+        held = None
         for chunk in self.resp.chunks():
-            if self.writer is not None:
-                self.writer.write(chunk)
-            yield chunk
-        if self.writer is not None:
-            self.writer.commit()
-            self.writer = None
+            writer.write(chunk)
+            if held is not None:
+                yield held
+            held = chunk
+        writer.commit()
+        self.writer = None
+        self._release_lock()
+        if held is not None:
+            yield held
 
     def close(self) -> None:
         try:
@@ -350,9 +372,12 @@ class StreamingBody:
                 self.writer = None
             self.resp.close()
         finally:
-            if self.lock is not None:
-                self.lock.release()
-                self.lock = None
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def request_head(environ: Environ) -> RequestHead:
@@ -389,6 +414,10 @@ def request_body(environ: Environ) -> tuple[BinaryIO | None, bool]:
     if not length.isdigit():
         raise BadRequest("invalid Content-Length")
     return (stream if int(length) > 0 else None), False
+
+
+def _content_range(span: tuple[int, int], length: int) -> str:
+    return f"bytes {span[0]}-{span[1] - 1}/{length}"
 
 
 def _int(value: float | None) -> int | None:

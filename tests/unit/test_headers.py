@@ -87,3 +87,21 @@ def test_format_cache_status() -> None:
     assert h.format_cache_status("p", fwd="method", detail="no-store") == (
         'p; fwd=method; detail="no-store"'
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("bytes=0-4", (0, 5)),
+        ("bytes=5-", (5, 10)),
+        ("bytes=-3", (7, 10)),
+        ("bytes=8-100", (8, 10)),
+        ("bytes=10-", False),
+        ("bytes=0-1, 3-4", None),
+        ("items=0-1", None),
+        ("garbage", None),
+        (None, None),
+    ],
+)
+def test_parse_byte_range(value: str | None, expected: object) -> None:
+    assert h.parse_byte_range(value, 10) == expected

@@ -35,7 +35,28 @@ def test_vary_names(vary: str, expected: tuple[str, ...] | None) -> None:
 def test_vary_values_normalise_whitespace_and_absence() -> None:
     request = (("Accept-Language", "en,  fr"), ("Accept-Language", "de"))
     values = keys.vary_values(("accept-encoding", "accept-language"), request)
-    assert values == (("accept-encoding", None), ("accept-language", "en, fr, de"))
+    assert values == (("accept-encoding", None), ("accept-language", "en,fr,de"))
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "second"),
+    [
+        ("foo", (("Foo", "1, 2"),), (("Foo", "1"), ("Foo", "2"))),
+        ("foo", (("Foo", "1,2"),), (("Foo", " 1, 2 "),)),
+        ("accept-language", (("Accept-Language", "en, de"),), (("Accept-Language", "eN, De"),)),
+        ("accept-language", (("Accept-Language", "en, de"),), (("Accept-Language", " en ,  de"),)),
+    ],
+)
+def test_equivalent_values_select_the_same_variant(
+    name: str, first: tuple[tuple[str, str], ...], second: tuple[tuple[str, str], ...]
+) -> None:
+    assert keys.vary_values((name,), first) == keys.vary_values((name,), second)
+
+
+def test_case_matters_outside_caseless_fields() -> None:
+    assert keys.vary_values(("foo",), (("Foo", "A"),)) != keys.vary_values(
+        ("foo",), (("Foo", "a"),)
+    )
 
 
 def test_absent_and_empty_fields_are_different_variants() -> None:

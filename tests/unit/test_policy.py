@@ -132,7 +132,12 @@ AGE_CASES: list[tuple[str, Headers, float, float, float, float]] = [
     ("Age field counts", (("Age", "100"),), T0, T0, T0 + 30, 130),
     ("response delay corrects Age", (("Age", "100"),), T0 - 5, T0, T0, 105),
     ("apparent age from Date", (), T0 + 50, T0 + 50, T0 + 50, 50),
-    ("invalid Age ignored", (("Age", "abc"),), T0, T0, T0 + 1, 1),
+    ("non-numeric Age: stale", (("Age", "abc"),), T0, T0, T0, 2**31),
+    ("negative Age: stale", (("Age", "-10"),), T0, T0, T0, 2**31),
+    ("float Age: stale", (("Age", "10.0"),), T0, T0, T0, 2**31),
+    ("Age list: stale", (("Age", "0, 0"),), T0, T0, T0, 2**31),
+    ("two Age lines: stale", (("Age", "0"), ("Age", "0")), T0, T0, T0, 2**31),
+    ("Age with parameter: stale", (("Age", "5;a=1"),), T0, T0, T0, 2**31),
 ]
 
 
@@ -282,3 +287,20 @@ def test_targeted_no_store_beats_fresh_cache_control() -> None:
 def test_targeted_max_age_beats_cache_control_no_store() -> None:
     response = resp(("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=100;me"))
     assert isinstance(policy.decide_store(req(), response, T0, TARGETING), policy.Store)
+
+
+LM = format_http_date(T0 - 100)
+IF_RANGE_CASES: list[tuple[str, Headers, bool]] = [
+    ("no If-Range", (), True),
+    ("strong etag match", (("If-Range", '"v1"'),), True),
+    ("other etag", (("If-Range", '"v2"'),), False),
+    ("weak etag never matches", (("If-Range", 'W/"v1"'),), False),
+    ("date equal to Last-Modified", (("If-Range", LM),), True),
+    ("other date", (("If-Range", format_http_date(T0)),), False),
+]
+
+
+@pytest.mark.parametrize(("case", "fields", "expected"), IF_RANGE_CASES)
+def test_is_range_applicable(case: str, fields: Headers, expected: bool) -> None:
+    stored = resp(ETAG, ("Last-Modified", LM))
+    assert policy.is_range_applicable(req(*fields), stored) is expected, case
