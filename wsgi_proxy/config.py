@@ -70,6 +70,11 @@ class Config:
     """WSGI_PROXY_POOL_SIZE: origin connections kept open per worker."""
     lock_stripes: int
     """WSGI_PROXY_LOCK_STRIPES: number of lock files that URLs are spread over."""
+    stale_if_error: float
+    """WSGI_PROXY_STALE_IF_ERROR: seconds past its freshness that a stored response may
+    still be served when the origin is unreachable, times out or answers 500/502/503/504,
+    unless the response forbids stale use (0 turns it off; a larger ``stale-if-error``
+    from the origin wins)."""
     max_variants: int
     """WSGI_PROXY_MAX_VARIANTS: stored variants (``Vary``) per URL; the oldest goes first."""
     via_name: str
@@ -94,6 +99,7 @@ class Config:
             lock_timeout=_read(env, "LOCK_TIMEOUT", "10", parse_seconds),
             pool_size=_read(env, "POOL_SIZE", "64", _positive_int),
             lock_stripes=_read(env, "LOCK_STRIPES", "1024", _positive_int),
+            stale_if_error=_read(env, "STALE_IF_ERROR", "300", parse_seconds_or_zero),
             max_variants=_read(env, "MAX_VARIANTS", "32", _positive_int),
             via_name=_read(env, "VIA_NAME", "wsgi_proxy", parse_token),
             targeted_fields=_read(
@@ -209,6 +215,13 @@ def parse_seconds(raw: str) -> float:
     if not 0 < seconds < 86400 * 7:
         raise ValueError("expected more than 0 and less than a week of seconds")
     return seconds
+
+
+def parse_seconds_or_zero(raw: str) -> float:
+    """Like ``parse_seconds``, and 0 to turn the feature off."""
+    if raw.strip() in ("0", "0.0"):
+        return 0.0
+    return parse_seconds(raw)
 
 
 def parse_dir(raw: str) -> Path:

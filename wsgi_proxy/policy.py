@@ -218,6 +218,16 @@ class Fresh:
 
 
 @dataclass(frozen=True, slots=True)
+class Stale:
+    """Serve the stale response now and refresh it in the background (RFC 5861 section 3,
+    ``stale-while-revalidate``); ``conditional`` holds the validators to refresh with."""
+
+    age: float
+    ttl: float
+    conditional: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Revalidate:
     """Send the origin a conditional request built from the stored validators."""
 
@@ -237,7 +247,11 @@ class Unavailable:
     """``only-if-cached`` and nothing usable stored: answer 504 (section 5.2.1.7)."""
 
 
-Lookup = Fresh | Revalidate | Forward | Unavailable
+Lookup = Fresh | Stale | Revalidate | Forward | Unavailable
+
+# Response directives that forbid serving a stale response (RFC 9111 sections 4.2.4,
+# 5.2.2.2, 5.2.2.4, 5.2.2.8 and 5.2.2.10; s-maxage implies proxy-revalidate).
+_NO_STALE = frozenset({"must-revalidate", "proxy-revalidate", "s-maxage", "no-cache"})
 
 
 def decide_lookup(
@@ -249,7 +263,8 @@ def decide_lookup(
     response ``no-cache`` (5.2.2.4); freshness against request ``max-age``, ``min-fresh``
     (5.2.1.1, 5.2.1.3); stale use under ``max-stale`` unless ``must-revalidate``,
     ``proxy-revalidate``, ``s-maxage`` or ``no-cache`` forbid it (4.2.4, 5.2.2.2, 5.2.2.8,
-    5.2.2.10); ``only-if-cached`` (5.2.1.7); then revalidation when a validator exists.
+    5.2.2.10); ``stale-while-revalidate`` under the same prohibitions (RFC 5861 section 3);
+    ``only-if-cached`` (5.2.1.7); then revalidation when a validator exists.
     """
     rcc = h.parse_cache_control(req.get("cache-control"))
     only_if_cached = "only-if-cached" in rcc
@@ -266,6 +281,9 @@ def decide_lookup(
         return Fresh(age, ttl)
     if ttl <= 0 and _is_stale_allowed(rcc, cc, -ttl):
         return Fresh(age, ttl)
+    swr = h.parse_delta_seconds(cc.get("stale-while-revalidate"))
+    if swr is not None and -ttl <= swr and not _NO_STALE & cc.keys() and "max-age" not in rcc:
+        return Stale(age, ttl, validators(entry.head))
     if only_if_cached:
         return Unavailable()
     return _revalidate_or_forward(entry, "stale")
@@ -298,13 +316,40 @@ def _is_stale_allowed(
 ) -> bool:
     if "max-stale" not in rcc:
         return False
-    if {"must-revalidate", "proxy-revalidate", "s-maxage", "no-cache"} & cc.keys():
+    if _NO_STALE & cc.keys():
         return False
     limit = rcc["max-stale"]
     if limit is None:
         return True
     seconds = h.parse_delta_seconds(limit)
     return seconds is not None and staleness <= seconds
+
+
+def is_stale_on_error_allowed(
+    req: RequestHead,
+    entry: Entry,
+    now: float,
+    configured: float,
+    targeting: Targeting = NO_TARGETING,
+) -> bool:
+    """May a stale ``entry`` answer ``req`` because the origin failed or answered 5xx?
+
+    RFC 5861 section 4: within the larger ``stale-if-error`` window of the response and the
+    request; RFC 9111 section 4.2.4: or while disconnected, here within the ``configured``
+    window the operator allows. Never where a response directive forbids stale use.
+    """
+    cc = response_directives(entry.head, targeting).cc
+    if _NO_STALE & cc.keys():
+        return False
+    rcc = h.parse_cache_control(req.get("cache-control"))
+    windows = [configured]
+    for directives in (cc, rcc):
+        seconds = h.parse_delta_seconds(directives.get("stale-if-error"))
+        if seconds is not None:
+            windows.append(float(seconds))
+    age = current_age(entry, now)
+    staleness = age - freshness_lifetime(entry.head, entry.response_time, targeting)
+    return staleness <= max(windows)
 
 
 def _revalidate_or_forward(entry: Entry, fwd: str) -> Revalidate | Forward:

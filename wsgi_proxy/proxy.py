@@ -17,32 +17,37 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, BinaryIO, assert_never
-from urllib.parse import quote, urlsplit
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import assert_never
 
 from werkzeug.wsgi import FileWrapper
 
 from wsgi_proxy import headers as h
 from wsgi_proxy import keys, policy
 from wsgi_proxy.config import Config
-from wsgi_proxy.errors import BadRequest, NotInCache, ProxyError, RangeNotSatisfiable
+from wsgi_proxy.errors import NotInCache, ProxyError, RangeNotSatisfiable
+from wsgi_proxy.exchange import (
+    Environ,
+    Exchange,
+    StartResponse,
+    StreamingBody,
+    request_body,
+    request_head,
+)
 from wsgi_proxy.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.store import EntryWriter, Hit, PassMarker, Store, try_acquire
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
-if TYPE_CHECKING:
-    from filelock import FileLock
-
 log = logging.getLogger(__name__)
 
-StartResponse = Callable[..., Any]
-Environ = dict[str, Any]
 # Request fields that only mean something to this hop (gunicorn answers Expect itself) or
 # that the proxy sets itself.
 _NOT_FORWARDED = ("host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
 _CLIENT_CONDITIONALS = ("if-none-match", "if-modified-since")
+# Origin answers that let a stale entry be served instead (RFC 5861 section 4).
+_ERROR_STATUSES = frozenset({500, 502, 503, 504})
 # Not-storable reasons that come from the response, not this request: worth remembering so
 # later requests for the URL do not wait on the lock (Varnish's hit-for-miss).
 _PASS_REASONS = frozenset(
@@ -73,6 +78,8 @@ class ProxyApp:
         # Fields the client never sees: targeted ones are for this cache (RFC 9213).
         self.private_fields = tuple(f.lower() for f in config.targeted_fields)
         self.capability = f'{config.via_name}="Surrogate/1.0"'
+        # stale-while-revalidate refreshes; a few threads, since each needs the URL's lock.
+        self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -99,7 +106,11 @@ class ProxyApp:
         match decision:
             case policy.Fresh(age=age, ttl=ttl):
                 log.debug("hit %s age=%.0f ttl=%.0f", ex.primary, age, ttl)
-                return self._serve(ex, age, ttl, fwd=None)
+                return self._serve(ex, age, self._hit_status(ttl))
+            case policy.Stale(age=age, ttl=ttl):
+                log.debug("stale-while-revalidate %s age=%.0f", ex.primary, age)
+                self._refresh_later(ex)
+                return self._serve(ex, age, self._hit_status(ttl, "stale-while-revalidate"))
             case policy.Unavailable():
                 ex.release()
                 raise NotInCache("only-if-cached and nothing usable is stored")
@@ -130,26 +141,29 @@ class ProxyApp:
         ex.found = found
         again = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
         if isinstance(again, policy.Fresh):
-            if ex.lock is not None:
-                ex.lock.release()
-                ex.lock = None
-            return self._serve(ex, again.age, again.ttl, fwd=None)
+            ex.release_lock()
+            return self._serve(ex, again.age, self._hit_status(again.ttl))
         if isinstance(again, policy.Revalidate | policy.Forward):
             decision = again
         return self._fetch(ex, decision)
 
     def _fetch(self, ex: Exchange, decision: policy.Revalidate | policy.Forward) -> Iterable[bytes]:
-        """Ask the origin; store and stream a full response, or serve the refreshed entry
-        after a 304 to our revalidation."""
+        """Ask the origin; store and stream a full response, serve the refreshed entry after
+        a 304 to our revalidation, or the stale entry when the origin fails."""
+        revalidating = isinstance(decision, policy.Revalidate) and ex.found is not None
         try:
             fields = self._forwarded_fields(ex)
-            revalidating = isinstance(decision, policy.Revalidate) and ex.found is not None
             if isinstance(decision, policy.Revalidate) and revalidating:
                 fields = (*h.without(fields, _CLIENT_CONDITIONALS), *decision.conditional)
             body, chunked = request_body(ex.environ)
             request_time = self.clock()
             resp = self.upstream.send(ex.req.method, ex.req.target, fields, body, chunked=chunked)
             times = (request_time, self.clock())
+        except ProxyError as exc:
+            if self._is_stale_usable(ex):
+                return self._serve_stale(ex, exc.detail)
+            ex.release()
+            raise
         except BaseException:
             ex.release()
             raise
@@ -157,28 +171,54 @@ class ProxyApp:
         if revalidating and head.status == 304:
             resp.close()
             return self._refreshed(ex, head, times, decision.fwd)
+        if head.status in _ERROR_STATUSES and self._is_stale_usable(ex):
+            resp.close()
+            return self._serve_stale(ex, f"the origin answered {head.status}", head.status)
         if ex.found is not None:
             ex.found.close()
             ex.found = None
         return self._stream_fresh(ex, decision.fwd, head, resp, times)
+
+    def _is_stale_usable(self, ex: Exchange) -> bool:
+        return ex.found is not None and policy.is_stale_on_error_allowed(
+            ex.req, ex.found.entry, self.clock(), self.config.stale_if_error, self.targeting
+        )
+
+    def _serve_stale(
+        self, ex: Exchange, reason: str, fwd_status: int | None = None
+    ) -> Iterable[bytes]:
+        """RFC 5861 section 4 and RFC 9111 section 4.2.4: the origin failed, serve stale."""
+        assert ex.found is not None  # noqa: S101 - checked by _is_stale_usable
+        ex.release_lock()
+        now = self.clock()
+        age = policy.current_age(ex.found.entry, now)
+        ttl = policy.freshness_lifetime(ex.found.entry.head, ex.found.entry.response_time,
+                                        self.targeting) - age  # fmt: skip
+        log.warning("serving stale %s: %s", ex.primary, reason)
+        status = h.format_cache_status(self.name, hit=True, fwd="stale", fwd_status=fwd_status,
+                                       ttl=_int(ttl), detail="stale-if-error")  # fmt: skip
+        return self._serve(ex, age, status)
 
     def _refreshed(
         self, ex: Exchange, head: ResponseHead, times: tuple[float, float], fwd: str
     ) -> Iterable[bytes]:
         """RFC 9111 section 4.3.4: freshen the stored response with the 304's fields."""
         assert ex.found is not None  # noqa: S101 - only called when revalidating
-        stored = ex.found.entry
-        entry = Entry(stored.key, policy.updated_head(stored.head, head), times[0], times[1],
-                      stored.vary, stored.body_length)  # fmt: skip
-        self.store.refresh(ex.found, entry)
-        ex.found = replace(ex.found, entry=entry)
-        if ex.lock is not None:
-            ex.lock.release()
-            ex.lock = None
+        ex.found = self._apply_304(ex.found, head, times)
+        ex.release_lock()
+        entry = ex.found.entry
         age = policy.current_age(entry, self.clock())
         ttl = policy.freshness_lifetime(entry.head, times[1], self.targeting) - age
-        log.debug("revalidated %s: 304", stored.key)
-        return self._serve(ex, age, ttl, fwd)
+        log.debug("revalidated %s: 304", entry.key)
+        status = h.format_cache_status(self.name, fwd=fwd, fwd_status=304, ttl=_int(ttl))
+        return self._serve(ex, age, status)
+
+    def _apply_304(self, found: Hit, head: ResponseHead, times: tuple[float, float]) -> Hit:
+        stored = found.entry
+        entry = Entry(stored.key, policy.updated_head(stored.head, head), times[0], times[1],
+                      stored.vary, stored.body_length)  # fmt: skip
+        self.store.refresh(found, entry)
+        return replace(found, entry=entry)
 
     def _stream_fresh(
         self,
@@ -189,29 +229,13 @@ class ProxyApp:
         times: tuple[float, float],
     ) -> Iterable[bytes]:
         """Stream a full response to the client, and to the cache when it may be stored."""
-        decision = policy.decide_store(ex.req, head, times[1], self.targeting)
-        length = resp.content_length
-        if isinstance(decision, policy.Store) and (length or 0) > self.config.max_object_size:
-            decision = policy.NotStorable("too large")
-        writer = None
-        if isinstance(decision, policy.Store):
-            names = keys.vary_names(head.headers) or ()
-            entry = Entry(ex.primary, policy.stored_headers(head, decision), times[0], times[1],
-                          keys.vary_values(names, ex.req.headers), 0)  # fmt: skip
-            writer = self.store.begin(
-                entry, expected_length=length, max_body=self.config.max_object_size
-            )
-        elif decision.reason in _PASS_REASONS and ex.req.get("authorization") is None:
-            self.store.publish_marker(ex.primary, {"kind": "pass", "until": times[1] + PASS_TTL})
-        detail = decision.reason if isinstance(decision, policy.NotStorable) else None
-        log.debug("fetched %s: %d, %s", ex.primary, head.status, detail or "storing")
+        writer, detail = self._start_storing(ex.req, ex.primary, head, times, resp.content_length)
         ttl = None
         if writer is not None:
             age = policy.current_age(Entry(ex.primary, head, *times, (), 0), times[1])
             ttl = policy.freshness_lifetime(head, times[1], self.targeting) - age
-        elif ex.lock is not None:
-            ex.lock.release()
-            ex.lock = None
+        else:
+            ex.release_lock()
         status = h.format_cache_status(
             self.name, fwd=fwd, fwd_status=head.status, stored=writer is not None,
             ttl=_int(ttl), detail=detail,
@@ -222,17 +246,92 @@ class ProxyApp:
         ex.lock = None
         return body
 
-    def _serve(self, ex: Exchange, age: float, ttl: float, fwd: str | None) -> Iterable[bytes]:
+    def _start_storing(
+        self,
+        req: RequestHead,
+        primary: str,
+        head: ResponseHead,
+        times: tuple[float, float],
+        length: int | None,
+    ) -> tuple[EntryWriter | None, str | None]:
+        """A writer for a storable response, or None and the reason it is not stored; an
+        unstorable response leaves a pass marker so later requests do not wait for it."""
+        decision = policy.decide_store(req, head, times[1], self.targeting)
+        if isinstance(decision, policy.Store) and (length or 0) > self.config.max_object_size:
+            decision = policy.NotStorable("too large")
+        if isinstance(decision, policy.NotStorable):
+            if decision.reason in _PASS_REASONS and req.get("authorization") is None:
+                self.store.publish_marker(primary, {"kind": "pass", "until": times[1] + PASS_TTL})
+            log.debug("fetched %s: %d, not stored: %s", primary, head.status, decision.reason)
+            return None, decision.reason
+        names = keys.vary_names(head.headers) or ()
+        entry = Entry(primary, policy.stored_headers(head, decision), times[0], times[1],
+                      keys.vary_values(names, req.headers), 0)  # fmt: skip
+        writer = self.store.begin(
+            entry, expected_length=length, max_body=self.config.max_object_size
+        )
+        log.debug("fetched %s: %d, storing", primary, head.status)
+        return writer, None if writer is not None else "cache write failed"
+
+    def _refresh_later(self, ex: Exchange) -> None:
+        """Revalidate in the background (stale-while-revalidate), once across workers: the
+        refresh runs only if it can take the URL's lock at once."""
+        fields = h.without(self._forwarded_fields(ex), _CLIENT_CONDITIONALS)
+        req = RequestHead("GET", ex.req.target, ex.req.headers)
+        self.background.submit(self._refresh, ex.primary, req, fields)
+
+    def _refresh(self, primary: str, req: RequestHead, fields: h.Headers) -> None:
+        lock = self.store.key_lock(primary, 0)
+        if not try_acquire(lock, 0):
+            return
+        try:
+            now = self.clock()
+            found = self.store.lookup(primary, req.headers, now)
+            if not isinstance(found, Hit):
+                return
+            with found.file:
+                age = policy.current_age(found.entry, now)
+                lifetime = policy.freshness_lifetime(
+                    found.entry.head, found.entry.response_time, self.targeting
+                )
+                if lifetime > age:
+                    return  # refreshed meanwhile
+                conditional = policy.validators(found.entry.head)
+                request_time = self.clock()
+                resp = self.upstream.send("GET", req.target, (*fields, *conditional), None,
+                                          chunked=False)  # fmt: skip
+                times = (request_time, self.clock())
+                head = ResponseHead(resp.head.status, resp.head.reason,
+                                    h.end_to_end(resp.head.headers))  # fmt: skip
+                if head.status == 304 and conditional:
+                    resp.close()
+                    self._apply_304(found, head, times)
+                    return
+            writer, _ = self._start_storing(req, primary, head, times, resp.content_length)
+            body = StreamingBody(resp, writer, None)
+            try:
+                for _ in body:
+                    pass
+            finally:
+                body.close()
+        except ProxyError as exc:
+            log.warning("background refresh of %s failed: %s", primary, exc.detail)
+        except Exception:
+            log.exception("background refresh of %s failed", primary)
+        finally:
+            lock.release()
+
+    def _hit_status(self, ttl: float, detail: str | None = None) -> str:
+        return h.format_cache_status(self.name, hit=True, ttl=_int(ttl), detail=detail)
+
+    def _serve(self, ex: Exchange, age: float, cache_status: str) -> Iterable[bytes]:
         """Answer from the stored entry: 304 to a matching conditional, HEAD without a body,
         else the body by ``wsgi.file_wrapper`` (gunicorn sends it with sendfile)."""
         found = ex.found
         assert found is not None  # noqa: S101 - callers serve only what they found
         entry = found.entry
-        fwd_status = 304 if fwd else None
-        status = h.format_cache_status(self.name, hit=fwd is None, fwd=fwd,
-                                       fwd_status=fwd_status, ttl=_int(ttl))  # fmt: skip
         fields = h.without(entry.head.headers, ("content-length", "age", *self.private_fields))
-        marks = (("Age", str(int(age))), *self._marks("HIT", status))
+        marks = (("Age", str(int(age))), *self._marks("HIT", cache_status))
         if policy.is_not_modified(ex.req, entry.head):
             ex.release()
             ex.start_response("304 Not Modified", [*fields, *marks])
@@ -306,114 +405,6 @@ class ProxyApp:
         ]
         sr(f"{exc.status} {exc.reason}", fields)
         return [body]
-
-
-@dataclass(slots=True)
-class Exchange:
-    """One request on its way through the proxy, and what it holds: the stored entry it
-    opened and the URL lock it took. ``release`` gives both back."""
-
-    req: RequestHead
-    environ: Environ
-    start_response: StartResponse
-    primary: str = ""
-    found: Hit | None = None
-    lock: FileLock | None = None
-
-    def release(self) -> None:
-        if self.found is not None:
-            self.found.close()
-            self.found = None
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
-
-class StreamingBody:
-    """The origin's body, streamed to the client and to the cache writer at once.
-
-    The entry is published only after the origin's last byte; if its body is cut short the
-    error propagates (gunicorn then closes the connection) and nothing is published; if the
-    client goes away, ``close`` drops the unfinished entry. ``close`` always releases the
-    origin connection and the URL's lock.
-    """
-
-    def __init__(
-        self, resp: OriginResponse, writer: EntryWriter | None, lock: FileLock | None
-    ) -> None:
-        self.resp = resp
-        self.writer = writer
-        self.lock = lock
-
-    def __iter__(self) -> Iterator[bytes]:
-        writer = self.writer
-        if writer is None:
-            yield from self.resp.chunks()
-            return
-        # One chunk is held back so that the entry is published, and the lock released,
-        # before the client has the last byte: a client's next request (a PUT that must
-        # invalidate it, a conditional GET) then always finds it.
-        held = None
-        for chunk in self.resp.chunks():
-            writer.write(chunk)
-            if held is not None:
-                yield held
-            held = chunk
-        writer.commit()
-        self.writer = None
-        self._release_lock()
-        if held is not None:
-            yield held
-
-    def close(self) -> None:
-        try:
-            if self.writer is not None:
-                self.writer.abort()
-                self.writer = None
-            self.resp.close()
-        finally:
-            self._release_lock()
-
-    def _release_lock(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
-
-def request_head(environ: Environ) -> RequestHead:
-    """The method, origin-form target (byte for byte) and end-to-end fields of the request."""
-    method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-    raw = environ.get("RAW_URI")
-    if isinstance(raw, str) and raw:
-        target = _origin_form(raw, method)
-    else:
-        target = quote(str(environ.get("PATH_INFO", "")).encode("latin-1"), safe="/;=,@:")
-        if environ.get("QUERY_STRING"):
-            target += "?" + str(environ["QUERY_STRING"])
-    return RequestHead(method, target, h.end_to_end(h.from_environ(environ)))
-
-
-def _origin_form(raw: str, method: str) -> str:
-    if raw.startswith("/"):
-        return raw
-    if raw == "*" and method == "OPTIONS":
-        return raw
-    parts = urlsplit(raw)
-    if parts.scheme in ("http", "https") and parts.netloc:
-        # Absolute form (RFC 9112 section 3.2.2): only the path and query reach the origin.
-        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    raise BadRequest("invalid request target")
-
-
-def request_body(environ: Environ) -> tuple[BinaryIO | None, bool]:
-    """The request body stream and whether it goes chunked (the client sent it chunked)."""
-    stream = environ.get("wsgi.input")
-    if "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
-        return stream, True
-    length = str(environ.get("CONTENT_LENGTH") or "0")
-    if not length.isdigit():
-        raise BadRequest("invalid Content-Length")
-    return (stream if int(length) > 0 else None), False
 
 
 def _content_range(span: tuple[int, int], length: int) -> str:
