@@ -1,7 +1,8 @@
 """wsgi_proxy: an HTTP caching reverse proxy for gunicorn.
 
-``gunicorn wsgi_proxy:app`` loads ``app``: reading it validates the configuration (a bad
-``WSGI_PROXY_*`` value fails the worker's boot with an error naming it); the proxy itself,
+``gunicorn wsgi_proxy:app`` loads ``app``: reading it validates the configuration and the
+cache folder (a bad ``WSGI_PROXY_*`` value or an unusable folder fails the worker's boot
+with an error naming it, and gunicorn stops); the proxy itself,
 its origin pool, cache folder and evictor thread, is built in each worker process on its
 first request, after the fork. Importing the package does nothing else.
 """
@@ -56,7 +57,11 @@ class LazyApp:
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        app = LazyApp(Config.from_env())
+        from wsgi_proxy.store import check_folder  # noqa: PLC0415
+
+        config = Config.from_env()
+        check_folder(config.cache_dir)
+        app = LazyApp(config)
         globals()["app"] = app
         return app
     raise AttributeError(f"module 'wsgi_proxy' has no attribute {name!r}")

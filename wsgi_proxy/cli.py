@@ -89,9 +89,12 @@ def clear_cache(config: Config) -> int:
 
 def check_config() -> int:
     """Print every setting; exit 1 naming the first invalid one."""
+    from wsgi_proxy.store import check_folder  # noqa: PLC0415
+
     try:
         config = Config.from_env()
         ServerConfig.from_env()
+        check_folder(config.cache_dir)
     except ConfigError as exc:
         print(f"caching-proxy: invalid setting {exc}", file=sys.stderr)
         return 1

@@ -77,6 +77,9 @@ class Config:
     from the origin wins)."""
     max_variants: int
     """WSGI_PROXY_MAX_VARIANTS: stored variants (``Vary``) per URL; the oldest goes first."""
+    trusted_proxies: int
+    """WSGI_PROXY_TRUSTED_PROXIES: proxies in front (nginx: 1) whose ``X-Forwarded-For``
+    entries are passed on; what the client itself wrote there is dropped."""
     via_name: str
     """WSGI_PROXY_VIA_NAME: this proxy's name in ``Via`` and ``Cache-Status``, and its device
     token in ``Surrogate-Capability`` and ``;token``-targeted ``Surrogate-Control``."""
@@ -101,6 +104,7 @@ class Config:
             lock_stripes=_read(env, "LOCK_STRIPES", "1024", _positive_int),
             stale_if_error=_read(env, "STALE_IF_ERROR", "300", parse_seconds_or_zero),
             max_variants=_read(env, "MAX_VARIANTS", "32", _positive_int),
+            trusted_proxies=_read(env, "TRUSTED_PROXIES", "0", _non_negative_int),
             via_name=_read(env, "VIA_NAME", "wsgi_proxy", parse_token),
             targeted_fields=_read(
                 env, "TARGETED_FIELDS", "CDN-Cache-Control, Surrogate-Control", parse_field_list
@@ -243,6 +247,12 @@ def parse_field_list(raw: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
             raise ValueError(f"{name!r} is not a header field name")
     return names
+
+
+def _non_negative_int(raw: str) -> int:
+    if raw.strip() == "0":
+        return 0
+    return _positive_int(raw)
 
 
 def _positive_int(raw: str) -> int:

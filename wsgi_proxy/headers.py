@@ -87,6 +87,14 @@ def from_environ(environ: Mapping[str, object]) -> Headers:
     return tuple(result)
 
 
+def forwarded_for(prior: str | None, client: str, trusted: int) -> str:
+    """``X-Forwarded-For`` for the origin: the last ``trusted`` entries of what arrived
+    (each added by one trusted proxy in front), then the address that connected to us.
+    Entries before those were written by the client and are dropped."""
+    entries = parse_list(prior)[-trusted:] if trusted > 0 else []
+    return ", ".join([*entries, client])
+
+
 def parse_cache_control(value: str | None) -> dict[str, str | None]:
     """Directives by lower-cased name; a value is unquoted; the first duplicate wins.
 

@@ -42,9 +42,15 @@ from wsgi_proxy.upstream import OriginResponse, Upstream
 
 log = logging.getLogger(__name__)
 
-# Request fields that only mean something to this hop (gunicorn answers Expect itself) or
-# that the proxy sets itself.
-_NOT_FORWARDED = ("host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
+# Request fields never passed to the origin: those meaning something to this hop only
+# (gunicorn answers Expect itself), those this proxy sets, and those that would let a client
+# change what the origin answers without changing the cache key (cache poisoning).
+_NOT_FORWARDED = (
+    "host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+    "surrogate-capability", "forwarded", "x-forwarded-scheme", "x-forwarded-port",
+    "x-forwarded-server", "x-forwarded-prefix", "x-host", "x-original-url", "x-rewrite-url",
+    "x-original-host", "x-http-method-override", "x-http-method", "x-method-override",
+)  # fmt: skip
 _CLIENT_CONDITIONALS = ("if-none-match", "if-modified-since")
 # Origin answers that let a stale entry be served instead (RFC 5861 section 4).
 _ERROR_STATUSES = frozenset({500, 502, 503, 504})
@@ -373,15 +379,16 @@ class ProxyApp:
 
     def _forwarded_fields(self, ex: Exchange) -> h.Headers:
         """The client's end-to-end fields for the origin, with Host, Via and X-Forwarded-*
-        set by this proxy (RFC 9110 section 7.6.3)."""
+        set by this proxy (RFC 9110 section 7.6.3); X-Forwarded-For keeps only the entries
+        added by the trusted proxies in front."""
         req, environ = ex.req, ex.environ
-        prior = req.get("x-forwarded-for")
         client = str(environ.get("REMOTE_ADDR", ""))
+        chain = h.forwarded_for(req.get("x-forwarded-for"), client, self.config.trusted_proxies)
         protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/")
         fields = [
             *h.without(req.headers, _NOT_FORWARDED),
             ("Host", self.upstream.host),
-            ("X-Forwarded-For", f"{prior}, {client}" if prior else client),
+            ("X-Forwarded-For", chain),
             ("X-Forwarded-Proto", str(environ.get("wsgi.url_scheme", "http"))),
         ]
         if environ.get("HTTP_HOST"):

@@ -31,9 +31,11 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
 
 
 def on_starting(_server: Any) -> None:
-    """Validate the proxy's settings in the master, before any worker forks, so a bad value
-    stops start-up with one clear error naming the variable."""
-    Config.from_env()
+    """Validate the proxy's settings and cache folder in the master, before any worker
+    forks, so a bad value stops start-up with one clear error naming the variable."""
+    from wsgi_proxy.store import check_folder  # noqa: PLC0415
+
+    check_folder(Config.from_env().cache_dir)
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 from filelock import FileLock, Timeout
 
 from wsgi_proxy import keys
+from wsgi_proxy.errors import ConfigError
 from wsgi_proxy.headers import Headers
 from wsgi_proxy.model import Entry, ResponseHead
 
@@ -272,6 +273,16 @@ class Store:
             poll_interval=0.005,
             preserve_lock_file=True,
         )
+
+
+def check_folder(cache_dir: Path) -> None:
+    """Create and probe the cache folder; a ``ConfigError`` naming it if it is unusable."""
+    try:
+        Store(cache_dir, lock_stripes=1, max_variants=1).prepare()
+    except OSError as exc:
+        raise ConfigError(
+            "WSGI_PROXY_CACHE_DIR", f"cannot use {cache_dir}: {exc.strerror or exc}"
+        ) from None
 
 
 class CorruptEntry(Exception):

@@ -105,3 +105,19 @@ def test_format_cache_status() -> None:
 )
 def test_parse_byte_range(value: str | None, expected: object) -> None:
     assert h.parse_byte_range(value, 10) == expected
+
+
+@pytest.mark.parametrize(
+    ("prior", "trusted", "expected"),
+    [
+        (None, 0, "10.0.0.9"),
+        ("1.1.1.1", 0, "10.0.0.9"),
+        ("6.6.6.6, 1.1.1.1", 1, "1.1.1.1, 10.0.0.9"),
+        ("6.6.6.6, 1.1.1.1, 2.2.2.2", 2, "1.1.1.1, 2.2.2.2, 10.0.0.9"),
+        (None, 1, "10.0.0.9"),
+    ],
+)
+def test_forwarded_for_keeps_only_trusted_entries(
+    prior: str | None, trusted: int, expected: str
+) -> None:
+    assert h.forwarded_for(prior, "10.0.0.9", trusted) == expected
