@@ -129,28 +129,31 @@ class ProxyApp:
     def _coalesced(
         self, ex: Exchange, decision: policy.Revalidate | policy.Forward
     ) -> Iterable[bytes]:
-        """Fetch holding the URL's lock; a request that had to wait looks again first."""
+        """Fetch holding the URL's lock. A request that finds it taken waits until it is
+        free (the fetcher has published), releases it at once so that the other waiters
+        are not queued behind it, and looks again; if there is still nothing usable it
+        fetches itself, taking the lock if it is free."""
         lock = self.store.key_lock(ex.primary, self.config.lock_timeout)
         if try_acquire(lock, 0):
             ex.lock = lock
             return self._fetch(ex, decision)
         ex.release()
         if try_acquire(lock, self.config.lock_timeout):
-            ex.lock = lock
+            lock.release()
         else:
             log.info("lock wait for %s timed out: fetching without it", ex.primary)
         now = self.clock()
         found = self.store.lookup(ex.primary, ex.req.headers, now)
         if isinstance(found, PassMarker):
-            ex.release()
             return self._fetch(ex, decision)
         ex.found = found
         again = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
-        if isinstance(again, policy.Fresh):
-            ex.release_lock()
+        if isinstance(again, policy.Fresh | policy.Stale):
             return self._serve(ex, again.age, self._hit_status(again.ttl))
         if isinstance(again, policy.Revalidate | policy.Forward):
             decision = again
+        if try_acquire(lock, 0):
+            ex.lock = lock
         return self._fetch(ex, decision)
 
     def _fetch(self, ex: Exchange, decision: policy.Revalidate | policy.Forward) -> Iterable[bytes]:
