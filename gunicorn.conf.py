@@ -9,6 +9,8 @@ wsgi_proxy/config.py (ServerConfig), and `-b`/`--workers` flags win over this fi
 - workers 2, threads 32: 2 cores; 64 requests in flight at once across workers, so slow
   origins do not queue behind a small pool.
 - keepalive 5 s: nginx in front reuses connections; idle ones are cheap under gthread.
+- accesslog "-": to stdout (the journal under systemd), with the cache status and the
+  origin's latency on each line; WSGI_PROXY_LOG_FORMAT=json for one JSON object a line.
 - timeout 60 s: gthread workers heartbeat from their main loop, so a long download does not
   trip it; it only catches a stuck worker.
 """
@@ -29,3 +31,6 @@ worker_connections = _settings["worker_connections"]
 preload_app = _settings["preload_app"]
 control_socket_disable = _settings["control_socket_disable"]
 on_starting = _settings["on_starting"]
+accesslog = _settings["accesslog"]
+access_log_format = _settings["access_log_format"]
+logger_class = _settings["logger_class"]

@@ -21,7 +21,8 @@ __all__ = ["LazyApp", "create_app"]
 
 def create_app(config: Config | None = None) -> Any:
     """Build the proxy for this process: store folder checked, evictor started."""
-    from wsgi_proxy.eviction import Evictor  # noqa: PLC0415 - keeps the import light
+    from wsgi_proxy.eviction import Evictor, cache_gauges  # noqa: PLC0415 - light import
+    from wsgi_proxy.metrics import Metrics  # noqa: PLC0415
     from wsgi_proxy.proxy import ProxyApp  # noqa: PLC0415
     from wsgi_proxy.store import Store  # noqa: PLC0415
     from wsgi_proxy.upstream import Upstream  # noqa: PLC0415
@@ -31,8 +32,9 @@ def create_app(config: Config | None = None) -> Any:
         config.cache_dir, lock_stripes=config.lock_stripes, max_variants=config.max_variants
     )
     store.prepare()
-    Evictor(store, config.max_size).start()
-    return ProxyApp(config, store, Upstream(config))
+    metrics = Metrics(config.cache_dir, lambda: cache_gauges(store, config.max_size))
+    Evictor(store, config.max_size, on_evict=metrics.evictions.inc).start()
+    return ProxyApp(config, store, Upstream(config), metrics)
 
 
 class LazyApp:

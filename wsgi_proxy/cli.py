@@ -3,6 +3,8 @@
     caching-proxy [PORT] [--port N] [--origin URL] [--cache-dir DIR] [--host H]
     caching-proxy --clear-cache
     caching-proxy check-config
+    caching-proxy purge URL | --prefix P | --tag T | --all  [--soft]
+    caching-proxy stats
 
 Flags override the ``WSGI_PROXY_*`` variables, which the command otherwise shares with the
 app: it sets them in its own environment, so gunicorn's workers read the same values.
@@ -13,16 +15,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from wsgi_proxy.config import PREFIX, Config, ServerConfig
 from wsgi_proxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wsgi_proxy.store import Store
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["check-config"]:
         return check_config()
+    if args[:1] == ["purge"]:
+        return purge(args[1:])
+    if args[:1] == ["stats"]:
+        return stats()
     options = _parser().parse_args(args)
     port = options.port_flag or options.port
     if port is not None:
@@ -47,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caching-proxy",
-        description="An HTTP caching reverse proxy. Subcommand: check-config.",
+        description="An HTTP caching reverse proxy. Subcommands: check-config, purge, stats.",
     )
     parser.add_argument("port", nargs="?", type=_port, help="port to listen on")
     parser.add_argument("--port", dest="port_flag", type=_port, help="port to listen on")
@@ -100,4 +112,76 @@ def check_config() -> int:
         return 1
     for name, value in config.describe():
         print(f"{name}={value}")
+    return 0
+
+
+def _open_store() -> tuple[Config, Store] | None:
+    from wsgi_proxy.store import Store, check_folder  # noqa: PLC0415
+
+    try:
+        config = Config.from_env()
+        check_folder(config.cache_dir)
+    except ConfigError as exc:
+        print(f"caching-proxy: error: {exc}", file=sys.stderr)
+        return None
+    store = Store(
+        config.cache_dir, lock_stripes=config.lock_stripes, max_variants=config.max_variants
+    )
+    return config, store
+
+
+def purge(args: list[str]) -> int:
+    """Purge from the shared folder directly: every running worker sees it at once."""
+    from wsgi_proxy import purge as purging  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="caching-proxy purge")
+    parser.add_argument("url", nargs="?", help="a path such as /a/b?c (all its variants)")
+    parser.add_argument("--prefix", help="every URL whose path starts with this")
+    parser.add_argument("--tag", help="every response tagged with this surrogate key")
+    parser.add_argument("--all", action="store_true", help="everything")
+    parser.add_argument("--soft", action="store_true", help="mark stale instead of removing")
+    options = parser.parse_args(args)
+    if sum(x is not None and x is not False for x in (options.url, options.prefix, options.tag,
+                                                      options.all or None)) != 1:  # fmt: skip
+        parser.error("give exactly one of URL, --prefix, --tag, --all")
+    opened = _open_store()
+    if opened is None:
+        return 2
+    config, store = opened
+    origin = config.origin.url
+    if options.url is not None:
+        result = purging.purge_url(store, origin, _as_target(options.url), soft=options.soft)
+    elif options.prefix is not None:
+        result = purging.purge_prefix(store, origin, options.prefix, soft=options.soft)
+    elif options.tag is not None:
+        result = purging.purge_tag(store, options.tag, soft=options.soft)
+    else:
+        result = purging.purge_all(store, soft=options.soft)
+    print(f"purged {result.purged}")
+    return 0
+
+
+def _as_target(url: str) -> str:
+    """A path, or a full URL whose path and query are taken."""
+    if url.startswith("/"):
+        return url
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def stats() -> int:
+    from wsgi_proxy.eviction import cache_gauges, scan_objects  # noqa: PLC0415
+
+    opened = _open_store()
+    if opened is None:
+        return 2
+    config, store = opened
+    scan = scan_objects(store.objects, time.time())
+    print(f"cache_dir={config.cache_dir}")
+    print(f"files={len(scan.files)}")
+    print(f"bytes={scan.total}")
+    print(f"limit_bytes={config.max_size}")
+    for name, _doc, value in cache_gauges(store, config.max_size):
+        if name == "wsgi_proxy_cache_bytes":
+            print(f"counter_bytes={int(value)}")
     return 0

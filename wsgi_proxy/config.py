@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -77,6 +78,16 @@ class Config:
     from the origin wins)."""
     max_variants: int
     """WSGI_PROXY_MAX_VARIANTS: stored variants (``Vary``) per URL; the oldest goes first."""
+    tag_header: str
+    """WSGI_PROXY_TAG_HEADER: origin response field with space-separated purge tags
+    (surrogate keys); stored with the response, never sent on to clients."""
+    admin_prefix: str
+    """WSGI_PROXY_ADMIN_PREFIX: reserved path of the admin interface, never proxied."""
+    admin_token: str
+    """WSGI_PROXY_ADMIN_TOKEN: bearer token that opens metrics and purge (empty: none)."""
+    admin_allow: tuple[IPv4Network | IPv6Network, ...]
+    """WSGI_PROXY_ADMIN_ALLOW: comma-separated addresses or networks that may use metrics
+    and purge without the token (empty: none). Health and readiness are always open."""
     trusted_proxies: int
     """WSGI_PROXY_TRUSTED_PROXIES: proxies in front (nginx: 1) whose ``X-Forwarded-For``
     entries are passed on; what the client itself wrote there is dropped."""
@@ -104,6 +115,10 @@ class Config:
             lock_stripes=_read(env, "LOCK_STRIPES", "1024", _positive_int),
             stale_if_error=_read(env, "STALE_IF_ERROR", "300", parse_seconds_or_zero),
             max_variants=_read(env, "MAX_VARIANTS", "32", _positive_int),
+            tag_header=_read(env, "TAG_HEADER", "Surrogate-Key", parse_token),
+            admin_prefix=_read(env, "ADMIN_PREFIX", "/_wsgi_proxy", parse_path_prefix),
+            admin_token=env.get(PREFIX + "ADMIN_TOKEN", ""),
+            admin_allow=_read(env, "ADMIN_ALLOW", "", parse_networks),
             trusted_proxies=_read(env, "TRUSTED_PROXIES", "0", _non_negative_int),
             via_name=_read(env, "VIA_NAME", "wsgi_proxy", parse_token),
             targeted_fields=_read(
@@ -124,8 +139,10 @@ class Config:
             value = getattr(self, field.name)
             if isinstance(value, Origin):
                 shown = value.url
+            elif field.name == "admin_token":
+                shown = "(set)" if value else "(none)"
             elif isinstance(value, tuple):
-                shown = ", ".join(value)
+                shown = ", ".join(str(v) for v in value)
             else:
                 shown = str(value)
             rows.append((PREFIX + field.name.upper(), shown))
@@ -154,6 +171,9 @@ class ServerConfig:
     """WSGI_PROXY_KEEPALIVE: seconds an idle client connection is kept open."""
     backlog: int
     """WSGI_PROXY_BACKLOG: pending connections the listening socket queues."""
+    log_format: str
+    """WSGI_PROXY_LOG_FORMAT: ``text`` (gunicorn's access log plus cache status and origin
+    time) or ``json`` (one JSON object per request)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -166,6 +186,7 @@ class ServerConfig:
             graceful_timeout=_read(env, "GRACEFUL_TIMEOUT", "30", _positive_int),
             keepalive=_read(env, "KEEPALIVE", "5", _positive_int),
             backlog=_read(env, "BACKLOG", "2048", _positive_int),
+            log_format=_read(env, "LOG_FORMAT", "text", _log_format),
         )
 
 
@@ -240,6 +261,17 @@ def parse_token(raw: str) -> str:
     return raw
 
 
+def parse_path_prefix(raw: str) -> str:
+    if not raw.startswith("/") or raw == "/" or any(c in raw for c in "?# \t"):
+        raise ValueError("expected a path such as /_wsgi_proxy")
+    return raw.rstrip("/")
+
+
+def parse_networks(raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks."""
+    return tuple(ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip())
+
+
 def parse_field_list(raw: str) -> tuple[str, ...]:
     """Comma-separated header field names (tokens); may be empty."""
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
@@ -247,6 +279,12 @@ def parse_field_list(raw: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
             raise ValueError(f"{name!r} is not a header field name")
     return names
+
+
+def _log_format(raw: str) -> str:
+    if raw not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return raw
 
 
 def _non_negative_int(raw: str) -> int:

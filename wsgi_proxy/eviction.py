@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,15 @@ class ScanResult:
 class Evictor:
     """Keeps the cache under ``max_size`` bytes."""
 
-    def __init__(self, store: Store, max_size: int, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_size: int,
+        interval: float = 0.5,
+        on_evict: Callable[[int], None] | None = None,
+    ) -> None:
         self.store = store
+        self.on_evict = on_evict
         self.max_size = max_size
         self.interval = interval
         self._stop = threading.Event()
@@ -100,6 +108,7 @@ class Evictor:
         self._scanned_marker.touch()
         scan = scan_objects(self.store.objects, now)
         total = scan.total
+        entries = len(scan.files)
         if total > self.max_size * HIGH_WATER:
             target = self.max_size * LOW_WATER
             for item in sorted(scan.files, key=lambda f: f.mtime):
@@ -108,9 +117,29 @@ class Evictor:
                 with contextlib.suppress(FileNotFoundError):
                     item.path.unlink()
                     total -= item.size
-            log.info("evicted down to %d bytes (limit %d)", total, self.max_size)
+                    entries -= 1
+            evicted = len(scan.files) - entries
+            if self.on_evict is not None:
+                self.on_evict(evicted)
+            log.info("evicted %d files, down to %d bytes (limit %d)", evicted, total,
+                     self.max_size)  # fmt: skip
         self.store.usage.reset(total)
+        (self.store.state / "entries").write_text(str(entries))
         return total
+
+
+def cache_gauges(store: Store, max_size: int) -> list[tuple[str, str, float]]:
+    """The cache's size for the metrics: bytes from the shared counter, files as of the
+    last scan (at most ``RESYNC_INTERVAL`` old)."""
+    try:
+        entries = float((store.state / "entries").read_text() or 0)
+    except (OSError, ValueError):
+        entries = 0.0
+    return [
+        ("wsgi_proxy_cache_bytes", "Bytes stored in the cache", float(store.usage.read())),
+        ("wsgi_proxy_cache_limit_bytes", "WSGI_PROXY_MAX_SIZE", float(max_size)),
+        ("wsgi_proxy_cache_files", "Files stored, as of the last scan", entries),
+    ]
 
 
 def scan_objects(objects: Path, now: float) -> ScanResult:

@@ -63,16 +63,24 @@ class StreamingBody:
     """
 
     def __init__(
-        self, resp: OriginResponse, writer: EntryWriter | None, lock: FileLock | None
+        self,
+        resp: OriginResponse,
+        writer: EntryWriter | None,
+        lock: FileLock | None,
+        on_close: Callable[[int], None] | None,
     ) -> None:
         self.resp = resp
         self.writer = writer
         self.lock = lock
+        self.on_close = on_close
+        self.sent = 0
 
     def __iter__(self) -> Iterator[bytes]:
         writer = self.writer
         if writer is None:
-            yield from self.resp.chunks()
+            for chunk in self.resp.chunks():
+                self.sent += len(chunk)
+                yield chunk
             return
         # One chunk is held back so that the entry is published, and the lock released,
         # before the client has the last byte: a client's next request (a PUT that must
@@ -81,12 +89,14 @@ class StreamingBody:
         for chunk in self.resp.chunks():
             writer.write(chunk)
             if held is not None:
+                self.sent += len(held)
                 yield held
             held = chunk
         writer.commit()
         self.writer = None
         self._release_lock()
         if held is not None:
+            self.sent += len(held)
             yield held
 
     def close(self) -> None:
@@ -95,6 +105,8 @@ class StreamingBody:
                 self.writer.abort()
                 self.writer = None
             self.resp.close()
+            if self.on_close is not None:
+                self.on_close(self.sent)
         finally:
             self._release_lock()
 

@@ -46,7 +46,8 @@ class ResponseHead:
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A stored response's metadata (RFC 9111 section 3): what section 4.2.3 needs to
-    compute its age, and the request values its ``Vary`` selected (section 4.1)."""
+    compute its age, the request values its ``Vary`` selected (section 4.1), the purge tags
+    the origin gave it, and whether a soft purge marked it stale."""
 
     key: str
     head: ResponseHead
@@ -54,3 +55,5 @@ class Entry:
     response_time: float
     vary: tuple[tuple[str, str | None], ...]
     body_length: int
+    tags: tuple[str, ...] = ()
+    soft_purged: bool = False

@@ -277,6 +277,8 @@ def decide_lookup(
         return Unavailable() if only_if_cached else _revalidate_or_forward(entry, "stale")
     age = current_age(entry, now)
     ttl = freshness_lifetime(entry.head, entry.response_time, targeting) - age
+    if entry.soft_purged:
+        ttl = min(ttl, 0.0)  # a soft purge makes it stale: revalidate, or serve on error
     if _is_fresh_enough(rcc, age, ttl):
         return Fresh(age, ttl)
     if ttl <= 0 and _is_stale_allowed(rcc, cc, -ttl):

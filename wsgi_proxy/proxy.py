@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import assert_never
+from typing import BinaryIO, assert_never
 
 from werkzeug.wsgi import FileWrapper
 
 from wsgi_proxy import headers as h
 from wsgi_proxy import keys, policy
+from wsgi_proxy.admin import Admin
 from wsgi_proxy.config import Config
 from wsgi_proxy.errors import NotInCache, ProxyError, RangeNotSatisfiable
 from wsgi_proxy.exchange import (
@@ -36,6 +37,7 @@ from wsgi_proxy.exchange import (
     request_body,
     request_head,
 )
+from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.store import EntryWriter, Hit, PassMarker, Store, try_acquire
 from wsgi_proxy.upstream import OriginResponse, Upstream
@@ -72,22 +74,29 @@ class ProxyApp:
         config: Config,
         store: Store,
         upstream: Upstream,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
         self.upstream = upstream
+        self.metrics = metrics
+        self.admin = Admin(config, store, metrics)
         self.clock = clock
         self.origin_url = config.origin.url
         self.name = config.via_name
         self.targeting = policy.Targeting(config.targeted_fields, config.via_name)
-        # Fields the client never sees: targeted ones are for this cache (RFC 9213).
-        self.private_fields = tuple(f.lower() for f in config.targeted_fields)
+        # Fields the client never sees: targeted ones are for this cache (RFC 9213), and
+        # the purge tags are for the admin interface.
+        self.private_fields = (*(f.lower() for f in config.targeted_fields),
+                               config.tag_header.lower())  # fmt: skip
         self.capability = f'{config.via_name}="Surrogate/1.0"'
         # stale-while-revalidate refreshes; a few threads, since each needs the URL's lock.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self.admin.is_admin_request(environ):
+            return self.admin(environ, start_response)
         try:
             ex = Exchange(request_head(environ), environ, start_response)
             if ex.req.method in ("GET", "HEAD"):
@@ -96,6 +105,7 @@ class ProxyApp:
         except ProxyError as exc:
             log.info("%s %s: %d %s", environ.get("REQUEST_METHOD"), environ.get("RAW_URI"),
                      exc.status, exc.detail)  # fmt: skip
+            self.metrics.errors.labels(type(exc).__name__).inc()
             return self._error(exc, start_response)
 
     # ---- GET and HEAD -------------------------------------------------------------------
@@ -112,11 +122,12 @@ class ProxyApp:
         match decision:
             case policy.Fresh(age=age, ttl=ttl):
                 log.debug("hit %s age=%.0f ttl=%.0f", ex.primary, age, ttl)
-                return self._serve(ex, age, self._hit_status(ttl))
+                return self._serve(ex, age, self._hit_status(ttl), "hit")
             case policy.Stale(age=age, ttl=ttl):
                 log.debug("stale-while-revalidate %s age=%.0f", ex.primary, age)
                 self._refresh_later(ex)
-                return self._serve(ex, age, self._hit_status(ttl, "stale-while-revalidate"))
+                status = self._hit_status(ttl, "stale-while-revalidate")
+                return self._serve(ex, age, status, "stale")
             case policy.Unavailable():
                 ex.release()
                 raise NotInCache("only-if-cached and nothing usable is stored")
@@ -149,7 +160,8 @@ class ProxyApp:
         ex.found = found
         again = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
         if isinstance(again, policy.Fresh | policy.Stale):
-            return self._serve(ex, again.age, self._hit_status(again.ttl))
+            self.metrics.coalesced.inc()
+            return self._serve(ex, again.age, self._hit_status(again.ttl), "hit")
         if isinstance(again, policy.Revalidate | policy.Forward):
             decision = again
         if try_acquire(lock, 0):
@@ -165,9 +177,8 @@ class ProxyApp:
             if isinstance(decision, policy.Revalidate) and revalidating:
                 fields = (*h.without(fields, _CLIENT_CONDITIONALS), *decision.conditional)
             body, chunked = request_body(ex.environ)
-            request_time = self.clock()
-            resp = self.upstream.send(ex.req.method, ex.req.target, fields, body, chunked=chunked)
-            times = (request_time, self.clock())
+            resp, times = self._send(ex.req.method, ex.req.target, fields, body, ex.environ,
+                                     chunked=chunked)  # fmt: skip
         except ProxyError as exc:
             if self._is_stale_usable(ex):
                 return self._serve_stale(ex, exc.detail)
@@ -179,7 +190,10 @@ class ProxyApp:
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
         if revalidating and head.status == 304:
             resp.close()
+            self.metrics.revalidations.labels("not-modified").inc()
             return self._refreshed(ex, head, times, decision.fwd)
+        if revalidating:
+            self.metrics.revalidations.labels("modified").inc()
         if head.status in _ERROR_STATUSES and self._is_stale_usable(ex):
             resp.close()
             return self._serve_stale(ex, f"the origin answered {head.status}", head.status)
@@ -206,7 +220,7 @@ class ProxyApp:
         log.warning("serving stale %s: %s", ex.primary, reason)
         status = h.format_cache_status(self.name, hit=True, fwd="stale", fwd_status=fwd_status,
                                        ttl=_int(ttl), detail="stale-if-error")  # fmt: skip
-        return self._serve(ex, age, status)
+        return self._serve(ex, age, status, "stale")
 
     def _refreshed(
         self, ex: Exchange, head: ResponseHead, times: tuple[float, float], fwd: str
@@ -220,7 +234,7 @@ class ProxyApp:
         ttl = policy.freshness_lifetime(entry.head, times[1], self.targeting) - age
         log.debug("revalidated %s: 304", entry.key)
         status = h.format_cache_status(self.name, fwd=fwd, fwd_status=304, ttl=_int(ttl))
-        return self._serve(ex, age, status)
+        return self._serve(ex, age, status, "revalidated")
 
     def _apply_304(self, found: Hit, head: ResponseHead, times: tuple[float, float]) -> Hit:
         stored = found.entry
@@ -250,8 +264,9 @@ class ProxyApp:
             ttl=_int(ttl), detail=detail,
         )  # fmt: skip
         fields = h.without(head.headers, self.private_fields)
-        ex.start_response(head.status_line, [*fields, *self._marks("MISS", status)])
-        body = StreamingBody(resp, writer, ex.lock)
+        outcome = "miss" if writer is not None else "pass"
+        ex.start_response(head.status_line, [*fields, *self._marks("MISS", status, outcome)])
+        body = StreamingBody(resp, writer, ex.lock, self._count_origin_bytes)
         ex.lock = None
         return body
 
@@ -274,8 +289,9 @@ class ProxyApp:
             log.debug("fetched %s: %d, not stored: %s", primary, head.status, decision.reason)
             return None, decision.reason
         names = keys.vary_names(head.headers) or ()
+        tags = tuple((head.get(self.config.tag_header) or "").split())
         entry = Entry(primary, policy.stored_headers(head, decision), times[0], times[1],
-                      keys.vary_values(names, req.headers), 0)  # fmt: skip
+                      keys.vary_values(names, req.headers), 0, tags)  # fmt: skip
         writer = self.store.begin(
             entry, expected_length=length, max_body=self.config.max_object_size
         )
@@ -306,10 +322,8 @@ class ProxyApp:
                 if lifetime > age:
                     return  # refreshed meanwhile
                 conditional = policy.validators(found.entry.head)
-                request_time = self.clock()
-                resp = self.upstream.send("GET", req.target, (*fields, *conditional), None,
-                                          chunked=False)  # fmt: skip
-                times = (request_time, self.clock())
+                resp, times = self._send("GET", req.target, (*fields, *conditional), None, None,
+                                         chunked=False)  # fmt: skip
                 head = ResponseHead(resp.head.status, resp.head.reason,
                                     h.end_to_end(resp.head.headers))  # fmt: skip
                 if head.status == 304 and conditional:
@@ -317,7 +331,7 @@ class ProxyApp:
                     self._apply_304(found, head, times)
                     return
             writer, _ = self._start_storing(req, primary, head, times, resp.content_length)
-            body = StreamingBody(resp, writer, None)
+            body = StreamingBody(resp, writer, None, None)
             try:
                 for _ in body:
                     pass
@@ -333,14 +347,14 @@ class ProxyApp:
     def _hit_status(self, ttl: float, detail: str | None = None) -> str:
         return h.format_cache_status(self.name, hit=True, ttl=_int(ttl), detail=detail)
 
-    def _serve(self, ex: Exchange, age: float, cache_status: str) -> Iterable[bytes]:
+    def _serve(self, ex: Exchange, age: float, cache_status: str, outcome: str) -> Iterable[bytes]:
         """Answer from the stored entry: 304 to a matching conditional, HEAD without a body,
         else the body by ``wsgi.file_wrapper`` (gunicorn sends it with sendfile)."""
         found = ex.found
         assert found is not None  # noqa: S101 - callers serve only what they found
         entry = found.entry
         fields = h.without(entry.head.headers, ("content-length", "age", *self.private_fields))
-        marks = (("Age", str(int(age))), *self._marks("HIT", cache_status))
+        marks = (("Age", str(int(age))), *self._marks("HIT", cache_status, outcome))
         if policy.is_not_modified(ex.req, entry.head):
             ex.release()
             ex.start_response("304 Not Modified", [*fields, *marks])
@@ -359,6 +373,7 @@ class ProxyApp:
         if ex.req.method == "HEAD":
             ex.release()
             return []
+        self.metrics.bytes.labels("cache").inc(span[1] - span[0])
         found.file.seek(found.body_offset + span[0])
         wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
         body: Iterable[bytes] = wrapper(found.file, FILE_BLOCK)
@@ -370,13 +385,14 @@ class ProxyApp:
         """Other methods: forwarded as they are; a success invalidates (section 4.4)."""
         body, chunked = request_body(ex.environ)
         fields = self._forwarded_fields(ex)
-        resp = self.upstream.send(ex.req.method, ex.req.target, fields, body, chunked=chunked)
+        resp, _ = self._send(ex.req.method, ex.req.target, fields, body, ex.environ,
+                             chunked=chunked)  # fmt: skip
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
         for target in policy.invalidated_targets(ex.req, head, self.origin_url):
             self.store.invalidate(keys.primary_key(self.origin_url, target))
         status = h.format_cache_status(self.name, fwd="method", fwd_status=head.status)
-        ex.start_response(head.status_line, [*head.headers, *self._marks("MISS", status)])
-        return StreamingBody(resp, None, None)
+        ex.start_response(head.status_line, [*head.headers, *self._marks("MISS", status, "method")])
+        return StreamingBody(resp, None, None, self._count_origin_bytes)
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -400,7 +416,36 @@ class ProxyApp:
         fields.append(("Surrogate-Capability", self.capability))
         return tuple(fields)
 
-    def _marks(self, x_cache: str, cache_status: str) -> h.Headers:
+    def _send(
+        self,
+        method: str,
+        target: str,
+        fields: h.Headers,
+        body: BinaryIO | None,
+        environ: Environ | None,
+        *,
+        chunked: bool,
+    ) -> tuple[OriginResponse, tuple[float, float]]:
+        """Send to the origin; (response, (request time, response time)). Records the
+        origin's latency in the metrics and, for gunicorn's access log, in the environ."""
+        request_time = self.clock()
+        try:
+            resp = self.upstream.send(method, target, fields, body, chunked=chunked)
+        except ProxyError:
+            self.metrics.origin_requests.labels("error").inc()
+            raise
+        response_time = self.clock()
+        self.metrics.origin_requests.labels(str(resp.head.status)).inc()
+        self.metrics.origin_seconds.observe(response_time - request_time)
+        if environ is not None:
+            environ["wsgi_proxy.origin_ms"] = f"{(response_time - request_time) * 1000:.1f}"
+        return resp, (request_time, response_time)
+
+    def _count_origin_bytes(self, count: int) -> None:
+        self.metrics.bytes.labels("origin").inc(count)
+
+    def _marks(self, x_cache: str, cache_status: str, outcome: str) -> h.Headers:
+        self.metrics.requests.labels(outcome).inc()
         return (("Via", f"1.1 {self.name}"), ("X-Cache", x_cache), ("Cache-Status", cache_status))
 
     def _error(self, exc: ProxyError, sr: StartResponse) -> Iterable[bytes]:
@@ -411,7 +456,7 @@ class ProxyApp:
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
             *exc.fields,
-            *self._marks("MISS", status),
+            *self._marks("MISS", status, "error"),
         ]
         sr(f"{exc.status} {exc.reason}", fields)
         return [body]

@@ -8,6 +8,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from wsgi_proxy.config import Config, ServerConfig
+from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger
 
 
 def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
@@ -27,15 +28,21 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.
         "control_socket_disable": True,
         "on_starting": on_starting,
+        "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": JsonLogger if server.log_format == "json" else "gunicorn.glogging.Logger",
     }
 
 
 def on_starting(_server: Any) -> None:
     """Validate the proxy's settings and cache folder in the master, before any worker
     forks, so a bad value stops start-up with one clear error naming the variable."""
+    from wsgi_proxy.metrics import reset_metrics_dir  # noqa: PLC0415
     from wsgi_proxy.store import check_folder  # noqa: PLC0415
 
-    check_folder(Config.from_env().cache_dir)
+    config = Config.from_env()
+    check_folder(config.cache_dir)
+    reset_metrics_dir(config.cache_dir)
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]

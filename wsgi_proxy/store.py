@@ -30,7 +30,7 @@ import shutil
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -94,7 +94,7 @@ class Store:
         probe.write_bytes(b"")
         probe.unlink()
 
-    def _primary_path(self, primary: str) -> Path:
+    def primary_path(self, primary: str) -> Path:
         digest = keys.digest(primary)
         return self.objects / digest[:2] / digest
 
@@ -102,7 +102,7 @@ class Store:
 
     def lookup(self, primary: str, request_headers: Headers, now: float) -> Hit | PassMarker | None:
         """The stored response for ``primary`` whose Vary matches the request."""
-        path = self._primary_path(primary)
+        path = self.primary_path(primary)
         opened = self._open(path, primary, now)
         if opened is None:
             return None
@@ -162,7 +162,7 @@ class Store:
     ) -> EntryWriter | None:
         """A writer for ``entry``'s body, or None when the disk refuses (logged). A response
         that varies goes to its variant's file, selected by ``entry.vary``."""
-        path = self._primary_path(entry.key)
+        path = self.primary_path(entry.key)
         if entry.vary:
             path = _variants_dir(path) / keys.variant_digest(entry.vary)
         meta = _meta_of(entry)
@@ -174,7 +174,7 @@ class Store:
 
     def publish_marker(self, primary: str, meta: dict[str, Any]) -> None:
         """Publish a Vary or pass marker (a header-only entry) at the primary path."""
-        writer = self.begin_raw(self._primary_path(primary), {"key": primary, **meta})
+        writer = self.begin_raw(self.primary_path(primary), {"key": primary, **meta})
         if writer is not None:
             writer.commit()
 
@@ -188,7 +188,7 @@ class Store:
     def after_publish(self, path: Path, entry_meta: dict[str, Any]) -> None:
         """Keep the folder consistent after ``path`` was published: a Vary marker for a
         variant (capped at ``max_variants``), no stale variants beside a plain entry."""
-        primary_path = self._primary_path(entry_meta["key"])
+        primary_path = self.primary_path(entry_meta["key"])
         if path == primary_path:
             variants = _variants_dir(path)
             if entry_meta.get("kind") == "response" and variants.is_dir():
@@ -228,7 +228,7 @@ class Store:
 
     def invalidate(self, primary: str) -> None:
         """Remove the stored responses for ``primary``, every variant included."""
-        path = self._primary_path(primary)
+        path = self.primary_path(primary)
         self._remove(path)
         variants = _variants_dir(path)
         if variants.is_dir():
@@ -243,6 +243,36 @@ class Store:
         self.objects.mkdir(mode=0o700)
         shutil.rmtree(trash, ignore_errors=True)
         self.usage.reset(0)
+
+    def read_meta(self, path: Path) -> dict[str, Any] | None:
+        """The header block of the entry at ``path``, or None if it is gone or damaged."""
+        try:
+            with path.open("rb", buffering=0) as file:
+                meta, _ = _read_header(file)
+        except (OSError, CorruptEntry, ValueError):
+            return None
+        return meta
+
+    def soft_purge(self, path: Path) -> bool:
+        """Mark the stored response at ``path`` stale, keeping it for revalidation."""
+        try:
+            file = path.open("rb", buffering=0)
+        except OSError:
+            return False
+        with file:
+            try:
+                meta, offset = _read_header(file)
+                if meta.get("kind") != "response":
+                    return False
+                entry = replace(_entry(meta), soft_purged=True)
+                hit = Hit(entry, path, file, offset, int(meta["body_crc"], 16))
+            except (CorruptEntry, ValueError, KeyError, TypeError):
+                return False
+            self.refresh(hit, entry)
+        return True
+
+    def remove(self, path: Path) -> None:
+        self._remove(path)
 
     def _remove(self, path: Path) -> None:
         try:
@@ -489,6 +519,8 @@ def _meta_of(entry: Entry) -> dict[str, Any]:
         "request_time": entry.request_time,
         "response_time": entry.response_time,
         "vary": [list(pair) for pair in entry.vary],
+        "tags": list(entry.tags),
+        "soft_purged": entry.soft_purged,
     }
 
 
@@ -505,4 +537,6 @@ def _entry(meta: dict[str, Any]) -> Entry:
         response_time=float(meta["response_time"]),
         vary=tuple((str(n), None if v is None else str(v)) for n, v in meta["vary"]),
         body_length=int(meta["body_length"]),
+        tags=tuple(str(t) for t in meta.get("tags", ())),
+        soft_purged=bool(meta.get("soft_purged", False)),
     )

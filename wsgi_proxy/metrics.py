@@ -1,0 +1,96 @@
+"""Prometheus metrics, summed across gunicorn workers.
+
+prometheus_client's multiprocess mode keeps each process's values in memory-mapped files in
+one folder and adds them up at scrape time, which is what a pre-fork server needs. It
+chooses that mode when it is imported, from ``PROMETHEUS_MULTIPROC_DIR``; so this module
+imports it only inside ``Metrics()``, after pointing that variable at the cache's own
+``v1/metrics`` folder (which the master empties at start, see server.py).
+
+Invariants: recording never raises into the request path; nothing is created at import.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+# Origin latency buckets, in seconds: loopback to slow backends.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def metrics_dir(cache_dir: Path) -> Path:
+    return cache_dir / "v1" / "metrics"
+
+
+def reset_metrics_dir(cache_dir: Path) -> None:
+    """Empty the folder at server start: files of processes from an earlier run would
+    otherwise be summed in forever."""
+    folder = metrics_dir(cache_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class Metrics:
+    """The proxy's counters and histograms. One instance per worker process."""
+
+    def __init__(self, cache_dir: Path, gauges: Callable[[], Iterable[tuple[str, str, float]]]):
+        folder = metrics_dir(cache_dir)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        from prometheus_client import Counter, Histogram  # noqa: PLC0415 - see docstring
+
+        self.folder = folder
+        self._gauges = gauges
+        self.requests = Counter(
+            "wsgi_proxy_requests", "Requests answered, by cache outcome", ["cache"]
+        )
+        self.origin_requests = Counter(
+            "wsgi_proxy_origin_requests", "Requests sent to the origin, by status", ["status"]
+        )
+        self.origin_seconds = Histogram(
+            "wsgi_proxy_origin_seconds",
+            "Time until the origin's response head arrived",
+            buckets=LATENCY_BUCKETS,
+        )
+        self.bytes = Counter(
+            "wsgi_proxy_body_bytes", "Body bytes sent to clients, by source", ["source"]
+        )
+        self.evictions = Counter("wsgi_proxy_evictions", "Files removed to keep the size limit")
+        self.purges = Counter("wsgi_proxy_purges", "Stored responses purged, by kind", ["kind"])
+        self.revalidations = Counter(
+            "wsgi_proxy_revalidations", "Revalidations with the origin, by result", ["result"]
+        )
+        self.coalesced = Counter(
+            "wsgi_proxy_coalesced_waits", "Requests that waited for another's fetch"
+        )
+        self.errors = Counter("wsgi_proxy_errors", "Errors, by kind", ["kind"])
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text of all workers, plus the cache's size gauges."""
+        from prometheus_client import (  # noqa: PLC0415
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+        )
+        from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.folder))  # type: ignore[no-untyped-call]
+        registry.register(_GaugeCollector(self._gauges))
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _GaugeCollector:
+    """Gauges computed at scrape time (from the shared folder, not per process)."""
+
+    def __init__(self, gauges: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+        for name, doc, value in self.gauges():
+            yield GaugeMetricFamily(name, doc, value=value)
