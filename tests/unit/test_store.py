@@ -142,7 +142,7 @@ def test_clear_while_a_reader_holds_the_file(store: Store) -> None:
 def test_eviction_removes_least_recently_used_and_dead_temp_files(store: Store) -> None:
     for i in range(10):
         assert put(store, b"x" * 1000, entry(key=f"GET http://o/{i}"))
-        path = store._primary_path(f"GET http://o/{i}")
+        path = store.primary_path(f"GET http://o/{i}")
         os.utime(path, (NOW - 1000 + i, NOW - 1000 + i))
     dead = store.objects / "00" / ".tmp.999999999.dead"
     dead.parent.mkdir(exist_ok=True)
@@ -151,8 +151,8 @@ def test_eviction_removes_least_recently_used_and_dead_temp_files(store: Store) 
     assert total <= 5000 * 0.85
     assert not dead.exists()
     survivors = {p.name for p in files(store)}
-    newest = store._primary_path("GET http://o/9").name
-    oldest = store._primary_path("GET http://o/0").name
+    newest = store.primary_path("GET http://o/9").name
+    oldest = store.primary_path("GET http://o/0").name
     assert newest in survivors
     assert oldest not in survivors
     assert scan_objects(store.objects, NOW).total == total
