@@ -163,7 +163,7 @@ class ServerConfig:
     """WSGI_PROXY_WORKERS: worker processes."""
     threads: int
     """WSGI_PROXY_THREADS: threads per worker: requests a worker serves at once."""
-    timeout: int
+    worker_timeout: int
     """WSGI_PROXY_WORKER_TIMEOUT: seconds before a silent worker is killed and restarted."""
     graceful_timeout: int
     """WSGI_PROXY_GRACEFUL_TIMEOUT: seconds workers get to finish requests on stop/reload."""
@@ -182,7 +182,7 @@ class ServerConfig:
             bind=_read(env, "BIND", "127.0.0.1:8080", parse_token),
             workers=_read(env, "WORKERS", "2", _positive_int),
             threads=_read(env, "THREADS", "32", _positive_int),
-            timeout=_read(env, "WORKER_TIMEOUT", "60", _positive_int),
+            worker_timeout=_read(env, "WORKER_TIMEOUT", "60", _positive_int),
             graceful_timeout=_read(env, "GRACEFUL_TIMEOUT", "30", _positive_int),
             keepalive=_read(env, "KEEPALIVE", "5", _positive_int),
             backlog=_read(env, "BACKLOG", "2048", _positive_int),

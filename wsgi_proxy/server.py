@@ -18,7 +18,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "worker_class": "gthread",
         "workers": server.workers,
         "threads": server.threads,
-        "timeout": server.timeout,
+        "timeout": server.worker_timeout,
         "graceful_timeout": server.graceful_timeout,
         "keepalive": server.keepalive,
         "backlog": server.backlog,

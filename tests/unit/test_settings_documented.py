@@ -1,0 +1,28 @@
+"""Every setting is documented: in the README's tables and in deploy/wsgi-proxy.env."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from wsgi_proxy.config import PREFIX, Config, ServerConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIABLES = [PREFIX + f.name.upper() for cls in (Config, ServerConfig) for f in fields(cls)]
+
+
+@pytest.mark.parametrize("document", ["README.md", "deploy/wsgi-proxy.env"])
+def test_every_variable_is_documented(document: str) -> None:
+    text = (ROOT / document).read_text()
+    missing = [v for v in VARIABLES if v not in text]
+    assert missing == [], f"{document} does not mention {missing}"
+
+
+def test_env_file_values_are_valid() -> None:
+    lines = (ROOT / "deploy/wsgi-proxy.env").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    env["HOME"] = "/nonexistent"
+    Config.from_env(env)
+    ServerConfig.from_env(env)
