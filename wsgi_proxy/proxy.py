@@ -238,8 +238,8 @@ class ProxyApp:
 
     def _apply_304(self, found: Hit, head: ResponseHead, times: tuple[float, float]) -> Hit:
         stored = found.entry
-        entry = Entry(stored.key, policy.updated_head(stored.head, head), times[0], times[1],
-                      stored.vary, stored.body_length)  # fmt: skip
+        entry = replace(stored, head=policy.updated_head(stored.head, head),
+                        request_time=times[0], response_time=times[1], soft_purged=False)  # fmt: skip
         self.store.refresh(found, entry)
         return replace(found, entry=entry)
 
@@ -284,7 +284,10 @@ class ProxyApp:
         if isinstance(decision, policy.Store) and (length or 0) > self.config.max_object_size:
             decision = policy.NotStorable("too large")
         if isinstance(decision, policy.NotStorable):
-            if decision.reason in _PASS_REASONS and req.get("authorization") is None:
+            # A pass marker replaces what is stored: not for a 5xx, which is passing and
+            # must leave a stale entry in place for stale-if-error.
+            remember = head.status < 500 and req.get("authorization") is None
+            if decision.reason in _PASS_REASONS and remember:
                 self.store.publish_marker(primary, {"kind": "pass", "until": times[1] + PASS_TTL})
             log.debug("fetched %s: %d, not stored: %s", primary, head.status, decision.reason)
             return None, decision.reason
@@ -329,6 +332,11 @@ class ProxyApp:
                 if head.status == 304 and conditional:
                     resp.close()
                     self._apply_304(found, head, times)
+                    return
+                if head.status in _ERROR_STATUSES:
+                    resp.close()
+                    log.warning("background refresh of %s: origin answered %d, kept stale",
+                                primary, head.status)  # fmt: skip
                     return
             writer, _ = self._start_storing(req, primary, head, times, resp.content_length)
             body = StreamingBody(resp, writer, None, None)
