@@ -238,8 +238,13 @@ class ProxyApp:
 
     def _apply_304(self, found: Hit, head: ResponseHead, times: tuple[float, float]) -> Hit:
         stored = found.entry
-        entry = replace(stored, head=policy.updated_head(stored.head, head),
-                        request_time=times[0], response_time=times[1], soft_purged=False)  # fmt: skip
+        entry = replace(
+            stored,
+            head=policy.updated_head(stored.head, head),
+            request_time=times[0],
+            response_time=times[1],
+            soft_purged=False,
+        )
         self.store.refresh(found, entry)
         return replace(found, entry=entry)
 
