@@ -376,7 +376,10 @@ def updated_head(stored: ResponseHead, fresh: ResponseHead) -> ResponseHead:
     """Section 3.2: the stored response's fields, each replaced by the fields of the same
     name in ``fresh`` (a 304 or a HEAD response), except those that must not change."""
     incoming = {k.lower() for k, _ in fresh.headers} - NOT_UPDATED_FIELDS
-    kept = tuple((k, v) for k, v in stored.headers if k.lower() not in incoming)
+    # Age describes a message, not the representation: the new one's Age, or none, counts
+    # (otherwise a response stored with a large Age would be stale again at once).
+    replaced = incoming | {"age"}
+    kept = tuple((k, v) for k, v in stored.headers if k.lower() not in replaced)
     added = tuple((k, v) for k, v in fresh.headers if k.lower() in incoming)
     return ResponseHead(stored.status, stored.reason, kept + added)
 

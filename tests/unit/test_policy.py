@@ -214,6 +214,14 @@ def test_updated_head_replaces_fields_but_not_content_length() -> None:
     assert updated.get("x-a") == "old"
 
 
+def test_updated_head_takes_age_from_the_new_response_only() -> None:
+    stored = resp(("Cache-Control", "max-age=60"), ("Age", "100"))
+    without_age = ResponseHead(304, "Not Modified", (("ETag", '"a"'),))
+    assert policy.updated_head(stored, without_age).get("age") is None
+    with_age = ResponseHead(304, "Not Modified", (("Age", "30"),))
+    assert policy.updated_head(stored, with_age).get("age") == "30"
+
+
 NOT_MODIFIED_CASES: list[tuple[str, RequestHead, bool]] = [
     ("matching etag", req(("If-None-Match", '"v1"')), True),
     ("weak comparison", req(("If-None-Match", 'W/"v1"')), True),
