@@ -1,0 +1,178 @@
+"""Operations end to end: the admin interface (health, readiness, metrics, purge), the CLI's
+purge and check-config, and the access logs; real gunicorn with two workers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support.origin import Origin, Recorded, Reply
+from support.proxy import ProxyFactory, ProxyProcess, proxy_env
+
+TOKEN = "t0ken"
+AUTH = [("Authorization", f"Bearer {TOKEN}")]
+CACHED = [("Cache-Control", "max-age=600")]
+
+
+def admin_proxy(factory: ProxyFactory, **env: str) -> ProxyProcess:
+    return factory({"WSGI_PROXY_ADMIN_TOKEN": TOKEN, **env})
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    pattern = re.escape(name + (f"{{{labels}}}" if labels else "")) + r" ([0-9.e+]+)"
+    match = re.search(r"^" + pattern + "$", text, re.MULTILINE)
+    assert match, f"{name}{{{labels}}} not in metrics:\n{text}"
+    return float(match.group(1))
+
+
+def test_admin_is_closed_by_default_but_health_is_open(proxy: ProxyProcess, origin: Origin) -> None:
+    assert (proxy.get("/_wsgi_proxy/health").status, proxy.get("/_wsgi_proxy/health").body) == (
+        200,
+        b"ok\n",
+    )
+    assert proxy.get("/_wsgi_proxy/ready").status == 200
+    assert proxy.get("/_wsgi_proxy/metrics").status == 403
+    assert proxy.request("POST", "/_wsgi_proxy/purge?all=1").status == 403
+    path = origin.route("/closed", headers=CACHED, body=b"kept")
+    proxy.get(path)
+    assert proxy.request("PURGE", path).status == 403
+    assert proxy.get(path).x_cache == "HIT"  # nothing was purged
+    assert origin.count(path) == 1
+    assert origin.requests(path)[0].method == "GET"  # the PURGE never reached the origin
+
+
+def test_metrics_are_summed_over_workers(proxy_factory: ProxyFactory, origin: Origin) -> None:
+    proxy = admin_proxy(proxy_factory)
+    path = origin.route("/m", headers=CACHED, body=b"0123456789")
+    for _ in range(20):  # new connections: both workers answer some of them
+        assert proxy.get(path).status == 200
+    text = proxy.get("/_wsgi_proxy/metrics", AUTH).body.decode()
+    assert metric(text, "wsgi_proxy_requests_total", 'cache="miss"') == 1
+    assert metric(text, "wsgi_proxy_requests_total", 'cache="hit"') == 19
+    assert metric(text, "wsgi_proxy_origin_requests_total", 'status="200"') == 1
+    assert metric(text, "wsgi_proxy_body_bytes_total", 'source="cache"') == 190
+    assert metric(text, "wsgi_proxy_origin_seconds_count") == 1
+    assert metric(text, "wsgi_proxy_cache_limit_bytes") == 1024**3
+    assert len(proxy.worker_pids()) == 2
+
+
+def test_allowed_address_needs_no_token(proxy_factory: ProxyFactory) -> None:
+    proxy = proxy_factory({"WSGI_PROXY_ADMIN_ALLOW": "127.0.0.0/8"})
+    assert proxy.get("/_wsgi_proxy/metrics").status == 200
+    other = proxy_factory({"WSGI_PROXY_ADMIN_ALLOW": "10.0.0.0/8"})
+    assert other.get("/_wsgi_proxy/metrics").status == 403
+
+
+def test_purge_by_url_prefix_tag_and_all(proxy_factory: ProxyFactory, origin: Origin) -> None:
+    proxy = admin_proxy(proxy_factory)
+    tagged = [("Cache-Control", "max-age=600"), ("Surrogate-Key", "red shared")]
+    paths = {
+        "a": origin.route("/p/a", headers=tagged, body=b"a"),
+        "b": origin.route("/p/b", headers=[*CACHED, ("Surrogate-Key", "blue shared")], body=b"b"),
+        "c": origin.route("/q/c", headers=CACHED, body=b"c"),
+    }
+
+    def fill() -> None:
+        for path in paths.values():
+            proxy.get(path)
+
+    def states() -> dict[str, str | None]:
+        return {name: proxy.get(path).x_cache for name, path in paths.items()}
+
+    fill()
+    assert proxy.get(paths["a"]).header("Surrogate-Key") is None  # not for clients
+    purged = proxy.request("POST", "/_wsgi_proxy/purge?tag=red", AUTH)
+    assert (purged.status, purged.body) == (200, b"purged 1\n")
+    assert states() == {"a": "MISS", "b": "HIT", "c": "HIT"}
+    prefix = origin.prefix + "/p/"
+    assert proxy.request("POST", f"/_wsgi_proxy/purge?prefix={prefix}", AUTH).body == (
+        b"purged 2\n"
+    )
+    assert states() == {"a": "MISS", "b": "MISS", "c": "HIT"}
+    assert proxy.request("PURGE", paths["c"], AUTH).body == b"purged 1\n"
+    assert states() == {"a": "HIT", "b": "HIT", "c": "MISS"}
+    assert proxy.request("POST", "/_wsgi_proxy/purge?all=1", AUTH).status == 200
+    assert states() == {"a": "MISS", "b": "MISS", "c": "MISS"}
+    assert proxy.request("POST", "/_wsgi_proxy/purge", AUTH).status == 400
+    text = proxy.get("/_wsgi_proxy/metrics", AUTH).body.decode()
+    assert metric(text, "wsgi_proxy_purges_total", 'kind="tag"') == 1
+
+
+def test_soft_purge_revalidates_and_keeps_serving(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    proxy = admin_proxy(proxy_factory)
+
+    def respond(record: Recorded) -> Reply:
+        fields = [*CACHED, ("ETag", '"s1"')]
+        if record.header("If-None-Match") == '"s1"':
+            return Reply(304, headers=fields)
+        return Reply(200, headers=fields, body=b"soft body")
+
+    path = origin.respond("/soft", respond)
+    proxy.get(path)
+    answer = proxy.request("POST", f"/_wsgi_proxy/purge?url={path}&soft=1", AUTH)
+    assert answer.body == b"purged 1\n"
+    reply = proxy.get(path)
+    assert (reply.x_cache, reply.body) == ("HIT", b"soft body")
+    assert origin.last(path).header("If-None-Match") == '"s1"'
+    assert proxy.get(path).x_cache == "HIT"
+    assert origin.count(path) == 2
+
+
+def test_cli_purge_and_stats_while_serving(proxy_factory: ProxyFactory, origin: Origin) -> None:
+    proxy = proxy_factory()
+    path = origin.route("/cli", headers=CACHED, body=b"cli")
+    proxy.get(path)
+    env = proxy_env(origin.url, proxy.cache_dir)
+    run = [sys.executable, "-m", "wsgi_proxy"]
+    stats = subprocess.run([*run, "stats"], env=env, capture_output=True, text=True, timeout=30)
+    assert "files=1" in stats.stdout, stats.stdout + stats.stderr
+    done = subprocess.run(
+        [*run, "purge", path], env=env, capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout == "purged 1\n"
+    assert proxy.get(path).x_cache == "MISS"
+    assert origin.count(path) == 2
+
+
+def test_check_config_prints_settings_or_names_the_bad_one(origin: Origin, tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "wsgi_proxy", "check-config"]
+    env = proxy_env(origin.url, tmp_path / "cache")
+    good = subprocess.run(run, env=env, capture_output=True, text=True, timeout=30)
+    assert good.returncode == 0, good.stderr
+    assert f"WSGI_PROXY_ORIGIN={origin.url}" in good.stdout
+    assert "WSGI_PROXY_ADMIN_TOKEN=(none)" in good.stdout
+    bad = subprocess.run(
+        run, env={**env, "WSGI_PROXY_READ_TIMEOUT": "soon"}, capture_output=True, text=True
+    )
+    assert bad.returncode == 1
+    assert "WSGI_PROXY_READ_TIMEOUT" in bad.stderr
+
+
+def test_access_log_carries_cache_status_and_origin_time(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    text_proxy = proxy_factory(cache_dir=tmp_path / "text")
+    json_proxy = proxy_factory({"WSGI_PROXY_LOG_FORMAT": "json"}, cache_dir=tmp_path / "json")
+    path = origin.route("/log", headers=CACHED, body=b"log")
+    for proxy in (text_proxy, json_proxy):
+        proxy.get(path)
+        proxy.get(path)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = json_proxy.stdout_path.read_text().splitlines()
+        if len([line for line in lines if path in line]) >= 2:
+            break
+        time.sleep(0.05)
+    records = [json.loads(line) for line in lines if path in line]
+    assert [(r["path"], r["cache"]) for r in records] == [(path, "MISS"), (path, "HIT")]
+    assert float(records[0]["origin_ms"]) >= 0
+    assert records[1]["origin_ms"] is None
+    text = [line for line in text_proxy.stdout_path.read_text().splitlines() if path in line]
+    assert "cache=MISS origin_ms=" in text[0]
+    assert "cache=HIT origin_ms=- " in text[1]
