@@ -3,9 +3,18 @@
 # This is the README's test command and what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The conformance tests drive the npm package http-cache-tests with Node.js.
-if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+# System packages the tests use: nginx in front of the proxy (tests/integration/test_nginx.py)
+# and Node.js for the conformance suite (the npm package http-cache-tests).
+missing=()
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "tests/run.sh: please install ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
 fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
