@@ -32,7 +32,7 @@ def create_app(config: Config | None = None) -> Any:
         config.cache_dir, lock_stripes=config.lock_stripes, max_variants=config.max_variants
     )
     store.prepare()
-    metrics = Metrics(config.cache_dir, lambda: cache_gauges(store, config.max_size))
+    metrics = Metrics(config.metrics_dir, lambda: cache_gauges(store, config.max_size))
     Evictor(store, config.max_size, on_evict=metrics.evictions.inc).start()
     return ProxyApp(config, store, Upstream(config), metrics)
 

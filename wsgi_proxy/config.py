@@ -56,6 +56,9 @@ class Config:
     """WSGI_PROXY_ORIGIN: the origin server, ``http(s)://host[:port]`` without a path."""
     cache_dir: Path
     """WSGI_PROXY_CACHE_DIR: the cache folder shared by all workers."""
+    metrics_dir: Path
+    """WSGI_PROXY_METRICS_DIR: per-process metric files, summed at scrape time; emptied at
+    start (default: beside the cache folder, ``<cache folder>.metrics``)."""
     max_size: int
     """WSGI_PROXY_MAX_SIZE: bytes the cache may keep on disk (k, M, G suffixes: 1024 powers)."""
     max_object_size: int
@@ -64,6 +67,11 @@ class Config:
     """WSGI_PROXY_CONNECT_TIMEOUT: seconds to connect to the origin before answering 502."""
     read_timeout: float
     """WSGI_PROXY_READ_TIMEOUT: seconds the origin may stay silent before answering 504."""
+    client_timeout: float
+    """WSGI_PROXY_CLIENT_TIMEOUT: seconds a client may stall while sending its body or
+    receiving the response before its connection is closed (it frees the thread)."""
+    max_body_size: int
+    """WSGI_PROXY_MAX_BODY_SIZE: the largest request body forwarded; larger ones get 413."""
     lock_timeout: float
     """WSGI_PROXY_LOCK_TIMEOUT: seconds a request waits for another worker fetching the same
     URL before it fetches itself."""
@@ -103,13 +111,17 @@ class Config:
         """Read and validate every setting; raise ``ConfigError`` naming the first bad one."""
         env = os.environ if environ is None else environ
         max_size = _read(env, "MAX_SIZE", "1G", parse_size)
+        cache_dir = _read(env, "CACHE_DIR", str(_default_cache_dir(env)), parse_dir)
         config = cls(
             origin=_read(env, "ORIGIN", "http://127.0.0.1:8000", parse_origin),
-            cache_dir=_read(env, "CACHE_DIR", str(_default_cache_dir(env)), parse_dir),
+            cache_dir=cache_dir,
+            metrics_dir=_read(env, "METRICS_DIR", f"{cache_dir}.metrics", parse_dir),
             max_size=max_size,
             max_object_size=_read(env, "MAX_OBJECT_SIZE", str(max_size // 2), parse_size),
             connect_timeout=_read(env, "CONNECT_TIMEOUT", "5", parse_seconds),
             read_timeout=_read(env, "READ_TIMEOUT", "30", parse_seconds),
+            client_timeout=_read(env, "CLIENT_TIMEOUT", "60", parse_seconds),
+            max_body_size=_read(env, "MAX_BODY_SIZE", "100M", parse_size),
             lock_timeout=_read(env, "LOCK_TIMEOUT", "10", parse_seconds),
             pool_size=_read(env, "POOL_SIZE", "64", _positive_int),
             lock_stripes=_read(env, "LOCK_STRIPES", "1024", _positive_int),
@@ -171,6 +183,12 @@ class ServerConfig:
     """WSGI_PROXY_KEEPALIVE: seconds an idle client connection is kept open."""
     backlog: int
     """WSGI_PROXY_BACKLOG: pending connections the listening socket queues."""
+    max_url_length: int
+    """WSGI_PROXY_MAX_URL_LENGTH: longest request line in bytes (at most 8190); longer: 414."""
+    max_headers: int
+    """WSGI_PROXY_MAX_HEADERS: most request header fields; more: 431."""
+    max_header_size: int
+    """WSGI_PROXY_MAX_HEADER_SIZE: longest request header field in bytes; longer: 431."""
     log_format: str
     """WSGI_PROXY_LOG_FORMAT: ``text`` (gunicorn's access log plus cache status and origin
     time) or ``json`` (one JSON object per request)."""
@@ -186,6 +204,9 @@ class ServerConfig:
             graceful_timeout=_read(env, "GRACEFUL_TIMEOUT", "30", _positive_int),
             keepalive=_read(env, "KEEPALIVE", "5", _positive_int),
             backlog=_read(env, "BACKLOG", "2048", _positive_int),
+            max_url_length=_read(env, "MAX_URL_LENGTH", "8190", _url_length),
+            max_headers=_read(env, "MAX_HEADERS", "100", _positive_int),
+            max_header_size=_read(env, "MAX_HEADER_SIZE", "8190", _positive_int),
             log_format=_read(env, "LOG_FORMAT", "text", _log_format),
         )
 
@@ -279,6 +300,13 @@ def parse_field_list(raw: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
             raise ValueError(f"{name!r} is not a header field name")
     return names
+
+
+def _url_length(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > 8190:
+        raise ValueError("gunicorn accepts at most 8190")
+    return value
 
 
 def _log_format(raw: str) -> str:

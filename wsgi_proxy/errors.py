@@ -40,6 +40,20 @@ class BadRequest(ProxyError):
     reason = "Bad Request"
 
 
+class PayloadTooLarge(ProxyError):
+    """The request body is over ``WSGI_PROXY_MAX_BODY_SIZE``."""
+
+    status = 413
+    reason = "Content Too Large"
+
+
+class ClientTimeout(ProxyError):
+    """The client stopped sending its request body for ``WSGI_PROXY_CLIENT_TIMEOUT``."""
+
+    status = 408
+    reason = "Request Timeout"
+
+
 class OriginUnreachable(ProxyError):
     """The origin refused the connection, could not be resolved, or did not connect in time."""
 

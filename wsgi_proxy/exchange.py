@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from wsgi_proxy import headers as h
-from wsgi_proxy.errors import BadRequest
+from wsgi_proxy.errors import BadRequest, ClientTimeout, PayloadTooLarge, ProxyError
 from wsgi_proxy.model import RequestHead
 from wsgi_proxy.store import EntryWriter, Hit
 from wsgi_proxy.upstream import OriginResponse
@@ -74,11 +74,25 @@ class StreamingBody:
         self.lock = lock
         self.on_close = on_close
         self.sent = 0
+        self.chunks = resp.chunks()
+        self.first: bytes | None = None
+
+    def prefetch(self) -> None:
+        """Read the first chunk now, before the response starts: an origin that fails
+        before sending any body byte then gets the proxy's own error answer instead of a
+        response that starts and breaks (or gunicorn's HTML error page)."""
+        self.first = next(self.chunks, None)
+
+    def _all_chunks(self) -> Iterator[bytes]:
+        if self.first is not None:
+            yield self.first
+            self.first = None
+        yield from self.chunks
 
     def __iter__(self) -> Iterator[bytes]:
         writer = self.writer
         if writer is None:
-            for chunk in self.resp.chunks():
+            for chunk in self._all_chunks():
                 self.sent += len(chunk)
                 yield chunk
             return
@@ -86,12 +100,20 @@ class StreamingBody:
         # before the client has the last byte: a client's next request (a PUT that must
         # invalidate it, a conditional GET) then always finds it.
         held = None
-        for chunk in self.resp.chunks():
-            writer.write(chunk)
+        try:
+            for chunk in self._all_chunks():
+                writer.write(chunk)
+                if held is not None:
+                    self.sent += len(held)
+                    yield held
+                held = chunk
+        except ProxyError:
+            # The entry is dropped (close aborts it). The held bytes still go out before
+            # the connection is cut, so the client sees a started response broken off.
             if held is not None:
                 self.sent += len(held)
                 yield held
-            held = chunk
+            raise
         writer.commit()
         self.writer = None
         self._release_lock()
@@ -141,12 +163,41 @@ def _origin_form(raw: str, method: str) -> str:
     raise BadRequest("invalid request target")
 
 
-def request_body(environ: Environ) -> tuple[BinaryIO | None, bool]:
-    """The request body stream and whether it goes chunked (the client sent it chunked)."""
+def request_body(environ: Environ, limit: int) -> tuple[LimitedBody | None, bool]:
+    """The request body stream and whether it goes chunked (the client sent it chunked);
+    ``PayloadTooLarge`` past ``limit`` bytes, before anything is sent when the length is
+    declared, while streaming when it is chunked."""
     stream = environ.get("wsgi.input")
     if "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
-        return stream, True
+        return LimitedBody(stream, limit), True
     length = str(environ.get("CONTENT_LENGTH") or "0")
     if not length.isdigit():
         raise BadRequest("invalid Content-Length")
-    return (stream if int(length) > 0 else None), False
+    if int(length) > limit:
+        raise PayloadTooLarge(f"the request body is over {limit} bytes")
+    return (LimitedBody(stream, limit) if int(length) > 0 else None), False
+
+
+class LimitedBody:
+    """The request body as blocks for urllib3, refused past its limit; a stalled client
+    (the socket timeout) becomes ``ClientTimeout``."""
+
+    BLOCK = 64 * 1024
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        received = 0
+        while True:
+            try:
+                block: bytes = self.stream.read(self.BLOCK)
+            except TimeoutError:
+                raise ClientTimeout("the client stopped sending its body") from None
+            if not block:
+                return
+            received += len(block)
+            if received > self.limit:
+                raise PayloadTooLarge(f"the request body is over {self.limit} bytes")
+            yield block

@@ -3,8 +3,9 @@
 prometheus_client's multiprocess mode keeps each process's values in memory-mapped files in
 one folder and adds them up at scrape time, which is what a pre-fork server needs. It
 chooses that mode when it is imported, from ``PROMETHEUS_MULTIPROC_DIR``; so this module
-imports it only inside ``Metrics()``, after pointing that variable at the cache's own
-``v1/metrics`` folder (which the master empties at start, see server.py).
+imports it only inside ``Metrics()``, after pointing that variable at
+``WSGI_PROXY_METRICS_DIR`` (which the master empties at start, see server.py). The folder is
+not inside the cache folder: it is not cache content and must not count against its size.
 
 Invariants: recording never raises into the request path; nothing is created at import.
 """
@@ -21,14 +22,9 @@ from typing import Any
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def metrics_dir(cache_dir: Path) -> Path:
-    return cache_dir / "v1" / "metrics"
-
-
-def reset_metrics_dir(cache_dir: Path) -> None:
+def reset_metrics_dir(folder: Path) -> None:
     """Empty the folder at server start: files of processes from an earlier run would
     otherwise be summed in forever."""
-    folder = metrics_dir(cache_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -36,8 +32,7 @@ def reset_metrics_dir(cache_dir: Path) -> None:
 class Metrics:
     """The proxy's counters and histograms. One instance per worker process."""
 
-    def __init__(self, cache_dir: Path, gauges: Callable[[], Iterable[tuple[str, str, float]]]):
-        folder = metrics_dir(cache_dir)
+    def __init__(self, folder: Path, gauges: Callable[[], Iterable[tuple[str, str, float]]]):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
         from prometheus_client import Counter, Histogram  # noqa: PLC0415 - see docstring

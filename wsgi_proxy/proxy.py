@@ -16,11 +16,12 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import BinaryIO, assert_never
+from typing import assert_never
 
 from werkzeug.wsgi import FileWrapper
 
@@ -97,6 +98,11 @@ class ProxyApp:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin.is_admin_request(environ):
             return self.admin(environ, start_response)
+        client = environ.get("gunicorn.socket")
+        if client is not None:
+            # gunicorn's gthread sockets block without limit: a client that stops reading
+            # or sending would hold this thread forever. gunicorn resets it after the request.
+            client.settimeout(self.config.client_timeout)
         try:
             ex = Exchange(request_head(environ), environ, start_response)
             if ex.req.method in ("GET", "HEAD"):
@@ -176,7 +182,7 @@ class ProxyApp:
             fields = self._forwarded_fields(ex)
             if isinstance(decision, policy.Revalidate) and revalidating:
                 fields = (*h.without(fields, _CLIENT_CONDITIONALS), *decision.conditional)
-            body, chunked = request_body(ex.environ)
+            body, chunked = request_body(ex.environ, self.config.max_body_size)
             resp, times = self._send(ex.req.method, ex.req.target, fields, body, ex.environ,
                                      chunked=chunked)  # fmt: skip
         except ProxyError as exc:
@@ -269,10 +275,11 @@ class ProxyApp:
             ttl=_int(ttl), detail=detail,
         )  # fmt: skip
         fields = h.without(head.headers, self.private_fields)
-        outcome = "miss" if writer is not None else "pass"
-        ex.start_response(head.status_line, [*fields, *self._marks("MISS", status, outcome)])
         body = StreamingBody(resp, writer, ex.lock, self._count_origin_bytes)
         ex.lock = None
+        _prefetch(body)
+        outcome = "miss" if writer is not None else "pass"
+        ex.start_response(head.status_line, [*fields, *self._marks("MISS", status, outcome)])
         return body
 
     def _start_storing(
@@ -396,7 +403,7 @@ class ProxyApp:
 
     def _forward(self, ex: Exchange) -> Iterable[bytes]:
         """Other methods: forwarded as they are; a success invalidates (section 4.4)."""
-        body, chunked = request_body(ex.environ)
+        body, chunked = request_body(ex.environ, self.config.max_body_size)
         fields = self._forwarded_fields(ex)
         resp, _ = self._send(ex.req.method, ex.req.target, fields, body, ex.environ,
                              chunked=chunked)  # fmt: skip
@@ -404,8 +411,10 @@ class ProxyApp:
         for target in policy.invalidated_targets(ex.req, head, self.origin_url):
             self.store.invalidate(keys.primary_key(self.origin_url, target))
         status = h.format_cache_status(self.name, fwd="method", fwd_status=head.status)
+        stream = StreamingBody(resp, None, None, self._count_origin_bytes)
+        _prefetch(stream)
         ex.start_response(head.status_line, [*head.headers, *self._marks("MISS", status, "method")])
-        return StreamingBody(resp, None, None, self._count_origin_bytes)
+        return stream
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -421,7 +430,7 @@ class ProxyApp:
             *h.without(req.headers, _NOT_FORWARDED),
             ("Host", self.upstream.host),
             ("X-Forwarded-For", chain),
-            ("X-Forwarded-Proto", str(environ.get("wsgi.url_scheme", "http"))),
+            ("X-Forwarded-Proto", self._scheme(environ)),
         ]
         if environ.get("HTTP_HOST"):
             fields.append(("X-Forwarded-Host", str(environ["HTTP_HOST"])))
@@ -434,7 +443,7 @@ class ProxyApp:
         method: str,
         target: str,
         fields: h.Headers,
-        body: BinaryIO | None,
+        body: Iterable[bytes] | None,
         environ: Environ | None,
         *,
         chunked: bool,
@@ -453,6 +462,14 @@ class ProxyApp:
         if environ is not None:
             environ["wsgi_proxy.origin_ms"] = f"{(response_time - request_time) * 1000:.1f}"
         return resp, (request_time, response_time)
+
+    def _scheme(self, environ: Environ) -> str:
+        """The scheme the client used. gunicorn takes it from X-Forwarded-Proto when the
+        peer is in its forwarded_allow_ips (loopback by default); that is nginx only when
+        proxies are trusted, so without them the connection itself decides."""
+        if self.config.trusted_proxies > 0:
+            return str(environ.get("wsgi.url_scheme", "http"))
+        return "https" if isinstance(environ.get("gunicorn.socket"), ssl.SSLSocket) else "http"
 
     def _count_origin_bytes(self, count: int) -> None:
         self.metrics.bytes.labels("origin").inc(count)
@@ -473,6 +490,15 @@ class ProxyApp:
         ]
         sr(f"{exc.status} {exc.reason}", fields)
         return [body]
+
+
+def _prefetch(body: StreamingBody) -> None:
+    """Read the body's first chunk; on failure give back what the body holds and raise."""
+    try:
+        body.prefetch()
+    except BaseException:
+        body.close()
+        raise
 
 
 def _content_range(span: tuple[int, int], length: int) -> str:

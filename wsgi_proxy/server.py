@@ -22,6 +22,9 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "graceful_timeout": server.graceful_timeout,
         "keepalive": server.keepalive,
         "backlog": server.backlog,
+        "limit_request_line": server.max_url_length,
+        "limit_request_fields": server.max_headers,
+        "limit_request_field_size": server.max_header_size,
         "worker_connections": 1000,
         "preload_app": False,
         # gunicorn 25+ opens a control socket at one path per user: two instances would
@@ -42,7 +45,7 @@ def on_starting(_server: Any) -> None:
 
     config = Config.from_env()
     check_folder(config.cache_dir)
-    reset_metrics_dir(config.cache_dir)
+    reset_metrics_dir(config.metrics_dir)
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]

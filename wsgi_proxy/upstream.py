@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import http.client
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -54,7 +54,8 @@ class OriginResponse:
 
     def __init__(self, raw: HTTPResponse) -> None:
         self.raw = raw
-        self.head = ResponseHead(raw.status, raw.reason or "", tuple(raw.headers.items()))
+        fields = checked_framing(tuple(raw.headers.items()))
+        self.head = ResponseHead(raw.status, raw.reason or "", fields)
         self.complete = False
 
     @property
@@ -81,6 +82,29 @@ class OriginResponse:
         self.raw.release_conn()
 
 
+def checked_framing(fields: Headers) -> Headers:
+    """The response's fields if its framing is unambiguous (RFC 9112 section 6.3), with
+    identical repeated Content-Length values folded into one; else ``OriginBroken``.
+
+    http.client reads such responses leniently; a proxy must not: forwarding a
+    Content-Length beside a body framed otherwise would desynchronise the client.
+    """
+    lengths = [v for k, v in fields if k.lower() == "content-length"]
+    codings = h.parse_list(h.get(fields, "transfer-encoding"))
+    if codings and lengths:
+        raise OriginBroken("the origin sent both Transfer-Encoding and Content-Length")
+    if codings and codings[-1].lower() != "chunked":
+        raise OriginBroken("the origin sent a transfer coding other than chunked")
+    if not lengths:
+        return fields
+    values = {item.strip() for value in lengths for item in value.split(",")}
+    if len(values) != 1 or not next(iter(values)).isdigit():
+        raise OriginBroken("the origin sent an invalid or conflicting Content-Length")
+    if len(lengths) == 1 and "," not in lengths[0]:
+        return fields
+    return h.replace(fields, "Content-Length", values.pop())
+
+
 class Upstream:
     """The pooled client for the configured origin."""
 
@@ -98,7 +122,13 @@ class Upstream:
         self.host = origin.authority
 
     def send(
-        self, method: str, target: str, fields: Headers, body: BinaryIO | None, *, chunked: bool
+        self,
+        method: str,
+        target: str,
+        fields: Headers,
+        body: Iterable[bytes] | None,
+        *,
+        chunked: bool,
     ) -> OriginResponse:
         """Send the request; the response head has arrived when this returns."""
         headers = HTTPHeaderDict()
@@ -126,7 +156,12 @@ class Upstream:
             except BaseException:
                 self._discard(conn)
                 raise
-            return OriginResponse(raw)
+            try:
+                return OriginResponse(raw)
+            except OriginBroken:
+                raw.close()
+                self._discard(conn)
+                raise
 
     def _request(
         self,
@@ -135,7 +170,7 @@ class Upstream:
         method: str,
         target: str,
         headers: HTTPHeaderDict,
-        body: BinaryIO | None,
+        body: Iterable[bytes] | None,
         chunked: bool,
     ) -> HTTPResponse:
         try:
@@ -153,12 +188,12 @@ class Upstream:
             )
         except ProxyError:
             raise
+        except NewConnectionError as exc:
+            # Before ConnectTimeoutError: urllib3 makes NewConnectionError a subclass of it.
+            reason = exc.__cause__ or exc
+            raise OriginUnreachable(f"cannot connect to the origin: {reason}") from None
         except ConnectTimeoutError:
             raise OriginTimeout("connecting to the origin timed out") from None
-        except NewConnectionError as exc:
-            raise OriginUnreachable(
-                f"cannot connect to the origin: {exc.__cause__ or exc}"
-            ) from None
         except ReadTimeoutError:
             raise OriginTimeout("the origin did not answer in time") from None
         except http.client.InvalidURL:
