@@ -47,6 +47,13 @@ class PayloadTooLarge(ProxyError):
     reason = "Content Too Large"
 
 
+class UnsupportedCoding(ProxyError):
+    """A request transfer coding this proxy cannot pass on (RFC 9112 section 6.1)."""
+
+    status = 501
+    reason = "Not Implemented"
+
+
 class ClientTimeout(ProxyError):
     """The client stopped sending its request body for ``WSGI_PROXY_CLIENT_TIMEOUT``."""
 

@@ -65,6 +65,9 @@ class Evictor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._scanned_marker = store.state / "scanned"
+        # The first pass scans whatever the counter says: after a crash or kill -9 the
+        # temporary files of dead writers are removed as soon as the server is back.
+        self._started = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="wsgi_proxy-evictor", daemon=True)
@@ -84,7 +87,8 @@ class Evictor:
         """Fold this worker's size changes into the counter; scan when over the high-water
         mark or when the last full scan is old."""
         total = self.store.usage.flush()
-        if total <= self.max_size * HIGH_WATER and not self._is_resync_due(now):
+        first, self._started = not self._started, True
+        if total <= self.max_size * HIGH_WATER and not first and not self._is_resync_due(now):
             return
         lock = FileLock(
             self.store.state / "evict.lock", thread_local=False, preserve_lock_file=True

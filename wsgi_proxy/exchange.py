@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from wsgi_proxy import headers as h
-from wsgi_proxy.errors import BadRequest, ClientTimeout, PayloadTooLarge, ProxyError
+from wsgi_proxy.errors import (
+    BadRequest,
+    ClientTimeout,
+    PayloadTooLarge,
+    ProxyError,
+    UnsupportedCoding,
+)
 from wsgi_proxy.model import RequestHead
 from wsgi_proxy.store import EntryWriter, Hit
 from wsgi_proxy.upstream import OriginResponse
@@ -168,7 +174,12 @@ def request_body(environ: Environ, limit: int) -> tuple[LimitedBody | None, bool
     ``PayloadTooLarge`` past ``limit`` bytes, before anything is sent when the length is
     declared, while streaming when it is chunked."""
     stream = environ.get("wsgi.input")
-    if "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
+    codings = [c.lower() for c in h.parse_list(environ.get("HTTP_TRANSFER_ENCODING"))]
+    if codings:
+        if codings != ["chunked"]:
+            # gunicorn removed the chunked framing only: the origin would get coded bytes
+            # without the field saying so (RFC 9112 section 6.1: 501).
+            raise UnsupportedCoding("transfer codings other than chunked are not supported")
         return LimitedBody(stream, limit), True
     length = str(environ.get("CONTENT_LENGTH") or "0")
     if not length.isdigit():

@@ -6,7 +6,8 @@ Invariants:
   sent byte for byte (``urlopen`` would re-encode it, so the pool's request step is used
   directly; pinned urllib3, see requirements.txt).
 - One deliberate retry: an idempotent request without a body whose reused keep-alive
-  connection turned out closed by the origin is sent once more on a new connection.
+  connection turned out closed by the origin is sent once more on a new connection. Other
+  requests never go out on a connection idle for more than ``IDLE_REUSE_LIMIT``.
 - Every urllib3 and socket exception ends here, converted to the ``errors`` tree.
 - The pool is created in the worker, after the fork, by ``Upstream()``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 256 * 1024
+# Seconds a pooled connection may have been idle and still carry a request that cannot be
+# retried (one with a body, or a non-idempotent method).
+IDLE_REUSE_LIMIT = 1.0
 _RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -79,7 +84,14 @@ class OriginResponse:
         """Return the connection to the pool if the body was read whole, else drop it."""
         if not self.complete:
             self.raw.close()
+        elif self.raw.connection is not None:
+            self.raw.connection.idle_since = time.monotonic()  # type: ignore[attr-defined]
         self.raw.release_conn()
+
+
+def _idle_for(conn: BaseHTTPConnection) -> float:
+    since: float | None = getattr(conn, "idle_since", None)
+    return 0.0 if since is None else time.monotonic() - since
 
 
 def checked_framing(fields: Headers) -> Headers:
@@ -141,6 +153,11 @@ class Upstream:
         retry = method in _RETRYABLE and body is None
         while True:
             conn = self.pool._get_conn()  # private: see the module docstring
+            if not retry and not conn.is_closed and _idle_for(conn) > IDLE_REUSE_LIMIT:
+                # A request that cannot be sent twice does not risk a keep-alive connection
+                # the origin may be closing right now (Node and Apache close after 5 s,
+                # gunicorn after 2 s): a new connection costs less than a spurious 502.
+                conn.close()
             reused = not conn.is_closed
             try:
                 raw = self._request(
