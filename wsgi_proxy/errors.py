@@ -40,6 +40,13 @@ class BadRequest(ProxyError):
     reason = "Bad Request"
 
 
+class MethodNotAllowed(ProxyError):
+    """CONNECT: a reverse proxy opens no tunnels."""
+
+    status = 405
+    reason = "Method Not Allowed"
+
+
 class PayloadTooLarge(ProxyError):
     """The request body is over ``WSGI_PROXY_MAX_BODY_SIZE``."""
 

@@ -20,6 +20,7 @@ from wsgi_proxy import headers as h
 from wsgi_proxy.errors import (
     BadRequest,
     ClientTimeout,
+    MethodNotAllowed,
     PayloadTooLarge,
     ProxyError,
     UnsupportedCoding,
@@ -147,6 +148,9 @@ class StreamingBody:
 def request_head(environ: Environ) -> RequestHead:
     """The method, origin-form target (byte for byte) and end-to-end fields of the request."""
     method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+    if method == "CONNECT":
+        # A reverse proxy opens no tunnels, whatever the target looks like.
+        raise MethodNotAllowed("CONNECT is not supported")
     raw = environ.get("RAW_URI")
     if isinstance(raw, str) and raw:
         target = _origin_form(raw, method)
