@@ -1,0 +1,1 @@
+"""Integration tests: real gunicorn (two workers) in front of a real loopback origin."""

@@ -1,0 +1,119 @@
+"""Many clients at once across two workers, and the cache cleared while it serves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from support import client
+from support.bodies import Digest, pattern_bytes, pattern_digest
+from support.checks import assert_response
+from support.origin import Origin
+from support.proxy import REPO, ProxyFactory, ProxyProcess, proxy_env
+
+HERD = 20
+SLOW = 0.5
+
+
+def _all_at_once(count: int, call: Callable[[], client.Response]) -> list[client.Response]:
+    """`count` calls of `call`, each in its own thread, released together."""
+    barrier = threading.Barrier(count, timeout=10)
+
+    def released() -> client.Response:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(released) for _ in range(count)]
+        return [future.result(timeout=60) for future in futures]
+
+
+def test_concurrent_misses_for_one_url_reach_the_origin_once(
+    origin: Origin, proxy: ProxyProcess
+) -> None:
+    body = pattern_bytes(50_000)
+    path = origin.route("/herd", headers=[("Cache-Control", "max-age=60")], body=body, delay=SLOW)
+    replies = _all_at_once(HERD, lambda: proxy.get(path, timeout=30))
+
+    for reply in replies:
+        assert reply.status == 200, reply.describe()
+        assert reply.body == body, reply.describe()
+    assert origin.count(path) == 1
+    assert_response(proxy.get(path), cache="HIT", body=body)
+    assert origin.count(path) == 1
+
+
+def test_concurrent_requests_for_an_uncacheable_url_all_reach_the_origin(
+    origin: Origin, proxy: ProxyProcess
+) -> None:
+    count = 10
+    nostore = [("Cache-Control", "no-store")]
+    path = origin.route("/herd-nostore", headers=nostore, body=b"fresh each time", delay=SLOW)
+    replies = _all_at_once(count, lambda: proxy.get(path, timeout=30))
+
+    for reply in replies:
+        assert_response(reply, cache="MISS", body=b"fresh each time")
+    assert origin.count(path) == count
+
+
+def _clear_cache(proxy: ProxyProcess, origin_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsgi_proxy", "--clear-cache"],
+        cwd=REPO,
+        env=proxy_env(origin_url, proxy.cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _download(proxy: ProxyProcess, path: str) -> tuple[str | None, Digest]:
+    """X-Cache and the digest of the body of GET `path`, read a MiB at a time."""
+    digest = Digest()
+    with client.stream(proxy.port, path) as reply:
+        assert reply.status == 200
+        while piece := reply.read(1 << 20):
+            digest.update(piece)
+        return reply.getheader("X-Cache"), digest
+
+
+def test_clear_cache_while_serving(origin: Origin, proxy_factory: ProxyFactory) -> None:
+    size = 32 << 20  # larger than the loopback socket buffers: still in flight when cleared
+    expected = pattern_digest(size)
+    cacheable = [("Cache-Control", "max-age=60")]
+    small = origin.route("/small", headers=cacheable, body=b"small body")
+    big = origin.route("/big", headers=cacheable, generated=size)
+    fresh_big = origin.route("/big-miss", headers=cacheable, generated=size)
+    proxy = proxy_factory()
+
+    assert_response(proxy.get(small), cache="MISS", body=b"small body")
+    assert_response(proxy.get(small), cache="HIT", body=b"small body")
+    assert _download(proxy, big) == ("MISS", expected)
+
+    hit_digest, miss_digest = Digest(), Digest()
+    with (
+        client.stream(proxy.port, big) as hit,
+        client.stream(proxy.port, fresh_big) as miss,
+    ):
+        assert (hit.getheader("X-Cache"), miss.getheader("X-Cache")) == ("HIT", "MISS")
+        hit_digest.update(hit.read(1 << 20))
+        miss_digest.update(miss.read(1 << 20))
+
+        cleared = _clear_cache(proxy, origin.url)
+        assert cleared.returncode == 0, cleared.stderr
+
+        while piece := hit.read(1 << 20):
+            hit_digest.update(piece)
+        while piece := miss.read(1 << 20):
+            miss_digest.update(piece)
+    assert hit_digest == expected
+    assert miss_digest == expected
+
+    assert_response(proxy.get(small), cache="MISS", body=b"small body")
+    assert origin.count(small) == 2
+    assert _download(proxy, big) == ("MISS", expected)
+    assert origin.count(big) == 2
