@@ -9,6 +9,7 @@ first request, after the fork. Importing the package does nothing else.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -31,7 +32,12 @@ def create_app(config: Config | None = None) -> Any:
     store = Store(
         config.cache_dir, lock_stripes=config.lock_stripes, max_variants=config.max_variants
     )
-    store.prepare()
+    try:
+        store.prepare()
+    except OSError as exc:
+        # Start-up already refused an unusable folder; one that broke since (full, read
+        # only) degrades to pass-through: each cache operation fails on its own, logged.
+        logging.getLogger(__name__).warning("cache folder unusable (%s): passing through", exc)
     metrics = Metrics(config.metrics_dir, lambda: cache_gauges(store, config.max_size))
     Evictor(store, config.max_size, on_evict=metrics.evictions.inc).start()
     return ProxyApp(config, store, Upstream(config), metrics)

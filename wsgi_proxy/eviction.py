@@ -77,10 +77,16 @@ class Evictor:
         self._stop.set()
 
     def _run(self) -> None:
+        warned = 0.0
         while not self._stop.wait(self.interval):
             try:
                 self.tick(time.time())
-            except Exception:
+            except OSError as exc:
+                # A full or read-only disk: say so once a minute, not twice a second.
+                if time.monotonic() - warned > 60:
+                    log.warning("eviction pass failed: %s", exc)
+                    warned = time.monotonic()
+            except Exception:  # the thread must outlive any one failure
                 log.exception("eviction pass failed")
 
     def tick(self, now: float) -> None:
@@ -186,9 +192,10 @@ def _is_dead_tmp(name: str, mtime: float, now: float) -> bool:
     except ValueError:
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return True
-    except PermissionError:
+    except OSError:
         return False
-    return False
+    # A killed writer may linger as a zombie where nobody reaps it: state Z is dead too.
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"

@@ -153,6 +153,19 @@ class ProxyApp:
         lock = self.store.key_lock(ex.primary, self.config.lock_timeout)
         if try_acquire(lock, 0):
             ex.lock = lock
+            # Another request may have published (or refreshed) the entry between our
+            # lookup and taking the lock: look once more, or the origin is asked twice.
+            found = self.store.lookup(ex.primary, ex.req.headers, self.clock())
+            if isinstance(found, Hit):
+                again = policy.decide_lookup(ex.req, found.entry, self.clock(), self.targeting)
+                if isinstance(again, policy.Fresh):
+                    if ex.found is not None:
+                        ex.found.close()
+                    ex.found = found
+                    ex.release_lock()
+                    self.metrics.coalesced.inc()
+                    return self._serve(ex, again.age, self._hit_status(again.ttl), "hit")
+                found.close()
             return self._fetch(ex, decision)
         ex.release()
         if try_acquire(lock, self.config.lock_timeout):

@@ -1,0 +1,192 @@
+"""The proxy keeps serving through faults: slow or vanishing clients, kill -9 in the middle
+of writes, a full or read-only disk, damaged entries, and many clients at once. Each test
+asserts on what a second, clean client is served and on what the origin received."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import client
+from support.bodies import Digest, pattern_bytes, pattern_digest
+from support.checks import assert_response, poll
+from support.origin import Origin
+from support.proxy import ProxyFactory, ProxyProcess
+
+CACHED = [("Cache-Control", "max-age=600")]
+BIG = 16 * 1024 * 1024
+
+
+def download(proxy: ProxyProcess, path: str) -> tuple[str | None, Digest]:
+    """GET `path` reading the body in pieces: (X-Cache, length and CRC of the body)."""
+    digest = Digest()
+    with client.stream(proxy.port, path) as reply:
+        cache = reply.getheader("X-Cache")
+        while piece := reply.read(1 << 20):
+            digest.update(piece)
+    return cache, digest
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs for the cache folder (needs root, as CI and tests/run.sh have)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_slow_readers_do_not_hold_the_threads(proxy_factory: ProxyFactory, origin: Origin) -> None:
+    proxy = proxy_factory({"WSGI_PROXY_THREADS": "1", "WSGI_PROXY_CLIENT_TIMEOUT": "1"})
+    big = origin.route("/big", headers=CACHED, generated=BIG)
+    assert download(proxy, big)[1].length == BIG
+    stalled = []
+    for _ in range(4):  # more than the two threads of the two workers
+        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET {big} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        stalled.append(sock)  # never read: the proxy's sends block
+    try:
+        small = origin.route("/small", headers=CACHED, body=b"served anyway")
+        reply = client.request(proxy.port, "GET", small, timeout=20)
+        assert_response(reply, cache="MISS", body=b"served anyway")
+    finally:
+        for sock in stalled:
+            sock.close()
+    proxy.assert_alive()
+
+
+def test_a_client_leaving_mid_body_stores_nothing_partial(
+    proxy: ProxyProcess, origin: Origin
+) -> None:
+    path = origin.route("/leave", headers=CACHED, generated=BIG)
+    with client.stream(proxy.port, path) as reply:
+        assert reply.getheader("X-Cache") == "MISS"
+        reply.read(1 << 20)  # then hang up
+    cache, digest = download(proxy, path)
+    assert digest == pattern_digest(BIG)
+    assert download(proxy, path) == ("HIT", pattern_digest(BIG))
+    assert cache in ("MISS", "HIT")  # MISS, or HIT if the proxy finished the first download
+    assert origin.count(path) <= 2
+
+
+def kill_server(proxy: ProxyProcess) -> None:
+    pids = [proxy.pid, *proxy.worker_pids(expected=1)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proxy.wait_exit(10)
+
+
+def test_kill_9_during_writes_never_leaves_a_short_entry(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "crash-cache"
+    want = pattern_digest(BIG)
+    for round_ in range(3):
+        path = origin.route(f"/crash{round_}", headers=CACHED, generated=BIG)
+        proxy = proxy_factory(cache_dir=cache_dir)
+        with client.stream(proxy.port, path) as reply:
+            reply.read((round_ + 1) * 3 * 1024 * 1024)  # part of the body is on disk by now
+            kill_server(proxy)
+        survivor = proxy_factory(cache_dir=cache_dir)
+        assert download(survivor, path) == ("MISS", want)
+        assert download(survivor, path) == ("HIT", want)
+        assert poll(lambda: list(cache_dir.rglob(".tmp.*")) == [], 10), list(
+            cache_dir.rglob(".tmp.*")
+        )
+        survivor.stop()
+
+
+def test_a_damaged_entry_is_a_miss_and_is_replaced(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "damaged"
+    proxy = proxy_factory(cache_dir=cache_dir)
+    body = pattern_bytes(50_000)
+    path = origin.route("/damaged", headers=CACHED, body=body)
+    proxy.get(path)
+    (entry,) = [p for p in (cache_dir / "v1" / "objects").rglob("*") if p.is_file()]
+    entry.write_bytes(entry.read_bytes()[:-1000])  # a short file, as a crash could leave
+    assert_response(proxy.get(path), cache="MISS", body=body)
+    assert_response(proxy.get(path), cache="HIT", body=body)
+    assert origin.count(path) == 2
+
+
+def test_a_full_disk_degrades_to_pass_through(
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: Path
+) -> None:
+    proxy = proxy_factory(
+        {"WSGI_PROXY_MAX_SIZE": "64M", "WSGI_PROXY_METRICS_DIR": str(tiny_disk.parent / "m")},
+        cache_dir=tiny_disk / "cache",
+    )
+    bodies = {i: pattern_bytes(300_000 + i) for i in range(6)}  # 1.8 MB for a 1 MiB disk
+    paths = {i: origin.route(f"/full{i}", headers=CACHED, body=b) for i, b in bodies.items()}
+    for i, path in paths.items():
+        assert_response(proxy.get(path), cache="MISS", body=bodies[i])
+    for i, path in paths.items():  # served whole, from the cache or from the origin
+        reply = proxy.get(path)
+        assert (reply.status, reply.body) == (200, bodies[i]), reply.describe()
+    proxy.assert_alive()
+    assert "cache write failed" in proxy.stderr(400) or "No space left" in proxy.stderr(400)
+
+
+def test_a_read_only_cache_folder(
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: Path
+) -> None:
+    proxy = proxy_factory(
+        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.parent / "m")}, cache_dir=tiny_disk / "cache"
+    )
+    stored = origin.route("/ro-stored", headers=CACHED, body=b"stored before")
+    proxy.get(stored)
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    fresh = origin.route("/ro-new", headers=CACHED, body=b"passed through")
+    for _ in range(2):
+        assert_response(proxy.get(fresh), cache="MISS", body=b"passed through")
+    assert_response(proxy.get(stored), cache="HIT", body=b"stored before")
+    assert origin.count(fresh) == 2
+    refused = proxy_factory(
+        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.parent / "m2")},
+        cache_dir=tiny_disk / "other",
+        ready=False,
+    )
+    assert refused.wait_exit(30) not in (None, 0)
+    assert "WSGI_PROXY_CACHE_DIR" in refused.stderr(80)
+
+
+def test_hundreds_of_clients_on_hits_misses_and_slow_answers(
+    proxy: ProxyProcess, origin: Origin
+) -> None:
+    hot = origin.route("/hot", headers=CACHED, body=b"hot" * 100)
+    slow = [origin.route(f"/slow{i}", headers=CACHED, body=b"slow", delay=0.3) for i in range(20)]
+    passing = origin.route("/pass", headers=[("Cache-Control", "no-store")], body=b"pass")
+    plan = [hot] * 200 + slow * 5 + [passing] * 100  # 400 requests
+    expected = {hot: b"hot" * 100, passing: b"pass", **{s: b"slow" for s in slow}}
+
+    def fetch(path: str) -> tuple[str, int, bytes]:
+        reply = client.request(proxy.port, "GET", path, timeout=60)
+        return path, reply.status, reply.body
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(fetch, plan))
+    failed = [(p, s) for p, s, b in results if s != 200 or b != expected[p]]
+    assert failed == [], failed[:5]
+    assert origin.count(hot) == 1
+    assert [origin.count(s) for s in slow] == [1] * len(slow)
+    assert origin.count(passing) == 100
