@@ -77,14 +77,23 @@ def end_to_end(headers: Headers) -> Headers:
 def from_environ(environ: Mapping[str, object]) -> Headers:
     """The client's request fields from a WSGI environ, in the server's order."""
     result: list[tuple[str, str]] = []
+    names = _ENVIRON_NAMES
     for key, value in environ.items():
-        if not isinstance(value, str):
-            continue
-        if key.startswith("HTTP_"):
-            result.append((key[5:].replace("_", "-").title(), value))
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            result.append((key.replace("_", "-").title(), value))
+        if key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if not isinstance(value, str) or (not value and not key.startswith("H")):
+                continue
+            name = names.get(key)
+            if name is None:
+                name = key.removeprefix("HTTP_").replace("_", "-").title()
+                if len(names) < _ENVIRON_NAMES_MAX:
+                    names[key] = name
+            result.append((name, value))
     return tuple(result)
+
+
+# Field names by environ key, learnt as requests arrive (bounded: clients choose them).
+_ENVIRON_NAMES: dict[str, str] = {}
+_ENVIRON_NAMES_MAX = 1024
 
 
 def forwarded_for(prior: str | None, client: str, trusted: int) -> str:

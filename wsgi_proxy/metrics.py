@@ -39,6 +39,7 @@ class Metrics:
 
         self.folder = folder
         self._gauges = gauges
+        self._children: dict[tuple[int, str], Any] = {}
         self.requests = Counter(
             "wsgi_proxy_requests", "Requests answered, by cache outcome", ["cache"]
         )
@@ -62,6 +63,19 @@ class Metrics:
             "wsgi_proxy_coalesced_waits", "Requests that waited for another's fetch"
         )
         self.errors = Counter("wsgi_proxy_errors", "Errors, by kind", ["kind"])
+
+    def count_request(self, outcome: str) -> None:
+        self._child(self.requests, outcome).inc()
+
+    def count_bytes(self, source: str, count: int) -> None:
+        self._child(self.bytes, source).inc(count)
+
+    def _child(self, metric: Any, label: str) -> Any:
+        """``metric.labels(label)``, kept: labels() costs more than the increment."""
+        child = self._children.get((id(metric), label))
+        if child is None:
+            child = self._children[id(metric), label] = metric.labels(label)
+        return child
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text of all workers, plus the cache's size gauges."""

@@ -6,7 +6,7 @@ Invariants: every object here is immutable and does no I/O; times are POSIX time
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wsgi_proxy import headers as h
 from wsgi_proxy.headers import Headers
@@ -17,14 +17,23 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 @dataclass(frozen=True, slots=True)
 class RequestHead:
-    """What the client asked: the method, the origin-form target, its end-to-end fields."""
+    """What the client asked: the method, the origin-form target, its end-to-end fields.
+    ``get`` answers from an index built once (a request is asked about many fields)."""
 
     method: str
     target: str
     headers: Headers
+    _index: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, str] = {}
+        for name, value in self.headers:
+            lname = name.lower()
+            index[lname] = f"{index[lname]}, {value}" if lname in index else value
+        object.__setattr__(self, "_index", index)
 
     def get(self, name: str) -> str | None:
-        return h.get(self.headers, name)
+        return self._index.get(name.lower())
 
 
 @dataclass(frozen=True, slots=True)

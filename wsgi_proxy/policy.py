@@ -10,6 +10,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from wsgi_proxy import headers as h
@@ -57,6 +58,12 @@ class Directives:
     use_expires: bool
 
 
+# Memo size of the pure functions a cache hit calls: a stored response is parsed once per
+# worker, not on every hit. Their results are shared: callers never mutate them.
+_MEMO = 4096
+
+
+@functools.lru_cache(maxsize=_MEMO)
 def response_directives(resp: ResponseHead, targeting: Targeting) -> Directives:
     for field in targeting.fields:
         value = resp.get(field)
@@ -152,6 +159,7 @@ def stored_headers(resp: ResponseHead, decision: Store) -> ResponseHead:
 # ---- freshness (RFC 9111 section 4.2) -----------------------------------------------------
 
 
+@functools.lru_cache(maxsize=_MEMO)
 def freshness_lifetime(
     resp: ResponseHead, response_time: float, targeting: Targeting = NO_TARGETING
 ) -> float:
@@ -185,13 +193,16 @@ def heuristic_lifetime(resp: ResponseHead, date: float, cc: dict[str, str | None
 
 def current_age(entry: Entry, now: float) -> float:
     """Section 4.2.3: corrected initial age plus the time resident in this cache."""
-    head = entry.head
+    initial = _corrected_initial_age(entry.head, entry.request_time, entry.response_time)
+    return initial + max(0.0, now - entry.response_time)
+
+
+@functools.lru_cache(maxsize=_MEMO)
+def _corrected_initial_age(head: ResponseHead, request_time: float, response_time: float) -> float:
     date = h.parse_http_date(head.get("date"))
-    apparent_age = max(0.0, entry.response_time - date) if date is not None else 0.0
-    age_value = _age_value(head)
-    response_delay = max(0.0, entry.response_time - entry.request_time)
-    corrected_initial_age = max(apparent_age, age_value + response_delay)
-    return corrected_initial_age + max(0.0, now - entry.response_time)
+    apparent_age = max(0.0, response_time - date) if date is not None else 0.0
+    response_delay = max(0.0, response_time - request_time)
+    return max(apparent_age, _age_value(head) + response_delay)
 
 
 def _age_value(head: ResponseHead) -> int:

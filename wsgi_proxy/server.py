@@ -8,7 +8,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from wsgi_proxy.config import Config, ServerConfig
-from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger
+from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
 
 
 def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "on_starting": on_starting,
         "accesslog": "-",
         "access_log_format": ACCESS_LOG_FORMAT,
-        "logger_class": JsonLogger if server.log_format == "json" else "gunicorn.glogging.Logger",
+        "logger_class": JsonLogger if server.log_format == "json" else ProxyLogger,
     }
 
 

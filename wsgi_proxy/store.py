@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -48,6 +49,9 @@ _PREFIX = struct.Struct(">8sII")
 _LENGTH_WIDTH = 20
 _FIRST_READ = 8192
 TMP_PREFIX = ".tmp."
+# Parsed header blocks each worker keeps (a few KiB each): the hot set skips JSON parsing.
+_MEMO_SIZE = 4096
+_ENTRY = "\0entry"  # where a decoded header keeps its Entry; the writer never uses it
 # A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall.
 TOUCH_INTERVAL = 60.0
 
@@ -57,10 +61,14 @@ class Hit:
     """An open stored response; ``file`` is unbuffered and positioned at the body."""
 
     entry: Entry
-    path: Path
+    location: str  # the file's path; a str, as building a Path costs on every hit
     file: BinaryIO
     body_offset: int
     body_crc: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
 
     def close(self) -> None:
         self.file.close()
@@ -85,6 +93,7 @@ class Store:
         self.lock_stripes = lock_stripes
         self.max_variants = max_variants
         self.usage = UsageCounter(self.state)
+        self._objects = str(self.objects)
 
     def prepare(self) -> None:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
@@ -95,14 +104,17 @@ class Store:
         probe.unlink()
 
     def primary_path(self, primary: str) -> Path:
+        return Path(self._primary_location(primary))
+
+    def _primary_location(self, primary: str) -> str:
         digest = keys.digest(primary)
-        return self.objects / digest[:2] / digest
+        return os.path.join(self._objects, digest[:2], digest)
 
     # ---- reading ------------------------------------------------------------------------
 
     def lookup(self, primary: str, request_headers: Headers, now: float) -> Hit | PassMarker | None:
         """The stored response for ``primary`` whose Vary matches the request."""
-        path = self.primary_path(primary)
+        path = self._primary_location(primary)
         opened = self._open(path, primary, now)
         if opened is None:
             return None
@@ -116,7 +128,7 @@ class Store:
             return PassMarker(until) if until > now else None
         names = tuple(meta["names"])
         values = keys.vary_values(names, request_headers)
-        variant_path = _variants_dir(path) / keys.variant_digest(values)
+        variant_path = os.path.join(f"{path}.d", keys.variant_digest(values))
         opened = self._open(variant_path, primary, now)
         if opened is None:
             return None
@@ -128,7 +140,7 @@ class Store:
         return Hit(entry, variant_path, file, offset, int(meta["body_crc"], 16))
 
     def _open(
-        self, path: Path, primary: str, now: float
+        self, path: str, primary: str, now: float
     ) -> tuple[dict[str, Any], BinaryIO, int] | None:
         try:
             file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
@@ -151,7 +163,7 @@ class Store:
         except (CorruptEntry, OSError, ValueError, KeyError, TypeError) as exc:
             file.close()
             log.warning("removing corrupt cache entry %s: %s", path, exc)
-            self._remove(path)
+            self._remove(Path(path))
             return None
         return meta, file, offset
 
@@ -249,7 +261,7 @@ class Store:
         try:
             with path.open("rb", buffering=0) as file:
                 meta, _ = _read_header(file)
-        except (OSError, CorruptEntry, ValueError):
+        except (OSError, CorruptEntry, ValueError, KeyError, TypeError):
             return None
         return meta
 
@@ -265,7 +277,7 @@ class Store:
                 if meta.get("kind") != "response":
                     return False
                 entry = replace(_entry(meta), soft_purged=True)
-                hit = Hit(entry, path, file, offset, int(meta["body_crc"], 16))
+                hit = Hit(entry, str(path), file, offset, int(meta["body_crc"], 16))
             except (CorruptEntry, ValueError, KeyError, TypeError):
                 return False
             self.refresh(hit, entry)
@@ -491,22 +503,39 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_header(file: BinaryIO) -> tuple[dict[str, Any], int]:
+    """The header block of the entry ``file`` is open on (read from its start) and where
+    the body begins. The returned dict is shared by every reader: never mutate it."""
     first = file.read(_FIRST_READ)
     if len(first) < _PREFIX.size:
         raise CorruptEntry("short prefix")
-    magic, length, crc = _PREFIX.unpack_from(first)
+    _, length, _ = _PREFIX.unpack_from(first)
+    end = _PREFIX.size + length
+    if len(first) < end:
+        first += file.read(end - len(first))
+    return _decode_header(first[:end]), end
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
+def _decode_header(raw: bytes) -> dict[str, Any]:
+    """Checks and parses prefix and header block. Memoised on the exact bytes, so a hot
+    entry is checked and parsed once per worker, and any changed byte parses afresh."""
+    magic, length, crc = _PREFIX.unpack_from(raw)
     if magic != MAGIC:
         raise CorruptEntry("bad magic or version")
-    end = _PREFIX.size + length
-    block = first[_PREFIX.size : end]
-    if len(block) < length:
-        block += file.read(length - len(block))
+    block = raw[_PREFIX.size :]
     if len(block) != length or zlib.crc32(block) != crc:
         raise CorruptEntry("header checksum mismatch")
     meta = json.loads(block)
     if not isinstance(meta, dict):
         raise CorruptEntry("header is not an object")
-    return meta, end
+    if meta.get("kind") == "response":
+        meta[_ENTRY] = _build_entry(meta)  # parsed once with the block, not on every hit
+    return meta
+
+
+def _entry(meta: dict[str, Any]) -> Entry:
+    entry: Entry = meta[_ENTRY]
+    return entry
 
 
 def _meta_of(entry: Entry) -> dict[str, Any]:
@@ -524,7 +553,7 @@ def _meta_of(entry: Entry) -> dict[str, Any]:
     }
 
 
-def _entry(meta: dict[str, Any]) -> Entry:
+def _build_entry(meta: dict[str, Any]) -> Entry:
     head = ResponseHead(
         int(meta["status"]),
         str(meta["reason"]),

@@ -1,0 +1,81 @@
+"""The access log's lazy atoms format exactly as gunicorn's own atoms() would."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from gunicorn.config import Config as GunicornConfig
+from gunicorn.glogging import Logger, SafeAtoms
+
+from wsgi_proxy.logs import ACCESS_LOG_FORMAT, ProxyLogger, _Atoms
+
+
+@dataclass
+class Resp:
+    status: str = "200 OK"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    sent: int | None = 1024
+
+
+@dataclass
+class Req:
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _environ(**extra: str) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/a?b=1",
+        "PATH_INFO": "/a",
+        "QUERY_STRING": "b=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.0.0.1",
+        **extra,
+    }
+
+
+CASES = [
+    ("plain hit", Resp(headers=[("X-Cache", "HIT"), ("Cache-Status", "p; hit")]), Req(),
+     _environ(HTTP_USER_AGENT="wrk")),
+    ("quotes escaped", Resp(headers=[("Cache-Status", 'p; detail="x"')]), Req(),
+     _environ(HTTP_USER_AGENT='a "b"', HTTP_REFERER='"r"')),
+    ("no body sent, origin time", Resp(status="304 Not Modified", sent=None), Req(),
+     _environ(**{"wsgi_proxy.origin_ms": "1.5"})),
+    ("basic user", Resp(), Req(), _environ(HTTP_AUTHORIZATION="Basic dXNlcjpwdw==")),
+    ("bad basic user", Resp(), Req(), _environ(HTTP_AUTHORIZATION="Basic !!!")),
+    ("repeated field: last wins", Resp(headers=[("X-Cache", "MISS"), ("x-cache", "HIT")]),
+     Req(), _environ()),
+]  # fmt: skip
+
+FORMATS = [
+    ACCESS_LOG_FORMAT,
+    '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s %(B)s %(m)s %(U)s %(q)s %(H)s %(T)s %(D)s %(L)s',
+    "%({user-agent}i)s %({x-cache}o)s %({remote_addr}e)s %({missing}o)s %(zz)s",
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(("name", "resp", "req", "environ"), CASES, ids=[c[0] for c in CASES])
+def test_lazy_atoms_match_gunicorn(
+    fmt: str, name: str, resp: Resp, req: Req, environ: dict[str, Any]
+) -> None:
+    logger = Logger(GunicornConfig())
+    req.headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items()
+                   if k.startswith("HTTP_")]  # fmt: skip
+    rt = datetime.timedelta(seconds=1, microseconds=2345)
+    expected = fmt % SafeAtoms(logger.atoms(resp, req, environ, rt))
+    assert fmt % _Atoms(resp, req, environ, rt) == expected, name
+
+
+def test_time_atom_is_now_in_the_common_log_format() -> None:
+    stamp = _Atoms(Resp(), Req(), _environ(), datetime.timedelta(0))["t"]
+    when = datetime.datetime.strptime(stamp, "[%d/%b/%Y:%H:%M:%S %z]")
+    assert abs(when.timestamp() - time.time()) < 2
+
+
+def test_proxy_logger_is_a_gunicorn_logger() -> None:
+    assert issubclass(ProxyLogger, Logger)
