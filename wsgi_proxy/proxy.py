@@ -70,6 +70,9 @@ FILE_BLOCK = 256 * 1024
 # Stored bodies up to this size are read into memory and sent with the head; larger ones go
 # by wsgi.file_wrapper (sendfile) with flat memory.
 SMALL_BODY = 128 * 1024
+# A stored body is checked against its CRC-32 on its first hit in each worker: before it is
+# served up to this size, in the background beyond (a first byte must not wait for a scan).
+VERIFY_INLINE = 8 << 20
 
 
 class ProxyApp:
@@ -416,11 +419,18 @@ class ProxyApp:
                 data = os.pread(found.file.fileno(), size, found.body_offset + span[0])
             except OSError:
                 data = b""
+            intact = len(data) == size and self.store.verify(found, data)
             ex.release()
-            if len(data) != size:
+            if not intact:
                 return self._reread(ex, found)
             body = (data,)
         else:
+            if not self.store.is_verified(found):
+                if entry.body_length > VERIFY_INLINE:
+                    self.background.submit(self.store.verify_later, found)
+                elif not self.store.verify(found):
+                    ex.release()
+                    return self._reread(ex, found)
             found.file.seek(found.body_offset + span[0])
             wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
             body = wrapper(found.file, FILE_BLOCK)
@@ -430,10 +440,10 @@ class ProxyApp:
         return body
 
     def _reread(self, ex: Exchange, found: Hit) -> Iterable[bytes]:
-        """The stored body could not be read whole (damaged after it was opened): drop the
-        entry and answer the request afresh, once."""
+        """The stored body could not be read whole or failed its checksum: drop the entry
+        (if still there) and answer the request afresh, once."""
         log.warning("removing unreadable cache entry %s", found.location)
-        self.store.remove(found.path)
+        self.store.remove_if_same(found)
         if ex.environ.get("wsgi_proxy.reread"):
             raise OriginBroken("the cached response could not be read")
         ex.environ["wsgi_proxy.reread"] = True

@@ -51,6 +51,8 @@ _FIRST_READ = 8192
 TMP_PREFIX = ".tmp."
 # Parsed header blocks each worker keeps (a few KiB each): the hot set skips JSON parsing.
 _MEMO_SIZE = 4096
+_VERIFIED_MAX = 65536
+_CRC_BLOCK = 1 << 20
 _ENTRY = "\0entry"  # where a decoded header keeps its Entry; the writer never uses it
 # A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall.
 TOUCH_INTERVAL = 60.0
@@ -65,6 +67,7 @@ class Hit:
     file: BinaryIO
     body_offset: int
     body_crc: int
+    identity: tuple[int, int, int]  # device, inode and size of the file: which one it is
 
     @property
     def path(self) -> Path:
@@ -94,6 +97,7 @@ class Store:
         self.max_variants = max_variants
         self.usage = UsageCounter(self.state)
         self._objects = str(self.objects)
+        self._verified: set[tuple[int, int, int, int]] = set()
 
     def prepare(self) -> None:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
@@ -118,10 +122,10 @@ class Store:
         opened = self._open(path, primary, now)
         if opened is None:
             return None
-        meta, file, offset = opened
+        meta, file, offset, identity = opened
         kind = meta.get("kind")
         if kind == "response":
-            return Hit(_entry(meta), path, file, offset, int(meta["body_crc"], 16))
+            return Hit(_entry(meta), path, file, offset, int(meta["body_crc"], 16), identity)
         file.close()
         if kind == "pass":
             until = float(meta["until"])
@@ -132,16 +136,16 @@ class Store:
         opened = self._open(variant_path, primary, now)
         if opened is None:
             return None
-        meta, file, offset = opened
+        meta, file, offset, identity = opened
         entry = _entry(meta)
         if entry.vary != values:
             file.close()
             return None
-        return Hit(entry, variant_path, file, offset, int(meta["body_crc"], 16))
+        return Hit(entry, variant_path, file, offset, int(meta["body_crc"], 16), identity)
 
     def _open(
         self, path: str, primary: str, now: float
-    ) -> tuple[dict[str, Any], BinaryIO, int] | None:
+    ) -> tuple[dict[str, Any], BinaryIO, int, tuple[int, int, int]] | None:
         try:
             file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
         except FileNotFoundError:
@@ -165,7 +169,47 @@ class Store:
             log.warning("removing corrupt cache entry %s: %s", path, exc)
             self._remove(Path(path))
             return None
-        return meta, file, offset
+        return meta, file, offset, _identity(stat)
+
+    def is_verified(self, hit: Hit) -> bool:
+        return (*hit.identity, hit.body_crc) in self._verified
+
+    def verify(self, hit: Hit, body: bytes | None = None) -> bool:
+        """Does ``hit``'s body match the CRC-32 its header records? ``body`` is the whole
+        body if the caller read it already. Files are never changed in place, so each is
+        checked once per worker and remembered. A mismatch (a machine crash can leave a
+        published file with zeros: entries are not fsynced) removes the file."""
+        stamp = (*hit.identity, hit.body_crc)
+        if stamp in self._verified:
+            return True
+        length = hit.entry.body_length
+        try:
+            if body is not None and len(body) == length:
+                crc = zlib.crc32(body)
+            else:
+                crc = _crc_of(hit.file.fileno(), hit.body_offset, length)
+        except OSError as exc:
+            log.warning("cannot check cache entry %s: %s", hit.location, exc)
+            return False
+        if crc != hit.body_crc:
+            log.warning("removing cache entry %s: body checksum mismatch", hit.location)
+            self.remove_if_same(hit)
+            return False
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified.add(stamp)
+        return True
+
+    def verify_later(self, hit: Hit) -> None:
+        """``verify`` on a file of its own (for a background thread): ``hit``'s file is
+        being sent to the client meanwhile."""
+        try:
+            file: BinaryIO = open(hit.location, "rb", buffering=0)  # noqa: SIM115
+        except OSError:
+            return
+        with file:
+            if _identity(os.fstat(file.fileno())) == hit.identity:
+                self.verify(replace(hit, file=file))
 
     # ---- writing ------------------------------------------------------------------------
 
@@ -277,11 +321,18 @@ class Store:
                 if meta.get("kind") != "response":
                     return False
                 entry = replace(_entry(meta), soft_purged=True)
-                hit = Hit(entry, str(path), file, offset, int(meta["body_crc"], 16))
-            except (CorruptEntry, ValueError, KeyError, TypeError):
+                identity = _identity(os.fstat(file.fileno()))
+                hit = Hit(entry, str(path), file, offset, int(meta["body_crc"], 16), identity)
+            except (CorruptEntry, OSError, ValueError, KeyError, TypeError):
                 return False
             self.refresh(hit, entry)
         return True
+
+    def remove_if_same(self, hit: Hit) -> None:
+        """Remove ``hit``'s file unless another entry was published there since."""
+        with contextlib.suppress(OSError):
+            if _identity(os.stat(hit.location)) == hit.identity:
+                self._remove(Path(hit.location))
 
     def remove(self, path: Path) -> None:
         self._remove(path)
@@ -493,6 +544,21 @@ def _replace_text(path: Path, text: str) -> None:
 
 def _variants_dir(primary_path: Path) -> Path:
     return primary_path.with_name(primary_path.name + ".d")
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_dev, stat.st_ino, stat.st_size
+
+
+def _crc_of(fd: int, offset: int, length: int) -> int:
+    crc, end = 0, offset + length
+    while offset < end:
+        block = os.pread(fd, min(_CRC_BLOCK, end - offset), offset)
+        if not block:
+            raise OSError(f"short body: {end - offset} bytes missing")
+        crc = zlib.crc32(block, crc)
+        offset += len(block)
+    return crc
 
 
 def _write_all(fd: int, data: bytes) -> None:
