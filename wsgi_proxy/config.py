@@ -105,6 +105,16 @@ class Config:
     targeted_fields: tuple[str, ...]
     """WSGI_PROXY_TARGETED_FIELDS: comma-separated targeted cache-control fields (RFC 9213)
     obeyed instead of Cache-Control, first present wins; never sent on to clients."""
+    peers: tuple[str, ...]
+    """WSGI_PROXY_PEERS: comma-separated base URLs (``http://host:port``) of every node's
+    admin interface, this one included; a purge is sent to all of them (empty: purges stay
+    on this node)."""
+    node_url: str
+    """WSGI_PROXY_NODE_URL: this node's base URL as the other nodes reach it, one of
+    ``peers``; names it in Redis (tag index, fetch locks). Required with ``redis_url``."""
+    redis_url: str
+    """WSGI_PROXY_REDIS_URL: the shared tier (``redis://host:port/db``): purge log, tag
+    index, cross-node coalescing (empty: off)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -136,7 +146,11 @@ class Config:
             targeted_fields=_read(
                 env, "TARGETED_FIELDS", "CDN-Cache-Control, Surrogate-Control", parse_field_list
             ),
+            peers=_read(env, "PEERS", "", parse_base_urls),
+            node_url=_read(env, "NODE_URL", "", parse_base_url_or_empty),
+            redis_url=_read(env, "REDIS_URL", "", parse_redis_url),
         )
+        _check_cluster(config)
         if config.max_object_size > config.max_size:
             raise ConfigError(
                 f"{PREFIX}MAX_OBJECT_SIZE",
@@ -153,6 +167,8 @@ class Config:
                 shown = value.url
             elif field.name == "admin_token":
                 shown = "(set)" if value else "(none)"
+            elif field.name == "redis_url":
+                shown = _without_password(value) or "(off)"
             elif isinstance(value, tuple):
                 shown = ", ".join(str(v) for v in value)
             else:
@@ -300,6 +316,58 @@ def parse_field_list(raw: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
             raise ValueError(f"{name!r} is not a header field name")
     return names
+
+
+def parse_base_url(raw: str) -> str:
+    """``http(s)://host[:port]`` without path, normalised (lower-case scheme and host)."""
+    origin = parse_origin(raw)
+    return f"{origin.scheme}://{origin.authority}".lower()
+
+
+def parse_base_url_or_empty(raw: str) -> str:
+    return parse_base_url(raw) if raw.strip() else ""
+
+
+def parse_base_urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated base URLs, each once, in the order given; may be empty."""
+    urls = [parse_base_url(item) for item in raw.split(",") if item.strip()]
+    if len(set(urls)) != len(urls):
+        raise ValueError("a URL is listed twice")
+    return tuple(urls)
+
+
+def parse_redis_url(raw: str) -> str:
+    """Empty (off), or a URL the redis client takes: ``redis://``, ``rediss://``,
+    ``unix://``."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected redis://host:port/db, rediss://... or unix:///path")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("a host is required")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    return raw
+
+
+def _check_cluster(config: Config) -> None:
+    if config.redis_url and not config.node_url:
+        raise ConfigError(f"{PREFIX}NODE_URL", f"required when {PREFIX}REDIS_URL is set")
+    if config.node_url and config.peers and config.node_url not in config.peers:
+        raise ConfigError(f"{PREFIX}NODE_URL", f"{config.node_url} is not one of {PREFIX}PEERS")
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
 
 
 def _url_length(raw: str) -> int:

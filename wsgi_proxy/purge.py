@@ -7,15 +7,19 @@ Invariants:
   request path (admin endpoint or CLI), reading each entry's header block.
 - A soft purge keeps the body and marks the entry stale: the next request revalidates it,
   and it can still be served if the origin fails (stale-if-error).
+- ``Purge`` is the one description of a purge order; the cluster (cluster.py) sends it to
+  the other nodes and the purge log (purge_log.py) keeps it, both as ``Purge`` values.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, assert_never
+from urllib.parse import urlencode
 
 from wsgi_proxy import keys
 from wsgi_proxy.store import TMP_PREFIX, Store
@@ -26,6 +30,71 @@ class PurgeResult:
     """How many stored responses were removed or marked stale."""
 
     purged: int
+
+
+PurgeKind = Literal["url", "prefix", "tag", "all"]
+_KINDS: tuple[PurgeKind, ...] = ("url", "prefix", "tag", "all")
+_YES = ("1", "true", "yes")
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """One purge order, as the admin interface, the CLI, the peers and the purge log
+    carry it: ``value`` is the target, prefix or tag (empty for ``all``)."""
+
+    kind: PurgeKind
+    value: str
+    soft: bool = False
+
+    @property
+    def label(self) -> str:
+        """The metrics label: ``tag``, ``tag-soft`` ..."""
+        return self.kind + ("-soft" if self.soft else "")
+
+    def query(self) -> str:
+        """The admin interface's query string for this purge."""
+        pairs: list[tuple[str, str]] = [(self.kind, "1" if self.kind == "all" else self.value)]
+        if self.soft:
+            pairs.append(("soft", "1"))
+        return urlencode(pairs)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "value": self.value, "soft": self.soft})
+
+    @classmethod
+    def from_json(cls, text: str) -> Purge:
+        """Parse ``to_json``'s output; ``ValueError`` if it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("kind") not in _KINDS:
+            raise ValueError(f"not a purge: {text[:80]!r}")
+        kind: PurgeKind = data["kind"]
+        return cls(kind, str(data.get("value", "")), bool(data.get("soft", False)))
+
+    @classmethod
+    def from_query(cls, query: dict[str, list[str]]) -> Purge | None:
+        """From the admin interface's parsed query; None when it names no purge."""
+        soft = query.get("soft", ["0"])[0] in _YES
+        for kind in ("url", "prefix", "tag"):
+            if kind in query and query[kind][0]:
+                return cls(kind, query[kind][0], soft)
+        if query.get("all", ["0"])[0] in _YES:
+            return cls("all", "", soft)
+        return None
+
+
+def apply(store: Store, origin_url: str, purge: Purge) -> PurgeResult:
+    """Carry out ``purge`` on this node's cache folder."""
+    match purge.kind:
+        case "url":
+            return purge_url(store, origin_url, purge.value, soft=purge.soft)
+        case "prefix":
+            return purge_prefix(store, origin_url, purge.value, soft=purge.soft)
+        case "tag":
+            return purge_tag(store, purge.value, soft=purge.soft)
+        case "all":
+            return purge_all(store, soft=purge.soft)
+        case _:
+            assert_never(purge.kind)
 
 
 def purge_url(store: Store, origin_url: str, target: str, *, soft: bool) -> PurgeResult:
