@@ -22,6 +22,7 @@ __all__ = ["LazyApp", "create_app"]
 
 def create_app(config: Config | None = None) -> Any:
     """Build the proxy for this process: store folder checked, evictor started."""
+    from wsgi_proxy.cluster import Cluster  # noqa: PLC0415
     from wsgi_proxy.eviction import Evictor, cache_gauges  # noqa: PLC0415 - light import
     from wsgi_proxy.metrics import Metrics  # noqa: PLC0415
     from wsgi_proxy.proxy import ProxyApp  # noqa: PLC0415
@@ -40,7 +41,14 @@ def create_app(config: Config | None = None) -> Any:
         logging.getLogger(__name__).warning("cache folder unusable (%s): passing through", exc)
     metrics = Metrics(config.metrics_dir, lambda: cache_gauges(store, config.max_size))
     Evictor(store, config.max_size, on_evict=metrics.evictions.inc).start()
-    return ProxyApp(config, store, Upstream(config), metrics)
+    app = ProxyApp(config, store, Upstream(config), metrics)
+    # Several nodes as one cache (WSGI_PROXY_PEERS, WSGI_PROXY_REDIS_URL): purges for every
+    # node, and the shared tier; it catches up with the purge log before the first request.
+    cluster = Cluster(config, store, metrics)
+    app.admin.cluster = cluster
+    app.shared = cluster.shared
+    cluster.start()
+    return app
 
 
 class LazyApp:

@@ -5,9 +5,13 @@
     {prefix}/metrics   Prometheus text, all workers (token or allowed address)
     {prefix}/purge     POST ?url=/path | ?prefix=/p | ?tag=t | ?all=1, optional &soft=1
     PURGE /any/path    Varnish-style purge of that URL (token or allowed address)
+    {prefix}/cluster   GET: this node, its peers, Redis, its place in the purge log
+    {prefix}/tags      GET ?tag=t: the nodes and URLs the tag index holds for a tag
 
 Invariants: closed by default (no token, no allowed address: 403); the token is compared in
-constant time; answers are short plain text, never forwarded to the origin.
+constant time; answers are short plain text, never forwarded to the origin. In a cluster
+(cluster.py) a purge goes to every node, unless it came from a node (``PEER_HEADER``):
+then it is applied here only.
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ import hmac
 import logging
 from collections.abc import Iterable
 from ipaddress import ip_address
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from wsgi_proxy import purge as purging
 from wsgi_proxy.config import Config
 from wsgi_proxy.exchange import Environ, StartResponse
 from wsgi_proxy.metrics import Metrics
-from wsgi_proxy.purge import PurgeResult, purge_all, purge_prefix, purge_tag, purge_url
+from wsgi_proxy.purge import Purge
 from wsgi_proxy.store import Store, check_folder
+
+if TYPE_CHECKING:
+    from wsgi_proxy.cluster import Cluster
+
+_PEER_ENVIRON = "HTTP_X_WSGI_PROXY_PEER"  # shared_tier.PEER_HEADER as WSGI names it
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +44,7 @@ class Admin:
         self.store = store
         self.metrics = metrics
         self.prefix = config.admin_prefix
+        self.cluster: Cluster | None = None  # set by create_app
 
     def is_admin_request(self, environ: Environ) -> bool:
         path = str(environ.get("PATH_INFO", ""))
@@ -52,15 +64,23 @@ class Admin:
         if method == "PURGE" and action is None:
             query = str(environ.get("QUERY_STRING", ""))
             target = path + (f"?{query}" if query else "")
-            result = purge_url(self.store, self.config.origin.url, target, soft=False)
-            return self._purged(start_response, "url", result)
+            return self._purge(environ, start_response, Purge("url", target), {})
         if action == "/metrics" and method == "GET":
             body, content_type = self.metrics.render()
             start_response("200 OK", [("Content-Type", content_type),
                                       ("Content-Length", str(len(body)))])  # fmt: skip
             return [body]
         if action == "/purge" and method in ("POST", "PURGE"):
-            return self._purge(environ, start_response)
+            params = parse_qs(str(environ.get("QUERY_STRING", "")))
+            purge = Purge.from_query(params)
+            if purge is None:
+                return _text(start_response, 400, "purge needs url=, prefix=, tag= or all=1")
+            return self._purge(environ, start_response, purge, params)
+        if action == "/cluster" and method == "GET":
+            rows = self.cluster.status() if self.cluster is not None else [("redis", "off")]
+            return _text(start_response, 200, "\n".join(f"{k}: {v}" for k, v in rows))
+        if action == "/tags" and method == "GET":
+            return self._tags(environ, start_response)
         return _text(start_response, 404, "admin interface: no such endpoint")
 
     def _is_allowed(self, environ: Environ) -> bool:
@@ -81,33 +101,44 @@ class Admin:
             return _text(start_response, 503, f"not ready: {exc}")
         return _text(start_response, 200, "ready")
 
-    def _purge(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        query = parse_qs(str(environ.get("QUERY_STRING", "")))
-        soft = query.get("soft", ["0"])[0] in ("1", "true", "yes")
-        origin = self.config.origin.url
-        if "url" in query:
-            kind, result = "url", purge_url(self.store, origin, query["url"][0], soft=soft)
-        elif "prefix" in query:
-            kind, result = "prefix", purge_prefix(self.store, origin, query["prefix"][0], soft=soft)
-        elif "tag" in query:
-            kind, result = "tag", purge_tag(self.store, query["tag"][0], soft=soft)
-        elif query.get("all", ["0"])[0] in ("1", "true", "yes"):
-            kind, result = "all", purge_all(self.store, soft=soft)
-        else:
-            return _text(start_response, 400, "purge needs url=, prefix=, tag= or all=1")
-        return self._purged(start_response, kind + ("-soft" if soft else ""), result)
-
-    def _purged(
-        self, start_response: StartResponse, kind: str, result: PurgeResult
+    def _purge(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        purge: Purge,
+        params: dict[str, list[str]],
     ) -> Iterable[bytes]:
-        self.metrics.purges.labels(kind).inc(result.purged)
-        log.info("purge %s: %d stored responses", kind, result.purged)
-        return _text(start_response, 200, f"purged {result.purged}")
+        cluster = self.cluster
+        if cluster is not None and cluster.is_clustered and environ.get(_PEER_ENVIRON) is None:
+            report = cluster.broadcast(purge, issuer=self.config.node_url or "admin")
+            return _text(start_response, 502 if report.failed else 200, report.format())
+        if cluster is not None:
+            seq = params.get("seq", [""])[0]
+            epoch = params.get("epoch", [""])[0] or None
+            purged = cluster.apply_local(purge, epoch, int(seq) if seq.isdigit() else None)
+        else:
+            purged = purging.apply(self.store, self.config.origin.url, purge).purged
+            self.metrics.purges.labels(purge.label).inc(purged)
+            log.info("purge %s: %d stored responses", purge.label, purged)
+        return _text(start_response, 200, f"purged {purged}")
+
+    def _tags(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        tag = parse_qs(str(environ.get("QUERY_STRING", ""))).get("tag", [""])[0]
+        if not tag:
+            return _text(start_response, 400, "tags needs tag=")
+        shared = self.cluster.shared if self.cluster is not None else None
+        if shared is None:
+            return _text(start_response, 404, "no tag index: WSGI_PROXY_REDIS_URL is not set")
+        members = shared.tag_members(tag)
+        if members is None:
+            return _text(start_response, 503, "the tag index is unavailable (Redis)")
+        lines = [f"{node}\t{target}" for node, target in members]
+        return _text(start_response, 200, "\n".join([f"{len(lines)} stored", *lines]))
 
 
 def _text(start_response: StartResponse, status: int, text: str) -> Iterable[bytes]:
     reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-               503: "Service Unavailable"}  # fmt: skip
+               502: "Bad Gateway", 503: "Service Unavailable"}  # fmt: skip
     body = (text + "\n").encode()
     start_response(
         f"{status} {reasons[status]}",

@@ -6,6 +6,9 @@
     caching-proxy purge URL | --prefix P | --tag T | --all  [--soft]
     caching-proxy stats
 
+In a cluster (``WSGI_PROXY_PEERS``, ``WSGI_PROXY_REDIS_URL``) ``purge`` reaches every node
+and exits 1 if any of them failed.
+
 Flags override the ``WSGI_PROXY_*`` variables, which the command otherwise shares with the
 app: it sets them in its own environment, so gunicorn's workers read the same values.
 """
@@ -148,16 +151,21 @@ def purge(args: list[str]) -> int:
     if opened is None:
         return 2
     config, store = opened
-    origin = config.origin.url
     if options.url is not None:
-        result = purging.purge_url(store, origin, _as_target(options.url), soft=options.soft)
+        order = purging.Purge("url", _as_target(options.url), options.soft)
     elif options.prefix is not None:
-        result = purging.purge_prefix(store, origin, options.prefix, soft=options.soft)
+        order = purging.Purge("prefix", options.prefix, options.soft)
     elif options.tag is not None:
-        result = purging.purge_tag(store, options.tag, soft=options.soft)
+        order = purging.Purge("tag", options.tag, options.soft)
     else:
-        result = purging.purge_all(store, soft=options.soft)
-    print(f"purged {result.purged}")
+        order = purging.Purge("all", "", options.soft)
+    if config.peers or config.redis_url:
+        from wsgi_proxy.cluster import Cluster  # noqa: PLC0415
+
+        report = Cluster(config, store).broadcast(order, issuer="cli")
+        print(report.format())
+        return 1 if report.failed else 0
+    print(f"purged {purging.apply(store, config.origin.url, order).purged}")
     return 0
 
 

@@ -42,6 +42,7 @@ from wsgi_proxy.exchange import (
 )
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, RequestHead, ResponseHead
+from wsgi_proxy.shared_tier import SharedTier
 from wsgi_proxy.store import EntryWriter, Hit, PassMarker, Store, try_acquire
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
@@ -102,6 +103,8 @@ class ProxyApp:
         self.capability = f'{config.via_name}="Surrogate/1.0"'
         # stale-while-revalidate refreshes; a few threads, since each needs the URL's lock.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
+        # Cluster hook (shared_tier.py): set by create_app when WSGI_PROXY_REDIS_URL is set.
+        self.shared: SharedTier | None = None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin.is_admin_request(environ):
@@ -174,6 +177,10 @@ class ProxyApp:
                     self.metrics.coalesced.inc()
                     return self._serve(ex, again.age, self._hit_status(again.ttl), "hit")
                 found.close()
+            if self.shared is not None and ex.found is None:  # cluster hook: a cold key
+                relayed = self.shared.relay(ex)
+                if relayed is not None:
+                    return relayed
             return self._fetch(ex, decision)
         ex.release()
         if try_acquire(lock, self.config.lock_timeout):
@@ -331,6 +338,8 @@ class ProxyApp:
         writer = self.store.begin(
             entry, expected_length=length, max_body=self.config.max_object_size
         )
+        if self.shared is not None and tags and writer is not None:  # cluster hook: tag index
+            self.shared.register_tags(tags, req.target)
         log.debug("fetched %s: %d, storing", primary, head.status)
         return writer, None if writer is not None else "cache write failed"
 
