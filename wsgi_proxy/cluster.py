@@ -187,7 +187,8 @@ class Cluster:
         query = purge.query()
         if logged is not None:
             query += f"&epoch={logged[0]}&seq={logged[1]}"
-        headers = {PEER_HEADER: issuer}
+        # Purges are rare: no idle connection should hold up a node's graceful stop.
+        headers = {PEER_HEADER: issuer, "Connection": "close"}
         if self.config.admin_token:
             headers["Authorization"] = f"Bearer {self.config.admin_token}"
         url = f"{peer}{self.config.admin_prefix}/purge?{query}"
