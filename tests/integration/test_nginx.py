@@ -6,40 +6,18 @@ missing nginx fails these tests rather than skipping them."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import client
 from support.origin import Origin
 from support.proxy import REPO, ProxyFactory, ProxyProcess, free_port
+from support.services import Nginx
 
 SITE = REPO / "deploy" / "nginx" / "wsgi-proxy.conf"
-
-
-@dataclass
-class Nginx:
-    port: int
-    process: subprocess.Popen[bytes]
-    error_log: Path
-
-    def get(self, target: str, headers: client.Headers = ()) -> client.Response:
-        return client.request(self.port, "GET", target, headers, None, client.TIMEOUT)
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if found is None:
-        pytest.fail("nginx is not installed: run tests/run.sh, which installs it")
-    return found
 
 
 @pytest.fixture
@@ -50,51 +28,11 @@ def stack(proxy_factory: ProxyFactory, tmp_path: Path) -> Iterator[tuple[Nginx, 
     assert "server 127.0.0.1:8080;" in site and "listen 80;" in site
     site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{proxy.port};")
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    root = tmp_path / "nginx"
-    root.mkdir()
-    (root / "site.conf").write_text(site)
-    user = "user root;" if os.geteuid() == 0 else ""  # workers must reach the temp folder
-    temps = " ".join(
-        f"{kind}_temp_path {root / kind};" for kind in ("client_body", "proxy", "fastcgi",
-                                                          "uwsgi", "scgi")
-    )  # fmt: skip
-    (root / "nginx.conf").write_text(
-        f"{user}\nworker_processes 1;\npid {root / 'nginx.pid'};\n"
-        f"error_log {root / 'error.log'} warn;\nevents {{ worker_connections 512; }}\n"
-        f"http {{ access_log {root / 'access.log'}; {temps} include {root / 'site.conf'}; }}\n"
-    )
-    with (root / "stderr").open("wb") as stderr:
-        process = subprocess.Popen(
-            [nginx_binary(), "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
-    nginx = Nginx(port, process, root / "error.log")
+    nginx = Nginx.start(site, port, tmp_path / "nginx")
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                nginx.get("/_wsgi_proxy/health")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"nginx did not start: {(root / 'stderr').read_text()}")
-                time.sleep(0.05)
         yield nginx, proxy
     finally:
-        with_timeout_stop(process)
-
-
-def with_timeout_stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        nginx.stop()
 
 
 def test_hit_and_miss_through_nginx_with_the_client_address(
