@@ -47,6 +47,7 @@ class Exchange:
     primary: str = ""
     found: Hit | None = None
     lock: FileLock | None = None
+    pass_until: float = 0.0  # when the URL's pass marker, if one was found, runs out
 
     def release(self) -> None:
         if self.found is not None:

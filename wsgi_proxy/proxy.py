@@ -133,6 +133,7 @@ class ProxyApp:
         found = self.store.lookup(ex.primary, ex.req.headers, now)
         if isinstance(found, PassMarker):
             log.debug("pass %s: last response not storable", ex.primary)
+            ex.pass_until = found.until
             return self._fetch(ex, policy.Forward("uri-miss"))
         ex.found = found
         decision = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
@@ -291,7 +292,9 @@ class ProxyApp:
         times: tuple[float, float],
     ) -> Iterable[bytes]:
         """Stream a full response to the client, and to the cache when it may be stored."""
-        writer, detail = self._start_storing(ex.req, ex.primary, head, times, resp.content_length)
+        writer, detail = self._start_storing(
+            ex.req, ex.primary, head, times, resp.content_length, pass_until=ex.pass_until
+        )
         ttl = None
         if writer is not None:
             age = policy.current_age(Entry(ex.primary, head, *times, (), 0), times[1])
@@ -317,9 +320,13 @@ class ProxyApp:
         head: ResponseHead,
         times: tuple[float, float],
         length: int | None,
+        *,
+        pass_until: float = 0.0,
     ) -> tuple[EntryWriter | None, str | None]:
         """A writer for a storable response, or None and the reason it is not stored; an
-        unstorable response leaves a pass marker so later requests do not wait for it."""
+        unstorable response leaves a pass marker so later requests do not wait for it
+        (renewed when half of the one found, ending at ``pass_until``, has run out: not a
+        file write on every pass)."""
         decision = policy.decide_store(req, head, times[1], self.targeting)
         if isinstance(decision, policy.Store) and (length or 0) > self.config.max_object_size:
             decision = policy.NotStorable("too large")
@@ -327,7 +334,8 @@ class ProxyApp:
             # A pass marker replaces what is stored: not for a 5xx, which is passing and
             # must leave a stale entry in place for stale-if-error.
             remember = head.status < 500 and req.get("authorization") is None
-            if decision.reason in _PASS_REASONS and remember:
+            renew = pass_until - times[1] < PASS_TTL / 2
+            if decision.reason in _PASS_REASONS and remember and renew:
                 self.store.publish_marker(primary, {"kind": "pass", "until": times[1] + PASS_TTL})
             log.debug("fetched %s: %d, not stored: %s", primary, head.status, decision.reason)
             return None, decision.reason
