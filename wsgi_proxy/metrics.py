@@ -35,8 +35,13 @@ class Metrics:
     def __init__(self, folder: Path, gauges: Callable[[], Iterable[tuple[str, str, float]]]):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-        from prometheus_client import Counter, Histogram  # noqa: PLC0415 - see docstring
+        from prometheus_client import Counter, Histogram, values  # noqa: PLC0415 - see docstring
 
+        # Each value asks for the process id on every increment, to notice a fork: one
+        # getpid syscall each. A worker never forks after this object exists (it is built
+        # after gunicorn's fork), so its id is read once.
+        pid = os.getpid()
+        values.ValueClass = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]
         self.folder = folder
         self._gauges = gauges
         self._children: dict[tuple[int, str], Any] = {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -433,7 +432,7 @@ class ProxyApp:
         elif size <= SMALL_BODY:
             # One read beats sendfile's set-up for small bodies (measured, see README).
             try:
-                data = os.pread(found.file.fileno(), size, found.body_offset + span[0])
+                data = found.read(*span)
             except OSError:
                 data = b""
             intact = len(data) == size and self.store.verify(found, data)

@@ -60,7 +60,9 @@ TOUCH_INTERVAL = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """An open stored response; ``file`` is unbuffered and positioned at the body."""
+    """An open stored response. ``file`` is unbuffered, at no particular position: read
+    it at offsets. ``early`` holds the first body bytes, read with the header: the whole
+    body of a small entry, which then needs no second read."""
 
     entry: Entry
     location: str  # the file's path; a str, as building a Path costs on every hit
@@ -68,10 +70,18 @@ class Hit:
     body_offset: int
     body_crc: int
     identity: tuple[int, int, int]  # device, inode and size of the file: which one it is
+    early: bytes = b""
 
     @property
     def path(self) -> Path:
         return Path(self.location)
+
+    def read(self, start: int, end: int) -> bytes:
+        """Body bytes ``start`` to ``end`` (exclusive): from ``early`` when it holds them,
+        else one positioned read (short only if the file was damaged since it was opened)."""
+        if len(self.early) >= end:
+            return self.early[start:end]
+        return os.pread(self.file.fileno(), end - start, self.body_offset + start)
 
     def close(self) -> None:
         self.file.close()
@@ -122,10 +132,11 @@ class Store:
         opened = self._open(path, primary, now)
         if opened is None:
             return None
-        meta, file, offset, identity = opened
+        meta, file, offset, identity, early = opened
         kind = meta.get("kind")
         if kind == "response":
-            return Hit(_entry(meta), path, file, offset, int(meta["body_crc"], 16), identity)
+            crc = int(meta["body_crc"], 16)
+            return Hit(_entry(meta), path, file, offset, crc, identity, early)
         file.close()
         if kind == "pass":
             until = float(meta["until"])
@@ -136,16 +147,17 @@ class Store:
         opened = self._open(variant_path, primary, now)
         if opened is None:
             return None
-        meta, file, offset, identity = opened
+        meta, file, offset, identity, early = opened
         entry = _entry(meta)
         if entry.vary != values:
             file.close()
             return None
-        return Hit(entry, variant_path, file, offset, int(meta["body_crc"], 16), identity)
+        crc = int(meta["body_crc"], 16)
+        return Hit(entry, variant_path, file, offset, crc, identity, early)
 
     def _open(
         self, path: str, primary: str, now: float
-    ) -> tuple[dict[str, Any], BinaryIO, int, tuple[int, int, int]] | None:
+    ) -> tuple[dict[str, Any], BinaryIO, int, tuple[int, int, int], bytes] | None:
         try:
             file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
         except FileNotFoundError:
@@ -154,7 +166,7 @@ class Store:
             log.warning("cache read failed for %s: %s", path, exc)
             return None
         try:
-            meta, offset = _read_header(file)
+            meta, offset, early = _read_header(file)
             if meta.get("key") != primary:
                 raise CorruptEntry("key mismatch")
             stat = os.fstat(file.fileno())
@@ -163,13 +175,12 @@ class Store:
             if now - stat.st_mtime > TOUCH_INTERVAL:
                 with contextlib.suppress(OSError):
                     os.utime(file.fileno())
-            file.seek(offset)
         except (CorruptEntry, OSError, ValueError, KeyError, TypeError) as exc:
             file.close()
             log.warning("removing corrupt cache entry %s: %s", path, exc)
             self._remove(Path(path))
             return None
-        return meta, file, offset, _identity(stat)
+        return meta, file, offset, _identity(stat), early
 
     def is_verified(self, hit: Hit) -> bool:
         return (*hit.identity, hit.body_crc) in self._verified
@@ -304,7 +315,7 @@ class Store:
         """The header block of the entry at ``path``, or None if it is gone or damaged."""
         try:
             with path.open("rb", buffering=0) as file:
-                meta, _ = _read_header(file)
+                meta, _, _ = _read_header(file)
         except (OSError, CorruptEntry, ValueError, KeyError, TypeError):
             return None
         return meta
@@ -317,7 +328,7 @@ class Store:
             return False
         with file:
             try:
-                meta, offset = _read_header(file)
+                meta, offset, _ = _read_header(file)
                 if meta.get("kind") != "response":
                     return False
                 entry = replace(_entry(meta), soft_purged=True)
@@ -568,9 +579,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _read_header(file: BinaryIO) -> tuple[dict[str, Any], int]:
-    """The header block of the entry ``file`` is open on (read from its start) and where
-    the body begins. The returned dict is shared by every reader: never mutate it."""
+def _read_header(file: BinaryIO) -> tuple[dict[str, Any], int, bytes]:
+    """The header block of the entry ``file`` is open on (read from its start), where the
+    body begins, and the body bytes that came with the read. The returned dict is shared
+    by every reader: never mutate it."""
     first = file.read(_FIRST_READ)
     if len(first) < _PREFIX.size:
         raise CorruptEntry("short prefix")
@@ -578,7 +590,7 @@ def _read_header(file: BinaryIO) -> tuple[dict[str, Any], int]:
     end = _PREFIX.size + length
     if len(first) < end:
         first += file.read(end - len(first))
-    return _decode_header(first[:end]), end
+    return _decode_header(first[:end]), end, first[end:]
 
 
 @functools.lru_cache(maxsize=_MEMO_SIZE)

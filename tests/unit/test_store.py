@@ -41,7 +41,7 @@ def read(store: Store, request: tuple[tuple[str, str], ...] = ()) -> bytes | Non
     if not isinstance(found, Hit):
         return None
     with found.file:
-        return found.file.read()
+        return found.read(0, found.entry.body_length)
 
 
 def files(store: Store) -> list[Path]:
@@ -130,13 +130,25 @@ def test_invalidate_removes_every_variant(store: Store) -> None:
 
 
 def test_clear_while_a_reader_holds_the_file(store: Store) -> None:
-    assert put(store, b"still readable")
+    body = b"still readable " * 4096  # past the bytes read with the header: read from the file
+    assert put(store, body)
     found = store.lookup(KEY, (), NOW)
     assert isinstance(found, Hit)
+    assert len(found.early) < len(body)
     store.clear()
     assert read(store) is None
     with found.file:
-        assert found.file.read() == b"still readable"
+        assert found.read(0, len(body)) == body
+        assert found.read(len(body) - 9, len(body)) == b"readable "
+
+
+def test_a_small_body_comes_with_the_header_read(store: Store) -> None:
+    assert put(store, b"small")
+    found = store.lookup(KEY, (), NOW)
+    assert isinstance(found, Hit)
+    with found.file:
+        assert found.early == b"small"
+        assert found.read(1, 4) == b"mal"
 
 
 def test_eviction_removes_least_recently_used_and_dead_temp_files(store: Store) -> None:
