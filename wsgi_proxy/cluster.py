@@ -140,7 +140,12 @@ class Cluster:
     # ---- purges -------------------------------------------------------------------------
 
     def apply_local(self, purge: Purge, epoch: str | None = None, seq: int | None = None) -> int:
-        """Apply ``purge`` here; a logged one (``epoch``, ``seq``) is then skipped on replay."""
+        """Apply ``purge`` here; a logged one (``epoch``, ``seq``) is then skipped on replay,
+        or not applied again if the replay already did."""
+        if self.purge_log is not None and epoch and seq:
+            done = self.purge_log.applied_count(epoch, seq)
+            if done is not None:
+                return done
         result: PurgeResult = purging.apply(self.store, self.config.origin.url, purge)
         if self.purge_log is not None and epoch and seq:
             self.purge_log.record_ahead(epoch, seq)

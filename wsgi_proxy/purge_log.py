@@ -61,6 +61,7 @@ INTERVAL = 1.0
 # when Redis went away: what it could have missed then, the fan-out also brought it.
 CONTINUITY = 3 * INTERVAL + 1.0
 GRACE = 2.0
+KEPT_COUNTS = 64
 
 _APPEND = """
 redis.call('SET', KEYS[3], ARGV[2], 'NX')
@@ -97,6 +98,8 @@ class NodeState:
     ahead: tuple[int, ...] = ()
     checked_at: float = 0.0
     lost_at: float | None = None
+    counts: tuple[tuple[int, int], ...] = ()
+    """(sequence number, responses purged) of the last purges the replay applied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,14 @@ class PurgeLog:
             return None
         return answer[1].decode(), int(answer[0])
 
+    def applied_count(self, epoch: str, seq: int) -> int | None:
+        """How many responses the replay purged for this logged purge, if it applied it:
+        the fan-out, arriving later, then reports that instead of scanning again."""
+        state = self.load()
+        if state is None or state.epoch != epoch or seq > state.applied or seq in state.ahead:
+            return None
+        return dict(state.counts).get(seq)
+
     def record_ahead(self, epoch: str, seq: int) -> None:
         """A purge of the log arrived by the fan-out and was applied: skip it on replay."""
         with self._state_lock():
@@ -255,6 +266,7 @@ class PurgeLog:
 
     def _replay(self, state: NodeState, view: LogView, grace: float) -> bool:
         last = state.applied
+        counts: list[tuple[int, int]] = []
         for seq, logged_ms, purge in view.entries:
             if seq != last + 1:
                 break  # not contiguous: read again from the last applied
@@ -262,12 +274,13 @@ class PurgeLog:
                 break  # the fan-out is bringing it
             if purge is not None and seq not in state.ahead:
                 result = purging.apply(self.store, self.origin_url, purge)
+                counts.append((seq, result.purged))
                 log.info("purge log %d: %s %r: %d stored responses",
                          seq, purge.label, purge.value, result.purged)  # fmt: skip
             last = seq
         self._update(lambda s: replace(
             s, applied=last, ahead=tuple(a for a in s.ahead if a > last),
-            checked_at=time.time(), lost_at=None,
+            checked_at=time.time(), lost_at=None, counts=(*s.counts, *counts)[-KEPT_COUNTS:],
         ))  # fmt: skip
         return view.head > last > state.applied
 
@@ -316,14 +329,15 @@ class PurgeLog:
                 str(data["epoch"]), int(data["applied"]), tuple(int(a) for a in data["ahead"]),
                 float(data["checked_at"]),
                 None if data["lost_at"] is None else float(data["lost_at"]),
+                tuple((int(s), int(n)) for s, n in data.get("counts", ())),
             )  # fmt: skip
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Without a position the node cannot know what it missed: the next read makes
-            # it start afresh, and a damaged file must not stop the replayer.
-            log.warning("unreadable %s (%s): starting afresh", self.state_path, exc)
-            return None
+            # Without its position the node cannot know what it missed: an epoch that
+            # matches no log makes ``decide`` purge everything, then start afresh.
+            log.warning("unreadable %s (%s): the node must start afresh", self.state_path, exc)
+            return NodeState(epoch="", applied=0)
 
     def pending_count(self) -> int:
         try:
@@ -343,7 +357,8 @@ class PurgeLog:
 
     def _save(self, state: NodeState) -> None:
         data = {"epoch": state.epoch, "applied": state.applied, "ahead": list(state.ahead),
-                "checked_at": state.checked_at, "lost_at": state.lost_at}  # fmt: skip
+                "checked_at": state.checked_at, "lost_at": state.lost_at,
+                "counts": [list(pair) for pair in state.counts]}  # fmt: skip
         _replace_text(self.state_path, json.dumps(data))
 
 

@@ -133,6 +133,11 @@ def cluster(
     finally:
         if nginx is not None:
             nginx.stop()
+        stopping = [threading.Thread(target=node.stop) for node in nodes.nodes]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join(timeout=30)
         nodes.redis.stop()
 
 
@@ -143,7 +148,8 @@ def served_by(reply: client.Response) -> str:
 
 def routes(origin: Origin, name: str, count: int, tags: str | None = None) -> list[str]:
     fields = [*CACHED, *([("Surrogate-Key", tags)] if tags else [])]
-    return [origin.route(f"/{name}{i}", headers=fields, body=f"{name}-{i}".encode())
+    body = name.rsplit("/", 1)[-1]
+    return [origin.route(f"/{name}{i}", headers=fields, body=f"{body}-{i}".encode())
             for i in range(count)]  # fmt: skip
 
 
@@ -231,6 +237,30 @@ def test_purge_by_tag_reaches_every_node(cluster: tuple[Cluster, Nginx], origin:
     replies = dict(zip(tagged + plain, fetch_all(nginx.get, tagged + plain), strict=True))
     assert [(replies[p].x_cache, origin.count(p)) for p in tagged] == [("MISS", 2)] * 15
     assert [(replies[p].x_cache, origin.count(p)) for p in plain] == [("HIT", 1)] * 9
+
+
+def test_purge_by_url_prefix_and_soft_all_reach_every_node(
+    cluster: tuple[Cluster, Nginx], origin: Origin
+) -> None:
+    nodes, nginx = cluster
+    under = routes(origin, "dir/u", 12)
+    other = routes(origin, "o", 12)
+    fetch_all(nginx.get, under + other)
+    target = other[0]
+    asker = (nodes.holder(target) + 1) % NODES  # asked on a node that does not hold it
+    one = client.request(nodes.ports[asker], "PURGE", target, AUTH)
+    assert (one.status, one.body.decode().splitlines()[0]) == (200, "purged 1 on 3 of 3 nodes")
+    prefix = nodes.admin(asker, "POST", f"/_wsgi_proxy/purge?prefix={origin.prefix}/dir/")
+    assert prefix.body.decode().splitlines()[0] == "purged 12 on 3 of 3 nodes"
+    assert [nodes.holders(p) for p in [target, *under]] == [[]] * 13
+    soft = nodes.admin(asker, "POST", "/_wsgi_proxy/purge?all=1&soft=1")
+    assert soft.body.decode().splitlines()[0] == "purged 11 on 3 of 3 nodes"
+    assert all(len(nodes.holders(p)) == 1 for p in other[1:])  # kept, marked stale
+    replies = fetch_all(nginx.get, other)  # no validator: fetched again, all of them
+    assert [(r.x_cache, origin.count(p)) for r, p in zip(replies, other, strict=True)] == [
+        ("MISS", 2)
+    ] * 12
+    assert [origin.count(p) for p in under] == [1] * 12
 
 
 def test_a_purge_issued_while_a_node_is_down_is_applied_when_it_is_back(

@@ -142,6 +142,7 @@ LATE = NodeState("e1", 10, checked_at=100.0, lost_at=100.0 + CONTINUITY + 30)
         (WATCHED, view("e2", head=2), Adopt(0)),  # Redis restarted while we watched
         (AWAY, view("e2", head=2), PurgeAll(2, "lost while away")),
         (LATE, view("e2", head=2), PurgeAll(2, "lost while away")),
+        (NodeState("", 0), view(head=5), PurgeAll(5, "damaged state file")),
     ],
 )
 def test_what_a_node_does_with_the_log(
