@@ -55,6 +55,7 @@ _NOT_FORWARDED = (
     "surrogate-capability", "forwarded", "x-forwarded-scheme", "x-forwarded-port",
     "x-forwarded-server", "x-forwarded-prefix", "x-host", "x-original-url", "x-rewrite-url",
     "x-original-host", "x-http-method-override", "x-http-method", "x-method-override",
+    "x-wsgi-proxy-peer",  # between nodes of a cluster only (shared_tier.PEER_HEADER)
 )  # fmt: skip
 _CLIENT_CONDITIONALS = ("if-none-match", "if-modified-since")
 # Origin answers that let a stale entry be served instead (RFC 5861 section 4).

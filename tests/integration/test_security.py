@@ -99,6 +99,7 @@ POISON = [
     ("Forwarded", "host=evil.example;proto=https"),
     ("X-HTTP-Method-Override", "DELETE"),
     ("Surrogate-Capability", 'wsgi_proxy="Surrogate/1.0 ESI/1.0"'),
+    ("X-WSGI-Proxy-Peer", "http://node.example"),
 ]
 
 
