@@ -1,0 +1,1 @@
+"""The load benchmark (``python tests/bench/run.py``); no tests here, pytest collects nothing."""
