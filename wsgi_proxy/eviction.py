@@ -23,7 +23,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from wsgi_proxy.store import TMP_PREFIX, Store, try_acquire
+from wsgi_proxy.locks import try_acquire
+from wsgi_proxy.store import TMP_PREFIX, Store
 
 log = logging.getLogger(__name__)
 

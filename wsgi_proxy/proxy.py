@@ -7,6 +7,7 @@ Invariants:
   invalidate what is stored for their URL (RFC 9111 section 4.4).
 - Concurrent misses for one URL make one origin request: the fetcher holds the URL's lock
   stripe until its entry is published; the others wait (``lock_timeout``), then look again.
+  A stripe held for another URL is not waited for.
   A URL whose last response was not storable gets a pass marker, so nobody waits on it.
 - A ``ProxyError`` raised before the response started becomes its short plain-text answer;
   one raised while a body streams aborts the connection, so the client never takes a cut
@@ -39,10 +40,11 @@ from wsgi_proxy.exchange import (
     request_body,
     request_head,
 )
+from wsgi_proxy.locks import try_acquire, wait_for_fetch
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.shared_tier import SharedTier
-from wsgi_proxy.store import EntryWriter, Hit, PassMarker, Store, try_acquire
+from wsgi_proxy.store import EntryWriter, Hit, PassMarker, Store
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
 log = logging.getLogger(__name__)
@@ -161,7 +163,8 @@ class ProxyApp:
         """Fetch holding the URL's lock. A request that finds it taken waits until it is
         free (the fetcher has published), releases it at once so that the other waiters
         are not queued behind it, and looks again; if there is still nothing usable it
-        fetches itself, taking the lock if it is free."""
+        fetches itself, taking the lock if it is free. A lock stripe held for another URL
+        is not waited for (locks.py)."""
         lock = self.store.key_lock(ex.primary, self.config.lock_timeout)
         if try_acquire(lock, 0):
             ex.lock = lock
@@ -184,9 +187,7 @@ class ProxyApp:
                     return relayed
             return self._fetch(ex, decision)
         ex.release()
-        if try_acquire(lock, self.config.lock_timeout):
-            lock.release()
-        else:
+        if not wait_for_fetch(lock, keys.digest(ex.primary), self.config.lock_timeout):
             log.info("lock wait for %s timed out: fetching without it", ex.primary)
         now = self.clock()
         found = self.store.lookup(ex.primary, ex.req.headers, now)

@@ -3,7 +3,7 @@
 Layout under the cache folder (the format is versioned by the ``v1`` folder and the magic):
     v1/objects/ab/<sha256 of primary key>          a response, a Vary marker or a pass marker
     v1/objects/ab/<sha256>.d/<sha256 of variant>   responses selected by Vary
-    v1/locks/<n>.lock                              striped per-key locks, never deleted
+    v1/locks/<n>.lock                              striped per-key locks (locks.py)
     v1/state/usage                                 bytes stored, shared by all workers
 
 Invariants:
@@ -35,11 +35,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from wsgi_proxy import keys
 from wsgi_proxy.errors import ConfigError
 from wsgi_proxy.headers import Headers
+from wsgi_proxy.locks import KeyLock, key_lock
 from wsgi_proxy.model import Entry, ResponseHead
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Store:
         self.max_variants = max_variants
         self.usage = UsageCounter(self.state)
         self._objects = str(self.objects)
+        self._locks = str(self.locks)
         self._verified: set[tuple[int, int, int, int]] = set()
 
     def prepare(self) -> None:
@@ -367,16 +369,12 @@ class Store:
 
     # ---- locks --------------------------------------------------------------------------
 
-    def key_lock(self, primary: str, timeout: float) -> FileLock:
-        """The lock stripe for ``primary`` (shared with its variants)."""
-        stripe = int(keys.digest(primary)[:8], 16) % self.lock_stripes
-        return FileLock(
-            self.locks / f"{stripe}.lock",
-            timeout=timeout,
-            thread_local=False,
-            poll_interval=0.005,
-            preserve_lock_file=True,
-        )
+    def key_lock(self, primary: str, timeout: float) -> KeyLock:
+        """The lock stripe for ``primary`` (shared with its variants), marked with its
+        digest while held (locks.py)."""
+        digest = keys.digest(primary)
+        stripe = int(digest[:8], 16) % self.lock_stripes
+        return key_lock(os.path.join(self._locks, f"{stripe}.lock"), digest, timeout)
 
 
 def check_folder(cache_dir: Path) -> None:
@@ -391,18 +389,6 @@ def check_folder(cache_dir: Path) -> None:
 
 class CorruptEntry(Exception):
     pass
-
-
-def try_acquire(lock: FileLock, timeout: float) -> bool:
-    """Acquire ``lock`` within ``timeout`` seconds (0: do not wait); False on timeout."""
-    try:
-        lock.acquire(timeout=timeout, blocking=timeout > 0)
-    except Timeout:
-        return False
-    except OSError as exc:
-        log.warning("lock failed (%s): going on without it", exc)
-        return False
-    return True
 
 
 class EntryWriter:

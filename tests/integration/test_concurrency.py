@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from support import client
 from support.bodies import Digest, pattern_bytes, pattern_digest
 from support.checks import assert_response
-from support.origin import Origin
+from support.origin import Origin, Recorded, Reply
 from support.proxy import REPO, ProxyFactory, ProxyProcess, proxy_env
 
 HERD = 20
@@ -117,3 +118,40 @@ def test_clear_cache_while_serving(origin: Origin, proxy_factory: ProxyFactory) 
     assert origin.count(small) == 2
     assert _download(proxy, big) == ("MISS", expected)
     assert origin.count(big) == 2
+
+
+def test_a_url_does_not_wait_for_another_urls_fetch_on_its_lock_stripe(
+    origin: Origin, proxy_factory: ProxyFactory
+) -> None:
+    """With one lock stripe every URL shares one lock file: a miss for /other must still go
+    to the origin while /slow is being fetched, not after it. The origin holds /slow until
+    /other has arrived (up to 10 s, the lock timeout): if /other queued behind /slow's
+    lock, /slow would give up waiting."""
+    other_arrived = threading.Event()
+    slow_saw_other: list[bool] = []
+    cacheable = (("Cache-Control", "max-age=60"),)
+
+    def slow(_record: Recorded) -> Reply:
+        slow_saw_other.append(other_arrived.wait(10))
+        return Reply(headers=cacheable, body=b"slow body")
+
+    def other(_record: Recorded) -> Reply:
+        other_arrived.set()
+        return Reply(headers=cacheable, body=b"other body")
+
+    slow_path = origin.respond("/slow", slow)
+    other_path = origin.respond("/other", other)
+    proxy = proxy_factory({"WSGI_PROXY_LOCK_STRIPES": "1"})
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow_reply = pool.submit(proxy.get, slow_path, timeout=30)
+        while origin.count(slow_path) == 0:
+            assert not slow_reply.done(), slow_reply.result().describe()
+            time.sleep(0.01)
+        assert_response(proxy.get(other_path, timeout=30), cache="MISS", body=b"other body")
+        assert_response(slow_reply.result(timeout=30), cache="MISS", body=b"slow body")
+    assert slow_saw_other == [True]
+    assert (origin.count(slow_path), origin.count(other_path)) == (1, 1)
+    # Both were stored, each under its own key, despite the shared lock file.
+    assert_response(proxy.get(slow_path), cache="HIT", body=b"slow body")
+    assert_response(proxy.get(other_path), cache="HIT", body=b"other body")

@@ -1,0 +1,62 @@
+"""The URL lock stripes: marked with the URL they are held for, emptied on release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wsgi_proxy.locks import held_for_other, key_lock, try_acquire, wait_for_fetch
+
+MINE = "a" * 64
+OTHER = "b" * 64
+
+
+def test_a_held_lock_names_its_url_and_is_emptied_on_release(tmp_path: Path) -> None:
+    path = tmp_path / "0.lock"
+    lock = key_lock(str(path), MINE, 0)
+    assert try_acquire(lock, 0)
+    assert path.read_bytes() == MINE.encode()
+    lock.release()
+    assert path.read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("holder", "asker", "expected"),
+    [
+        (None, MINE, False),  # free: nothing to tell
+        (MINE, MINE, False),  # held for the asker's URL: wait
+        (OTHER, MINE, True),  # held for another URL: do not wait
+    ],
+)
+def test_held_for_other(tmp_path: Path, holder: str | None, asker: str, expected: bool) -> None:
+    path = str(tmp_path / "0.lock")
+    lock = key_lock(path, holder or MINE, 0)
+    if holder is not None:
+        assert try_acquire(lock, 0)
+    try:
+        assert held_for_other(key_lock(path, asker, 0), asker) is expected
+    finally:
+        if holder is not None:
+            lock.release()
+
+
+def test_a_stale_mark_of_a_dead_holder_does_not_stop_the_next_one(tmp_path: Path) -> None:
+    path = tmp_path / "0.lock"
+    path.write_bytes(OTHER.encode())  # left by a process that died holding the lock
+    lock = key_lock(str(path), MINE, 0)
+    assert wait_for_fetch(lock, MINE, 0)  # free: the wait is over at once
+    assert try_acquire(lock, 0)
+    assert path.read_bytes() == MINE.encode()
+    lock.release()
+
+
+def test_waiting_for_a_fetch_of_the_same_url_times_out(tmp_path: Path) -> None:
+    path = str(tmp_path / "0.lock")
+    holder = key_lock(path, MINE, 0)
+    assert try_acquire(holder, 0)
+    try:
+        assert not wait_for_fetch(key_lock(path, MINE, 0), MINE, 0.05)
+        assert wait_for_fetch(key_lock(path, OTHER, 0), OTHER, 0.05)  # another URL's
+    finally:
+        holder.release()
