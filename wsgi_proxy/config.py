@@ -207,7 +207,8 @@ class ServerConfig:
     """WSGI_PROXY_MAX_HEADER_SIZE: longest request header field in bytes; longer: 431."""
     log_format: str
     """WSGI_PROXY_LOG_FORMAT: ``text`` (gunicorn's access log plus cache status and origin
-    time) or ``json`` (one JSON object per request)."""
+    time), ``json`` (one JSON object per request) or ``off`` (no access log: nginx in front
+    logs every request already)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -378,8 +379,8 @@ def _url_length(raw: str) -> int:
 
 
 def _log_format(raw: str) -> str:
-    if raw not in ("text", "json"):
-        raise ValueError("expected text or json")
+    if raw not in ("text", "json", "off"):
+        raise ValueError("expected text, json or off")
     return raw
 
 

@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from wsgi_proxy import headers as h
@@ -24,6 +25,7 @@ def primary_key(origin_url: str, target: str) -> str:
     return f"GET {origin_url}{target}"
 
 
+@functools.lru_cache(maxsize=8192)  # every hit needs its key's file name: hashed once
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -31,7 +31,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.
         "control_socket_disable": True,
         "on_starting": on_starting,
-        "accesslog": "-",
+        "accesslog": None if server.log_format == "off" else "-",
         "access_log_format": ACCESS_LOG_FORMAT,
         "logger_class": JsonLogger if server.log_format == "json" else ProxyLogger,
     }

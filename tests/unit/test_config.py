@@ -8,6 +8,8 @@ import pytest
 
 from wsgi_proxy.config import Config, Origin, ServerConfig, parse_size
 from wsgi_proxy.errors import ConfigError
+from wsgi_proxy.logs import JsonLogger, ProxyLogger
+from wsgi_proxy.server import gunicorn_settings
 
 
 def test_defaults_need_nothing() -> None:
@@ -67,3 +69,17 @@ def test_origin_authority_omits_default_port() -> None:
 def test_server_config_bad_worker_count() -> None:
     with pytest.raises(ConfigError, match="WSGI_PROXY_WORKERS"):
         ServerConfig.from_env({"WSGI_PROXY_WORKERS": "many"})
+
+
+@pytest.mark.parametrize(
+    ("value", "logger", "accesslog"),
+    [("text", ProxyLogger, "-"), ("json", JsonLogger, "-"), ("off", ProxyLogger, None)],
+)
+def test_log_format(value: str, logger: type, accesslog: str | None) -> None:
+    settings = gunicorn_settings(ServerConfig.from_env({"WSGI_PROXY_LOG_FORMAT": value}))
+    assert (settings["logger_class"], settings["accesslog"]) == (logger, accesslog)
+
+
+def test_bad_log_format_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="WSGI_PROXY_LOG_FORMAT"):
+        ServerConfig.from_env({"WSGI_PROXY_LOG_FORMAT": "xml"})

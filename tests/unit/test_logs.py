@@ -11,7 +11,7 @@ import pytest
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.glogging import Logger, SafeAtoms
 
-from wsgi_proxy.logs import ACCESS_LOG_FORMAT, ProxyLogger, _Atoms
+from wsgi_proxy.logs import ACCESS_LOG_FORMAT, ProxyLogger, _Atoms, _default_line
 
 
 @dataclass
@@ -69,6 +69,16 @@ def test_lazy_atoms_match_gunicorn(
     rt = datetime.timedelta(seconds=1, microseconds=2345)
     expected = fmt % SafeAtoms(logger.atoms(resp, req, environ, rt))
     assert fmt % _Atoms(resp, req, environ, rt) == expected, name
+
+
+@pytest.mark.parametrize(("name", "resp", "req", "environ"), CASES, ids=[c[0] for c in CASES])
+def test_default_line_matches_gunicorn(
+    name: str, resp: Resp, req: Req, environ: dict[str, Any]
+) -> None:
+    logger = Logger(GunicornConfig())
+    rt = datetime.timedelta(seconds=2, microseconds=345678)
+    expected = ACCESS_LOG_FORMAT % SafeAtoms(logger.atoms(resp, req, environ, rt))
+    assert _default_line(resp, environ, rt) == expected, name
 
 
 def test_time_atom_is_now_in_the_common_log_format() -> None:
