@@ -23,8 +23,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from wsgi_proxy.entryfile import TMP_PREFIX
 from wsgi_proxy.locks import try_acquire
-from wsgi_proxy.store import TMP_PREFIX, Store
+from wsgi_proxy.store import Store
 
 log = logging.getLogger(__name__)
 

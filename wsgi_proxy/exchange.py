@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from wsgi_proxy import headers as h
+from wsgi_proxy.entryfile import EntryWriter
 from wsgi_proxy.errors import (
     BadRequest,
     ClientTimeout,
@@ -26,7 +27,7 @@ from wsgi_proxy.errors import (
     UnsupportedCoding,
 )
 from wsgi_proxy.model import RequestHead
-from wsgi_proxy.store import EntryWriter, Hit
+from wsgi_proxy.store import Hit
 from wsgi_proxy.upstream import OriginResponse
 
 if TYPE_CHECKING:

@@ -31,6 +31,7 @@ from wsgi_proxy import headers as h
 from wsgi_proxy import keys, policy
 from wsgi_proxy.admin import Admin
 from wsgi_proxy.config import Config
+from wsgi_proxy.entryfile import EntryWriter
 from wsgi_proxy.errors import NotInCache, OriginBroken, ProxyError, RangeNotSatisfiable
 from wsgi_proxy.exchange import (
     Environ,
@@ -44,7 +45,7 @@ from wsgi_proxy.locks import try_acquire, wait_for_fetch
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.shared_tier import SharedTier
-from wsgi_proxy.store import EntryWriter, Hit, PassMarker, Store
+from wsgi_proxy.store import Hit, PassMarker, Store
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
 log = logging.getLogger(__name__)

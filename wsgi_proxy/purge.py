@@ -22,7 +22,8 @@ from typing import Any, Literal, assert_never
 from urllib.parse import urlencode
 
 from wsgi_proxy import keys
-from wsgi_proxy.store import TMP_PREFIX, Store
+from wsgi_proxy.entryfile import TMP_PREFIX
+from wsgi_proxy.store import Store
 
 
 @dataclass(frozen=True, slots=True)

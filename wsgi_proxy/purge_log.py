@@ -42,10 +42,11 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from wsgi_proxy import purge as purging
+from wsgi_proxy.entryfile import TMP_PREFIX
 from wsgi_proxy.locks import try_acquire
 from wsgi_proxy.purge import Purge
 from wsgi_proxy.shared_tier import KEY_PREFIX, RedisLink
-from wsgi_proxy.store import TMP_PREFIX, Store
+from wsgi_proxy.store import Store
 
 if TYPE_CHECKING:
     from redis import Redis

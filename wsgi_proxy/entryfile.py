@@ -1,0 +1,243 @@
+"""One cache entry on disk: its versioned format, how it is read, and how it is written.
+
+Format, version 1 (the ``MAGIC`` bytes name it): a 16-byte prefix (magic, header length,
+header CRC-32), a JSON header block, then the body. The header records the body's length,
+in a fixed-width field so the final header is as long as the placeholder written first,
+and the body's CRC-32.
+
+Invariants:
+- An entry is written to a temporary file (named with ``TMP_PREFIX``) in the folder it is
+  published in, and published with ``os.replace``, so a reader sees a whole entry or none;
+  readers take no lock.
+- A body is published only when all of it arrived; anything short, or over ``max_body``,
+  is dropped with its temporary file.
+- A decoded header block is memoised on its exact bytes and shared by every reader: it is
+  never mutated, and a changed byte parses afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import secrets
+import struct
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from wsgi_proxy.model import Entry, ResponseHead
+
+if TYPE_CHECKING:
+    from wsgi_proxy.store import Store
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"WSPX\x00\x01\r\n"
+_PREFIX = struct.Struct(">8sII")
+_LENGTH_WIDTH = 20
+_FIRST_READ = 8192
+# Every temporary file in the cache folder starts with this: scans and caps skip them.
+TMP_PREFIX = ".tmp."
+# Parsed header blocks each worker keeps (a few KiB each): the hot set skips JSON parsing.
+_MEMO_SIZE = 4096
+_CRC_BLOCK = 1 << 20
+_ENTRY = "\0entry"  # where a decoded header keeps its Entry; the writer never uses it
+
+
+class CorruptEntry(Exception):
+    pass
+
+
+class EntryWriter:
+    """Streams one entry to a temporary file; ``commit`` publishes it, ``abort`` drops it."""
+
+    def __init__(
+        self,
+        store: Store,
+        path: Path,
+        meta: dict[str, Any],
+        expected_length: int | None,
+        max_body: int,
+    ) -> None:
+        self.store = store
+        self.path = path
+        self.meta = meta
+        self.expected_length = expected_length
+        self.max_body = max_body
+        self.length = 0
+        self.crc = 0
+        self.failed = False
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}.{secrets.token_hex(6)}"
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.header_size = len(self._header(0, 0))
+        try:
+            _write_all(self.fd, self._header(0, 0))
+        except OSError:
+            self.abort()
+            raise
+
+    def _header(self, length: int, crc: int) -> bytes:
+        meta = {**self.meta, "body_length": f"{length:0{_LENGTH_WIDTH}d}", "body_crc": f"{crc:08x}"}
+        block = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+        return _PREFIX.pack(MAGIC, len(block), zlib.crc32(block)) + block
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``; past ``max_body`` or on a disk error the entry is dropped."""
+        if self.failed:
+            return
+        self.length += len(chunk)
+        if self.length > self.max_body:
+            log.debug("not stored: body larger than %d bytes: %s", self.max_body, self.path)
+            self.abort()
+            return
+        try:
+            _write_all(self.fd, chunk)
+        except OSError as exc:
+            log.warning("cache write failed (%s): passing through", exc)
+            self.abort()
+            return
+        self.crc = zlib.crc32(chunk, self.crc)
+
+    def copy_from(self, src_fd: int, offset: int, count: int, crc: int) -> None:
+        """Copy a body from another file inside the kernel."""
+        self.max_body = count
+        copied = 0
+        while copied < count:
+            sent = os.copy_file_range(src_fd, self.fd, count - copied, offset + copied)
+            if sent == 0:
+                raise OSError("source shorter than its recorded length")
+            copied += sent
+        # The body was checked when it was published; its checksum carries over.
+        self.length = count
+        self.crc = crc
+
+    def commit(self) -> bool:
+        """Publish the entry if the body is whole; True when published."""
+        if self.failed:
+            return False
+        if self.expected_length is not None and self.length != self.expected_length:
+            log.warning(
+                "not stored: body of %d bytes, expected %d", self.length, self.expected_length
+            )
+            self.abort()
+            return False
+        try:
+            header = self._header(self.length, self.crc)
+            if len(header) != self.header_size:
+                raise OSError("header size changed")  # cannot happen: fixed-width fields
+            os.pwrite(self.fd, header, 0)
+            os.close(self.fd)
+            self.fd = -1
+            try:
+                replaced = self.path.stat().st_size
+            except FileNotFoundError:
+                replaced = 0
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            log.warning("cannot publish cache entry %s: %s", self.path, exc)
+            self.abort()
+            return False
+        self.store.usage.add(self.header_size + self.length - replaced)
+        self.store.after_publish(self.path, self.meta)
+        return True
+
+    def abort(self) -> None:
+        self.failed = True
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def read_header(file: BinaryIO) -> tuple[dict[str, Any], int, bytes]:
+    """The header block of the entry ``file`` is open on (read from its start), where the
+    body begins, and the body bytes that came with the read. The returned dict is shared
+    by every reader: never mutate it."""
+    first = file.read(_FIRST_READ)
+    if len(first) < _PREFIX.size:
+        raise CorruptEntry("short prefix")
+    _, length, _ = _PREFIX.unpack_from(first)
+    end = _PREFIX.size + length
+    if len(first) < end:
+        first += file.read(end - len(first))
+    return _decode_header(first[:end]), end, first[end:]
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
+def _decode_header(raw: bytes) -> dict[str, Any]:
+    """Checks and parses prefix and header block. Memoised on the exact bytes, so a hot
+    entry is checked and parsed once per worker, and any changed byte parses afresh."""
+    magic, length, crc = _PREFIX.unpack_from(raw)
+    if magic != MAGIC:
+        raise CorruptEntry("bad magic or version")
+    block = raw[_PREFIX.size :]
+    if len(block) != length or zlib.crc32(block) != crc:
+        raise CorruptEntry("header checksum mismatch")
+    meta = json.loads(block)
+    if not isinstance(meta, dict):
+        raise CorruptEntry("header is not an object")
+    if meta.get("kind") == "response":
+        meta[_ENTRY] = _build_entry(meta)  # parsed once with the block, not on every hit
+    return meta
+
+
+def entry_of(meta: dict[str, Any]) -> Entry:
+    entry: Entry = meta[_ENTRY]
+    return entry
+
+
+def meta_of(entry: Entry) -> dict[str, Any]:
+    return {
+        "kind": "response",
+        "key": entry.key,
+        "status": entry.head.status,
+        "reason": entry.head.reason,
+        "headers": [list(pair) for pair in entry.head.headers],
+        "request_time": entry.request_time,
+        "response_time": entry.response_time,
+        "vary": [list(pair) for pair in entry.vary],
+        "tags": list(entry.tags),
+        "soft_purged": entry.soft_purged,
+    }
+
+
+def _build_entry(meta: dict[str, Any]) -> Entry:
+    head = ResponseHead(
+        int(meta["status"]),
+        str(meta["reason"]),
+        tuple((str(k), str(v)) for k, v in meta["headers"]),
+    )
+    return Entry(
+        key=str(meta["key"]),
+        head=head,
+        request_time=float(meta["request_time"]),
+        response_time=float(meta["response_time"]),
+        vary=tuple((str(n), None if v is None else str(v)) for n, v in meta["vary"]),
+        body_length=int(meta["body_length"]),
+        tags=tuple(str(t) for t in meta.get("tags", ())),
+        soft_purged=bool(meta.get("soft_purged", False)),
+    )
+
+
+def crc_of(fd: int, offset: int, length: int) -> int:
+    crc, end = 0, offset + length
+    while offset < end:
+        block = os.pread(fd, min(_CRC_BLOCK, end - offset), offset)
+        if not block:
+            raise OSError(f"short body: {end - offset} bytes missing")
+        crc = zlib.crc32(block, crc)
+        offset += len(block)
+    return crc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
