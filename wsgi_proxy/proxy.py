@@ -1,4 +1,6 @@
 """The WSGI entry: runs one request through keys -> store -> policy -> upstream -> store.
+What is sent to the origin is built in forwarding.py; what comes back is stored by
+filling.py, which also runs the background refreshes.
 
 Invariants:
 - Every response carries ``X-Cache`` (HIT when the body came from the cache, revalidated or
@@ -18,11 +20,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import assert_never
 
 from werkzeug.wsgi import FileWrapper
@@ -31,7 +31,6 @@ from wsgi_proxy import headers as h
 from wsgi_proxy import keys, policy
 from wsgi_proxy.admin import Admin
 from wsgi_proxy.config import Config
-from wsgi_proxy.entryfile import EntryWriter
 from wsgi_proxy.errors import NotInCache, OriginBroken, ProxyError, RangeNotSatisfiable
 from wsgi_proxy.exchange import (
     Environ,
@@ -41,35 +40,17 @@ from wsgi_proxy.exchange import (
     request_body,
     request_head,
 )
+from wsgi_proxy.filling import ERROR_STATUSES, Filler
+from wsgi_proxy.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.locks import try_acquire, wait_for_fetch
 from wsgi_proxy.metrics import Metrics
-from wsgi_proxy.model import Entry, RequestHead, ResponseHead
+from wsgi_proxy.model import Entry, ResponseHead
 from wsgi_proxy.shared_tier import SharedTier
 from wsgi_proxy.store import Hit, PassMarker, Store
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
 log = logging.getLogger(__name__)
 
-# Request fields never passed to the origin: those meaning something to this hop only
-# (gunicorn answers Expect itself), those this proxy sets, and those that would let a client
-# change what the origin answers without changing the cache key (cache poisoning).
-_NOT_FORWARDED = (
-    "host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-    "surrogate-capability", "forwarded", "x-forwarded-scheme", "x-forwarded-port",
-    "x-forwarded-server", "x-forwarded-prefix", "x-host", "x-original-url", "x-rewrite-url",
-    "x-original-host", "x-http-method-override", "x-http-method", "x-method-override",
-    "x-wsgi-proxy-peer",  # between nodes of a cluster only (shared_tier.PEER_HEADER)
-)  # fmt: skip
-_CLIENT_CONDITIONALS = ("if-none-match", "if-modified-since")
-# Origin answers that let a stale entry be served instead (RFC 5861 section 4).
-_ERROR_STATUSES = frozenset({500, 502, 503, 504})
-# Not-storable reasons that come from the response, not this request: worth remembering so
-# later requests for the URL do not wait on the lock (Varnish's hit-for-miss).
-_PASS_REASONS = frozenset(
-    {"no-store", "private", "set-cookie", "no freshness information", "stale and no validator",
-     "vary *", "no-cache and no validator", "must-understand", "too large"}
-)  # fmt: skip
-PASS_TTL = 60.0
 FILE_BLOCK = 256 * 1024
 # Stored bodies up to this size are read into memory and sent with the head; larger ones go
 # by wsgi.file_wrapper (sendfile) with flat memory.
@@ -92,7 +73,6 @@ class ProxyApp:
     ) -> None:
         self.config = config
         self.store = store
-        self.upstream = upstream
         self.metrics = metrics
         self.admin = Admin(config, store, metrics)
         self.clock = clock
@@ -103,10 +83,14 @@ class ProxyApp:
         # the purge tags are for the admin interface.
         self.private_fields = (*(f.lower() for f in config.targeted_fields),
                                config.tag_header.lower())  # fmt: skip
-        self.capability = f'{config.via_name}="Surrogate/1.0"'
         # stale-while-revalidate refreshes; a few threads, since each needs the URL's lock.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
-        # Cluster hook (shared_tier.py): set by create_app when WSGI_PROXY_REDIS_URL is set.
+        self.forwarder = Forwarder(config, upstream, metrics, clock)
+        self.filler = Filler(
+            config, store, self.forwarder, self.targeting, background=self.background, clock=clock
+        )
+        # Cluster hook (shared_tier.py): set by create_app when WSGI_PROXY_REDIS_URL is set,
+        # here for cross-node coalescing and on the filler for the tag index.
         self.shared: SharedTier | None = None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -146,7 +130,7 @@ class ProxyApp:
                 return self._serve(ex, age, self._hit_status(ttl), "hit")
             case policy.Stale(age=age, ttl=ttl):
                 log.debug("stale-while-revalidate %s age=%.0f", ex.primary, age)
-                self._refresh_later(ex)
+                self.filler.refresh_later(ex)
                 status = self._hit_status(ttl, "stale-while-revalidate")
                 return self._serve(ex, age, status, "stale")
             case policy.Unavailable():
@@ -210,12 +194,12 @@ class ProxyApp:
         a 304 to our revalidation, or the stale entry when the origin fails."""
         revalidating = isinstance(decision, policy.Revalidate) and ex.found is not None
         try:
-            fields = self._forwarded_fields(ex)
+            fields = self.forwarder.fields(ex)
             if isinstance(decision, policy.Revalidate) and revalidating:
-                fields = (*h.without(fields, _CLIENT_CONDITIONALS), *decision.conditional)
+                fields = (*h.without(fields, CLIENT_CONDITIONALS), *decision.conditional)
             body, chunked = request_body(ex.environ, self.config.max_body_size)
-            resp, times = self._send(ex.req.method, ex.req.target, fields, body, ex.environ,
-                                     chunked=chunked)  # fmt: skip
+            resp, times = self.forwarder.send(ex.req.method, ex.req.target, fields, body,
+                                              ex.environ, chunked=chunked)  # fmt: skip
         except ProxyError as exc:
             if self._is_stale_usable(ex):
                 return self._serve_stale(ex, exc.detail)
@@ -231,7 +215,7 @@ class ProxyApp:
             return self._refreshed(ex, head, times, decision.fwd)
         if revalidating:
             self.metrics.revalidations.labels("modified").inc()
-        if head.status in _ERROR_STATUSES and self._is_stale_usable(ex):
+        if head.status in ERROR_STATUSES and self._is_stale_usable(ex):
             resp.close()
             return self._serve_stale(ex, f"the origin answered {head.status}", head.status)
         if ex.found is not None:
@@ -264,7 +248,7 @@ class ProxyApp:
     ) -> Iterable[bytes]:
         """RFC 9111 section 4.3.4: freshen the stored response with the 304's fields."""
         assert ex.found is not None  # noqa: S101 - only called when revalidating
-        ex.found = self._apply_304(ex.found, head, times)
+        ex.found = self.filler.apply_304(ex.found, head, times)
         ex.release_lock()
         entry = ex.found.entry
         age = policy.current_age(entry, self.clock())
@@ -272,18 +256,6 @@ class ProxyApp:
         log.debug("revalidated %s: 304", entry.key)
         status = h.format_cache_status(self.name, fwd=fwd, fwd_status=304, ttl=_int(ttl))
         return self._serve(ex, age, status, "revalidated")
-
-    def _apply_304(self, found: Hit, head: ResponseHead, times: tuple[float, float]) -> Hit:
-        stored = found.entry
-        entry = replace(
-            stored,
-            head=policy.updated_head(stored.head, head),
-            request_time=times[0],
-            response_time=times[1],
-            soft_purged=False,
-        )
-        self.store.refresh(found, entry)
-        return replace(found, entry=entry)
 
     def _stream_fresh(
         self,
@@ -294,7 +266,7 @@ class ProxyApp:
         times: tuple[float, float],
     ) -> Iterable[bytes]:
         """Stream a full response to the client, and to the cache when it may be stored."""
-        writer, detail = self._start_storing(
+        writer, detail = self.filler.start_storing(
             ex.req, ex.primary, head, times, resp.content_length, pass_until=ex.pass_until
         )
         ttl = None
@@ -314,95 +286,6 @@ class ProxyApp:
         outcome = "miss" if writer is not None else "pass"
         ex.start_response(head.status_line, [*fields, *self._marks("MISS", status, outcome)])
         return body
-
-    def _start_storing(
-        self,
-        req: RequestHead,
-        primary: str,
-        head: ResponseHead,
-        times: tuple[float, float],
-        length: int | None,
-        *,
-        pass_until: float = 0.0,
-    ) -> tuple[EntryWriter | None, str | None]:
-        """A writer for a storable response, or None and the reason it is not stored; an
-        unstorable response leaves a pass marker so later requests do not wait for it
-        (renewed when half of the one found, ending at ``pass_until``, has run out: not a
-        file write on every pass)."""
-        decision = policy.decide_store(req, head, times[1], self.targeting)
-        if isinstance(decision, policy.Store) and (length or 0) > self.config.max_object_size:
-            decision = policy.NotStorable("too large")
-        if isinstance(decision, policy.NotStorable):
-            # A pass marker replaces what is stored: not for a 5xx, which is passing and
-            # must leave a stale entry in place for stale-if-error.
-            remember = head.status < 500 and req.get("authorization") is None
-            renew = pass_until - times[1] < PASS_TTL / 2
-            if decision.reason in _PASS_REASONS and remember and renew:
-                self.store.publish_marker(primary, {"kind": "pass", "until": times[1] + PASS_TTL})
-            log.debug("fetched %s: %d, not stored: %s", primary, head.status, decision.reason)
-            return None, decision.reason
-        names = keys.vary_names(head.headers) or ()
-        tags = tuple((head.get(self.config.tag_header) or "").split())
-        entry = Entry(primary, policy.stored_headers(head, decision), times[0], times[1],
-                      keys.vary_values(names, req.headers), 0, tags)  # fmt: skip
-        writer = self.store.begin(
-            entry, expected_length=length, max_body=self.config.max_object_size
-        )
-        if self.shared is not None and tags and writer is not None:  # cluster hook: tag index
-            self.shared.register_tags(tags, req.target)
-        log.debug("fetched %s: %d, storing", primary, head.status)
-        return writer, None if writer is not None else "cache write failed"
-
-    def _refresh_later(self, ex: Exchange) -> None:
-        """Revalidate in the background (stale-while-revalidate), once across workers: the
-        refresh runs only if it can take the URL's lock at once."""
-        fields = h.without(self._forwarded_fields(ex), _CLIENT_CONDITIONALS)
-        req = RequestHead("GET", ex.req.target, ex.req.headers)
-        self.background.submit(self._refresh, ex.primary, req, fields)
-
-    def _refresh(self, primary: str, req: RequestHead, fields: h.Headers) -> None:
-        lock = self.store.key_lock(primary, 0)
-        if not try_acquire(lock, 0):
-            return
-        try:
-            now = self.clock()
-            found = self.store.lookup(primary, req.headers, now)
-            if not isinstance(found, Hit):
-                return
-            with found.file:
-                age = policy.current_age(found.entry, now)
-                lifetime = policy.freshness_lifetime(
-                    found.entry.head, found.entry.response_time, self.targeting
-                )
-                if lifetime > age:
-                    return  # refreshed meanwhile
-                conditional = policy.validators(found.entry.head)
-                resp, times = self._send("GET", req.target, (*fields, *conditional), None, None,
-                                         chunked=False)  # fmt: skip
-                head = ResponseHead(resp.head.status, resp.head.reason,
-                                    h.end_to_end(resp.head.headers))  # fmt: skip
-                if head.status == 304 and conditional:
-                    resp.close()
-                    self._apply_304(found, head, times)
-                    return
-                if head.status in _ERROR_STATUSES:
-                    resp.close()
-                    log.warning("background refresh of %s: origin answered %d, kept stale",
-                                primary, head.status)  # fmt: skip
-                    return
-            writer, _ = self._start_storing(req, primary, head, times, resp.content_length)
-            body = StreamingBody(resp, writer, None, None)
-            try:
-                for _ in body:
-                    pass
-            finally:
-                body.close()
-        except ProxyError as exc:
-            log.warning("background refresh of %s failed: %s", primary, exc.detail)
-        except Exception:
-            log.exception("background refresh of %s failed", primary)
-        finally:
-            lock.release()
 
     def _hit_status(self, ttl: float, detail: str | None = None) -> str:
         return h.format_cache_status(self.name, hit=True, ttl=_int(ttl), detail=detail)
@@ -473,8 +356,8 @@ class ProxyApp:
     def _forward(self, ex: Exchange) -> Iterable[bytes]:
         """Other methods: forwarded as they are; a success invalidates (section 4.4)."""
         body, chunked = request_body(ex.environ, self.config.max_body_size)
-        fields = self._forwarded_fields(ex)
-        resp, _ = self._send(ex.req.method, ex.req.target, fields, body, ex.environ,
+        fields = self.forwarder.fields(ex)
+        resp, _ = self.forwarder.send(ex.req.method, ex.req.target, fields, body, ex.environ,
                              chunked=chunked)  # fmt: skip
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
         for target in policy.invalidated_targets(ex.req, head, self.origin_url):
@@ -486,59 +369,6 @@ class ProxyApp:
         return stream
 
     # ---- helpers ------------------------------------------------------------------------
-
-    def _forwarded_fields(self, ex: Exchange) -> h.Headers:
-        """The client's end-to-end fields for the origin, with Host, Via and X-Forwarded-*
-        set by this proxy (RFC 9110 section 7.6.3); X-Forwarded-For keeps only the entries
-        added by the trusted proxies in front."""
-        req, environ = ex.req, ex.environ
-        client = str(environ.get("REMOTE_ADDR", ""))
-        chain = h.forwarded_for(req.get("x-forwarded-for"), client, self.config.trusted_proxies)
-        protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/")
-        fields = [
-            *h.without(req.headers, _NOT_FORWARDED),
-            ("Host", self.upstream.host),
-            ("X-Forwarded-For", chain),
-            ("X-Forwarded-Proto", self._scheme(environ)),
-        ]
-        if environ.get("HTTP_HOST"):
-            fields.append(("X-Forwarded-Host", str(environ["HTTP_HOST"])))
-        fields.append(("Via", f"{protocol} {self.name}"))
-        fields.append(("Surrogate-Capability", self.capability))
-        return tuple(fields)
-
-    def _send(
-        self,
-        method: str,
-        target: str,
-        fields: h.Headers,
-        body: Iterable[bytes] | None,
-        environ: Environ | None,
-        *,
-        chunked: bool,
-    ) -> tuple[OriginResponse, tuple[float, float]]:
-        """Send to the origin; (response, (request time, response time)). Records the
-        origin's latency in the metrics and, for gunicorn's access log, in the environ."""
-        request_time = self.clock()
-        try:
-            resp = self.upstream.send(method, target, fields, body, chunked=chunked)
-        except ProxyError:
-            self.metrics.origin_requests.labels("error").inc()
-            raise
-        response_time = self.clock()
-        self.metrics.origin_requests.labels(str(resp.head.status)).inc()
-        self.metrics.origin_seconds.observe(response_time - request_time)
-        if environ is not None:
-            environ["wsgi_proxy.origin_ms"] = f"{(response_time - request_time) * 1000:.1f}"
-        return resp, (request_time, response_time)
-
-    def _scheme(self, environ: Environ) -> str:
-        """The scheme the client used. gunicorn takes it from X-Forwarded-Proto when the
-        peer is in its forwarded_allow_ips (loopback by default); that is nginx only when
-        proxies are trusted, so without them the connection itself decides."""
-        if self.config.trusted_proxies > 0:
-            return str(environ.get("wsgi.url_scheme", "http"))
-        return "https" if isinstance(environ.get("gunicorn.socket"), ssl.SSLSocket) else "http"
 
     def _count_origin_bytes(self, count: int) -> None:
         self.metrics.count_bytes("origin", count)
