@@ -134,7 +134,7 @@ class Config:
             max_body_size=_read(env, "MAX_BODY_SIZE", "100M", parse_size),
             lock_timeout=_read(env, "LOCK_TIMEOUT", "10", parse_seconds),
             pool_size=_read(env, "POOL_SIZE", "64", _positive_int),
-            lock_stripes=_read(env, "LOCK_STRIPES", "1024", _positive_int),
+            lock_stripes=_read(env, "LOCK_STRIPES", "65536", _positive_int),
             stale_if_error=_read(env, "STALE_IF_ERROR", "300", parse_seconds_or_zero),
             max_variants=_read(env, "MAX_VARIANTS", "32", _positive_int),
             tag_header=_read(env, "TAG_HEADER", "Surrogate-Key", parse_token),
