@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 
@@ -52,8 +53,14 @@ def has(headers: Headers, name: str) -> bool:
 
 def without(headers: Headers, names: Iterable[str]) -> Headers:
     """``headers`` minus every field whose lower-cased name is in ``names``."""
-    drop = {n.lower() for n in names}
+    drop = _lowered(names) if isinstance(names, tuple) else {n.lower() for n in names}
     return tuple((k, v) for k, v in headers if k.lower() not in drop)
+
+
+@functools.lru_cache(maxsize=256)
+def _lowered(names: tuple[str, ...]) -> frozenset[str]:
+    """The lower-cased set of a tuple of names (the callers' constants: made once)."""
+    return frozenset(n.lower() for n in names)
 
 
 def replace(headers: Headers, name: str, value: str) -> Headers:
@@ -70,8 +77,9 @@ def parse_list(value: str | None) -> list[str]:
 
 def end_to_end(headers: Headers) -> Headers:
     """Drop hop-by-hop fields and those named in ``Connection`` (RFC 9110 section 7.6.1)."""
-    named = {n.lower() for n in parse_list(get(headers, "connection"))}
-    return tuple((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP | named)
+    named = parse_list(get(headers, "connection"))
+    drop = HOP_BY_HOP | {n.lower() for n in named} if named else HOP_BY_HOP
+    return tuple((k, v) for k, v in headers if k.lower() not in drop)
 
 
 def from_environ(environ: Mapping[str, object]) -> Headers:
