@@ -3,24 +3,26 @@
 Server settings only; each can be changed with the WSGI_PROXY_* variable named in
 wsgi_proxy/config.py (ServerConfig), and `-b`/`--workers` flags win over this file.
 
-Chosen with the benchmark (tests/bench/run.py; figures in the README's Performance section):
+Measured with the benchmark (tests/bench/run.py; figures in the README's Performance
+section) where it says so; the rest is reasoned, not measured:
 - worker_class gthread: a proxy mostly waits on the origin and the disk; threads hold many
   slow origin requests per process, and gunicorn's gthread poller keeps idle keep-alive
   connections off the threads. Hits are sent with sendfile, which gthread supports. (The
   shared benchmark found gevent no faster for a bare app and its p99 worse, and sync has no
   keep-alive.)
-- workers 2: one per core; 4 workers were no faster than 2 on 2 cores.
+- workers 2: one per core (the shared benchmark found 4 workers of a bare app no faster
+  than 2 on 2 cores; not measured with this proxy).
 - threads 16: measured 4, 8, 16, 32 and 64 per worker. Fewer threads queue slow origin
   requests: 50 concurrent misses of different URLs whose origin takes 0.5 s took 3.6 s with
   4 and 2.1 s with 8, 1.1 s with 16 and 32. More threads lengthen the tail of cache hits
   under load, since every runnable thread contends for the GIL: HIT p99 at 64 connections
-  was 0.9 to 1.5 times the bare app's with 16 and 1.9 to 2.5 times with 32 and 64;
+  was 0.9 to 1.6 times the bare app's with 16 and 1.9 to 2.5 times with 32 and 64;
   throughput did not change with the count beyond the noise. Raise it for an origin that
   is slow under many concurrent requests.
 - keepalive 5 s: nginx in front reuses its connections (keepalive in deploy/nginx); idle
   ones cost no thread under gthread. backlog 2048: bursts of new connections queue in the
-  kernel instead of being refused. Neither changes the benchmark's figures (its connections
-  are persistent).
+  kernel instead of being refused. Not measured: the benchmark's connections are
+  persistent and arrive at once, so it exercises neither.
 - accesslog "-": to stdout (the journal under systemd), with the cache status and the
   origin's latency on each line; WSGI_PROXY_LOG_FORMAT=json for one JSON object a line.
 - timeout 60 s: gthread workers heartbeat from their main loop, so a long download does not

@@ -46,7 +46,7 @@ def create_app(config: Config | None = None) -> Any:
     # node, and the shared tier; it catches up with the purge log before the first request.
     cluster = Cluster(config, store, metrics)
     app.admin.cluster = cluster
-    app.shared = app.filler.shared = cluster.shared
+    app.shared = cluster.shared
     cluster.start()
     return app
 

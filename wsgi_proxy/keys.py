@@ -25,7 +25,9 @@ def primary_key(origin_url: str, target: str) -> str:
     return f"GET {origin_url}{target}"
 
 
-@functools.lru_cache(maxsize=8192)  # every hit needs its key's file name: hashed once
+# Every hit needs its key's file name: the hot keys are hashed once per worker. Small, as a
+# key can be 8 KiB long: at most 8 MiB per worker however long the URLs are.
+@functools.lru_cache(maxsize=1024)
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -89,9 +89,16 @@ class ProxyApp:
         self.filler = Filler(
             config, store, self.forwarder, self.targeting, background=self.background, clock=clock
         )
-        # Cluster hook (shared_tier.py): set by create_app when WSGI_PROXY_REDIS_URL is set,
-        # here for cross-node coalescing and on the filler for the tag index.
-        self.shared: SharedTier | None = None
+
+    @property
+    def shared(self) -> SharedTier | None:
+        """Cluster hook (shared_tier.py), set by create_app when WSGI_PROXY_REDIS_URL is
+        set: cross-node coalescing here, the tag index in the filler, which holds it."""
+        return self.filler.shared
+
+    @shared.setter
+    def shared(self, shared: SharedTier | None) -> None:
+        self.filler.shared = shared
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin.is_admin_request(environ):
