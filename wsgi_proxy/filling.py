@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -131,7 +132,7 @@ class Filler:
             found = self.store.lookup(primary, req.headers, now)
             if not isinstance(found, Hit):
                 return
-            with found.file:
+            with contextlib.closing(found):
                 age = policy.current_age(found.entry, now)
                 lifetime = policy.freshness_lifetime(
                     found.entry.head, found.entry.response_time, self.targeting

@@ -302,6 +302,37 @@ def decide_lookup(
     return _revalidate_or_forward(entry, "stale")
 
 
+# The request fields that decide_lookup, is_not_modified and the range check read (RFC 9111
+# sections 4.3.2, 5.2.1 and 5.4; RFC 9110 section 14.2). Without any of them the reuse of a
+# stored response that does not vary depends on the response and the time alone.
+REUSE_REQUEST_FIELDS = (
+    "cache-control", "pragma", "if-none-match", "if-modified-since", "range", "if-range"
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PlainFreshness:
+    """How a plain request (a GET or HEAD with none of ``REUSE_REQUEST_FIELDS``) is decided
+    for one stored response: ``Fresh`` exactly while ``lifetime - age > 0``, where ``age``
+    is ``initial_age`` plus the time since the response was received (section 4.2.3)."""
+
+    initial_age: float
+    lifetime: float
+
+
+def plain_freshness(entry: Entry, targeting: Targeting = NO_TARGETING) -> PlainFreshness | None:
+    """``decide_lookup`` for a plain request and ``entry``, as a function of time alone; None
+    where it is not one: a response that varies (its request decides), response
+    ``no-cache`` (always revalidated) or a soft purge (always stale)."""
+    if entry.vary or entry.soft_purged:
+        return None
+    if response_directives(entry.head, targeting).cc.get("no-cache", "-") is None:
+        return None
+    initial = _corrected_initial_age(entry.head, entry.request_time, entry.response_time)
+    lifetime = freshness_lifetime(entry.head, entry.response_time, targeting)
+    return PlainFreshness(initial, lifetime)
+
+
 def _is_request_no_cache(req: RequestHead, rcc: dict[str, str | None]) -> bool:
     if "no-cache" in rcc:
         return True

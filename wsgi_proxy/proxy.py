@@ -45,6 +45,7 @@ from wsgi_proxy.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.locks import try_acquire, wait_for_fetch
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, ResponseHead
+from wsgi_proxy.ready import Ready, ReadyAnswers, is_plain
 from wsgi_proxy.shared_tier import SharedTier
 from wsgi_proxy.store import Hit, PassMarker, Store
 from wsgi_proxy.upstream import OriginResponse, Upstream
@@ -58,6 +59,8 @@ SMALL_BODY = 128 * 1024
 # A stored body is checked against its CRC-32 on its first hit in each worker: before it is
 # served up to this size, in the background beyond (a first byte must not wait for a scan).
 VERIFY_INLINE = 8 << 20
+# Bodies of ready answers (ready.py) each worker holds in memory at most.
+READY_BYTES = 32 << 20
 
 
 class ProxyApp:
@@ -85,6 +88,7 @@ class ProxyApp:
                                config.tag_header.lower())  # fmt: skip
         # stale-while-revalidate refreshes; a few threads, since each needs the URL's lock.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
+        self.ready = ReadyAnswers(READY_BYTES)
         self.forwarder = Forwarder(config, upstream, metrics, clock)
         self.filler = Filler(
             config, store, self.forwarder, self.targeting, background=self.background, clock=clock
@@ -108,6 +112,9 @@ class ProxyApp:
             # gunicorn's gthread sockets block without limit: a client that stops reading
             # or sending would hold this thread forever. gunicorn resets it after the request.
             client.settimeout(self.config.client_timeout)
+        answer = self._ready_answer(environ, start_response)
+        if answer is not None:
+            return answer
         try:
             ex = Exchange(request_head(environ), environ, start_response)
             if ex.req.method in ("GET", "HEAD"):
@@ -120,6 +127,40 @@ class ProxyApp:
             return self._error(exc, start_response)
 
     # ---- GET and HEAD -------------------------------------------------------------------
+
+    def _ready_answer(self, environ: Environ, start_response: StartResponse) -> list[bytes] | None:
+        """A plain fresh hit answered as the last time (ready.py), or None: the general flow
+        answers (and may make the answer ready again)."""
+        target = environ.get("RAW_URI")
+        ready = self.ready.get(target) if isinstance(target, str) else None
+        if ready is None or not is_plain(environ):
+            return None
+        assert isinstance(target, str)  # noqa: S101 - a ready answer was found for it
+        now = self.clock()
+        age = ready.freshness.initial_age + max(0.0, now - ready.response_time)
+        ttl = ready.freshness.lifetime - age
+        if ttl <= 0 or not self.store.is_unchanged(ready.location, ready.stamp, now):
+            self.ready.forget(target)
+            return None
+        log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
+        self.ready.given += 1
+        marks = (("Age", str(int(age))), *self._marks("HIT", self._hit_status(ttl), "hit"))
+        start_response(ready.status_line, [*ready.fields, *marks])
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return []
+        self.metrics.count_bytes("cache", len(ready.body))
+        return [ready.body]
+
+    def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, body: bytes) -> None:
+        """Keep the answer just given to a plain request whole, if the next one could be
+        given the same (ready.py)."""
+        freshness = policy.plain_freshness(found.entry, self.targeting)
+        if freshness is None or not is_plain(ex.environ):
+            return
+        status_line, response_time = found.entry.head.status_line, found.entry.response_time
+        ready = Ready(found.stamp, found.location, status_line, fields, body, response_time,
+                      freshness)  # fmt: skip
+        self.ready.add(ex.req.target, ready)
 
     def _cached(self, ex: Exchange) -> Iterable[bytes]:
         ex.primary = keys.primary_key(self.origin_url, ex.req.target)
@@ -333,7 +374,11 @@ class ProxyApp:
             if not intact:
                 return self._reread(ex, found)
             body = (data,)
+            if span == (0, entry.body_length) and ex.req.method == "GET":
+                self._make_ready(ex, found, (*fields, ("Content-Length", str(size))), data)
         else:
+            # The hot set keeps bodies of at most 8 KiB, so a large one is always open.
+            assert found.file is not None  # noqa: S101
             if not self.store.is_verified(found):
                 if entry.body_length > VERIFY_INLINE:
                     self.background.submit(self.store.verify_later, found)

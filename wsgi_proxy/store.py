@@ -41,6 +41,7 @@ from wsgi_proxy.entryfile import (
 )
 from wsgi_proxy.errors import ConfigError
 from wsgi_proxy.headers import Headers
+from wsgi_proxy.hotset import HotSet, Remembered, Stamp, stamp_of
 from wsgi_proxy.locks import KeyLock, key_lock
 from wsgi_proxy.model import Entry
 from wsgi_proxy.usage import UsageCounter
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 _VERIFIED_MAX = 65536
 # A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall.
 TOUCH_INTERVAL = 60.0
+# Small entries each worker remembers (hotset.py): at most 8 KiB each, 32 MiB a worker.
+HOT_ENTRIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +63,16 @@ class Hit:
 
     entry: Entry
     location: str  # the file's path; a str, as building a Path costs on every hit
-    file: BinaryIO
+    file: BinaryIO | None  # None when the hot set had it: the body is whole in ``early``
     body_offset: int
     body_crc: int
-    identity: tuple[int, int, int]  # device, inode and size of the file: which one it is
+    stamp: Stamp  # device, inode, size and mtime of the file when it was opened
     early: bytes = b""
+
+    @property
+    def identity(self) -> tuple[int, int, int]:
+        """Device, inode and size: which file it is (the mtime changes with LRU touches)."""
+        return self.stamp[:3]
 
     @property
     def path(self) -> Path:
@@ -75,10 +83,13 @@ class Hit:
         else one positioned read (short only if the file was damaged since it was opened)."""
         if len(self.early) >= end:
             return self.early[start:end]
+        if self.file is None:
+            raise OSError(f"{self.location}: the body is not open")
         return os.pread(self.file.fileno(), end - start, self.body_offset + start)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,7 @@ class Store:
         self._objects = str(self.objects)
         self._locks = str(self.locks)
         self._verified: set[tuple[int, int, int, int]] = set()
+        self.hot = HotSet(0)  # off until prepare() finds fine-grained timestamps
 
     def prepare(self) -> None:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
@@ -110,7 +122,12 @@ class Store:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = self.state / f"{TMP_PREFIX}probe.{os.getpid()}"
         probe.write_bytes(b"")
+        modified = probe.stat().st_mtime_ns
         probe.unlink()
+        # The hot set tells files apart by inode and mtime: a reused inode with a whole
+        # second's mtime could pass for the file it replaced. Only with finer timestamps.
+        if modified % 1_000_000_000:
+            self.hot = HotSet(HOT_ENTRIES)
 
     def primary_path(self, primary: str) -> Path:
         return Path(self._primary_location(primary))
@@ -127,12 +144,13 @@ class Store:
         opened = self._open(path, primary, now)
         if opened is None:
             return None
-        meta, file, offset, identity, early = opened
+        meta, file, offset, stamp, early = opened
         kind = meta.get("kind")
         if kind == "response":
             crc = int(meta["body_crc"], 16)
-            return Hit(entry_of(meta), path, file, offset, crc, identity, early)
-        file.close()
+            return Hit(entry_of(meta), path, file, offset, crc, stamp, early)
+        if file is not None:
+            file.close()
         if kind == "pass":
             until = float(meta["until"])
             return PassMarker(until) if until > now else None
@@ -142,17 +160,28 @@ class Store:
         opened = self._open(variant_path, primary, now)
         if opened is None:
             return None
-        meta, file, offset, identity, early = opened
+        meta, file, offset, stamp, early = opened
         entry = entry_of(meta)
         if entry.vary != values:
-            file.close()
+            if file is not None:
+                file.close()
             return None
         crc = int(meta["body_crc"], 16)
-        return Hit(entry, variant_path, file, offset, crc, identity, early)
+        return Hit(entry, variant_path, file, offset, crc, stamp, early)
 
     def _open(
         self, path: str, primary: str, now: float
-    ) -> tuple[dict[str, Any], BinaryIO, int, tuple[int, int, int], bytes] | None:
+    ) -> tuple[dict[str, Any], BinaryIO | None, int, Stamp, bytes] | None:
+        """The header of the entry at ``path``, the file open at no particular position
+        (None when the hot set had it whole), where the body begins, the file's stamp and
+        the body bytes read with the header."""
+        hot = self.hot.get(path)
+        if hot is not None:
+            remembered, stat = hot
+            if remembered.meta.get("key") == primary:
+                self._touch(path, stat, now)
+                meta, offset = remembered.meta, remembered.body_offset
+                return meta, None, offset, stamp_of(stat), remembered.early
         try:
             file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
         except FileNotFoundError:
@@ -167,15 +196,43 @@ class Store:
             stat = os.fstat(file.fileno())
             if stat.st_size != offset + int(meta.get("body_length", "0")):
                 raise CorruptEntry("length mismatch")
-            if now - stat.st_mtime > TOUCH_INTERVAL:
-                with contextlib.suppress(OSError):
-                    os.utime(file.fileno())
         except (CorruptEntry, OSError, ValueError, KeyError, TypeError) as exc:
             file.close()
             log.warning("removing corrupt cache entry %s: %s", path, exc)
             self._remove(Path(path))
             return None
-        return meta, file, offset, _identity(stat), early
+        if not self._touch(path, stat, now) and self._is_worth_remembering(meta, stat, early):
+            self.hot.add(path, Remembered(stamp_of(stat), meta, offset, early))
+        return meta, file, offset, stamp_of(stat), early
+
+    def _touch(self, path: str, stat: os.stat_result, now: float) -> bool:
+        """Refresh the file's mtime, the LRU clock, if it is over ``TOUCH_INTERVAL`` old
+        (the hot set then forgets it: its stamp changed). True if it touched."""
+        if now - stat.st_mtime <= TOUCH_INTERVAL:
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        self.hot.forget(path)
+        return True
+
+    def _is_worth_remembering(
+        self, meta: dict[str, Any], stat: os.stat_result, early: bytes
+    ) -> bool:
+        """Markers; responses whose whole body came with the header, once checked."""
+        if meta.get("kind") != "response":
+            return True
+        length = int(meta["body_length"])
+        stamp = (*_identity(stat), int(meta["body_crc"], 16))
+        return len(early) >= length and stamp in self._verified
+
+    def is_unchanged(self, location: str, stamp: Stamp, now: float) -> bool:
+        """Is the file at ``location`` still the one ``stamp`` was taken of, its LRU touch
+        not yet due? One ``stat``; a file gone or replaced is no error, just False."""
+        try:
+            stat = os.stat(location)
+        except OSError:
+            return False
+        return stamp_of(stat) == stamp and now - stat.st_mtime <= TOUCH_INTERVAL
 
     def is_verified(self, hit: Hit) -> bool:
         return (*hit.identity, hit.body_crc) in self._verified
@@ -189,11 +246,15 @@ class Store:
         if stamp in self._verified:
             return True
         length = hit.entry.body_length
+        if (body is None or len(body) != length) and len(hit.early) >= length:
+            body = hit.early[:length]
         try:
             if body is not None and len(body) == length:
                 crc = zlib.crc32(body)
-            else:
+            elif hit.file is not None:
                 crc = crc_of(hit.file.fileno(), hit.body_offset, length)
+            else:
+                raise OSError("the body is not open")
         except OSError as exc:
             log.warning("cannot check cache entry %s: %s", hit.location, exc)
             return False
@@ -277,9 +338,13 @@ class Store:
         if writer is None:
             return
         try:
-            src = hit.file.fileno()
-            writer.copy_from(src, hit.body_offset, hit.entry.body_length, hit.body_crc)
-            hit.file.seek(hit.body_offset)
+            if hit.file is None:  # from the hot set: the body is whole in early, checked
+                writer.max_body = hit.entry.body_length
+                writer.write(hit.early[: hit.entry.body_length])
+            else:
+                src = hit.file.fileno()
+                writer.copy_from(src, hit.body_offset, hit.entry.body_length, hit.body_crc)
+                hit.file.seek(hit.body_offset)
         except OSError as exc:
             log.warning("cache refresh failed for %s: %s", hit.path, exc)
             writer.abort()
@@ -327,8 +392,8 @@ class Store:
                 if meta.get("kind") != "response":
                     return False
                 entry = replace(entry_of(meta), soft_purged=True)
-                identity = _identity(os.fstat(file.fileno()))
-                hit = Hit(entry, str(path), file, offset, int(meta["body_crc"], 16), identity)
+                stamp = stamp_of(os.fstat(file.fileno()))
+                hit = Hit(entry, str(path), file, offset, int(meta["body_crc"], 16), stamp)
             except (CorruptEntry, OSError, ValueError, KeyError, TypeError):
                 return False
             self.refresh(hit, entry)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from wsgi_proxy import policy
@@ -312,3 +314,66 @@ IF_RANGE_CASES: list[tuple[str, Headers, bool]] = [
 def test_is_range_applicable(case: str, fields: Headers, expected: bool) -> None:
     stored = resp(ETAG, ("Last-Modified", LM))
     assert policy.is_range_applicable(req(*fields), stored) is expected, case
+
+
+# ---- plain requests: decide_lookup as a function of time (the ready answers, ready.py) ----
+
+PLAIN_ENTRIES: list[tuple[str, Entry, bool]] = [
+    ("max-age", entry(("Cache-Control", "max-age=60")), True),
+    ("s-maxage beats max-age", entry(("Cache-Control", "s-maxage=5, max-age=60")), True),
+    ("Expires", entry(("Expires", format_http_date(T0 + 30))), True),
+    ("heuristic", entry(("Last-Modified", format_http_date(T0 - 1000))), True),
+    ("stored with an Age", entry(("Cache-Control", "max-age=60"), ("Age", "50")), True),
+    ("an invalid Age", entry(("Cache-Control", "max-age=60"), ("Age", "-3")), True),
+    ("received late (apparent age)",
+     Entry("GET http://o/x", resp(("Cache-Control", "max-age=60")), T0 + 20, T0 + 25, (), 0),
+     True),
+    ("stale-while-revalidate", entry(("Cache-Control", "max-age=10, stale-while-revalidate=60"),
+                                     ETAG), True),
+    ("must-revalidate", entry(("Cache-Control", "max-age=10, must-revalidate"), ETAG), True),
+    ("no freshness at all", entry(ETAG), True),
+    ("targeted field", entry(("Cache-Control", "max-age=5"), ("CDN-Cache-Control", "max-age=40")),
+     True),
+    ("response no-cache", entry(("Cache-Control", "no-cache, max-age=60"), ETAG), False),
+    ("no-cache with fields is not no-cache",
+     entry(("Cache-Control", 'no-cache="Set-Cookie", max-age=60')), True),
+    ("soft-purged", replace(entry(("Cache-Control", "max-age=60"), ETAG), soft_purged=True),
+     False),
+    ("varies", replace(entry(("Cache-Control", "max-age=60"), ("Vary", "Accept")),
+                       vary=(("accept", "a"),)), False),
+]  # fmt: skip
+PLAIN_REQUESTS = [
+    req(),
+    req(("Accept", "*/*"), ("User-Agent", "wrk"), ("Authorization", "Basic x")),
+    req(("Accept", "*/*"), method="HEAD"),
+]
+PLAIN_TIMES = [T0 - 100, T0, T0 + 4.5, T0 + 9.99, T0 + 10, T0 + 29, T0 + 31, T0 + 59.9, T0 + 60,
+               T0 + 61, T0 + 100, T0 + 5000]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "stored", "depends_on_time_alone"), PLAIN_ENTRIES)
+def test_plain_freshness_is_decide_lookup_for_plain_requests(
+    case: str, stored: Entry, depends_on_time_alone: bool
+) -> None:
+    """Wherever plain_freshness answers, a request without the reuse fields is Fresh exactly
+    while its lifetime exceeds its age, with the age and ttl decide_lookup gives."""
+    plain = policy.plain_freshness(stored, TARGETING)
+    assert (plain is not None) == depends_on_time_alone, case
+    if plain is None:
+        return
+    outcomes = set()
+    for request_ in PLAIN_REQUESTS:
+        assert not {k.lower() for k, _ in request_.headers} & set(policy.REUSE_REQUEST_FIELDS)
+        for now in PLAIN_TIMES:
+            decision = policy.decide_lookup(request_, stored, now, TARGETING)
+            age = plain.initial_age + max(0.0, now - stored.response_time)
+            ttl = plain.lifetime - age
+            outcomes.add(ttl > 0)
+            if ttl > 0:
+                assert decision == policy.Fresh(age, ttl), (case, now)
+            else:
+                assert not isinstance(decision, policy.Fresh), (case, now)
+    assert outcomes == ({True, False} if case not in NEVER_FRESH else {False}), case
+
+
+NEVER_FRESH = {"an invalid Age", "no freshness at all"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ def read(store: Store, request: tuple[tuple[str, str], ...] = ()) -> bytes | Non
     found = store.lookup(KEY, request, NOW)
     if not isinstance(found, Hit):
         return None
-    with found.file:
+    with contextlib.closing(found):
         return found.read(0, found.entry.body_length)
 
 
@@ -137,7 +138,7 @@ def test_clear_while_a_reader_holds_the_file(store: Store) -> None:
     assert len(found.early) < len(body)
     store.clear()
     assert read(store) is None
-    with found.file:
+    with contextlib.closing(found):
         assert found.read(0, len(body)) == body
         assert found.read(len(body) - 9, len(body)) == b"readable "
 
@@ -146,7 +147,7 @@ def test_a_small_body_comes_with_the_header_read(store: Store) -> None:
     assert put(store, b"small")
     found = store.lookup(KEY, (), NOW)
     assert isinstance(found, Hit)
-    with found.file:
+    with contextlib.closing(found):
         assert found.early == b"small"
         assert found.read(1, 4) == b"mal"
 

@@ -1,0 +1,92 @@
+"""Ready answers: each worker keeps the last answer it gave to a plain fresh hit, and gives
+it again without running the general flow, with ``Age`` and ``Cache-Status`` brought up to
+date.
+
+A plain request is a GET or HEAD in origin form with none of the fields a reuse decision
+reads (``policy.REUSE_REQUEST_FIELDS``); for a stored response that does not vary, the flow
+would then decide by the time alone (``policy.plain_freshness``), read the same file and
+send the same fields.
+
+Invariants:
+- An answer is made ready only from a stored response that the flow served whole, to a
+  plain request, from a body this worker checked against its CRC-32.
+- It is given only while the file it came from is still in place and unchanged (one
+  ``stat`` per answer: device, inode, size and mtime, as in hotset.py), while fresh, and
+  until the file's LRU touch is due; otherwise the flow answers, and may make it anew.
+- Bounded by the bytes of the bodies it holds, per worker; the oldest made goes first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from wsgi_proxy import policy
+from wsgi_proxy.headers import Headers
+from wsgi_proxy.hotset import Stamp
+
+# Environ keys of the request fields that make a request not plain.
+_NOT_PLAIN = tuple(f"HTTP_{name.upper().replace('-', '_')}" for name in policy.REUSE_REQUEST_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The answer to a plain request for one stored response, minus its per-request
+    fields (``Age``, ``Via``, ``X-Cache``, ``Cache-Status``)."""
+
+    stamp: Stamp  # of the file the body was read from
+    location: str
+    status_line: str
+    fields: Headers  # the stored fields a client gets, and Content-Length
+    body: bytes
+    response_time: float
+    freshness: policy.PlainFreshness
+
+
+def is_plain(environ: Mapping[str, object]) -> bool:
+    """A GET or HEAD in origin form without any of the reuse fields."""
+    method = environ.get("REQUEST_METHOD")
+    if method not in ("GET", "HEAD"):
+        return False
+    target = environ.get("RAW_URI")
+    if not isinstance(target, str) or not target.startswith("/"):
+        return False
+    return not any(key in environ for key in _NOT_PLAIN)
+
+
+class ReadyAnswers:
+    """Ready answers by request target. Reads take no lock; changes take one."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0  # bytes of the bodies held
+        # Answers given: a statistic for tests and profiles, which threads may undercount.
+        self.given = 0
+        self._by_target: dict[str, Ready] = {}
+        self._lock = threading.Lock()
+
+    def get(self, target: str) -> Ready | None:
+        return self._by_target.get(target)
+
+    def add(self, target: str, ready: Ready) -> None:
+        if len(ready.body) > self.max_bytes:
+            return
+        with self._lock:
+            self._drop(target)
+            while self._by_target and self.held + len(ready.body) > self.max_bytes:
+                self._drop(next(iter(self._by_target)))
+            self._by_target[target] = ready
+            self.held += len(ready.body)
+
+    def forget(self, target: str) -> None:
+        with self._lock:
+            self._drop(target)
+
+    def _drop(self, target: str) -> None:
+        dropped = self._by_target.pop(target, None)
+        if dropped is not None:
+            self.held -= len(dropped.body)
+
+    def __len__(self) -> int:
+        return len(self._by_target)
