@@ -58,16 +58,23 @@ class LazyApp:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._app: Any = None
-        self._pid = -1
+        self._lock = threading.Lock()
+        # A fork (gunicorn's, after --preload) forgets the app: the child builds its own.
+        # Asking os.getpid() on every request instead would cost a syscall each.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._app = None
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if self._pid != os.getpid():
+        app = self._app
+        if app is None:
             with self._lock:
-                if self._pid != os.getpid():
+                if self._app is None:
                     self._app = create_app(self.config)
-                    self._pid = os.getpid()
-        result: Iterable[bytes] = self._app(environ, start_response)
+                app = self._app
+        result: Iterable[bytes] = app(environ, start_response)
         return result
 
 
