@@ -165,13 +165,14 @@ def test_an_old_file_is_touched_and_forgotten_once(store: Store) -> None:
 def test_is_unchanged(store: Store) -> None:
     path = put(store, b"z")
     stamp = stamp_of(path.stat())
-    assert store.is_unchanged(str(path), stamp, NOW)
-    assert not store.is_unchanged(str(path), stamp, NOW + TOUCH_INTERVAL + 5)  # touch due
+    now = time.time()
+    assert store.is_unchanged(str(path), stamp, now)
+    assert not store.is_unchanged(str(path), stamp, now + TOUCH_INTERVAL + 5)  # touch due
     time.sleep(0.002)
     path.write_bytes(b"x" * path.stat().st_size)
-    assert not store.is_unchanged(str(path), stamp, NOW)
+    assert not store.is_unchanged(str(path), stamp, now)
     path.unlink()
-    assert not store.is_unchanged(str(path), stamp, NOW)
+    assert not store.is_unchanged(str(path), stamp, now)
 
 
 # ---- ready answers ----------------------------------------------------------------------
