@@ -84,10 +84,10 @@ class Forwarder:
         try:
             resp = self.upstream.send(method, target, fields, body, chunked=chunked)
         except ProxyError:
-            self.metrics.origin_requests.labels("error").inc()
+            self.metrics.count_origin("error")
             raise
         response_time = self.clock()
-        self.metrics.origin_requests.labels(str(resp.head.status)).inc()
+        self.metrics.count_origin(str(resp.head.status))
         self.metrics.origin_seconds.observe(response_time - request_time)
         if environ is not None:
             environ["wsgi_proxy.origin_ms"] = f"{(response_time - request_time) * 1000:.1f}"

@@ -72,6 +72,10 @@ class Metrics:
     def count_request(self, outcome: str) -> None:
         self._child(self.requests, outcome).inc()
 
+    def count_origin(self, status: str) -> None:
+        """One origin request, by its status code (at most 500 of them) or "error"."""
+        self._child(self.origin_requests, status).inc()
+
     def count_bytes(self, source: str, count: int) -> None:
         self._child(self.bytes, source).inc(count)
 
