@@ -6,6 +6,8 @@
 - ``app``, the ceiling for a HIT: with ``BENCH_WWW`` naming the folder the origin serves,
   ``/c/<name>`` answers the bytes of ``$BENCH_WWW/c/<name>``, read once at import, with the
   origin's fields. No framework, no disk, no parsing.
+- ``filewrap``, the same answer with the body from disk by ``wsgi.file_wrapper``, which
+  gunicorn sends with ``sendfile``: what the issue asks of a large HIT, in a bare app.
 - ``passthru``, the ceiling for a request that cannot be cached: every GET is forwarded to
   ``BENCH_ORIGIN`` (``http://host:port``) through one pooled ``urllib3.HTTPConnectionPool``
   per worker, created on the worker's first request (after the fork); the status and the
@@ -50,7 +52,8 @@ def _load(folder: Path) -> dict[str, tuple[bytes, list[tuple[str, str]]]]:
     return served
 
 
-_SERVED = _load(Path(os.environ.get("BENCH_WWW", "www")) / "c")
+_WWW = Path(os.environ.get("BENCH_WWW", "www"))
+_SERVED = _load(_WWW / "c")
 
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -61,6 +64,19 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     body, fields = found
     start_response("200 OK", fields)
     return [body]
+
+
+def filewrap(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """``app``'s answer with the body read from ``$BENCH_WWW`` by ``wsgi.file_wrapper``
+    (gunicorn sends it with ``sendfile``): the ceiling for a large HIT sent that way."""
+    found = _SERVED.get(environ["PATH_INFO"])
+    if found is None:
+        start_response("404 Not Found", _NOT_FOUND)
+        return [b"not found"]
+    file = (_WWW / environ["PATH_INFO"].lstrip("/")).open("rb")
+    start_response("200 OK", found[1])
+    wrapper: Callable[[Any, int], Iterable[bytes]] = environ["wsgi.file_wrapper"]
+    return wrapper(file, 256 * 1024)
 
 
 # Hop-by-hop fields (RFC 9110 section 7.6.1): not copied to the client.

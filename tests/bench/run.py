@@ -15,6 +15,11 @@ Starts, on free loopback ports and in a scratch folder:
 - the ceilings, ``bench_app.py`` under gunicorn gthread, 2 workers x 4 threads: ``app``
   serves the same bytes from memory (the ceiling for a HIT), ``passthru`` forwards every
   GET to the origin through a pooled urllib3 client (the ceiling for a pass-through).
+  They run under the repository's ``gunicorn.conf.py`` too (its access log, logger and
+  request limits), with worker class and counts set on their command line: the ratios
+  compare the apps, not the server settings. The shared benchmark's ``gu-*`` ceilings get
+  the same, since gunicorn reads ``./gunicorn.conf.py`` and that benchmark runs from the
+  project's root.
 
 With ``taskset`` and 2+ CPUs the servers run on CPU 0 and wrk and the origin on CPU 1, so
 figures are per core. Absolute figures drift on a shared machine: read the ratios, each
@@ -22,7 +27,9 @@ taken from two wrk runs seconds apart in the same round (order alternating), the
 over the rounds. Then, in turn:
 
 1. Load (wrk -t1, keep-alive, at each connection count): 1 KiB, 64 KiB and 1 MiB HITs,
-   proxy against ``app``; ``pass 1k``, an uncacheable 1 KiB, proxy against ``passthru``.
+   proxy against ``app``; ``pass 1k``, an uncacheable 1 KiB, proxy against ``passthru``;
+   and, for context, ``filewrap`` against ``app`` at 1 MiB: what sendfile leaves of the
+   ceiling in a bare app.
    Each proxy run is checked against the proxy's own metrics: every request must have been
    a hit (a pass for ``pass 1k``).
 2. Herd: 50 concurrent GETs of one cold URL whose origin answers after 0.5 s (origin
@@ -177,7 +184,8 @@ def start_proxy(
 def start_bare(services: Services, name: str, app: str, www: Path, origin_port: int) -> Service:
     """A ceiling from bench_app.py, as the shared benchmark's gu-*-gthread-w2t4."""
     port = free_port()
-    argv = [*GUNICORN, "--chdir", str(HERE), "-b", f"127.0.0.1:{port}", *BARE_SETTINGS, app]
+    argv = [*GUNICORN, "-c", str(REPO / "gunicorn.conf.py"), "--chdir", str(HERE),
+            "-b", f"127.0.0.1:{port}", *BARE_SETTINGS, app]  # fmt: skip
     env = {"BENCH_WWW": str(www), "BENCH_ORIGIN": f"http://127.0.0.1:{origin_port}"}
     return services.start(name, argv, port, cpus="0", env=env)
 
@@ -202,6 +210,11 @@ def load_phase(
         for c in args.conn_counts
         for name in sizes
     ]
+    if "filewrap" in servers:  # how much of the 1 MiB ceiling sendfile itself leaves
+        pairs += [
+            Pair("sendfile", "HIT 1m", c, servers["filewrap"], bare, "/c/1m.bin")
+            for c in args.conn_counts
+        ]
     if not args.no_pass:
         pairs += [
             Pair("pass", "pass 1k", c, proxy, passthru, "/nostore/1k.bin", expect=("pass", None))
@@ -457,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
                 services, "passthru", "bench_app:passthru", scratch / "www", origin_port
             ),
         }
+        if "1m" in args.sizes.split(",") and not args.no_load:
+            servers["filewrap"] = start_bare(
+                services, "filewrap", "bench_app:filewrap", scratch / "www", origin_port
+            )
         print(f"origin: {origin_desc}")
         print("pinning: " + ("servers on CPU 0; wrk and origin on CPU 1" if pin else "none"))
         for service in services.started:
@@ -495,6 +512,7 @@ def report(results: dict[str, Any]) -> None:
         print("\nratios: medians of per-round ratios; CPU: the server's process tree per request")
     groups = (
         ("hit", "HIT: proxy against bench_app:app (gthread 2x4, the bytes from memory)"),
+        ("sendfile", "sendfile in a bare app: bench_app:filewrap against bench_app:app"),
         ("pass", "pass-through (no-store): proxy against bench_app:passthru (pooled urllib3)"),
     )
     for group, title in groups:
