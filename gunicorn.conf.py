@@ -12,13 +12,15 @@ section) where it says so; the rest is reasoned, not measured:
   keep-alive.)
 - workers 2: one per core (the shared benchmark found 4 workers of a bare app no faster
   than 2 on 2 cores; not measured with this proxy).
-- threads 16: measured 4, 8, 16, 32 and 64 per worker. Fewer threads queue slow origin
-  requests: 50 concurrent misses of different URLs whose origin takes 0.5 s took 3.6 s with
-  4 and 2.1 s with 8, 1.1 s with 16 and 32. More threads lengthen the tail of cache hits
-  under load, since every runnable thread contends for the GIL: HIT p99 at 64 connections
-  was 0.9 to 1.6 times the bare app's with 16 and 1.9 to 2.5 times with 32 and 64;
-  throughput did not change with the count beyond the noise. Raise it for an origin that
-  is slow under many concurrent requests.
+- threads 24: measured 4, 8, 16, 24, 32 and 64 per worker. A worker accepts whatever
+  connections it wins, so a burst is not shared evenly: 50 concurrent misses of different
+  URLs whose origin takes 0.5 s took 3.6 s with 4 threads and 2.1 s with 8; with 16 usually
+  1.1 s, but 1.6 s once one worker got more than 32 of the 50 (three rounds of 0.5 s); with
+  24 no worker can get three rounds' worth (49+) and it took 1.1 s. More threads lengthen
+  the tail of cache hits under load, since every runnable thread contends for the GIL: HIT
+  p99 at 64 connections was 1.2 to 1.8 times the bare app's with 16 and 24, and 1.9 to 2.5
+  times with 32 and 64. Throughput did not change with the count beyond the noise. Raise
+  it for an origin that is slow under many concurrent requests.
 - keepalive 5 s: nginx in front reuses its connections (keepalive in deploy/nginx); idle
   ones cost no thread under gthread. backlog 2048: bursts of new connections queue in the
   kernel instead of being refused. Not measured: the benchmark's connections are

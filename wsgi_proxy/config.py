@@ -216,7 +216,7 @@ class ServerConfig:
         return cls(
             bind=_read(env, "BIND", "127.0.0.1:8080", parse_token),
             workers=_read(env, "WORKERS", "2", _positive_int),
-            threads=_read(env, "THREADS", "16", _positive_int),
+            threads=_read(env, "THREADS", "24", _positive_int),
             worker_timeout=_read(env, "WORKER_TIMEOUT", "60", _positive_int),
             graceful_timeout=_read(env, "GRACEFUL_TIMEOUT", "30", _positive_int),
             keepalive=_read(env, "KEEPALIVE", "5", _positive_int),
