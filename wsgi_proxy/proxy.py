@@ -61,6 +61,7 @@ SMALL_BODY = 128 * 1024
 VERIFY_INLINE = 8 << 20
 # Bodies of ready answers (ready.py) each worker holds in memory at most.
 READY_BYTES = 32 << 20
+READY_ANSWERS = 4096
 
 
 class ProxyApp:
@@ -88,7 +89,7 @@ class ProxyApp:
                                config.tag_header.lower())  # fmt: skip
         # stale-while-revalidate refreshes; a few threads, since each needs the URL's lock.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
-        self.ready = ReadyAnswers(READY_BYTES)
+        self.ready = ReadyAnswers(READY_BYTES, READY_ANSWERS)
         self.forwarder = Forwarder(config, upstream, metrics, clock)
         self.filler = Filler(
             config, store, self.forwarder, self.targeting, background=self.background, clock=clock
@@ -139,26 +140,41 @@ class ProxyApp:
         now = self.clock()
         age = ready.freshness.initial_age + max(0.0, now - ready.response_time)
         ttl = ready.freshness.lifetime - age
-        if ttl <= 0 or not self.store.is_unchanged(ready.location, ready.stamp, now):
+        head = environ["REQUEST_METHOD"] == "HEAD"
+        file = None
+        if ready.body is None and not head:
+            file = self.store.open_unchanged(ready.location, ready.stamp, now)
+            unchanged = file is not None
+        else:
+            unchanged = self.store.is_unchanged(ready.location, ready.stamp, now)
+        if ttl <= 0 or not unchanged:
+            if file is not None:
+                file.close()
             self.ready.forget(target)
             return None
         log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
         self.ready.given += 1
         marks = (("Age", str(int(age))), *self._marks("HIT", self._hit_status(ttl), "hit"))
         start_response(ready.status_line, [*ready.fields, *marks])
-        if environ["REQUEST_METHOD"] == "HEAD":
+        if head:
             return []
-        self.metrics.count_bytes("cache", len(ready.body))
-        return [ready.body]
+        self.metrics.count_bytes("cache", ready.size)
+        if file is None:
+            return [ready.body or b""]
+        file.seek(ready.body_offset)
+        wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
+        sent: list[bytes] = wrapper(file, FILE_BLOCK)  # an iterable gunicorn sends by sendfile
+        return sent
 
-    def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, body: bytes) -> None:
-        """Keep the answer just given to a plain request whole, if the next one could be
-        given the same (ready.py)."""
+    def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, body: bytes | None) -> None:
+        """Keep the answer just given to a plain request, if the next one could be given the
+        same (ready.py): whole, or with ``body`` None to be sent from the file again."""
         freshness = policy.plain_freshness(found.entry, self.targeting)
         if freshness is None or not is_plain(ex.environ):
             return
-        status_line, response_time = found.entry.head.status_line, found.entry.response_time
-        ready = Ready(found.stamp, found.location, status_line, fields, body, response_time,
+        entry = found.entry
+        ready = Ready(found.stamp, found.location, entry.head.status_line, fields, body,
+                      found.body_offset, entry.body_length, entry.response_time,
                       freshness)  # fmt: skip
         self.ready.add(ex.req.target, ready)
 
@@ -361,6 +377,7 @@ class ProxyApp:
                 fields = (*fields, ("Content-Range", _content_range(span, entry.body_length)))
         size = span[1] - span[0]
         body: Iterable[bytes] = ()
+        held: tuple[bytes] | None = None  # the body, when read whole into memory
         if ex.req.method == "HEAD":
             ex.release()
         elif size <= SMALL_BODY:
@@ -373,9 +390,7 @@ class ProxyApp:
             ex.release()
             if not intact:
                 return self._reread(ex, found)
-            body = (data,)
-            if span == (0, entry.body_length) and ex.req.method == "GET":
-                self._make_ready(ex, found, (*fields, ("Content-Length", str(size))), data)
+            body = held = (data,)
         else:
             # The hot set keeps bodies of at most 8 KiB, so a large one is always open.
             assert found.file is not None  # noqa: S101
@@ -388,7 +403,12 @@ class ProxyApp:
             found.file.seek(found.body_offset + span[0])
             wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
             body = wrapper(found.file, FILE_BLOCK)
-        ex.start_response(status_line, [*fields, ("Content-Length", str(size)), *marks])
+        fields = (*fields, ("Content-Length", str(size)))
+        # A large body checked in the background is made ready once its check is done.
+        whole = span == (0, entry.body_length)
+        if ex.req.method == "GET" and whole and self.store.is_verified(found):
+            self._make_ready(ex, found, fields, held[0] if held else None)
+        ex.start_response(status_line, [*fields, *marks])
         if ex.req.method != "HEAD":
             self.metrics.count_bytes("cache", size)
         return body

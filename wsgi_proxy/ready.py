@@ -13,7 +13,10 @@ Invariants:
 - It is given only while the file it came from is still in place and unchanged (one
   ``stat`` per answer: device, inode, size and mtime, as in hotset.py), while fresh, and
   until the file's LRU touch is due; otherwise the flow answers, and may make it anew.
-- Bounded by the bytes of the bodies it holds, per worker; the oldest made goes first.
+- A body over 128 KiB is not held: its answer is sent from the file (``sendfile``), which
+  is opened, checked by ``fstat`` and sent only if it is that same file.
+- Bounded by the bytes of the bodies it holds and by a number of answers, per worker; the
+  oldest made goes first.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ class Ready:
     location: str
     status_line: str
     fields: Headers  # the stored fields a client gets, and Content-Length
-    body: bytes
+    body: bytes | None  # None: a large body, sent from the file by wsgi.file_wrapper
+    body_offset: int  # where the body begins in the file
+    size: int
     response_time: float
     freshness: policy.PlainFreshness
 
@@ -58,8 +63,9 @@ def is_plain(environ: Mapping[str, object]) -> bool:
 class ReadyAnswers:
     """Ready answers by request target. Reads take no lock; changes take one."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_answers: int) -> None:
         self.max_bytes = max_bytes
+        self.max_answers = max_answers
         self.held = 0  # bytes of the bodies held
         # Answers given: a statistic for tests and profiles, which threads may undercount.
         self.given = 0
@@ -70,14 +76,17 @@ class ReadyAnswers:
         return self._by_target.get(target)
 
     def add(self, target: str, ready: Ready) -> None:
-        if len(ready.body) > self.max_bytes:
+        weight = _held(ready)
+        if weight > self.max_bytes or self.max_answers <= 0:
             return
         with self._lock:
             self._drop(target)
-            while self._by_target and self.held + len(ready.body) > self.max_bytes:
+            while self._by_target and (
+                self.held + weight > self.max_bytes or len(self._by_target) >= self.max_answers
+            ):
                 self._drop(next(iter(self._by_target)))
             self._by_target[target] = ready
-            self.held += len(ready.body)
+            self.held += weight
 
     def forget(self, target: str) -> None:
         with self._lock:
@@ -86,7 +95,11 @@ class ReadyAnswers:
     def _drop(self, target: str) -> None:
         dropped = self._by_target.pop(target, None)
         if dropped is not None:
-            self.held -= len(dropped.body)
+            self.held -= _held(dropped)
 
     def __len__(self) -> int:
         return len(self._by_target)
+
+
+def _held(ready: Ready) -> int:
+    return 0 if ready.body is None else len(ready.body)

@@ -234,6 +234,22 @@ class Store:
             return False
         return stamp_of(stat) == stamp and now - stat.st_mtime <= TOUCH_INTERVAL
 
+    def open_unchanged(self, location: str, stamp: Stamp, now: float) -> BinaryIO | None:
+        """``is_unchanged``, for a body about to be sent from the file: the file opened
+        (unbuffered), then checked with ``fstat``, so that what is sent is that file."""
+        try:
+            file: BinaryIO = open(location, "rb", buffering=0)  # noqa: SIM115 - for the caller
+        except OSError:
+            return None
+        try:
+            stat = os.fstat(file.fileno())
+        except OSError:
+            stat = None
+        if stat is None or stamp_of(stat) != stamp or now - stat.st_mtime > TOUCH_INTERVAL:
+            file.close()
+            return None
+        return file
+
     def is_verified(self, hit: Hit) -> bool:
         return (*hit.identity, hit.body_crc) in self._verified
 

@@ -67,36 +67,45 @@ def _without_clock(reply: Response) -> list[tuple[str, str]]:
     return shaped
 
 
+SIZES = pytest.mark.parametrize("size", [1600, 300_000], ids=["in-memory", "from-the-file"])
+
+
 def test_a_ready_answer_is_the_answer_the_flow_gives(origin: Origin, tmp_path: Path) -> None:
+    """One app per process (its metrics register once): both sizes in one test, a body
+    held in memory and one sent from the file."""
     config = Config.from_env({"WSGI_PROXY_ORIGIN": origin.url,
                               "WSGI_PROXY_CACHE_DIR": str(tmp_path / "cache"),
                               "WSGI_PROXY_METRICS_DIR": str(tmp_path / "metrics")})  # fmt: skip
     app = create_app(config)
-    body = b"the same bytes \x00\xff" * 100
-    path = origin.route("/same", headers=[*CACHED, ("Content-Type", "text/x-same")], body=body)
-    assert_response(_call(app, path), cache="MISS", body=body)
-    by_flow = _call(app, path)  # served by the flow, which makes the answer ready
-    assert app.ready.given == 0
-    by_ready = _call(app, path)
-    assert app.ready.given == 1
-    assert_response(by_ready, cache="HIT", body=body)
-    assert _without_clock(by_ready) == _without_clock(by_flow)
-    assert re.fullmatch(r"wsgi_proxy; hit; ttl=(599|600)", by_ready.header("Cache-Status") or "")
-    head = _call(app, path, method="HEAD")
-    assert app.ready.given == 2
-    assert (head.body, head.header("Content-Length")) == (b"", str(len(body)))
-    # Requests that are not plain go through the flow, which answers them as it must.
-    assert _call(app, path, ("If-None-Match", '"v1"')).status == 304
-    ranged = _call(app, path, ("Range", "bytes=0-3"))
-    assert (ranged.status, ranged.body) == (206, b"the ")
-    # The origin answers the revalidation in full: a new file, so the ready answer ends.
-    assert _call(app, path, ("Cache-Control", "no-cache")).x_cache == "MISS"
-    assert app.ready.given == 2
-    assert_response(_call(app, path), cache="HIT", body=body)
-    assert app.ready.given == 2  # by the flow, which makes it ready again
-    assert_response(_call(app, path), cache="HIT", body=body)
-    assert app.ready.given == 3
-    assert origin.count(path) == 2
+    for size in (1600, 300_000):
+        given = app.ready.given
+        body = (b"the same bytes \x00\xff" * (size // 16 + 1))[:size]
+        path = origin.route(f"/same{size}", headers=[*CACHED, ("Content-Type", "text/x-same")],
+                            body=body)  # fmt: skip
+        assert_response(_call(app, path), cache="MISS", body=body)
+        by_flow = _call(app, path)  # served by the flow, which makes the answer ready
+        assert app.ready.given == given
+        by_ready = _call(app, path)
+        assert app.ready.given == given + 1
+        assert_response(by_ready, cache="HIT", body=body)
+        assert _without_clock(by_ready) == _without_clock(by_flow)
+        status = by_ready.header("Cache-Status") or ""
+        assert re.fullmatch(r"wsgi_proxy; hit; ttl=(599|600)", status), status
+        head = _call(app, path, method="HEAD")
+        assert app.ready.given == given + 2
+        assert (head.body, head.header("Content-Length")) == (b"", str(size))
+        # Requests that are not plain go through the flow, which answers them as it must.
+        assert _call(app, path, ("If-None-Match", '"v1"')).status == 304
+        ranged = _call(app, path, ("Range", "bytes=0-3"))
+        assert (ranged.status, ranged.body) == (206, b"the ")
+        # The origin answers the revalidation in full: a new file, so the ready answer ends.
+        assert _call(app, path, ("Cache-Control", "no-cache")).x_cache == "MISS"
+        assert app.ready.given == given + 2
+        assert_response(_call(app, path), cache="HIT", body=body)
+        assert app.ready.given == given + 2  # by the flow, which makes it ready again
+        assert_response(_call(app, path), cache="HIT", body=body)
+        assert app.ready.given == given + 3
+        assert origin.count(path) == 2
 
 
 def _warm(proxy: ProxyProcess, path: str, body: bytes) -> None:
@@ -105,30 +114,34 @@ def _warm(proxy: ProxyProcess, path: str, body: bytes) -> None:
         assert_response(proxy.get(path), cache="HIT", body=body)
 
 
+@SIZES
 def test_a_purge_ends_the_ready_answers_of_every_worker(
-    proxy_factory: ProxyFactory, origin: Origin
+    proxy_factory: ProxyFactory, origin: Origin, size: int
 ) -> None:
     proxy = proxy_factory({"WSGI_PROXY_ADMIN_TOKEN": TOKEN})
-    path = origin.route("/purged", headers=CACHED, body=b"old")
-    _warm(proxy, path, b"old")
-    origin.route("/purged", headers=CACHED, body=b"new")
+    old, new = b"o" * size, b"n" * size
+    path = origin.route("/purged", headers=CACHED, body=old)
+    _warm(proxy, path, old)
+    origin.route("/purged", headers=CACHED, body=new)
     assert proxy.request("PURGE", path, AUTH).status == 200
-    assert_response(proxy.get(path), cache="MISS", body=b"new")
+    assert_response(proxy.get(path), cache="MISS", body=new)
     for _ in range(WARM):
-        assert_response(proxy.get(path), cache="HIT", body=b"new")
+        assert_response(proxy.get(path), cache="HIT", body=new)
     assert origin.count(path) == 2
 
 
+@SIZES
 def test_a_new_response_from_any_worker_replaces_every_ready_answer(
-    proxy: ProxyProcess, origin: Origin
+    proxy: ProxyProcess, origin: Origin, size: int
 ) -> None:
-    path = origin.route("/replaced", headers=[("Cache-Control", "max-age=600")], body=b"v1")
-    _warm(proxy, path, b"v1")
-    origin.route("/replaced", headers=[("Cache-Control", "max-age=600")], body=b"v2")
+    v1, v2 = b"1" * size, b"2" * size  # the same length: only the file tells them apart
+    path = origin.route("/replaced", headers=[("Cache-Control", "max-age=600")], body=v1)
+    _warm(proxy, path, v1)
+    origin.route("/replaced", headers=[("Cache-Control", "max-age=600")], body=v2)
     # The client's no-cache makes one worker fetch and store the new response (no validator).
-    assert_response(proxy.get(path, [("Cache-Control", "no-cache")]), cache="MISS", body=b"v2")
+    assert_response(proxy.get(path, [("Cache-Control", "no-cache")]), cache="MISS", body=v2)
     for _ in range(WARM):
-        assert_response(proxy.get(path), cache="HIT", body=b"v2")
+        assert_response(proxy.get(path), cache="HIT", body=v2)
     assert origin.count(path) == 2
 
 

@@ -207,13 +207,13 @@ def test_every_reuse_field_makes_a_request_not_plain() -> None:
         assert not is_plain({**BASE, key: "x"}), name
 
 
-def ready(body: bytes) -> Ready:
-    return Ready((0, 0, len(body), 0), "/nowhere", "200 OK", (), body, NOW,
+def ready(body: bytes | None, size: int = 0) -> Ready:
+    return Ready((0, 0, size, 0), "/nowhere", "200 OK", (), body, 40, size, NOW,
                  policy.PlainFreshness(0.0, 60.0))  # fmt: skip
 
 
 def test_ready_answers_are_bounded_by_their_bytes() -> None:
-    answers = ReadyAnswers(100)
+    answers = ReadyAnswers(100, 10)
     for i in range(4):
         answers.add(f"/{i}", ready(b"x" * 40))
     assert [answers.get(f"/{i}") is not None for i in range(4)] == [False, False, True, True]
@@ -224,3 +224,13 @@ def test_ready_answers_are_bounded_by_their_bytes() -> None:
     assert answers.get("/big") is None
     answers.forget("/2")
     assert (answers.held, len(answers)) == (10, 1)
+
+
+def test_ready_answers_sent_from_their_files_are_bounded_by_their_number() -> None:
+    answers = ReadyAnswers(100, 3)
+    for i in range(5):
+        answers.add(f"/{i}", ready(None, 10 << 20))  # held on disk: no bytes in memory
+    assert [answers.get(f"/{i}") is not None for i in range(5)] == [False, False, True, True, True]
+    assert answers.held == 0
+    answers.add("/m", ready(b"x" * 60))
+    assert (len(answers), answers.held) == (3, 60)
