@@ -222,7 +222,11 @@ def load_phase(
         ]
     for pair in pairs:
         expected = bodies[pair.path]
-        warm(proxy.port, pair.path, expected, x_cache="HIT" if pair.group == "hit" else "MISS")
+        if pair.a is proxy:
+            x_cache = "HIT" if pair.group == "hit" else "MISS"
+            warm(proxy.port, pair.path, expected, x_cache=x_cache)
+        else:
+            warm(pair.a.port, pair.path, expected, x_cache=None)
         warm(pair.b.port, pair.path, expected, x_cache=None)
     print(
         f"\nload: wrk -t1 --latency, keep-alive, {args.rounds} rounds x {args.duration} s per "
