@@ -21,13 +21,6 @@ KEY = "GET http://o/x"
 NOW = time.time()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path, lock_stripes=8, max_variants=2)
-    s.prepare()
-    return s
-
-
 def put(store: Store, body: bytes) -> Path:
     head = ResponseHead(200, "OK", (("Cache-Control", "max-age=60"),))
     writer = store.begin(Entry(KEY, head, NOW, NOW, (), 0), expected_length=None, max_body=10**7)

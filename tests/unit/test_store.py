@@ -17,13 +17,6 @@ KEY = "GET http://o/x"
 NOW = time.time()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path, lock_stripes=8, max_variants=2)
-    s.prepare()
-    return s
-
-
 def entry(vary: tuple[tuple[str, str | None], ...] = (), key: str = KEY) -> Entry:
     head = ResponseHead(200, "OK", (("Cache-Control", "max-age=60"), ("X-A", "1")))
     return Entry(key, head, NOW, NOW, vary, 0)
