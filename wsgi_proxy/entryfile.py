@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -130,6 +131,10 @@ class EntryWriter:
             if len(header) != self.header_size:
                 raise OSError("header size changed")  # cannot happen: fixed-width fields
             os.pwrite(self.fd, header, 0)
+            # The mtime to the nanosecond, not the kernel's clock tick: each worker's memos
+            # (hotset.py) tell a new file from an old one with a reused inode by it.
+            now = time.time_ns()
+            os.utime(self.fd, ns=(now, now))
             os.close(self.fd)
             self.fd = -1
             try:

@@ -45,7 +45,7 @@ from wsgi_proxy.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.locks import try_acquire, wait_for_fetch
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.ready import Ready, ReadyAnswers, is_plain
+from wsgi_proxy.ready import ReadyAnswers, is_plain
 from wsgi_proxy.shared_tier import SharedTier
 from wsgi_proxy.store import Hit, PassMarker, Store
 from wsgi_proxy.upstream import OriginResponse, Upstream
@@ -89,7 +89,9 @@ class ProxyApp:
                                config.tag_header.lower())  # fmt: skip
         # stale-while-revalidate refreshes; a few threads, since each needs the URL's lock.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
-        self.ready = ReadyAnswers(READY_BYTES, READY_ANSWERS)
+        # Ready answers tell files apart as the hot set does: only where it is on.
+        answers = READY_ANSWERS if store.fine_timestamps else 0
+        self.ready = ReadyAnswers(READY_BYTES, answers)
         self.forwarder = Forwarder(config, upstream, metrics, clock)
         self.filler = Filler(
             config, store, self.forwarder, self.targeting, background=self.background, clock=clock
@@ -142,41 +144,34 @@ class ProxyApp:
         ttl = ready.freshness.lifetime - age
         head = environ["REQUEST_METHOD"] == "HEAD"
         file = None
-        if ready.body is None and not head:
+        if ttl <= 0:
+            unchanged = False
+        elif ready.body is None and not head:
             file = self.store.open_unchanged(ready.location, ready.stamp, now)
             unchanged = file is not None
         else:
             unchanged = self.store.is_unchanged(ready.location, ready.stamp, now)
-        if ttl <= 0 or not unchanged:
-            if file is not None:
-                file.close()
+        if not unchanged:
             self.ready.forget(target)
             return None
-        log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
-        self.ready.given += 1
-        marks = (("Age", str(int(age))), *self._marks("HIT", self._hit_status(ttl), "hit"))
-        start_response(ready.status_line, [*ready.fields, *marks])
-        if head:
-            return []
-        self.metrics.count_bytes("cache", ready.size)
-        if file is None:
-            return [ready.body or b""]
-        file.seek(ready.body_offset)
-        wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
-        sent: list[bytes] = wrapper(file, FILE_BLOCK)  # an iterable gunicorn sends by sendfile
+        try:
+            log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
+            self.ready.given += 1
+            marks = (("Age", str(int(age))), *self._marks("HIT", self._hit_status(ttl), "hit"))
+            start_response(ready.status_line, [*ready.fields, *marks])
+            if head:
+                return []
+            self.metrics.count_bytes("cache", ready.size)
+            if file is None:
+                return [ready.body or b""]
+            file.seek(ready.body_offset)
+            wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
+            sent: list[bytes] = wrapper(file, FILE_BLOCK)  # gunicorn sends it by sendfile
+        except BaseException:
+            if file is not None:
+                file.close()
+            raise
         return sent
-
-    def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, body: bytes | None) -> None:
-        """Keep the answer just given to a plain request, if the next one could be given the
-        same (ready.py): whole, or with ``body`` None to be sent from the file again."""
-        freshness = policy.plain_freshness(found.entry, self.targeting)
-        if freshness is None or not is_plain(ex.environ):
-            return
-        entry = found.entry
-        ready = Ready(found.stamp, found.location, entry.head.status_line, fields, body,
-                      found.body_offset, entry.body_length, entry.response_time,
-                      freshness)  # fmt: skip
-        self.ready.add(ex.req.target, ready)
 
     def _cached(self, ex: Exchange) -> Iterable[bytes]:
         ex.primary = keys.primary_key(self.origin_url, ex.req.target)
@@ -191,7 +186,7 @@ class ProxyApp:
         match decision:
             case policy.Fresh(age=age, ttl=ttl):
                 log.debug("hit %s age=%.0f ttl=%.0f", ex.primary, age, ttl)
-                return self._serve(ex, age, self._hit_status(ttl), "hit")
+                return self._serve(ex, age, self._hit_status(ttl), "hit", fresh=True)
             case policy.Stale(age=age, ttl=ttl):
                 log.debug("stale-while-revalidate %s age=%.0f", ex.primary, age)
                 self.filler.refresh_later(ex)
@@ -228,7 +223,8 @@ class ProxyApp:
                     ex.found = found
                     ex.release_lock()
                     self.metrics.coalesced.inc()
-                    return self._serve(ex, again.age, self._hit_status(again.ttl), "hit")
+                    status = self._hit_status(again.ttl)
+                    return self._serve(ex, again.age, status, "hit", fresh=True)
                 found.close()
             if self.shared is not None and ex.found is None:  # cluster hook: a cold key
                 relayed = self.shared.relay(ex)
@@ -246,7 +242,8 @@ class ProxyApp:
         again = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
         if isinstance(again, policy.Fresh | policy.Stale):
             self.metrics.coalesced.inc()
-            return self._serve(ex, again.age, self._hit_status(again.ttl), "hit")
+            fresh = isinstance(again, policy.Fresh)
+            return self._serve(ex, again.age, self._hit_status(again.ttl), "hit", fresh=fresh)
         if isinstance(again, policy.Revalidate | policy.Forward):
             decision = again
         if try_acquire(lock, 0):
@@ -354,9 +351,13 @@ class ProxyApp:
     def _hit_status(self, ttl: float, detail: str | None = None) -> str:
         return h.format_cache_status(self.name, hit=True, ttl=_int(ttl), detail=detail)
 
-    def _serve(self, ex: Exchange, age: float, cache_status: str, outcome: str) -> Iterable[bytes]:
+    def _serve(
+        self, ex: Exchange, age: float, cache_status: str, outcome: str, *, fresh: bool = False
+    ) -> Iterable[bytes]:
         """Answer from the stored entry: 304 to a matching conditional, HEAD without a body,
-        else the body by ``wsgi.file_wrapper`` (gunicorn sends it with sendfile)."""
+        else the body by ``wsgi.file_wrapper`` (gunicorn sends it with sendfile). ``fresh``:
+        the entry was read from the store and found fresh, so its answer may be made ready
+        (not a stale one, nor one refreshed after a 304, whose file may not hold it)."""
         found = ex.found
         assert found is not None  # noqa: S101 - callers serve only what they found
         entry = found.entry
@@ -406,8 +407,10 @@ class ProxyApp:
         fields = (*fields, ("Content-Length", str(size)))
         # A large body checked in the background is made ready once its check is done.
         whole = span == (0, entry.body_length)
-        if ex.req.method == "GET" and whole and self.store.is_verified(found):
-            self._make_ready(ex, found, fields, held[0] if held else None)
+        if fresh and ex.req.method == "GET" and whole and self.store.is_verified(found):
+            held_body = held[0] if held else None
+            self.ready.make(ex.req.target, ex.environ, found, fields, held_body,
+                            targeting=self.targeting)  # fmt: skip
         ex.start_response(status_line, [*fields, *marks])
         if ex.req.method != "HEAD":
             self.metrics.count_bytes("cache", size)

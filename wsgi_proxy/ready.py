@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from wsgi_proxy import policy
 from wsgi_proxy.headers import Headers
 from wsgi_proxy.hotset import Stamp
+from wsgi_proxy.store import Hit
 
 # Environ keys of the request fields that make a request not plain.
 _NOT_PLAIN = tuple(f"HTTP_{name.upper().replace('-', '_')}" for name in policy.REUSE_REQUEST_FIELDS)
@@ -74,6 +75,27 @@ class ReadyAnswers:
 
     def get(self, target: str) -> Ready | None:
         return self._by_target.get(target)
+
+    def make(
+        self,
+        target: str,
+        environ: Mapping[str, object],
+        found: Hit,
+        fields: Headers,
+        body: bytes | None,
+        *,
+        targeting: policy.Targeting,
+    ) -> None:
+        """Keep the answer just given to ``environ``'s request from ``found`` (read from
+        the store, fresh, its body checked), if the next plain request may be given the
+        same: whole, or with ``body`` None to be sent from the file again."""
+        freshness = policy.plain_freshness(found.entry, targeting)
+        if freshness is None or not is_plain(environ):
+            return
+        entry = found.entry
+        self.add(target, Ready(found.stamp, found.location, entry.head.status_line, fields,
+                               body, found.body_offset, entry.body_length,
+                               entry.response_time, freshness))  # fmt: skip
 
     def add(self, target: str, ready: Ready) -> None:
         weight = _held(ready)

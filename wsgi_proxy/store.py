@@ -51,8 +51,11 @@ log = logging.getLogger(__name__)
 _VERIFIED_MAX = 65536
 # A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall.
 TOUCH_INTERVAL = 60.0
-# Small entries each worker remembers (hotset.py): at most 8 KiB each, 32 MiB a worker.
+# Small entries each worker remembers (hotset.py): each holds its file's first read (8 KiB)
+# and its decoded header (shared with entryfile's memo of decoded headers).
 HOT_ENTRIES = 4096
+# An mtime with nanoseconds, to find whether the cache folder's filesystem keeps them.
+_PROBE_NS = 1_700_000_000_123_456_789
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,7 @@ class Store:
         self._locks = str(self.locks)
         self._verified: set[tuple[int, int, int, int]] = set()
         self.hot = HotSet(0)  # off until prepare() finds fine-grained timestamps
+        self.fine_timestamps = False
 
     def prepare(self) -> None:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
@@ -122,11 +126,15 @@ class Store:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = self.state / f"{TMP_PREFIX}probe.{os.getpid()}"
         probe.write_bytes(b"")
-        modified = probe.stat().st_mtime_ns
+        os.utime(probe, ns=(_PROBE_NS, _PROBE_NS))
+        kept = probe.stat().st_mtime_ns == _PROBE_NS
         probe.unlink()
-        # The hot set tells files apart by inode and mtime: a reused inode with a whole
-        # second's mtime could pass for the file it replaced. Only with finer timestamps.
-        if modified % 1_000_000_000:
+        # The memos of small entries and ready answers tell files apart by inode and mtime,
+        # which each publish sets to the nanosecond (entryfile.py). Where the filesystem
+        # keeps coarser times, a file published into a reused inode could pass for the one
+        # it replaced: they stay off.
+        self.fine_timestamps = kept
+        if kept:
             self.hot = HotSet(HOT_ENTRIES)
 
     def primary_path(self, primary: str) -> Path:
@@ -178,10 +186,10 @@ class Store:
         hot = self.hot.get(path)
         if hot is not None:
             remembered, stat = hot
-            if remembered.meta.get("key") == primary:
-                self._touch(path, stat, now)
+            # An LRU touch that is due goes through the file itself, opened below.
+            if remembered.meta.get("key") == primary and now - stat.st_mtime <= TOUCH_INTERVAL:
                 meta, offset = remembered.meta, remembered.body_offset
-                return meta, None, offset, stamp_of(stat), remembered.early
+                return meta, None, offset, remembered.stamp, remembered.early
         try:
             file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
         except FileNotFoundError:
@@ -201,19 +209,10 @@ class Store:
             log.warning("removing corrupt cache entry %s: %s", path, exc)
             self._remove(Path(path))
             return None
-        if not self._touch(path, stat, now) and self._is_worth_remembering(meta, stat, early):
+        stat = _touched(file, stat, now)
+        if self._is_worth_remembering(meta, stat, early):
             self.hot.add(path, Remembered(stamp_of(stat), meta, offset, early))
         return meta, file, offset, stamp_of(stat), early
-
-    def _touch(self, path: str, stat: os.stat_result, now: float) -> bool:
-        """Refresh the file's mtime, the LRU clock, if it is over ``TOUCH_INTERVAL`` old
-        (the hot set then forgets it: its stamp changed). True if it touched."""
-        if now - stat.st_mtime <= TOUCH_INTERVAL:
-            return False
-        with contextlib.suppress(OSError):
-            os.utime(path)
-        self.hot.forget(path)
-        return True
 
     def _is_worth_remembering(
         self, meta: dict[str, Any], stat: os.stat_result, early: bytes
@@ -463,6 +462,18 @@ def check_folder(cache_dir: Path) -> None:
 
 def _variants_dir(primary_path: Path) -> Path:
     return primary_path.with_name(primary_path.name + ".d")
+
+
+def _touched(file: BinaryIO, stat: os.stat_result, now: float) -> os.stat_result:
+    """The open file's ``stat`` after refreshing its mtime (the LRU clock) if that is over
+    ``TOUCH_INTERVAL`` old; ``stat`` itself when it is not, or when the disk refuses."""
+    if now - stat.st_mtime <= TOUCH_INTERVAL:
+        return stat
+    try:
+        os.utime(file.fileno())
+        return os.fstat(file.fileno())
+    except OSError:
+        return stat
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int, int]:

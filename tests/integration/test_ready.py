@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,11 @@ from support.client import Response
 from support.origin import Origin, Recorded, Reply
 from support.proxy import ProxyFactory, ProxyProcess
 
-from wsgi_proxy import create_app
 from wsgi_proxy.config import Config
+from wsgi_proxy.metrics import Metrics
+from wsgi_proxy.proxy import ProxyApp
+from wsgi_proxy.store import Store
+from wsgi_proxy.upstream import Upstream
 
 CACHED = [("Cache-Control", "max-age=600"), ("ETag", '"v1"'), ("X-Kind", "ready")]
 TOKEN = "t0ken"
@@ -34,9 +37,10 @@ WARM = 12  # requests on new connections: both workers answer some
 def _call(app: Any, target: str, *fields: tuple[str, str], method: str = "GET") -> Response:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method, "RAW_URI": target, "PATH_INFO": target.partition("?")[0],
-        "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""), "HTTP_HOST": "proxy", "HTTP_ACCEPT": "*/*",
+        "QUERY_STRING": target.partition("?")[2], "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "HTTP_HOST": "proxy",
+        "HTTP_ACCEPT": "*/*",
     }  # fmt: skip
     for name, value in fields:
         environ["HTTP_" + name.upper().replace("-", "_")] = value
@@ -52,6 +56,25 @@ def _call(app: Any, target: str, *fields: tuple[str, str], method: str = "GET") 
         close()
     code, _, reason = started[0].partition(" ")
     return Response(int(code), reason, tuple(started[1]), data)
+
+
+_metrics: list[Metrics] = []
+
+
+def _worker(origin: Origin, cache: Path) -> ProxyApp:
+    """One worker's app, in this process, on the cache folder ``cache`` (two of them on one
+    folder are two workers). Metrics are made once a process: prometheus registers them
+    globally."""
+    config = Config.from_env({"WSGI_PROXY_ORIGIN": origin.url,
+                              "WSGI_PROXY_CACHE_DIR": str(cache),
+                              "WSGI_PROXY_METRICS_DIR": str(cache.parent / "metrics"),
+                              "WSGI_PROXY_ADMIN_ALLOW": "127.0.0.1"})  # fmt: skip
+    if not _metrics:
+        _metrics.append(Metrics(config.metrics_dir, lambda: ()))
+    store = Store(config.cache_dir, lock_stripes=config.lock_stripes,
+                  max_variants=config.max_variants)  # fmt: skip
+    store.prepare()
+    return ProxyApp(config, store, Upstream(config), _metrics[0])
 
 
 def _without_clock(reply: Response) -> list[tuple[str, str]]:
@@ -71,12 +94,8 @@ SIZES = pytest.mark.parametrize("size", [1600, 300_000], ids=["in-memory", "from
 
 
 def test_a_ready_answer_is_the_answer_the_flow_gives(origin: Origin, tmp_path: Path) -> None:
-    """One app per process (its metrics register once): both sizes in one test, a body
-    held in memory and one sent from the file."""
-    config = Config.from_env({"WSGI_PROXY_ORIGIN": origin.url,
-                              "WSGI_PROXY_CACHE_DIR": str(tmp_path / "cache"),
-                              "WSGI_PROXY_METRICS_DIR": str(tmp_path / "metrics")})  # fmt: skip
-    app = create_app(config)
+    """A body held in memory, and one sent from the file."""
+    app = _worker(origin, tmp_path / "cache")
     for size in (1600, 300_000):
         given = app.ready.given
         body = (b"the same bytes \x00\xff" * (size // 16 + 1))[:size]
@@ -106,6 +125,41 @@ def test_a_ready_answer_is_the_answer_the_flow_gives(origin: Origin, tmp_path: P
         assert_response(_call(app, path), cache="HIT", body=body)
         assert app.ready.given == given + 3
         assert origin.count(path) == 2
+
+
+def _purge(app: ProxyApp, path: str, soft: str = "") -> None:
+    purged = _call(app, f"/_wsgi_proxy/purge?url={path}{soft}", method="POST")
+    assert purged.body == b"purged 1\n", purged.describe()
+
+
+CHANGES_BY_ANOTHER_WORKER: dict[str, Callable[[ProxyApp, str], object]] = {
+    "purge": _purge,
+    "soft purge": lambda b, path: _purge(b, path, "&soft=1"),
+    "POST": lambda b, path: _call(b, path, method="POST"),
+    "a new response": lambda b, path: _call(b, path, ("Cache-Control", "no-cache")),
+    "clear": lambda b, path: b.store.clear(),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES_BY_ANOTHER_WORKER))
+@SIZES
+def test_a_change_made_by_another_worker_ends_the_ready_answer(
+    origin: Origin, tmp_path: Path, change: str, size: int
+) -> None:
+    """Two workers' apps on one cache folder, in this process: worker A holds a ready
+    answer; worker B changes what is stored; A's next answer comes from the flow, with
+    the origin's new body."""
+    a, b = _worker(origin, tmp_path / "cache"), _worker(origin, tmp_path / "cache")
+    old, new = b"o" * size, b"n" * size
+    path = origin.route("/shared", headers=[("Cache-Control", "max-age=600")], body=old)
+    for _ in range(3):
+        assert _call(a, path).body == old
+    assert a.ready.given == 1
+    origin.route("/shared", headers=[("Cache-Control", "max-age=600")], body=new)
+    CHANGES_BY_ANOTHER_WORKER[change](b, path)
+    assert _call(a, path).body == new, change
+    assert a.ready.given == 1, change
+    assert _call(a, path).body == new
 
 
 def _warm(proxy: ProxyProcess, path: str, body: bytes) -> None:
