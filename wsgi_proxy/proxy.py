@@ -45,14 +45,13 @@ from wsgi_proxy.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.locks import try_acquire, wait_for_fetch
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.ready import ReadyAnswers, is_plain
+from wsgi_proxy.ready import FILE_BLOCK, ReadyAnswers
 from wsgi_proxy.shared_tier import SharedTier
 from wsgi_proxy.store import Hit, PassMarker, Store
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
 log = logging.getLogger(__name__)
 
-FILE_BLOCK = 256 * 1024
 # Stored bodies up to this size are read into memory and sent with the head; larger ones go
 # by wsgi.file_wrapper (sendfile) with flat memory.
 SMALL_BODY = 128 * 1024
@@ -134,44 +133,11 @@ class ProxyApp:
     def _ready_answer(self, environ: Environ, start_response: StartResponse) -> list[bytes] | None:
         """A plain fresh hit answered as the last time (ready.py), or None: the general flow
         answers (and may make the answer ready again)."""
-        target = environ.get("RAW_URI")
-        ready = self.ready.get(target) if isinstance(target, str) else None
-        if ready is None or not is_plain(environ):
-            return None
-        assert isinstance(target, str)  # noqa: S101 - a ready answer was found for it
-        now = self.clock()
-        age = ready.freshness.initial_age + max(0.0, now - ready.response_time)
-        ttl = ready.freshness.lifetime - age
-        head = environ["REQUEST_METHOD"] == "HEAD"
-        file = None
-        if ttl <= 0:
-            unchanged = False
-        elif ready.body is None and not head:
-            file = self.store.open_unchanged(ready.location, ready.stamp, now)
-            unchanged = file is not None
-        else:
-            unchanged = self.store.is_unchanged(ready.location, ready.stamp, now)
-        if not unchanged:
-            self.ready.forget(target)
-            return None
-        try:
-            log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
-            self.ready.given += 1
-            marks = (("Age", str(int(age))), *self._marks("HIT", self._hit_status(ttl), "hit"))
-            start_response(ready.status_line, [*ready.fields, *marks])
-            if head:
-                return []
-            self.metrics.count_bytes("cache", ready.size)
-            if file is None:
-                return [ready.body or b""]
-            file.seek(ready.body_offset)
-            wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
-            sent: list[bytes] = wrapper(file, FILE_BLOCK)  # gunicorn sends it by sendfile
-        except BaseException:
-            if file is not None:
-                file.close()
-            raise
-        return sent
+        return self.ready.answer(environ, start_response, self.clock(), self.store,
+                                 marks=self._ready_marks, sent=self._count_cache_bytes)  # fmt: skip
+
+    def _ready_marks(self, age: float, ttl: float) -> h.Headers:
+        return (("Age", str(int(age))), *self._marks("HIT", self._hit_status(ttl), "hit"))
 
     def _cached(self, ex: Exchange) -> Iterable[bytes]:
         ex.primary = keys.primary_key(self.origin_url, ex.req.target)
@@ -444,6 +410,9 @@ class ProxyApp:
         return stream
 
     # ---- helpers ------------------------------------------------------------------------
+
+    def _count_cache_bytes(self, count: int) -> None:
+        self.metrics.count_bytes("cache", count)
 
     def _count_origin_bytes(self, count: int) -> None:
         self.metrics.count_bytes("origin", count)

@@ -21,14 +21,22 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.wsgi import FileWrapper
 
 from wsgi_proxy import policy
 from wsgi_proxy.headers import Headers
 from wsgi_proxy.hotset import Stamp
-from wsgi_proxy.store import Hit
+from wsgi_proxy.store import Hit, Store
+
+log = logging.getLogger(__name__)
+
+FILE_BLOCK = 256 * 1024  # what gunicorn reads a file by when it cannot use sendfile
 
 # Environ keys of the request fields that make a request not plain.
 _NOT_PLAIN = tuple(f"HTTP_{name.upper().replace('-', '_')}" for name in policy.REUSE_REQUEST_FIELDS)
@@ -75,6 +83,55 @@ class ReadyAnswers:
 
     def get(self, target: str) -> Ready | None:
         return self._by_target.get(target)
+
+    def answer(
+        self,
+        environ: Mapping[str, Any],
+        start_response: Callable[..., Any],
+        now: float,
+        store: Store,
+        *,
+        marks: Callable[[float, float], Headers],
+        sent: Callable[[int], None],
+    ) -> list[bytes] | None:
+        """The ready answer to ``environ``'s request, or None when there is none, or it ran
+        stale, or its file changed (it is then forgotten). ``marks(age, ttl)`` gives the
+        per-request fields and counts the hit; ``sent(size)`` counts the body's bytes."""
+        target = environ.get("RAW_URI")
+        ready = self._by_target.get(target) if isinstance(target, str) else None
+        if ready is None or not is_plain(environ):
+            return None
+        age = ready.freshness.initial_age + max(0.0, now - ready.response_time)
+        ttl = ready.freshness.lifetime - age
+        head = environ["REQUEST_METHOD"] == "HEAD"
+        file = None
+        if ttl <= 0:
+            unchanged = False
+        elif ready.body is None and not head:
+            file = store.open_unchanged(ready.location, ready.stamp, now)
+            unchanged = file is not None
+        else:
+            unchanged = store.is_unchanged(ready.location, ready.stamp, now)
+        if not unchanged:
+            self.forget(str(target))
+            return None
+        try:
+            log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
+            self.given += 1
+            start_response(ready.status_line, [*ready.fields, *marks(age, ttl)])
+            if head:
+                return []
+            sent(ready.size)
+            if file is None:
+                return [ready.body or b""]
+            file.seek(ready.body_offset)
+            wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
+            answer: list[bytes] = wrapper(file, FILE_BLOCK)  # gunicorn sends it by sendfile
+        except BaseException:
+            if file is not None:
+                file.close()
+            raise
+        return answer
 
     def make(
         self,
