@@ -321,9 +321,10 @@ class PlainFreshness:
 
 
 def plain_freshness(entry: Entry, targeting: Targeting = NO_TARGETING) -> PlainFreshness | None:
-    """``decide_lookup`` for a plain request and ``entry``, as a function of time alone; None
-    where it is not one: a response that varies (its request decides), response
-    ``no-cache`` (always revalidated) or a soft purge (always stale)."""
+    """``decide_lookup`` for a plain request and ``entry``, as a function of time alone
+    (sections 4.2.1 and 4.2.3: fresh while the lifetime exceeds the current age); None where
+    it is not one: a response that varies (section 4.1: its request decides), response
+    ``no-cache`` (section 5.2.2.4: always revalidated) or a soft purge (always stale)."""
     if entry.vary or entry.soft_purged:
         return None
     if response_directives(entry.head, targeting).cc.get("no-cache", "-") is None:

@@ -7,9 +7,15 @@ reads (``policy.REUSE_REQUEST_FIELDS``); for a stored response that does not var
 would then decide by the time alone (``policy.plain_freshness``), read the same file and
 send the same fields.
 
+Not a cache per worker: the shared store stays the only cache, and every answer is checked
+against the file it came from; this only spares the request parsing, the lookup and the
+decision for the common request.
+
 Invariants:
-- An answer is made ready only from a stored response that the flow served whole, to a
-  plain request, from a body this worker checked against its CRC-32.
+- An answer is made ready only from a stored response that the flow read from the store,
+  found fresh and served whole to a plain request, from a body this worker checked
+  against its CRC-32 (never from a stale answer, nor from one refreshed after a 304).
+- Only where the filesystem keeps nanosecond mtimes (the store's probe, as for hotset.py).
 - It is given only while the file it came from is still in place and unchanged (one
   ``stat`` per answer: device, inode, size and mtime, as in hotset.py), while fresh, and
   until the file's LRU touch is due; otherwise the flow answers, and may make it anew.
