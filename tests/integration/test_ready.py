@@ -9,7 +9,9 @@ connections that both hold a ready answer before the change.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -125,6 +127,18 @@ def test_a_ready_answer_is_the_answer_the_flow_gives(origin: Origin, tmp_path: P
         assert_response(_call(app, path), cache="HIT", body=body)
         assert app.ready.given == given + 3
         assert origin.count(path) == 2
+    assert _open_files_under(tmp_path / "cache" / "v1" / "objects") == []
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    """Files under ``folder`` this process holds open (every answer was closed by now)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(folder)):
+                held.append(target)
+    return held
 
 
 def _purge(app: ProxyApp, path: str, soft: str = "") -> None:
@@ -160,6 +174,7 @@ def test_a_change_made_by_another_worker_ends_the_ready_answer(
     assert _call(a, path).body == new, change
     assert a.ready.given == 1, change
     assert _call(a, path).body == new
+    assert _open_files_under(tmp_path / "cache" / "v1" / "objects") == []
 
 
 def _warm(proxy: ProxyProcess, path: str, body: bytes) -> None:
