@@ -132,9 +132,12 @@ class EntryWriter:
                 raise OSError("header size changed")  # cannot happen: fixed-width fields
             os.pwrite(self.fd, header, 0)
             # The mtime to the nanosecond, not the kernel's clock tick: each worker's memos
-            # (hotset.py) tell a new file from an old one with a reused inode by it.
+            # (hotset.py) tell a new file from an old one with a reused inode by it. A
+            # filesystem that refuses it still gets the entry (the memos are then off:
+            # Store.prepare makes the same call on a probe).
             now = time.time_ns()
-            os.utime(self.fd, ns=(now, now))
+            with contextlib.suppress(OSError):
+                os.utime(self.fd, ns=(now, now))
             os.close(self.fd)
             self.fd = -1
             try:

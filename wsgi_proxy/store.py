@@ -125,9 +125,12 @@ class Store:
         for folder in (self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = self.state / f"{TMP_PREFIX}probe.{os.getpid()}"
-        probe.write_bytes(b"")
-        os.utime(probe, ns=(_PROBE_NS, _PROBE_NS))
-        kept = probe.stat().st_mtime_ns == _PROBE_NS
+        with probe.open("wb") as file:  # set as a publish sets it: through the open file
+            try:
+                os.utime(file.fileno(), ns=(_PROBE_NS, _PROBE_NS))
+                kept = os.fstat(file.fileno()).st_mtime_ns == _PROBE_NS
+            except OSError:
+                kept = False
         probe.unlink()
         # The memos of small entries and ready answers tell files apart by inode and mtime,
         # which each publish sets to the nanosecond (entryfile.py). Where the filesystem
