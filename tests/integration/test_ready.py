@@ -72,7 +72,14 @@ def _worker(origin: Origin, cache: Path) -> ProxyApp:
                               "WSGI_PROXY_METRICS_DIR": str(cache.parent / "metrics"),
                               "WSGI_PROXY_ADMIN_ALLOW": "127.0.0.1"})  # fmt: skip
     if not _metrics:
+        # Metrics points prometheus_client at its folder through the environment, which
+        # the gunicorn processes of later tests would inherit: put it back.
+        before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         _metrics.append(Metrics(config.metrics_dir, lambda: ()))
+        if before is None:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
     store = Store(config.cache_dir, lock_stripes=config.lock_stripes,
                   max_variants=config.max_variants)  # fmt: skip
     store.prepare()
