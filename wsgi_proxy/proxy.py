@@ -58,7 +58,7 @@ SMALL_BODY = 128 * 1024
 # A stored body is checked against its CRC-32 on its first hit in each worker: before it is
 # served up to this size, in the background beyond (a first byte must not wait for a scan).
 VERIFY_INLINE = 8 << 20
-# Bodies of ready answers (ready.py) each worker holds in memory at most.
+# Ready answers (ready.py), per worker at most: bytes of bodies held in memory; answers.
 READY_BYTES = 32 << 20
 READY_ANSWERS = 4096
 
