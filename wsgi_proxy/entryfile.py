@@ -132,12 +132,14 @@ class EntryWriter:
                 raise OSError("header size changed")  # cannot happen: fixed-width fields
             os.pwrite(self.fd, header, 0)
             # The mtime to the nanosecond, not the kernel's clock tick: each worker's memos
-            # (hotset.py) tell a new file from an old one with a reused inode by it. A
-            # filesystem that refuses it still gets the entry (the memos are then off:
-            # Store.prepare makes the same call on a probe).
+            # (hotset.py) tell a new file from an old one with a reused inode by it. If the
+            # filesystem refuses, the entry is still published and this worker's memos go
+            # off (Store.prepare made the same call on a probe and it worked then).
             now = time.time_ns()
-            with contextlib.suppress(OSError):
+            try:
                 os.utime(self.fd, ns=(now, now))
+            except OSError as exc:
+                self.store.lose_fine_timestamps(exc)
             os.close(self.fd)
             self.fd = -1
             try:

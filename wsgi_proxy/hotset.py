@@ -15,7 +15,7 @@ Invariants:
   where the filesystem keeps nanosecond mtimes.
 - Bounded: at most ``max_entries``; the oldest remembered goes first.
 
-Part of the store (its only ``stat`` outside store.py), used by no other module.
+Part of the store (its only ``stat`` outside store.py); ready.py uses its ``Stamp``.
 """
 
 from __future__ import annotations

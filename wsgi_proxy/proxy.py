@@ -133,7 +133,7 @@ class ProxyApp:
     def _ready_answer(self, environ: Environ, start_response: StartResponse) -> list[bytes] | None:
         """A plain fresh hit answered as the last time (ready.py), or None: the general flow
         answers (and may make the answer ready again)."""
-        return self.ready.answer(environ, start_response, self.clock(), self.store,
+        return self.ready.answer(environ, start_response, self.clock, self.store,
                                  marks=self._ready_marks, sent=self._count_cache_bytes)  # fmt: skip
 
     def _ready_marks(self, age: float, ttl: float) -> h.Headers:
@@ -371,16 +371,22 @@ class ProxyApp:
             wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
             body = wrapper(found.file, FILE_BLOCK)
         fields = (*fields, ("Content-Length", str(size)))
-        # A large body checked in the background is made ready once its check is done.
-        whole = span == (0, entry.body_length)
-        if fresh and ex.req.method == "GET" and whole and self.store.is_verified(found):
-            held_body = held[0] if held else None
-            self.ready.make(ex.req.target, ex.environ, found, fields, held_body,
-                            targeting=self.targeting)  # fmt: skip
+        if fresh and span == (0, entry.body_length):
+            self._make_ready(ex, found, fields, held)
         ex.start_response(status_line, [*fields, *marks])
         if ex.req.method != "HEAD":
             self.metrics.count_bytes("cache", size)
         return body
+
+    def _make_ready(
+        self, ex: Exchange, found: Hit, fields: h.Headers, held: tuple[bytes] | None
+    ) -> None:
+        """Keep the answer to a GET of a fresh entry, served whole, for the next plain
+        request (ready.py); a large body checked in the background once its check is done."""
+        if ex.req.method == "GET" and self.store.fine_timestamps and self.store.is_verified(found):
+            body = held[0] if held else None
+            self.ready.make(ex.req.target, ex.environ, found, fields, body,
+                            targeting=self.targeting)  # fmt: skip
 
     def _reread(self, ex: Exchange, found: Hit) -> Iterable[bytes]:
         """The stored body could not be read whole or failed its checksum: drop the entry

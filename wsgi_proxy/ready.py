@@ -94,19 +94,21 @@ class ReadyAnswers:
         self,
         environ: Mapping[str, Any],
         start_response: Callable[..., Any],
-        now: float,
+        clock: Callable[[], float],
         store: Store,
         *,
         marks: Callable[[float, float], Headers],
         sent: Callable[[int], None],
     ) -> list[bytes] | None:
         """The ready answer to ``environ``'s request, or None when there is none, or it ran
-        stale, or its file changed (it is then forgotten). ``marks(age, ttl)`` gives the
-        per-request fields and counts the hit; ``sent(size)`` counts the body's bytes."""
+        stale, or its file changed (it is then forgotten), or the store lost its nanosecond
+        mtimes. ``marks(age, ttl)`` gives the per-request fields and counts the hit;
+        ``sent(size)`` counts the body's bytes."""
         target = environ.get("RAW_URI")
         ready = self._by_target.get(target) if isinstance(target, str) else None
-        if ready is None or not is_plain(environ):
+        if ready is None or not is_plain(environ) or not store.fine_timestamps:
             return None
+        now = clock()
         age = ready.freshness.initial_age + max(0.0, now - ready.response_time)
         ttl = ready.freshness.lifetime - age
         head = environ["REQUEST_METHOD"] == "HEAD"
@@ -119,7 +121,7 @@ class ReadyAnswers:
         else:
             unchanged = store.is_unchanged(ready.location, ready.stamp, now)
         if not unchanged:
-            self.forget(str(target))
+            self.forget(environ["RAW_URI"])
             return None
         try:
             log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)

@@ -124,14 +124,16 @@ class Store:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
         for folder in (self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = self.state / f"{TMP_PREFIX}probe.{os.getpid()}"
-        with probe.open("wb") as file:  # set as a publish sets it: through the open file
+        # Where entries are published (objects/, perhaps another mount than state/), set
+        # as a publish sets it (through the open file): is a nanosecond mtime kept?
+        probe = self.objects / f"{TMP_PREFIX}probe.{os.getpid()}"
+        with probe.open("wb") as file:
             try:
                 os.utime(file.fileno(), ns=(_PROBE_NS, _PROBE_NS))
                 kept = os.fstat(file.fileno()).st_mtime_ns == _PROBE_NS
             except OSError:
                 kept = False
-        probe.unlink()
+        probe.unlink(missing_ok=True)
         # The memos of small entries and ready answers tell files apart by inode and mtime,
         # which each publish sets to the nanosecond (entryfile.py). Where the filesystem
         # keeps coarser times, a file published into a reused inode could pass for the one
@@ -139,6 +141,13 @@ class Store:
         self.fine_timestamps = kept
         if kept:
             self.hot = HotSet(HOT_ENTRIES)
+
+    def lose_fine_timestamps(self, exc: OSError) -> None:
+        """A publish could not set its nanosecond mtime: this worker's memos go off."""
+        if self.fine_timestamps:
+            log.warning("cannot set nanosecond mtimes in %s (%s): memos off", self.objects, exc)
+        self.fine_timestamps = False
+        self.hot = HotSet(0)
 
     def primary_path(self, primary: str) -> Path:
         return Path(self._primary_location(primary))

@@ -165,8 +165,17 @@ def test_each_publish_sets_an_mtime_of_its_own_and_the_memos_need_that(store: St
     first = put(store, b"a").stat().st_mtime_ns
     second = put(store, b"b").stat().st_mtime_ns
     assert before <= first < second <= time.time_ns()
-    coarse = Store(store.root.parent / "coarse", lock_stripes=1, max_variants=1)
-    assert not coarse.fine_timestamps  # not prepared: off
+
+
+def test_a_publish_refused_its_mtime_turns_the_memos_off(store: Store) -> None:
+    put(store, b"kept")
+    for _ in range(2):
+        assert store.verify(hit(store))
+    assert len(store.hot) == 1
+    store.lose_fine_timestamps(PermissionError("utime refused"))
+    assert not store.fine_timestamps
+    assert hit(store).file is not None  # read from the disk
+    assert len(store.hot) == 0
 
 
 def test_an_old_file_is_touched_and_forgotten_once(store: Store) -> None:
