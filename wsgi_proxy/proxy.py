@@ -344,7 +344,7 @@ class ProxyApp:
                 fields = (*fields, ("Content-Range", _content_range(span, entry.body_length)))
         size = span[1] - span[0]
         body: Iterable[bytes] = ()
-        held: tuple[bytes] | None = None  # the body, when read whole into memory
+        held: bytes | None = None  # the body, when read whole into memory
         if ex.req.method == "HEAD":
             ex.release()
         elif size <= SMALL_BODY:
@@ -357,7 +357,7 @@ class ProxyApp:
             ex.release()
             if not intact:
                 return self._reread(ex, found)
-            body = held = (data,)
+            held, body = data, (data,)
         else:
             # The hot set keeps bodies of at most 8 KiB, so a large one is always open.
             assert found.file is not None  # noqa: S101
@@ -378,14 +378,11 @@ class ProxyApp:
             self.metrics.count_bytes("cache", size)
         return body
 
-    def _make_ready(
-        self, ex: Exchange, found: Hit, fields: h.Headers, held: tuple[bytes] | None
-    ) -> None:
+    def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, held: bytes | None) -> None:
         """Keep the answer to a GET of a fresh entry, served whole, for the next plain
         request (ready.py); a large body checked in the background once its check is done."""
         if ex.req.method == "GET" and self.store.fine_timestamps and self.store.is_verified(found):
-            body = held[0] if held else None
-            self.ready.make(ex.req.target, ex.environ, found, fields, body,
+            self.ready.make(ex.req.target, ex.environ, found, fields, held,
                             targeting=self.targeting)  # fmt: skip
 
     def _reread(self, ex: Exchange, found: Hit) -> Iterable[bytes]:

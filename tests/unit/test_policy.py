@@ -342,6 +342,7 @@ PLAIN_ENTRIES: list[tuple[str, Entry, bool]] = [
     ("varies", replace(entry(("Cache-Control", "max-age=60"), ("Vary", "Accept")),
                        vary=(("accept", "a"),)), False),
 ]  # fmt: skip
+NEVER_FRESH = {"an invalid Age", "no freshness at all"}  # cases fresh at no time of the table
 PLAIN_REQUESTS = [
     req(),
     req(("Accept", "*/*"), ("User-Agent", "wrk"), ("Authorization", "Basic x")),
@@ -374,6 +375,3 @@ def test_plain_freshness_is_decide_lookup_for_plain_requests(
             else:
                 assert not isinstance(decision, policy.Fresh), (case, now)
     assert outcomes == ({True, False} if case not in NEVER_FRESH else {False}), case
-
-
-NEVER_FRESH = {"an invalid Age", "no freshness at all"}
