@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from wsgi_proxy import headers as h
-from wsgi_proxy import keys, policy
+from wsgi_proxy import keys, policy, validation
 from wsgi_proxy.config import Config
 from wsgi_proxy.entryfile import EntryWriter
 from wsgi_proxy.errors import ProxyError
@@ -70,7 +70,7 @@ class Filler:
         stored = found.entry
         entry = replace(
             stored,
-            head=policy.updated_head(stored.head, head),
+            head=validation.updated_head(stored.head, head),
             request_time=times[0],
             response_time=times[1],
             soft_purged=False,
@@ -139,7 +139,7 @@ class Filler:
                 )
                 if lifetime > age:
                     return  # refreshed meanwhile
-                conditional = policy.validators(found.entry.head)
+                conditional = validation.validators(found.entry.head)
                 resp, times = self.forwarder.send("GET", req.target, (*fields, *conditional),
                                                   None, None, chunked=False)  # fmt: skip
                 head = ResponseHead(resp.head.status, resp.head.reason,

@@ -14,7 +14,8 @@ import functools
 from dataclasses import dataclass
 
 from wsgi_proxy import headers as h
-from wsgi_proxy.model import SAFE_METHODS, Entry, RequestHead, ResponseHead
+from wsgi_proxy.model import Entry, RequestHead, ResponseHead
+from wsgi_proxy.validation import validators
 
 # RFC 9110 section 15.1: statuses cacheable by default, hence heuristically fresh.
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -26,11 +27,6 @@ UNDERSTOOD_STATUSES = frozenset(
 HEURISTIC_FRACTION = 0.1  # RFC 9111 section 4.2.2: "typically ... 10%"
 HEURISTIC_MAX = 86400.0
 INVALID_AGE = 2**31  # RFC 9111 section 1.2.2: the largest delta-seconds a cache must handle
-# Fields a 304 must not change in the stored response (RFC 9111 section 3.2): the length,
-# fields that describe the stored bytes, and the validator that selected the response.
-NOT_UPDATED_FIELDS = frozenset(
-    {"content-length", "content-encoding", "content-md5", "content-range", "etag"}
-)
 
 
 # ---- which field speaks to this cache (RFC 9213) -----------------------------------------
@@ -400,83 +396,3 @@ def is_stale_on_error_allowed(
 def _revalidate_or_forward(entry: Entry, fwd: str) -> Revalidate | Forward:
     conditional = validators(entry.head)
     return Revalidate(conditional, fwd) if conditional else Forward(fwd)
-
-
-def validators(head: ResponseHead) -> tuple[tuple[str, str], ...]:
-    """Section 4.3.1: ``If-None-Match`` from ``ETag``, ``If-Modified-Since`` from
-    ``Last-Modified``."""
-    fields: list[tuple[str, str]] = []
-    etag = head.get("etag")
-    if etag is not None:
-        fields.append(("If-None-Match", etag))
-    last_modified = head.get("last-modified")
-    if last_modified is not None:
-        fields.append(("If-Modified-Since", last_modified))
-    return tuple(fields)
-
-
-def updated_head(stored: ResponseHead, fresh: ResponseHead) -> ResponseHead:
-    """Section 3.2: the stored response's fields, each replaced by the fields of the same
-    name in ``fresh`` (a 304 or a HEAD response), except those that must not change."""
-    incoming = {k.lower() for k, _ in fresh.headers} - NOT_UPDATED_FIELDS
-    # Age describes a message, not the representation: the new one's Age, or none, counts
-    # (otherwise a response stored with a large Age would be stale again at once).
-    replaced = incoming | {"age"}
-    kept = tuple((k, v) for k, v in stored.headers if k.lower() not in replaced)
-    added = tuple((k, v) for k, v in fresh.headers if k.lower() in incoming)
-    return ResponseHead(stored.status, stored.reason, kept + added)
-
-
-def is_not_modified(req: RequestHead, head: ResponseHead) -> bool:
-    """Section 4.3.2: does the client's own conditional GET/HEAD match the stored response?
-
-    ``If-None-Match`` (weak comparison) takes precedence; ``If-Modified-Since`` is used only
-    without it, against ``Last-Modified`` or else ``Date``.
-    """
-    if req.method not in ("GET", "HEAD") or head.status != 200:
-        return False
-    if_none_match = req.get("if-none-match")
-    if if_none_match is not None:
-        etag = head.get("etag")
-        tags = h.parse_etags(if_none_match)
-        return etag is not None and any(t == "*" or h.is_weak_match(t, etag) for t in tags)
-    since = h.parse_http_date(req.get("if-modified-since"))
-    if since is None:
-        return False
-    modified = h.parse_http_date(head.get("last-modified")) or h.parse_http_date(head.get("date"))
-    return modified is not None and modified <= since
-
-
-def is_range_applicable(req: RequestHead, head: ResponseHead) -> bool:
-    """RFC 9110 section 13.1.5: without ``If-Range`` a Range applies; with it, only if the
-    entity tag matches strongly or the date equals ``Last-Modified``."""
-    if_range = req.get("if-range")
-    if if_range is None:
-        return True
-    if_range = if_range.strip()
-    if if_range.startswith(('"', "W/")):
-        etag = head.get("etag")
-        return etag is not None and not if_range.startswith("W/") and if_range == etag.strip()
-    last_modified = h.parse_http_date(head.get("last-modified"))
-    return last_modified is not None and h.parse_http_date(if_range) == last_modified
-
-
-# ---- invalidation (RFC 9111 section 4.4) --------------------------------------------------
-
-
-def invalidated_targets(req: RequestHead, resp: ResponseHead, origin_url: str) -> list[str]:
-    """Section 4.4: a non-error response to an unsafe method, or one whose safety is
-    unknown, invalidates the target URI and the same-origin ``Location`` and
-    ``Content-Location``."""
-    if req.method in SAFE_METHODS or not 200 <= resp.status < 400:
-        return []
-    targets = [req.target]
-    for field in ("location", "content-location"):
-        value = resp.get(field)
-        if value is None:
-            continue
-        if value.startswith(origin_url + "/"):
-            targets.append(value[len(origin_url) :])
-        elif value.startswith("/") and not value.startswith("//"):
-            targets.append(value)
-    return targets

@@ -28,7 +28,7 @@ from typing import assert_never
 from werkzeug.wsgi import FileWrapper
 
 from wsgi_proxy import headers as h
-from wsgi_proxy import keys, policy
+from wsgi_proxy import keys, policy, validation
 from wsgi_proxy.admin import Admin
 from wsgi_proxy.config import Config
 from wsgi_proxy.errors import NotInCache, OriginBroken, ProxyError, RangeNotSatisfiable
@@ -329,12 +329,12 @@ class ProxyApp:
         entry = found.entry
         fields = _client_fields(entry.head.headers, self.private_fields)
         marks = (("Age", str(int(age))), *self._marks("HIT", cache_status, outcome))
-        if policy.is_not_modified(ex.req, entry.head):
+        if validation.is_not_modified(ex.req, entry.head):
             ex.release()
             ex.start_response("304 Not Modified", [*fields, *marks])
             return []
         status_line, span = entry.head.status_line, (0, entry.body_length)
-        if entry.head.status == 200 and policy.is_range_applicable(ex.req, entry.head):
+        if entry.head.status == 200 and validation.is_range_applicable(ex.req, entry.head):
             wanted = h.parse_byte_range(ex.req.get("range"), entry.body_length)
             if wanted is False:
                 ex.release()
@@ -404,7 +404,7 @@ class ProxyApp:
         resp, _ = self.forwarder.send(ex.req.method, ex.req.target, fields, body, ex.environ,
                              chunked=chunked)  # fmt: skip
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
-        for target in policy.invalidated_targets(ex.req, head, self.origin_url):
+        for target in validation.invalidated_targets(ex.req, head, self.origin_url):
             self.store.invalidate(keys.primary_key(self.origin_url, target))
         status = h.format_cache_status(self.name, fwd="method", fwd_status=head.status)
         stream = StreamingBody(resp, None, None, self._count_origin_bytes)
