@@ -45,6 +45,8 @@ TMP_PREFIX = ".tmp."
 # Parsed header blocks each worker keeps (a few KiB each): the hot set skips JSON parsing.
 _MEMO_SIZE = 4096
 _CRC_BLOCK = 1 << 20
+# An mtime with nanoseconds, to find whether a folder's filesystem keeps them.
+_PROBE_NS = 1_700_000_000_123_456_789
 _ENTRY = "\0entry"  # where a decoded header keeps its Entry; the writer never uses it
 
 
@@ -233,6 +235,20 @@ def _build_entry(meta: dict[str, Any]) -> Entry:
         tags=tuple(str(t) for t in meta.get("tags", ())),
         soft_purged=bool(meta.get("soft_purged", False)),
     )
+
+
+def keeps_fine_timestamps(folder: Path) -> bool:
+    """Does ``folder``'s filesystem keep the nanosecond mtime a publish sets (through the
+    open file, as ``EntryWriter.commit`` does)? Raises OSError if it cannot be written."""
+    probe = folder / f"{TMP_PREFIX}probe.{os.getpid()}"
+    with probe.open("wb") as file:
+        try:
+            os.utime(file.fileno(), ns=(_PROBE_NS, _PROBE_NS))
+            kept = os.fstat(file.fileno()).st_mtime_ns == _PROBE_NS
+        except OSError:
+            kept = False
+    probe.unlink(missing_ok=True)
+    return kept
 
 
 def crc_of(fd: int, offset: int, length: int) -> int:

@@ -26,8 +26,8 @@ from wsgi_proxy.errors import (
     ProxyError,
     UnsupportedCoding,
 )
+from wsgi_proxy.hits import Hit
 from wsgi_proxy.model import RequestHead
-from wsgi_proxy.store import Hit
 from wsgi_proxy.upstream import OriginResponse
 
 if TYPE_CHECKING:

@@ -26,10 +26,11 @@ from wsgi_proxy.entryfile import EntryWriter
 from wsgi_proxy.errors import ProxyError
 from wsgi_proxy.exchange import Exchange, StreamingBody
 from wsgi_proxy.forwarding import CLIENT_CONDITIONALS, Forwarder
+from wsgi_proxy.hits import Hit
 from wsgi_proxy.locks import try_acquire
 from wsgi_proxy.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.shared_tier import SharedTier
-from wsgi_proxy.store import Hit, Store
+from wsgi_proxy.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -42,12 +42,13 @@ from wsgi_proxy.exchange import (
 )
 from wsgi_proxy.filling import ERROR_STATUSES, Filler
 from wsgi_proxy.forwarding import CLIENT_CONDITIONALS, Forwarder
+from wsgi_proxy.hits import Hit, PassMarker
 from wsgi_proxy.locks import try_acquire, wait_for_fetch
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, ResponseHead
 from wsgi_proxy.ready import FILE_BLOCK, ReadyAnswers
 from wsgi_proxy.shared_tier import SharedTier
-from wsgi_proxy.store import Hit, PassMarker, Store
+from wsgi_proxy.store import Store
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
 log = logging.getLogger(__name__)

@@ -37,8 +37,9 @@ from werkzeug.wsgi import FileWrapper
 
 from wsgi_proxy import policy
 from wsgi_proxy.headers import Headers
+from wsgi_proxy.hits import Hit
 from wsgi_proxy.hotset import Stamp
-from wsgi_proxy.store import Hit, Store
+from wsgi_proxy.store import Store
 
 log = logging.getLogger(__name__)
 

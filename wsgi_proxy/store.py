@@ -24,8 +24,7 @@ import logging
 import os
 import secrets
 import shutil
-import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,13 +33,14 @@ from wsgi_proxy.entryfile import (
     TMP_PREFIX,
     CorruptEntry,
     EntryWriter,
-    crc_of,
     entry_of,
+    keeps_fine_timestamps,
     meta_of,
     read_header,
 )
 from wsgi_proxy.errors import ConfigError
 from wsgi_proxy.headers import Headers
+from wsgi_proxy.hits import CheckedBodies, Hit, PassMarker, identity_of
 from wsgi_proxy.hotset import HotSet, Remembered, Stamp, stamp_of
 from wsgi_proxy.locks import KeyLock, key_lock
 from wsgi_proxy.model import Entry
@@ -48,58 +48,11 @@ from wsgi_proxy.usage import UsageCounter
 
 log = logging.getLogger(__name__)
 
-_VERIFIED_MAX = 65536
 # A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall.
 TOUCH_INTERVAL = 60.0
 # Small entries each worker remembers (hotset.py): each holds its file's first read (8 KiB)
 # and its decoded header (shared with entryfile's memo of decoded headers).
 HOT_ENTRIES = 4096
-# An mtime with nanoseconds, to find whether the cache folder's filesystem keeps them.
-_PROBE_NS = 1_700_000_000_123_456_789
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """An open stored response. ``file`` is unbuffered, at no particular position: read
-    it at offsets. ``early`` holds the first body bytes, read with the header: the whole
-    body of a small entry, which then needs no second read."""
-
-    entry: Entry
-    location: str  # the file's path; a str, as building a Path costs on every hit
-    file: BinaryIO | None  # None when the hot set had it: the body is whole in ``early``
-    body_offset: int
-    body_crc: int
-    stamp: Stamp  # device, inode, size and mtime of the file when it was opened
-    early: bytes = b""
-
-    @property
-    def identity(self) -> tuple[int, int, int]:
-        """Device, inode and size: which file it is (the mtime changes with LRU touches)."""
-        return self.stamp[:3]
-
-    @property
-    def path(self) -> Path:
-        return Path(self.location)
-
-    def read(self, start: int, end: int) -> bytes:
-        """Body bytes ``start`` to ``end`` (exclusive): from ``early`` when it holds them,
-        else one positioned read (short only if the file was damaged since it was opened)."""
-        if len(self.early) >= end:
-            return self.early[start:end]
-        if self.file is None:
-            raise OSError(f"{self.location}: the body is not open")
-        return os.pread(self.file.fileno(), end - start, self.body_offset + start)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-@dataclass(frozen=True, slots=True)
-class PassMarker:
-    """The URL's last response was not storable: forward without waiting on a lock."""
-
-    until: float
 
 
 class Store:
@@ -116,7 +69,7 @@ class Store:
         self.usage = UsageCounter(self.state)
         self._objects = str(self.objects)
         self._locks = str(self.locks)
-        self._verified: set[tuple[int, int, int, int]] = set()
+        self.checked = CheckedBodies()
         self.hot = HotSet(0)  # off until prepare() finds fine-grained timestamps
         self.fine_timestamps = False
 
@@ -124,16 +77,7 @@ class Store:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
         for folder in (self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Where entries are published (objects/, perhaps another mount than state/), set
-        # as a publish sets it (through the open file): is a nanosecond mtime kept?
-        probe = self.objects / f"{TMP_PREFIX}probe.{os.getpid()}"
-        with probe.open("wb") as file:
-            try:
-                os.utime(file.fileno(), ns=(_PROBE_NS, _PROBE_NS))
-                kept = os.fstat(file.fileno()).st_mtime_ns == _PROBE_NS
-            except OSError:
-                kept = False
-        probe.unlink(missing_ok=True)
+        kept = keeps_fine_timestamps(self.objects)
         # The memos of small entries and ready answers tell files apart by inode and mtime,
         # which each publish sets to the nanosecond (entryfile.py). Where the filesystem
         # keeps coarser times, a file published into a reused inode could pass for the one
@@ -233,8 +177,8 @@ class Store:
         if meta.get("kind") != "response":
             return True
         length = int(meta["body_length"])
-        stamp = (*_identity(stat), int(meta["body_crc"], 16))
-        return len(early) >= length and stamp in self._verified
+        checked = self.checked.is_checked(identity_of(stat), int(meta["body_crc"], 16))
+        return len(early) >= length and checked
 
     def is_unchanged(self, location: str, stamp: Stamp, now: float) -> bool:
         """Is the file at ``location`` still the one ``stamp`` was taken of, its LRU touch
@@ -262,37 +206,21 @@ class Store:
         return file
 
     def is_verified(self, hit: Hit) -> bool:
-        return (*hit.identity, hit.body_crc) in self._verified
+        return self.checked.is_checked(hit.identity, hit.body_crc)
 
     def verify(self, hit: Hit, body: bytes | None = None) -> bool:
-        """Does ``hit``'s body match the CRC-32 its header records? ``body`` is the whole
-        body if the caller read it already. Files are never changed in place, so each is
-        checked once per worker and remembered. A mismatch (a machine crash can leave a
+        """Does ``hit``'s body match the CRC-32 its header records (hits.py)? ``body`` is the
+        whole body if the caller read it already. A mismatch (a machine crash can leave a
         published file with zeros: entries are not fsynced) removes the file."""
-        stamp = (*hit.identity, hit.body_crc)
-        if stamp in self._verified:
-            return True
-        length = hit.entry.body_length
-        if (body is None or len(body) != length) and len(hit.early) >= length:
-            body = hit.early[:length]
         try:
-            if body is not None and len(body) == length:
-                crc = zlib.crc32(body)
-            elif hit.file is not None:
-                crc = crc_of(hit.file.fileno(), hit.body_offset, length)
-            else:
-                raise OSError("the body is not open")
+            matches = self.checked.check(hit, body)
         except OSError as exc:
             log.warning("cannot check cache entry %s: %s", hit.location, exc)
             return False
-        if crc != hit.body_crc:
+        if not matches:
             log.warning("removing cache entry %s: body checksum mismatch", hit.location)
             self.remove_if_same(hit)
-            return False
-        if len(self._verified) >= _VERIFIED_MAX:
-            self._verified.clear()
-        self._verified.add(stamp)
-        return True
+        return matches
 
     def verify_later(self, hit: Hit) -> None:
         """``verify`` on a file of its own (for a background thread): ``hit``'s file is
@@ -302,7 +230,7 @@ class Store:
         except OSError:
             return
         with file:
-            if _identity(os.fstat(file.fileno())) == hit.identity:
+            if identity_of(os.fstat(file.fileno())) == hit.identity:
                 self.verify(replace(hit, file=file))
 
     # ---- writing ------------------------------------------------------------------------
@@ -429,7 +357,7 @@ class Store:
     def remove_if_same(self, hit: Hit) -> None:
         """Remove ``hit``'s file unless another entry was published there since."""
         with contextlib.suppress(OSError):
-            if _identity(os.stat(hit.location)) == hit.identity:
+            if identity_of(os.stat(hit.location)) == hit.identity:
                 self._remove(Path(hit.location))
 
     def remove(self, path: Path) -> None:
@@ -486,7 +414,3 @@ def _touched(file: BinaryIO, stat: os.stat_result, now: float) -> os.stat_result
         return os.fstat(file.fileno())
     except OSError:
         return stat
-
-
-def _identity(stat: os.stat_result) -> tuple[int, int, int]:
-    return stat.st_dev, stat.st_ino, stat.st_size

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from wsgi_proxy import policy
+from wsgi_proxy.hits import Hit, PassMarker
 from wsgi_proxy.hotset import HotSet, Remembered, stamp_of
 from wsgi_proxy.model import Entry, ResponseHead
 from wsgi_proxy.ready import Ready, ReadyAnswers, is_plain
-from wsgi_proxy.store import TOUCH_INTERVAL, Hit, PassMarker, Store
+from wsgi_proxy.store import TOUCH_INTERVAL, Store
 
 KEY = "GET http://o/x"
 NOW = time.time()

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from wsgi_proxy.eviction import Evictor, scan_objects
+from wsgi_proxy.hits import Hit, PassMarker
 from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.store import Hit, PassMarker, Store
+from wsgi_proxy.store import Store
 
 KEY = "GET http://o/x"
 NOW = time.time()
