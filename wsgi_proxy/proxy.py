@@ -1,6 +1,7 @@
 """The WSGI entry: runs one request through keys -> store -> policy -> upstream -> store.
 What is sent to the origin is built in forwarding.py; what comes back is stored by
-filling.py, which also runs the background refreshes.
+filling.py, which also runs the background refreshes; answers from a stored entry are
+made by serving.py.
 
 Invariants:
 - Every response carries ``X-Cache`` (HIT when the body came from the cache, revalidated or
@@ -18,20 +19,17 @@ Invariants:
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import assert_never
 
-from werkzeug.wsgi import FileWrapper
-
 from wsgi_proxy import headers as h
 from wsgi_proxy import keys, policy, validation
 from wsgi_proxy.admin import Admin
 from wsgi_proxy.config import Config
-from wsgi_proxy.errors import NotInCache, OriginBroken, ProxyError, RangeNotSatisfiable
+from wsgi_proxy.errors import NotInCache, OriginBroken, ProxyError
 from wsgi_proxy.exchange import (
     Environ,
     Exchange,
@@ -46,19 +44,14 @@ from wsgi_proxy.hits import Hit, PassMarker
 from wsgi_proxy.locks import try_acquire, wait_for_fetch
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.ready import FILE_BLOCK, ReadyAnswers
+from wsgi_proxy.ready import ReadyAnswers
+from wsgi_proxy.serving import Serving
 from wsgi_proxy.shared_tier import SharedTier
 from wsgi_proxy.store import Store
 from wsgi_proxy.upstream import OriginResponse, Upstream
 
 log = logging.getLogger(__name__)
 
-# Stored bodies up to this size are read into memory and sent with the head; larger ones go
-# by wsgi.file_wrapper (sendfile) with flat memory.
-SMALL_BODY = 128 * 1024
-# A stored body is checked against its CRC-32 on its first hit in each worker: before it is
-# served up to this size, in the background beyond (a first byte must not wait for a scan).
-VERIFY_INLINE = 8 << 20
 # Ready answers (ready.py), per worker at most: bytes of bodies held in memory; answers.
 READY_BYTES = 32 << 20
 READY_ANSWERS = 4096
@@ -92,6 +85,9 @@ class ProxyApp:
         # Ready answers tell files apart as the hot set does: only where it is on.
         answers = READY_ANSWERS if store.fine_timestamps else 0
         self.ready = ReadyAnswers(READY_BYTES, answers)
+        self.serving = Serving(store, self.ready, self.background,
+                               private_fields=self.private_fields, targeting=self.targeting,
+                               sent=self._count_cache_bytes)  # fmt: skip
         self.forwarder = Forwarder(config, upstream, metrics, clock)
         self.filler = Filler(
             config, store, self.forwarder, self.targeting, background=self.background, clock=clock
@@ -321,70 +317,14 @@ class ProxyApp:
     def _serve(
         self, ex: Exchange, age: float, cache_status: str, outcome: str, *, fresh: bool = False
     ) -> Iterable[bytes]:
-        """Answer from the stored entry: 304 to a matching conditional, HEAD without a body,
-        else the body by ``wsgi.file_wrapper`` (gunicorn sends it with sendfile). ``fresh``:
-        the entry was read from the store and found fresh, so its answer may be made ready
-        (not a stale one, nor one refreshed after a 304, whose file may not hold it)."""
+        """Answer from the stored entry (serving.py); if its body turns out unreadable, drop
+        it and answer afresh. ``fresh``: read from the store and found fresh, so the answer
+        may be made ready (not a stale one, nor one refreshed after a 304)."""
         found = ex.found
         assert found is not None  # noqa: S101 - callers serve only what they found
-        entry = found.entry
-        fields = _client_fields(entry.head.headers, self.private_fields)
         marks = (("Age", str(int(age))), *self._marks("HIT", cache_status, outcome))
-        if validation.is_not_modified(ex.req, entry.head):
-            ex.release()
-            ex.start_response("304 Not Modified", [*fields, *marks])
-            return []
-        status_line, span = entry.head.status_line, (0, entry.body_length)
-        if entry.head.status == 200 and validation.is_range_applicable(ex.req, entry.head):
-            wanted = h.parse_byte_range(ex.req.get("range"), entry.body_length)
-            if wanted is False:
-                ex.release()
-                raise RangeNotSatisfiable(entry.body_length)
-            if isinstance(wanted, tuple):
-                status_line, span = "206 Partial Content", wanted
-                fields = (*fields, ("Content-Range", _content_range(span, entry.body_length)))
-        size = span[1] - span[0]
-        body: Iterable[bytes] = ()
-        held: bytes | None = None  # the body, when read whole into memory
-        if ex.req.method == "HEAD":
-            ex.release()
-        elif size <= SMALL_BODY:
-            # One read beats sendfile's set-up for small bodies (measured, see README).
-            try:
-                data = found.read(*span)
-            except OSError:
-                data = b""
-            intact = len(data) == size and self.store.verify(found, data)
-            ex.release()
-            if not intact:
-                return self._reread(ex, found)
-            held, body = data, (data,)
-        else:
-            # The hot set keeps bodies of at most 8 KiB, so a large one is always open.
-            assert found.file is not None  # noqa: S101
-            if not self.store.is_verified(found):
-                if entry.body_length > VERIFY_INLINE:
-                    self.background.submit(self.store.verify_later, found)
-                elif not self.store.verify(found):
-                    ex.release()
-                    return self._reread(ex, found)
-            found.file.seek(found.body_offset + span[0])
-            wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
-            body = wrapper(found.file, FILE_BLOCK)
-        fields = (*fields, ("Content-Length", str(size)))
-        if fresh and span == (0, entry.body_length):
-            self._make_ready(ex, found, fields, held)
-        ex.start_response(status_line, [*fields, *marks])
-        if ex.req.method != "HEAD":
-            self.metrics.count_bytes("cache", size)
-        return body
-
-    def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, held: bytes | None) -> None:
-        """Keep the answer to a GET of a fresh entry, served whole, for the next plain
-        request (ready.py); a large body checked in the background once its check is done."""
-        if ex.req.method == "GET" and self.store.fine_timestamps and self.store.is_verified(found):
-            self.ready.make(ex.req.target, ex.environ, found, fields, held,
-                            targeting=self.targeting)  # fmt: skip
+        body = self.serving.serve(ex, found, marks, fresh=fresh)
+        return self._reread(ex, found) if body is None else body
 
     def _reread(self, ex: Exchange, found: Hit) -> Iterable[bytes]:
         """The stored body could not be read whole or failed its checksum: drop the entry
@@ -439,13 +379,6 @@ class ProxyApp:
         return [body]
 
 
-@functools.lru_cache(maxsize=4096)
-def _client_fields(stored: h.Headers, private: tuple[str, ...]) -> h.Headers:
-    """A stored response's fields as a client gets them (memoised: the same for every hit;
-    Content-Length and Age are set per response)."""
-    return h.without(stored, ("content-length", "age", *private))
-
-
 def _prefetch(body: StreamingBody) -> None:
     """Read the body's first chunk; on failure give back what the body holds and raise."""
     try:
@@ -453,10 +386,6 @@ def _prefetch(body: StreamingBody) -> None:
     except BaseException:
         body.close()
         raise
-
-
-def _content_range(span: tuple[int, int], length: int) -> str:
-    return f"bytes {span[0]}-{span[1] - 1}/{length}"
 
 
 def _int(value: float | None) -> int | None:

@@ -1,0 +1,154 @@
+"""Answers from a stored entry: a 304 to the client's matching conditional, HEAD without a
+body, a range, or the whole body; and the ready answer made of it (ready.py).
+
+Invariants:
+- A body is sent only after its CRC-32 matched, once per worker and file (hits.py); bodies
+  beyond ``VERIFY_INLINE`` are checked in the background while they are sent, so that a
+  first byte never waits for a scan of the whole file.
+- Bodies up to ``SMALL_BODY`` are read whole and sent with the head; larger ones by
+  ``wsgi.file_wrapper``, which gunicorn sends with ``sendfile``, in flat memory.
+- An unreadable or damaged body is never sent: ``serve`` answers None before the response
+  starts, and the caller drops the entry and answers afresh.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+
+from werkzeug.wsgi import FileWrapper
+
+from wsgi_proxy import headers as h
+from wsgi_proxy import policy, validation
+from wsgi_proxy.errors import RangeNotSatisfiable
+from wsgi_proxy.exchange import Exchange
+from wsgi_proxy.hits import Hit
+from wsgi_proxy.model import Entry
+from wsgi_proxy.ready import FILE_BLOCK, ReadyAnswers
+from wsgi_proxy.store import Store
+
+# Stored bodies up to this size are read into memory and sent with the head; larger ones go
+# by wsgi.file_wrapper (sendfile) with flat memory.
+SMALL_BODY = 128 * 1024
+# A stored body is checked against its CRC-32 on its first hit in each worker: before it is
+# served up to this size, in the background beyond (a first byte must not wait for a scan).
+VERIFY_INLINE = 8 << 20
+
+
+class Serving:
+    """One per worker, beside the app: answers from the store's entries."""
+
+    def __init__(
+        self,
+        store: Store,
+        ready: ReadyAnswers,
+        background: Executor,
+        *,
+        private_fields: tuple[str, ...],
+        targeting: policy.Targeting,
+        sent: Callable[[int], None],
+    ) -> None:
+        self.store = store
+        self.ready = ready
+        self.background = background
+        self.private_fields = private_fields
+        self.targeting = targeting
+        self.sent = sent  # counts body bytes sent from the cache
+
+    def serve(
+        self, ex: Exchange, found: Hit, marks: h.Headers, *, fresh: bool
+    ) -> Iterable[bytes] | None:
+        """Start the response to ``ex`` from ``found`` and give its body, or None (nothing
+        started) when the stored body is unreadable. ``fresh``: ``found`` was read from the
+        store and found fresh, so a GET served whole may be made a ready answer."""
+        entry = found.entry
+        fields = _client_fields(entry.head.headers, self.private_fields)
+        if validation.is_not_modified(ex.req, entry.head):
+            ex.release()
+            ex.start_response("304 Not Modified", [*fields, *marks])
+            return []
+        status_line, span = entry.head.status_line, (0, entry.body_length)
+        wanted = _wanted_range(ex, entry)
+        if wanted is not None:
+            status_line, span = "206 Partial Content", wanted
+            fields = (*fields, ("Content-Range", _content_range(span, entry.body_length)))
+        size = span[1] - span[0]
+        body: Iterable[bytes] = ()
+        held: bytes | None = None  # the body, when read whole into memory
+        if ex.req.method == "HEAD":
+            ex.release()
+        elif size <= SMALL_BODY:
+            held = self._read_whole(ex, found, span)
+            if held is None:
+                return None
+            body = (held,)
+        else:
+            wrapped = self._wrap_file(ex, found, span)
+            if wrapped is None:
+                return None
+            body = wrapped
+        fields = (*fields, ("Content-Length", str(size)))
+        if fresh and span == (0, entry.body_length):
+            self._make_ready(ex, found, fields, held)
+        ex.start_response(status_line, [*fields, *marks])
+        if ex.req.method != "HEAD":
+            self.sent(size)
+        return body
+
+    def _read_whole(self, ex: Exchange, found: Hit, span: tuple[int, int]) -> bytes | None:
+        """The bytes of ``span``, checked; None if they cannot be read or fail the check.
+        One read beats sendfile's set-up for small bodies (measured, see README)."""
+        try:
+            data = found.read(*span)
+        except OSError:
+            data = b""
+        intact = len(data) == span[1] - span[0] and self.store.verify(found, data)
+        ex.release()
+        return data if intact else None
+
+    def _wrap_file(self, ex: Exchange, found: Hit, span: tuple[int, int]) -> Iterable[bytes] | None:
+        """The open file at ``span``'s start, for gunicorn's sendfile; None if the body,
+        checked before it is sent, is damaged."""
+        # The hot set keeps bodies of at most 8 KiB, so a large one is always open.
+        assert found.file is not None  # noqa: S101
+        if not self.store.is_verified(found):
+            if found.entry.body_length > VERIFY_INLINE:
+                self.background.submit(self.store.verify_later, found)
+            elif not self.store.verify(found):
+                ex.release()
+                return None
+        found.file.seek(found.body_offset + span[0])
+        wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
+        body: Iterable[bytes] = wrapper(found.file, FILE_BLOCK)
+        return body
+
+    def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, held: bytes | None) -> None:
+        """Keep the answer to a GET of a fresh entry, served whole, for the next plain
+        request (ready.py); a large body checked in the background once its check is done."""
+        if ex.req.method == "GET" and self.store.fine_timestamps and self.store.is_verified(found):
+            self.ready.make(ex.req.target, ex.environ, found, fields, held,
+                            targeting=self.targeting)  # fmt: skip
+
+
+def _wanted_range(ex: Exchange, entry: Entry) -> tuple[int, int] | None:
+    """The byte range a GET asks of a stored 200 (RFC 9110 section 14.2), None for the
+    whole body; ``RangeNotSatisfiable`` (416) for one that lies outside it."""
+    if entry.head.status != 200 or not validation.is_range_applicable(ex.req, entry.head):
+        return None
+    wanted = h.parse_byte_range(ex.req.get("range"), entry.body_length)
+    if wanted is False:
+        ex.release()
+        raise RangeNotSatisfiable(entry.body_length)
+    return wanted if isinstance(wanted, tuple) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_fields(stored: h.Headers, private: tuple[str, ...]) -> h.Headers:
+    """A stored response's fields as a client gets them (memoised: the same for every hit;
+    Content-Length and Age are set per response)."""
+    return h.without(stored, ("content-length", "age", *private))
+
+
+def _content_range(span: tuple[int, int], length: int) -> str:
+    return f"bytes {span[0]}-{span[1] - 1}/{length}"
