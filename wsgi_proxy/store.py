@@ -77,6 +77,7 @@ class Store:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
         for folder in (self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Probed where entries are published: objects/ may be another mount than state/.
         kept = keeps_fine_timestamps(self.objects)
         # The memos of small entries and ready answers tell files apart by inode and mtime,
         # which each publish sets to the nanosecond (entryfile.py). Where the filesystem

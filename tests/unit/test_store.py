@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from wsgi_proxy.eviction import Evictor, scan_objects
-from wsgi_proxy.hits import Hit, PassMarker
+from wsgi_proxy.hits import CheckedBodies, Hit, PassMarker
 from wsgi_proxy.model import Entry, ResponseHead
 from wsgi_proxy.store import Store
 
@@ -164,3 +166,27 @@ def test_eviction_removes_least_recently_used_and_dead_temp_files(store: Store) 
     assert oldest not in survivors
     assert scan_objects(store.objects, NOW).total == total
     assert store.usage.read() == total
+
+
+def early_hit(body: bytes, inode: int) -> Hit:
+    """A hit whose whole body came with its header (no file open)."""
+    head = ResponseHead(200, "OK", ())
+    stored = Entry(KEY, head, NOW, NOW, (), len(body))
+    return Hit(stored, f"/nowhere/{inode}", None, 0, zlib.crc32(body), (1, inode, 99, 0), body)
+
+
+def test_checked_bodies_remember_matches_only_and_start_again_when_full() -> None:
+    checked = CheckedBodies(limit=2)
+    first, second, third = (early_hit(b"body %d" % i, i) for i in range(3))
+    damaged = replace(first, body_crc=first.body_crc ^ 1)
+    assert checked.check(damaged) is False
+    assert not checked.is_checked(damaged.identity, damaged.body_crc)
+    assert checked.check(first) and checked.check(second)
+    assert checked.is_checked(first.identity, first.body_crc)
+    assert not checked.is_checked(third.identity, third.body_crc)
+    assert checked.check(third)  # the record was full: it started again
+    assert not checked.is_checked(first.identity, first.body_crc)
+    assert checked.is_checked(third.identity, third.body_crc)
+    without_body = replace(early_hit(b"long body", 4), early=b"long")
+    with pytest.raises(OSError, match="not open"):
+        checked.check(without_body)
