@@ -10,8 +10,13 @@ section) where it says so; the rest is reasoned, not measured:
   connections off the threads. Hits are sent with sendfile, which gthread supports. (The
   shared benchmark found gevent no faster for a bare app and its p99 worse, and sync has no
   keep-alive.)
-- workers 2: one per core (the shared benchmark found 4 workers of a bare app no faster
-  than 2 on 2 cores; not measured with this proxy).
+- workers 2: one per core. Measured against 3 workers x 16 threads and 4 x 12 (48 threads
+  in each), one quick benchmark run each: HIT and pass-through ratios moved within the
+  noise, each count winning some rows and losing others; the herd's slowest answer was
+  0.58 s with 2, 0.70 s with 3 (over the 0.6 s target), and 50 slow misses of different
+  URLs took 1.57 s with 4 (over 1.5 s: with 12 threads a worker that wins more than 24 of
+  them serves three rounds). The shared benchmark found 4 workers of a bare app no faster
+  than 2 on 2 cores either.
 - threads 24: measured 4, 8, 16, 24, 32 and 64 per worker. A worker accepts whatever
   connections it wins, so a burst is not shared evenly: 50 concurrent misses of different
   URLs whose origin takes 0.5 s took 3.6 s with 4 threads and 2.1 s with 8; with 16 usually
