@@ -2,13 +2,14 @@
 body, a range, or the whole body; and the ready answer made of it (ready.py).
 
 Invariants:
-- A body is sent only after its CRC-32 matched, once per worker and file (hits.py); bodies
-  beyond ``VERIFY_INLINE`` are checked in the background while they are sent, so that a
-  first byte never waits for a scan of the whole file.
+- Each worker checks a body against its CRC-32 once per file (hits.py). Up to
+  ``VERIFY_INLINE`` the check comes first: an unreadable or damaged body is not sent,
+  ``serve`` answers None before the response starts, and the caller drops the entry and
+  answers afresh. Beyond it the body is checked in the background while it is sent, so
+  that a first byte never waits for a scan of the whole file: that one answer can carry
+  the damage; the check then removes the file.
 - Bodies up to ``SMALL_BODY`` are read whole and sent with the head; larger ones by
   ``wsgi.file_wrapper``, which gunicorn sends with ``sendfile``, in flat memory.
-- An unreadable or damaged body is never sent: ``serve`` answers None before the response
-  starts, and the caller drops the entry and answers afresh.
 """
 
 from __future__ import annotations
