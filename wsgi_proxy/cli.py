@@ -186,7 +186,7 @@ def stats() -> int:
     config, store = opened
     scan = scan_objects(store.objects, time.time())
     print(f"cache_dir={config.cache_dir}")
-    print(f"files={len(scan.files)}")
+    print(f"files={scan.entries}")
     print(f"bytes={scan.total}")
     print(f"limit_bytes={config.max_size}")
     for name, _doc, value in cache_gauges(store, config.max_size):

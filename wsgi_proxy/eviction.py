@@ -6,6 +6,8 @@ Invariants:
 - The shared usage counter decides when to scan; the scan measures the truth, evicts by
   mtime (the LRU clock that hits refresh) down to the low-water mark, and resets the
   counter. A full scan also runs every ``RESYNC_INTERVAL`` to correct drift.
+- The scan's memory does not grow with the cache: one walk counts; over the high-water
+  mark a second walk keeps only the oldest files that hold the excess, in a heap.
 - Temporary files of writers that died (pid gone, or older than ``STALE_TMP_AGE``) are
   removed by the scan; those of live writers are counted and left alone.
 """
@@ -13,11 +15,12 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +40,17 @@ STALE_TMP_AGE = 6 * 3600.0
 
 @dataclass(frozen=True, slots=True)
 class StoredFile:
-    path: Path
+    path: str
     size: int
     mtime: float
 
 
 @dataclass(frozen=True, slots=True)
 class ScanResult:
-    """What a scan saw: evictable files, bytes in all (temporary files included)."""
+    """What a scan saw: bytes in all (temporary files included), stored files."""
 
-    files: list[StoredFile]
     total: int
+    entries: int
 
 
 class Evictor:
@@ -119,18 +122,18 @@ class Evictor:
         mark if over the high-water mark; return the bytes stored afterwards."""
         self._scanned_marker.touch()
         scan = scan_objects(self.store.objects, now)
-        total = scan.total
-        entries = len(scan.files)
+        total, entries = scan.total, scan.entries
         if total > self.max_size * HIGH_WATER:
             target = self.max_size * LOW_WATER
-            for item in sorted(scan.files, key=lambda f: f.mtime):
+            evicted = 0
+            for item in oldest_files(self.store.objects, now, total - target):
                 if total <= target:
                     break
                 with contextlib.suppress(FileNotFoundError):
-                    item.path.unlink()
+                    os.unlink(item.path)
                     total -= item.size
-                    entries -= 1
-            evicted = len(scan.files) - entries
+                    evicted += 1
+            entries -= evicted
             if self.on_evict is not None:
                 self.on_evict(evicted)
             log.info("evicted %d files, down to %d bytes (limit %d)", evicted, total,
@@ -155,34 +158,59 @@ def cache_gauges(store: Store, max_size: int) -> list[tuple[str, str, float]]:
 
 
 def scan_objects(objects: Path, now: float) -> ScanResult:
-    """Every stored file under ``objects``; dead writers' temporary files are removed."""
-    files: list[StoredFile] = []
-    total = 0
-    folders = [objects]
+    """The bytes and stored files under ``objects``, in memory that does not grow with
+    them; dead writers' temporary files are removed."""
+    total = entries = 0
+    for _, size, _, evictable in _walk(objects, now):
+        total += size
+        entries += evictable
+    return ScanResult(total, entries)
+
+
+def oldest_files(objects: Path, now: float, excess: float) -> list[StoredFile]:
+    """The least recently used stored files under ``objects`` that hold at least
+    ``excess`` bytes between them (all of them if they hold less), oldest first. Memory
+    grows with the files returned, not with the files stored: a heap keeps the oldest seen
+    so far and lets go of the newest while the rest still hold ``excess``."""
+    if excess <= 0:
+        return []
+    heap: list[tuple[float, int, str]] = []  # (-mtime, size, path): the newest on top
+    held = 0
+    for path, size, mtime, evictable in _walk(objects, now):
+        if not evictable:
+            continue
+        heapq.heappush(heap, (-mtime, size, path))
+        held += size
+        while held - heap[0][1] >= excess:
+            held -= heapq.heappop(heap)[1]
+    return [StoredFile(path, size, -neg) for neg, size, path in sorted(heap, reverse=True)]
+
+
+def _walk(objects: Path, now: float) -> Iterator[tuple[str, int, float, bool]]:
+    """Every file under ``objects``: path, size, mtime, and whether it is a stored file
+    (else a live writer's temporary file). Dead writers' temporary files are removed."""
+    folders = [str(objects)]
     while folders:
         folder = folders.pop()
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as items:
+                for item in items:
+                    try:
+                        if item.is_dir(follow_symlinks=False):
+                            folders.append(item.path)
+                            continue
+                        stat = item.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if not item.name.startswith(TMP_PREFIX):
+                        yield item.path, stat.st_size, stat.st_mtime, True
+                    elif _is_dead_tmp(item.name, stat.st_mtime, now):
+                        with contextlib.suppress(OSError):
+                            os.unlink(item.path)
+                    else:
+                        yield item.path, stat.st_size, stat.st_mtime, False
         except OSError:
             continue
-        for item in entries:
-            try:
-                if item.is_dir(follow_symlinks=False):
-                    folders.append(Path(item.path))
-                    continue
-                stat = item.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if item.name.startswith(TMP_PREFIX):
-                if _is_dead_tmp(item.name, stat.st_mtime, now):
-                    with contextlib.suppress(OSError):
-                        os.unlink(item.path)
-                    continue
-                total += stat.st_size
-                continue
-            files.append(StoredFile(Path(item.path), stat.st_size, stat.st_mtime))
-            total += stat.st_size
-    return ScanResult(files, total)
 
 
 def _is_dead_tmp(name: str, mtime: float, now: float) -> bool:
