@@ -1,14 +1,17 @@
-"""deploy/: the systemd unit is valid for systemd itself (nginx's site is exercised by
-tests/integration/test_nginx.py)."""
+"""deploy/: the systemd unit is valid for systemd itself, and the nginx sites agree with the
+proxy's defaults (nginx's single-node site is exercised by tests/integration/test_nginx.py)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from wsgi_proxy.config import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "wsgi-proxy.service"
@@ -39,3 +42,13 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "wsgi-proxy.service" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("site", ["nginx/wsgi-proxy.conf", "cluster/nginx-cluster.conf"])
+def test_nginx_drops_idle_upstream_connections_before_gunicorn_does(site: str) -> None:
+    text = (ROOT / "deploy" / site).read_text()
+    upstream = re.search(r"upstream \S+ \{(.*?)\n\}", text, re.DOTALL)
+    assert upstream is not None
+    timeout = re.search(r"^\s*keepalive_timeout (\d+)s;", upstream.group(1), re.MULTILINE)
+    assert timeout is not None, "nginx's default (60 s) outlives gunicorn's keep-alive"
+    assert int(timeout.group(1)) < ServerConfig.from_env({}).keepalive
