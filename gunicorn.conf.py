@@ -33,9 +33,9 @@ section) where it says so; the rest is reasoned, not measured:
   deploy/nginx), so nginx, not gunicorn, closes an idle connection and never sends on one
   being closed. backlog 2048: bursts of new connections queue in the kernel instead of
   having their SYNs dropped. Measured with tests/bench/burst.py, 1,000 clients connecting
-  at once, 3 rounds each: with a backlog of 64 the slowest got its answer after 0.76 to
-  8.0 s (dropped SYNs retried a second later, then later still), with 2048 after 0.53 to
-  0.67 s. The kernel caps it at net.core.somaxconn (4096 here).
+  at once, 6 rounds each over two runs: with a backlog of 64 the slowest was answered
+  after 0.76 to 8.0 s (dropped SYNs retried a second later, then later still), with 2048
+  after 0.53 to 0.67 s. The kernel caps it at net.core.somaxconn (4096 here).
 - accesslog "-": to stdout (the journal under systemd), with the cache status and the
   origin's latency on each line; WSGI_PROXY_LOG_FORMAT=json for one JSON object a line.
 - timeout 60 s: gthread workers heartbeat from their main loop, so a long download does not
