@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, assert_never
 from urllib.parse import urlencode
 
 from wsgi_proxy import keys
-from wsgi_proxy.entryfile import TMP_PREFIX
+from wsgi_proxy.entryfile import TMP_PREFIX, CorruptEntry, entry_of, read_header
+from wsgi_proxy.hits import Hit
+from wsgi_proxy.hotset import stamp_of
 from wsgi_proxy.store import Store
 
 
@@ -136,7 +138,7 @@ def _purge_matching(
 ) -> PurgeResult:
     count = 0
     for path in _entry_files(store):
-        meta = store.read_meta(path)
+        meta = _read_meta(path)
         if meta is not None and meta.get("kind") == "response" and matches(meta):
             count += _purge_file(store, path, soft=soft)
     return PurgeResult(count)
@@ -144,12 +146,43 @@ def _purge_matching(
 
 def _purge_file(store: Store, path: Path, *, soft: bool) -> int:
     if soft:
-        return int(store.soft_purge(path))
-    meta = store.read_meta(path)
+        return int(_soft_purge(store, path))
+    meta = _read_meta(path)
     if meta is None or meta.get("kind") != "response":
         return 0
     store.remove(path)
     return 1
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """The header block of the entry at ``path``, or None if it is gone or damaged."""
+    try:
+        with path.open("rb", buffering=0) as file:
+            meta, _, _ = read_header(file)
+    except (OSError, CorruptEntry, ValueError, KeyError, TypeError):
+        return None
+    return meta
+
+
+def _soft_purge(store: Store, path: Path) -> bool:
+    """Mark the stored response at ``path`` stale, keeping it for revalidation: published
+    anew under the same body (``Store.refresh``), as a 304 would be."""
+    try:
+        file = path.open("rb", buffering=0)
+    except OSError:
+        return False
+    with file:
+        try:
+            meta, offset, _ = read_header(file)
+            if meta.get("kind") != "response":
+                return False
+            entry = replace(entry_of(meta), soft_purged=True)
+            stamp = stamp_of(os.fstat(file.fileno()))
+            hit = Hit(entry, str(path), file, offset, int(meta["body_crc"], 16), stamp)
+        except (CorruptEntry, OSError, ValueError, KeyError, TypeError):
+            return False
+        store.refresh(hit, entry)
+    return True
 
 
 def _entry_files(store: Store) -> Iterator[Path]:

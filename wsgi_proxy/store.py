@@ -164,7 +164,7 @@ class Store:
         except (CorruptEntry, OSError, ValueError, KeyError, TypeError) as exc:
             file.close()
             log.warning("removing corrupt cache entry %s: %s", path, exc)
-            self._remove(Path(path))
+            self.remove(Path(path))
             return None
         stat = _touched(file, stat, now)
         if self._is_worth_remembering(meta, stat, early):
@@ -284,7 +284,7 @@ class Store:
                 return
             files.sort(key=lambda e: e.stat().st_mtime)
             for extra in files[: len(files) - self.max_variants]:
-                self._remove(Path(extra.path))
+                self.remove(Path(extra.path))
         except OSError as exc:
             log.warning("variant cap failed in %s: %s", folder, exc)
 
@@ -312,7 +312,7 @@ class Store:
     def invalidate(self, primary: str) -> None:
         """Remove the stored responses for ``primary``, every variant included."""
         path = self.primary_path(primary)
-        self._remove(path)
+        self.remove(path)
         variants = _variants_dir(path)
         if variants.is_dir():
             self._remove_tree(variants)
@@ -327,44 +327,14 @@ class Store:
         shutil.rmtree(trash, ignore_errors=True)
         self.usage.reset(0)
 
-    def read_meta(self, path: Path) -> dict[str, Any] | None:
-        """The header block of the entry at ``path``, or None if it is gone or damaged."""
-        try:
-            with path.open("rb", buffering=0) as file:
-                meta, _, _ = read_header(file)
-        except (OSError, CorruptEntry, ValueError, KeyError, TypeError):
-            return None
-        return meta
-
-    def soft_purge(self, path: Path) -> bool:
-        """Mark the stored response at ``path`` stale, keeping it for revalidation."""
-        try:
-            file = path.open("rb", buffering=0)
-        except OSError:
-            return False
-        with file:
-            try:
-                meta, offset, _ = read_header(file)
-                if meta.get("kind") != "response":
-                    return False
-                entry = replace(entry_of(meta), soft_purged=True)
-                stamp = stamp_of(os.fstat(file.fileno()))
-                hit = Hit(entry, str(path), file, offset, int(meta["body_crc"], 16), stamp)
-            except (CorruptEntry, OSError, ValueError, KeyError, TypeError):
-                return False
-            self.refresh(hit, entry)
-        return True
-
     def remove_if_same(self, hit: Hit) -> None:
         """Remove ``hit``'s file unless another entry was published there since."""
         with contextlib.suppress(OSError):
             if identity_of(os.stat(hit.location)) == hit.identity:
-                self._remove(Path(hit.location))
+                self.remove(Path(hit.location))
 
     def remove(self, path: Path) -> None:
-        self._remove(path)
-
-    def _remove(self, path: Path) -> None:
+        """Remove the file at ``path``, if there, and count its bytes out of the usage."""
         try:
             size = path.stat().st_size
             path.unlink()
@@ -378,7 +348,7 @@ class Store:
     def _remove_tree(self, folder: Path) -> None:
         with contextlib.suppress(OSError):
             for item in os.scandir(folder):
-                self._remove(Path(item.path))
+                self.remove(Path(item.path))
             folder.rmdir()
 
     # ---- locks --------------------------------------------------------------------------
