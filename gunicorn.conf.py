@@ -23,9 +23,10 @@ section) where it says so; the rest is reasoned, not measured:
   1.1 s, but 1.6 s once one worker got more than 32 of the 50 (three rounds of 0.5 s); with
   24 no worker can get three rounds' worth (49+) and it took 1.1 s. More threads lengthen
   the tail of cache hits under load, since every runnable thread contends for the GIL: HIT
-  p99 at 64 connections was 1.2 to 1.8 times the bare app's with 16 and 24, and 1.9 to 2.5
-  times with 32 and 64. Throughput did not change with the count beyond the noise. Raise
-  it for an origin that is slow under many concurrent requests.
+  p99 at 64 connections was 1.2 to 1.8 times the bare app's with 16 and 24 (2.2 at 64 KiB
+  in two runs), and 1.9 to 2.5 times with 32 and 64. Throughput did not change with the
+  count beyond the noise. Raise it for an origin that is slow under many concurrent
+  requests.
 - keepalive 5 s: nginx in front reuses its connections (keepalive in deploy/nginx); idle
   ones cost no thread under gthread. Measured: 1 KiB HITs at 16 connections, 3 rounds,
   1,960 to 2,010 req/s kept alive against 1,440 to 1,500 with a new connection for each
