@@ -89,6 +89,11 @@ class OriginTimeout(ProxyError):
     reason = "Gateway Timeout"
 
 
+class CacheDamaged(ProxyError):
+    """A stored body failed its checksum while it was being sent: the connection is cut
+    before its last bytes, so the client never takes it for whole."""
+
+
 class NotInCache(ProxyError):
     """``only-if-cached`` and nothing usable is stored (RFC 9111 section 5.2.1.7)."""
 

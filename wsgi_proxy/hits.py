@@ -93,6 +93,11 @@ class CheckedBodies:
             crc = crc_of(hit.file.fileno(), hit.body_offset, length)
         else:
             raise OSError("the body is not open")
+        return self.settle(hit, crc)
+
+    def settle(self, hit: Hit, crc: int) -> bool:
+        """Does ``crc``, computed over ``hit``'s whole body, match its record? A match is
+        remembered."""
         if crc != hit.body_crc:
             return False
         if len(self._checked) >= self.limit:

@@ -5,9 +5,10 @@ Invariants:
 - Each worker checks a body against its CRC-32 once per file (hits.py). Up to
   ``VERIFY_INLINE`` the check comes first: an unreadable or damaged body is not sent,
   ``serve`` answers None before the response starts, and the caller drops the entry and
-  answers afresh. Beyond it the body is checked in the background while it is sent, so
-  that a first byte never waits for a scan of the whole file: that one answer can carry
-  the damage; the check then removes the file.
+  answers afresh. Beyond it, so that a first byte never waits for a scan of the whole
+  file, the body is checked as it is sent (``CheckedStream``): its last block is held back
+  until the sum matches, and a damaged body is cut short, never sent whole. A range of
+  such a body is checked beside it, in the background: that one answer can carry damage.
 - Bodies up to ``SMALL_BODY`` are read whole and sent with the head; larger ones by
   ``wsgi.file_wrapper``, which gunicorn sends with ``sendfile``, in flat memory.
 """
@@ -15,14 +16,16 @@ Invariants:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 
 from werkzeug.wsgi import FileWrapper
 
 from wsgi_proxy import headers as h
 from wsgi_proxy import policy, validation
-from wsgi_proxy.errors import RangeNotSatisfiable
+from wsgi_proxy.errors import CacheDamaged, RangeNotSatisfiable
 from wsgi_proxy.exchange import Exchange
 from wsgi_proxy.hits import Hit
 from wsgi_proxy.model import Entry
@@ -33,8 +36,12 @@ from wsgi_proxy.store import Store
 # by wsgi.file_wrapper (sendfile) with flat memory.
 SMALL_BODY = 128 * 1024
 # A stored body is checked against its CRC-32 on its first hit in each worker: before it is
-# served up to this size, in the background beyond (a first byte must not wait for a scan).
+# served up to this size; beyond, as it is sent (a first byte must not wait for a scan).
 VERIFY_INLINE = 8 << 20
+# Blocks a body checked as it is sent is read in: two are in memory at once. The first is
+# small, as it goes out only once the second is read.
+CHECK_BLOCK = 1 << 20
+FIRST_BLOCK = 64 << 10
 
 
 class Serving:
@@ -114,11 +121,14 @@ class Serving:
         # The hot set keeps bodies of at most 8 KiB, so a large one is always open.
         assert found.file is not None  # noqa: S101
         if not self.store.is_verified(found):
-            if found.entry.body_length > VERIFY_INLINE:
+            if found.entry.body_length <= VERIFY_INLINE:
+                if not self.store.verify(found):
+                    ex.release()
+                    return None
+            elif span == (0, found.entry.body_length):
+                return CheckedStream(found, self.store)
+            else:
                 self.background.submit(self.store.verify_later, found)
-            elif not self.store.verify(found):
-                ex.release()
-                return None
         found.file.seek(found.body_offset + span[0])
         wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
         body: Iterable[bytes] = wrapper(found.file, FILE_BLOCK)
@@ -130,6 +140,44 @@ class Serving:
         if ex.req.method == "GET" and self.store.fine_timestamps and self.store.is_verified(found):
             self.ready.make(ex.req.target, ex.environ, found, fields, held,
                             targeting=self.targeting)  # fmt: skip
+
+
+class CheckedStream:
+    """A stored body sent as it is checked, for its first answer in this worker: read in
+    blocks and summed (CRC-32) on the way, with the last block held back until the sum
+    matches its record. A mismatch removes the file and raises ``CacheDamaged`` before the
+    last block goes out: gunicorn cuts the connection, and the client, short of the
+    ``Content-Length`` it was promised, knows the body is not whole. Memory: two blocks."""
+
+    def __init__(self, found: Hit, store: Store, block: int = CHECK_BLOCK) -> None:
+        self.found = found
+        self.store = store
+        self.block = block
+
+    def __iter__(self) -> Iterator[bytes]:
+        found = self.found
+        assert found.file is not None  # noqa: S101 - a large body is always open
+        fd, crc, held = found.file.fileno(), 0, b""
+        position, end = found.body_offset, found.body_offset + found.entry.body_length
+        size = min(FIRST_BLOCK, self.block)  # small first reads: an early first byte
+        while position < end:
+            data = os.pread(fd, min(size, end - position), position)
+            size = self.block
+            if not data:  # the file was cut short since it was opened
+                self.store.remove_if_same(found)
+                raise CacheDamaged(f"{found.location} ended early")
+            crc = zlib.crc32(data, crc)
+            position += len(data)
+            if held:
+                yield held
+            held = data
+        if not self.store.settle(found, crc):
+            raise CacheDamaged(f"{found.location} failed its checksum")
+        if held:
+            yield held
+
+    def close(self) -> None:
+        self.found.close()
 
 
 def _wanted_range(ex: Exchange, entry: Entry) -> tuple[int, int] | None:

@@ -219,9 +219,19 @@ class Store:
             log.warning("cannot check cache entry %s: %s", hit.location, exc)
             return False
         if not matches:
-            log.warning("removing cache entry %s: body checksum mismatch", hit.location)
-            self.remove_if_same(hit)
+            self._drop_mismatch(hit)
         return matches
+
+    def settle(self, hit: Hit, crc: int) -> bool:
+        """``verify`` for a CRC-32 a reader computed over the whole body as it sent it."""
+        matches = self.checked.settle(hit, crc)
+        if not matches:
+            self._drop_mismatch(hit)
+        return matches
+
+    def _drop_mismatch(self, hit: Hit) -> None:
+        log.warning("removing cache entry %s: body checksum mismatch", hit.location)
+        self.remove_if_same(hit)
 
     def verify_later(self, hit: Hit) -> None:
         """``verify`` on a file of its own (for a background thread): ``hit``'s file is
