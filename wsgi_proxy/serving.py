@@ -10,7 +10,8 @@ Invariants:
   until the sum matches, and a damaged body is cut short, never sent whole. A range of
   such a body is checked beside it, in the background: that one answer can carry damage.
 - Bodies up to ``SMALL_BODY`` are read whole and sent with the head; larger ones by
-  ``wsgi.file_wrapper``, which gunicorn sends with ``sendfile``, in flat memory.
+  ``wsgi.file_wrapper``, which gunicorn sends with ``sendfile``, in flat memory (but for
+  the first answer over ``VERIFY_INLINE`` in a worker: ``CheckedStream``, two blocks).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class Serving:
         return data if intact else None
 
     def _wrap_file(self, ex: Exchange, found: Hit, span: tuple[int, int]) -> Iterable[bytes] | None:
-        """The open file at ``span``'s start, for gunicorn's sendfile; None if the body,
+        """The open file at ``span``'s start, for gunicorn's sendfile; or, for a whole body
+        over ``VERIFY_INLINE`` not checked yet, a ``CheckedStream``; None if the body,
         checked before it is sent, is damaged."""
         # The hot set keeps bodies of at most 8 KiB, so a large one is always open.
         assert found.file is not None  # noqa: S101
@@ -136,7 +138,7 @@ class Serving:
 
     def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, held: bytes | None) -> None:
         """Keep the answer to a GET of a fresh entry, served whole, for the next plain
-        request (ready.py); a large body checked in the background once its check is done."""
+        request (ready.py), once its body is checked (a large one: by a later answer)."""
         if ex.req.method == "GET" and self.store.fine_timestamps and self.store.is_verified(found):
             self.ready.make(ex.req.target, ex.environ, found, fields, held,
                             targeting=self.targeting)  # fmt: skip
@@ -163,9 +165,8 @@ class CheckedStream:
         while position < end:
             data = os.pread(fd, min(size, end - position), position)
             size = self.block
-            if not data:  # the file was cut short since it was opened
-                self.store.remove_if_same(found)
-                raise CacheDamaged(f"{found.location} ended early")
+            if not data:  # cut short since it was opened: the next lookup's length check
+                raise CacheDamaged(f"{found.location} ended early")  # removes the file
             crc = zlib.crc32(data, crc)
             position += len(data)
             if held:

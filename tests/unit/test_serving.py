@@ -12,7 +12,7 @@ import pytest
 from wsgi_proxy.errors import CacheDamaged
 from wsgi_proxy.hits import Hit
 from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.serving import CheckedStream
+from wsgi_proxy.serving import CHECK_BLOCK, FIRST_BLOCK, CheckedStream
 from wsgi_proxy.store import Store
 
 KEY = "GET http://o/big"
@@ -20,13 +20,13 @@ BLOCK = 1000
 BODY = bytes(range(256)) * 20  # 5,120 bytes: six blocks, the last one short
 
 
-def stored_hit(store: Store, damage: int | None = None, cut: int = 0) -> Hit:
-    """Store BODY, then damage a byte at ``damage`` or drop ``cut`` bytes from the end."""
+def stored_hit(store: Store, damage: int | None = None, cut: int = 0, body: bytes = BODY) -> Hit:
+    """Store ``body``, then damage a byte at ``damage`` or drop ``cut`` bytes from the end."""
     head = ResponseHead(200, "OK", (("Cache-Control", "max-age=60"),))
     writer = store.begin(Entry(KEY, head, time.time(), time.time(), (), 0),
-                         expected_length=len(BODY), max_body=len(BODY))  # fmt: skip
+                         expected_length=len(body), max_body=len(body))  # fmt: skip
     assert writer is not None
-    writer.write(BODY)
+    writer.write(body)
     assert writer.commit()
     found = store.lookup(KEY, (), time.time())
     assert isinstance(found, Hit)
@@ -34,7 +34,7 @@ def stored_hit(store: Store, damage: int | None = None, cut: int = 0) -> Hit:
     if damage is not None:
         with open(path, "r+b") as file:
             file.seek(found.body_offset + damage)
-            file.write(bytes([BODY[damage] ^ 0xFF]))
+            file.write(bytes([body[damage] ^ 0xFF]))
     if cut:
         os.truncate(path, os.path.getsize(path) - cut)
     return found
@@ -48,6 +48,20 @@ def test_a_sound_body_is_sent_whole_and_remembered_as_checked(store: Store) -> N
     assert b"".join(blocks) == BODY
     assert [len(b) for b in blocks] == [1000] * 5 + [120]
     assert store.is_verified(found)
+
+
+def test_the_first_block_is_small_for_an_early_first_byte(store: Store) -> None:
+    body = bytes(range(256)) * ((FIRST_BLOCK + CHECK_BLOCK + 1) // 256 + 1)
+    found = stored_hit(store, body=body)
+    stream = CheckedStream(found, store)
+    with contextlib.closing(stream):
+        blocks = list(stream)
+    assert [len(b) for b in blocks] == [
+        FIRST_BLOCK,
+        CHECK_BLOCK,
+        len(body) - FIRST_BLOCK - CHECK_BLOCK,
+    ]
+    assert b"".join(blocks) == body
 
 
 @pytest.mark.parametrize(
