@@ -87,7 +87,8 @@ class ProxyApp:
         self.ready = ReadyAnswers(READY_BYTES, answers)
         self.serving = Serving(store, self.ready, self.background,
                                private_fields=self.private_fields, targeting=self.targeting,
-                               sent=self._count_cache_bytes)  # fmt: skip
+                               sent=self._count_cache_bytes,
+                               damaged=self._count_damaged)  # fmt: skip
         self.forwarder = Forwarder(config, upstream, metrics, clock)
         self.filler = Filler(
             config, store, self.forwarder, self.targeting, background=self.background, clock=clock
@@ -357,6 +358,11 @@ class ProxyApp:
 
     def _count_cache_bytes(self, count: int) -> None:
         self.metrics.count_bytes("cache", count)
+
+    def _count_damaged(self, exc: ProxyError) -> None:
+        """A stored body failed its check while it was sent (serving.CheckedStream)."""
+        log.warning("cutting an answer short: %s", exc.detail)
+        self.metrics.errors.labels(type(exc).__name__).inc()
 
     def _count_origin_bytes(self, count: int) -> None:
         self.metrics.count_bytes("origin", count)

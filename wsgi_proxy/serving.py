@@ -57,6 +57,7 @@ class Serving:
         private_fields: tuple[str, ...],
         targeting: policy.Targeting,
         sent: Callable[[int], None],
+        damaged: Callable[[CacheDamaged], None],
     ) -> None:
         self.store = store
         self.ready = ready
@@ -64,6 +65,7 @@ class Serving:
         self.private_fields = private_fields
         self.targeting = targeting
         self.sent = sent  # counts body bytes sent from the cache
+        self.damaged = damaged  # logs and counts a body cut short by its check
 
     def serve(
         self, ex: Exchange, found: Hit, marks: h.Headers, *, fresh: bool
@@ -128,7 +130,7 @@ class Serving:
                     ex.release()
                     return None
             elif span == (0, found.entry.body_length):
-                return CheckedStream(found, self.store)
+                return CheckedStream(found, self.store, damaged=self.damaged)
             else:
                 self.background.submit(self.store.verify_later, found)
         found.file.seek(found.body_offset + span[0])
@@ -151,10 +153,18 @@ class CheckedStream:
     last block goes out: gunicorn cuts the connection, and the client, short of the
     ``Content-Length`` it was promised, knows the body is not whole. Memory: two blocks."""
 
-    def __init__(self, found: Hit, store: Store, block: int = CHECK_BLOCK) -> None:
+    def __init__(
+        self,
+        found: Hit,
+        store: Store,
+        block: int = CHECK_BLOCK,
+        *,
+        damaged: Callable[[CacheDamaged], None] | None = None,
+    ) -> None:
         self.found = found
         self.store = store
         self.block = block
+        self.damaged = damaged
 
     def __iter__(self) -> Iterator[bytes]:
         found = self.found
@@ -166,19 +176,25 @@ class CheckedStream:
             data = os.pread(fd, min(size, end - position), position)
             size = self.block
             if not data:  # cut short since it was opened: the next lookup's length check
-                raise CacheDamaged(f"{found.location} ended early")  # removes the file
+                raise self._damage(f"{found.location} ended early")  # removes the file
             crc = zlib.crc32(data, crc)
             position += len(data)
             if held:
                 yield held
             held = data
         if not self.store.settle(found, crc):
-            raise CacheDamaged(f"{found.location} failed its checksum")
+            raise self._damage(f"{found.location} failed its checksum")
         if held:
             yield held
 
     def close(self) -> None:
         self.found.close()
+
+    def _damage(self, detail: str) -> CacheDamaged:
+        exc = CacheDamaged(detail)
+        if self.damaged is not None:
+            self.damaged(exc)
+        return exc
 
 
 def _wanted_range(ex: Exchange, entry: Entry) -> tuple[int, int] | None:

@@ -141,7 +141,7 @@ def test_a_body_failing_its_checksum_is_a_miss_and_is_removed(
     Up to 8 MiB the body is checked before it is served; beyond, as it is sent, and the
     answer is cut short before its last bytes: never taken for whole. The entry goes."""
     cache_dir = tmp_path / "flipped"
-    proxy = proxy_factory(cache_dir=cache_dir)
+    proxy = proxy_factory({"WSGI_PROXY_ADMIN_TOKEN": "t0ken"}, cache_dir=cache_dir)
     body = pattern_bytes(size)
     path = origin.route("/flipped", headers=CACHED, body=body)
     assert_response(proxy.get(path), cache="MISS", body=body)
@@ -155,6 +155,8 @@ def test_a_body_failing_its_checksum_is_a_miss_and_is_removed(
         cache, cut = download(proxy, path)  # http.client's read(n) ends quietly when cut
         assert (cache, cut.length < size) == ("HIT", True)  # never taken for whole
         assert not entry.exists()
+        metrics = proxy.get("/_wsgi_proxy/metrics", (("Authorization", "Bearer t0ken"),))
+        assert 'wsgi_proxy_errors_total{kind="CacheDamaged"} 1.0' in metrics.body.decode()
         assert download(proxy, path) == ("MISS", pattern_digest(size))
     assert download(proxy, path) == ("HIT", pattern_digest(size))
     assert origin.count(path) == 2

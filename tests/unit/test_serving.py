@@ -72,10 +72,12 @@ def test_a_damaged_body_is_cut_short_and_removed(
 ) -> None:
     found = stored_hit(store, damage, cut)
     sent = bytearray()
-    stream = CheckedStream(found, store, BLOCK)
-    with contextlib.closing(stream), pytest.raises(CacheDamaged):
+    reported: list[CacheDamaged] = []
+    stream = CheckedStream(found, store, BLOCK, damaged=reported.append)
+    with contextlib.closing(stream), pytest.raises(CacheDamaged) as raised:
         for block in stream:
             sent += block
+    assert reported == [raised.value]  # logged and counted by the app
     assert len(sent) < len(BODY)  # the client, promised len(BODY), sees a cut body
     assert BODY.startswith(bytes(sent)) or damage == 0
     assert not store.is_verified(found)
