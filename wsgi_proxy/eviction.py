@@ -8,6 +8,7 @@ Invariants:
   counter. A full scan also runs every ``RESYNC_INTERVAL`` to correct drift.
 - The scan's memory does not grow with the cache: one walk counts; over the high-water
   mark a second walk keeps only the oldest files that hold the excess, in a heap.
+- ``walk_files`` is the one walk of the cache folder (purge.py's scans use it too).
 - Temporary files of writers that died (pid gone, or older than ``STALE_TMP_AGE``) are
   removed by the scan; those of live writers are counted and left alone.
 """
@@ -42,7 +43,6 @@ STALE_TMP_AGE = 6 * 3600.0
 class StoredFile:
     path: str
     size: int
-    mtime: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,34 +183,43 @@ def oldest_files(objects: Path, now: float, excess: float) -> list[StoredFile]:
         held += size
         while held - heap[0][1] >= excess:
             held -= heapq.heappop(heap)[1]
-    return [StoredFile(path, size, -neg) for neg, size, path in sorted(heap, reverse=True)]
+    return [StoredFile(path, size) for _, size, path in sorted(heap, reverse=True)]
+
+
+def walk_files(folder: Path) -> Iterator[os.DirEntry[str]]:
+    """Every file under ``folder``, entries and writers' temporary files. Each folder is
+    listed whole before its files are handed out, so that a file published meanwhile is
+    not met twice; a folder that cannot be read is skipped."""
+    folders = [str(folder)]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as listing:
+                items = list(listing)
+        except OSError:
+            continue
+        for item in items:
+            with contextlib.suppress(OSError):
+                if item.is_dir(follow_symlinks=False):
+                    folders.append(item.path)
+                else:
+                    yield item
 
 
 def _walk(objects: Path, now: float) -> Iterator[tuple[str, int, float, bool]]:
     """Every file under ``objects``: path, size, mtime, and whether it is a stored file
     (else a live writer's temporary file). Dead writers' temporary files are removed."""
-    folders = [str(objects)]
-    while folders:
-        folder = folders.pop()
+    for item in walk_files(objects):
         try:
-            with os.scandir(folder) as items:
-                for item in items:
-                    try:
-                        if item.is_dir(follow_symlinks=False):
-                            folders.append(item.path)
-                            continue
-                        stat = item.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if not item.name.startswith(TMP_PREFIX):
-                        yield item.path, stat.st_size, stat.st_mtime, True
-                    elif _is_dead_tmp(item.name, stat.st_mtime, now):
-                        with contextlib.suppress(OSError):
-                            os.unlink(item.path)
-                    else:
-                        yield item.path, stat.st_size, stat.st_mtime, False
+            stat = item.stat(follow_symlinks=False)
         except OSError:
             continue
+        if not item.name.startswith(TMP_PREFIX):
+            yield item.path, stat.st_size, stat.st_mtime, True
+        elif _is_dead_tmp(item.name, stat.st_mtime, now):
+            with contextlib.suppress(OSError):
+                os.unlink(item.path)
+        else:
+            yield item.path, stat.st_size, stat.st_mtime, False
 
 
 def _is_dead_tmp(name: str, mtime: float, now: float) -> bool:

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 from wsgi_proxy import keys
 from wsgi_proxy.entryfile import TMP_PREFIX, CorruptEntry, entry_of, read_header
+from wsgi_proxy.eviction import walk_files
 from wsgi_proxy.hits import Hit
 from wsgi_proxy.hotset import stamp_of
 from wsgi_proxy.store import Store
@@ -186,15 +187,6 @@ def _soft_purge(store: Store, path: Path) -> bool:
 
 
 def _entry_files(store: Store) -> Iterator[Path]:
-    folders = [store.objects]
-    while folders:
-        folder = folders.pop()
-        try:
-            items = list(os.scandir(folder))
-        except OSError:
-            continue
-        for item in items:
-            if item.is_dir(follow_symlinks=False):
-                folders.append(Path(item.path))
-            elif not item.name.startswith(TMP_PREFIX):
-                yield Path(item.path)
+    for item in walk_files(store.objects):
+        if not item.name.startswith(TMP_PREFIX):
+            yield Path(item.path)
