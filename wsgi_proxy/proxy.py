@@ -128,7 +128,9 @@ class ProxyApp:
 
     # ---- GET and HEAD -------------------------------------------------------------------
 
-    def _ready_answer(self, environ: Environ, start_response: StartResponse) -> list[bytes] | None:
+    def _ready_answer(
+        self, environ: Environ, start_response: StartResponse
+    ) -> Iterable[bytes] | None:
         """A plain fresh hit answered as the last time (ready.py), or None: the general flow
         answers (and may make the answer ready again)."""
         return self.ready.answer(environ, start_response, self.clock, self.store,

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from werkzeug.wsgi import FileWrapper
 
@@ -63,6 +63,15 @@ class Ready:
     size: int
     response_time: float
     freshness: policy.PlainFreshness
+
+
+def file_body(environ: Mapping[str, Any], file: BinaryIO, offset: int) -> Iterable[bytes]:
+    """``file`` from ``offset``, by ``wsgi.file_wrapper``: gunicorn sends as many bytes as
+    the response's Content-Length with ``sendfile``, then closes the file."""
+    file.seek(offset)
+    wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
+    body: Iterable[bytes] = wrapper(file, FILE_BLOCK)
+    return body
 
 
 def is_plain(environ: Mapping[str, object]) -> bool:
@@ -100,7 +109,7 @@ class ReadyAnswers:
         *,
         marks: Callable[[float, float], Headers],
         sent: Callable[[int], None],
-    ) -> list[bytes] | None:
+    ) -> Iterable[bytes] | None:
         """The ready answer to ``environ``'s request, or None when there is none, or it ran
         stale, or its file changed (it is then forgotten), or the store lost its nanosecond
         mtimes. ``marks(age, ttl)`` gives the per-request fields and counts the hit;
@@ -133,9 +142,7 @@ class ReadyAnswers:
             sent(ready.size)
             if file is None:
                 return [ready.body or b""]
-            file.seek(ready.body_offset)
-            wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
-            answer: list[bytes] = wrapper(file, FILE_BLOCK)  # gunicorn sends it by sendfile
+            answer = file_body(environ, file, ready.body_offset)
         except BaseException:
             if file is not None:
                 file.close()

@@ -22,15 +22,13 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 
-from werkzeug.wsgi import FileWrapper
-
 from wsgi_proxy import headers as h
 from wsgi_proxy import policy, validation
 from wsgi_proxy.errors import CacheDamaged, RangeNotSatisfiable
 from wsgi_proxy.exchange import Exchange
 from wsgi_proxy.hits import Hit
 from wsgi_proxy.model import Entry
-from wsgi_proxy.ready import FILE_BLOCK, ReadyAnswers
+from wsgi_proxy.ready import ReadyAnswers, file_body
 from wsgi_proxy.store import Store
 
 # Stored bodies up to this size are read into memory and sent with the head; larger ones go
@@ -133,10 +131,7 @@ class Serving:
                 return CheckedStream(found, self.store, damaged=self.damaged)
             else:
                 self.background.submit(self.store.verify_later, found)
-        found.file.seek(found.body_offset + span[0])
-        wrapper = ex.environ.get("wsgi.file_wrapper", FileWrapper)
-        body: Iterable[bytes] = wrapper(found.file, FILE_BLOCK)
-        return body
+        return file_body(ex.environ, found.file, found.body_offset + span[0])
 
     def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, held: bytes | None) -> None:
         """Keep the answer to a GET of a fresh entry, served whole, for the next plain
