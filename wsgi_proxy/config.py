@@ -190,7 +190,11 @@ class ServerConfig:
     workers: int
     """WSGI_PROXY_WORKERS: worker processes."""
     threads: int
-    """WSGI_PROXY_THREADS: threads per worker: requests a worker serves at once."""
+    """WSGI_PROXY_THREADS: threads per worker: requests a worker serves at once, most of
+    them waiting (on the origin, on another request's fetch, on a slow client)."""
+    active_threads: int
+    """WSGI_PROXY_ACTIVE_THREADS: of those, how many run at once when none waits (at most
+    WSGI_PROXY_THREADS; default 4, or WSGI_PROXY_THREADS if fewer); see wsgi_proxy/pool.py."""
     worker_timeout: int
     """WSGI_PROXY_WORKER_TIMEOUT: seconds before a silent worker is killed and restarted."""
     graceful_timeout: int
@@ -213,10 +217,14 @@ class ServerConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
         env = os.environ if environ is None else environ
+        threads = _read(env, "THREADS", "64", _positive_int)
         return cls(
             bind=_read(env, "BIND", "127.0.0.1:8080", parse_token),
             workers=_read(env, "WORKERS", "2", _positive_int),
-            threads=_read(env, "THREADS", "24", _positive_int),
+            threads=threads,
+            active_threads=_read(
+                env, "ACTIVE_THREADS", str(min(4, threads)), _at_most(threads, "THREADS")
+            ),
             worker_timeout=_read(env, "WORKER_TIMEOUT", "60", _positive_int),
             graceful_timeout=_read(env, "GRACEFUL_TIMEOUT", "30", _positive_int),
             keepalive=_read(env, "KEEPALIVE", "5", _positive_int),
@@ -226,6 +234,18 @@ class ServerConfig:
             max_header_size=_read(env, "MAX_HEADER_SIZE", "8190", _positive_int),
             log_format=_read(env, "LOG_FORMAT", "text", _log_format),
         )
+
+
+def _at_most(limit: int, name: str) -> Callable[[str], int]:
+    """A positive integer no greater than ``limit``, the value of WSGI_PROXY_``name``."""
+
+    def parse(raw: str) -> int:
+        value = _positive_int(raw)
+        if value > limit:
+            raise ValueError(f"more than {PREFIX}{name} ({limit})")
+        return value
+
+    return parse
 
 
 def _read(env: Mapping[str, str], name: str, default: str, parse: Callable[[str], T]) -> T:

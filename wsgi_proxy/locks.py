@@ -11,6 +11,7 @@ Invariants:
   wait, as a plain lock would.
 - A process that dies holding a lock loses it (flock), and its mark is overwritten by the
   next holder; a stale mark only ever lets a request skip a wait it did not need.
+- Within a worker, one thread polls a URL's lock for all the threads waiting on its fetch.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 
 from filelock import FileLock, Timeout
+
+from wsgi_proxy.pool import waiting
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,42 @@ def wait_for_fetch(lock: KeyLock, digest: str, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL_INTERVAL)
+
+
+class _SharedWait:
+    __slots__ = ("done", "over")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.over = False  # what the leader's wait_for_fetch answered
+
+
+class FetchWaits:
+    """``wait_for_fetch`` shared by a worker's threads: for each URL one thread (the first
+    to wait) polls the lock, the others wait for its answer. Fifty requests of a herd in one
+    worker then make one poll every 5 ms, not fifty. The worker's pool runs other requests
+    meanwhile (pool.py)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_digest: dict[str, _SharedWait] = {}
+
+    def wait(self, lock: KeyLock, digest: str, timeout: float) -> bool:
+        with self._lock:
+            shared = self._by_digest.get(digest)
+            leader = shared is None
+            if shared is None:
+                shared = self._by_digest[digest] = _SharedWait()
+        with waiting():
+            if not leader:
+                return shared.done.wait(timeout) and shared.over
+            try:
+                shared.over = wait_for_fetch(lock, digest, timeout)
+            finally:
+                with self._lock:
+                    del self._by_digest[digest]
+                shared.done.set()
+            return shared.over
 
 
 def try_acquire(lock: FileLock, timeout: float) -> bool:

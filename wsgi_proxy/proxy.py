@@ -41,7 +41,7 @@ from wsgi_proxy.exchange import (
 from wsgi_proxy.filling import ERROR_STATUSES, Filler
 from wsgi_proxy.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.hits import Hit, PassMarker
-from wsgi_proxy.locks import try_acquire, wait_for_fetch
+from wsgi_proxy.locks import FetchWaits, try_acquire
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, ResponseHead
 from wsgi_proxy.ready import ReadyAnswers
@@ -90,6 +90,7 @@ class ProxyApp:
                                sent=self._count_cache_bytes,
                                damaged=self._count_damaged)  # fmt: skip
         self.forwarder = Forwarder(config, upstream, metrics, clock)
+        self.fetch_waits = FetchWaits()
         self.filler = Filler(
             config, store, self.forwarder, self.targeting, background=self.background, clock=clock
         )
@@ -198,7 +199,7 @@ class ProxyApp:
                     return relayed
             return self._fetch(ex, decision)
         ex.release()
-        if not wait_for_fetch(lock, keys.digest(ex.primary), self.config.lock_timeout):
+        if not self.fetch_waits.wait(lock, keys.digest(ex.primary), self.config.lock_timeout):
             log.info("lock wait for %s timed out: fetching without it", ex.primary)
         now = self.clock()
         found = self.store.lookup(ex.primary, ex.req.headers, now)

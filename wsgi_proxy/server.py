@@ -1,21 +1,23 @@
-"""gunicorn's settings for the proxy, shared by ``gunicorn.conf.py`` and the CLI, and the
-programmatic gunicorn application the CLI runs."""
+"""gunicorn's settings for the proxy, shared by ``gunicorn.conf.py`` and the CLI, the
+worker class, and the programmatic gunicorn application the CLI runs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from wsgi_proxy.config import Config, ServerConfig
 from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
+from wsgi_proxy.pool import ElasticPool
 
 
 def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
     """gunicorn settings from ``server``. Why each default, see gunicorn.conf.py."""
     return {
         "bind": [server.bind],
-        "worker_class": "gthread",
+        "worker_class": "wsgi_proxy.server.ProxyWorker",
         "workers": server.workers,
         "threads": server.threads,
         "timeout": server.worker_timeout,
@@ -46,6 +48,16 @@ def on_starting(_server: Any) -> None:
     config = Config.from_env()
     check_folder(config.cache_dir)
     reset_metrics_dir(config.metrics_dir)
+
+
+class ProxyWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker with the proxy's thread pool (pool.py): ``--threads``
+    threads, of which WSGI_PROXY_ACTIVE_THREADS run requests at once when none waits."""
+
+    def get_thread_pool(self) -> ElasticPool:
+        threads: int = self.cfg.threads
+        active = min(ServerConfig.from_env().active_threads, threads)
+        return ElasticPool(active, threads)
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]

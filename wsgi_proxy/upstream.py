@@ -41,6 +41,7 @@ from wsgi_proxy.errors import (
 )
 from wsgi_proxy.headers import Headers
 from wsgi_proxy.model import ResponseHead
+from wsgi_proxy.pool import waiting
 
 if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection
@@ -160,9 +161,9 @@ class Upstream:
                 conn.close()
             reused = not conn.is_closed
             try:
-                raw = self._request(
-                    conn, method=method, target=target, headers=headers, body=body, chunked=chunked
-                )
+                with waiting():  # on the origin: the worker's pool runs other requests
+                    raw = self._request(conn, method=method, target=target, headers=headers,
+                                        body=body, chunked=chunked)  # fmt: skip
             except ProtocolError as exc:
                 self._discard(conn)
                 if retry and reused:

@@ -83,3 +83,24 @@ def test_log_format(value: str, logger: type, accesslog: str | None) -> None:
 def test_bad_log_format_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="WSGI_PROXY_LOG_FORMAT"):
         ServerConfig.from_env({"WSGI_PROXY_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, (64, 4)),
+        ({"WSGI_PROXY_THREADS": "2"}, (2, 2)),  # the default follows fewer threads
+        ({"WSGI_PROXY_THREADS": "8", "WSGI_PROXY_ACTIVE_THREADS": "8"}, (8, 8)),
+        ({"WSGI_PROXY_ACTIVE_THREADS": "1"}, (64, 1)),
+    ],
+)
+def test_threads_and_active_threads(env: dict[str, str], expected: tuple[int, int]) -> None:
+    server = ServerConfig.from_env(env)
+    assert (server.threads, server.active_threads) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "9", "four"])
+def test_bad_active_threads_name_the_variable(value: str) -> None:
+    env = {"WSGI_PROXY_THREADS": "8", "WSGI_PROXY_ACTIVE_THREADS": value}
+    with pytest.raises(ConfigError, match="WSGI_PROXY_ACTIVE_THREADS"):
+        ServerConfig.from_env(env)

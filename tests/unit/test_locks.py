@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.locks import held_for_other, key_lock, try_acquire, wait_for_fetch
+from wsgi_proxy.locks import FetchWaits, held_for_other, key_lock, try_acquire, wait_for_fetch
 
 MINE = "a" * 64
 OTHER = "b" * 64
@@ -60,3 +62,34 @@ def test_waiting_for_a_fetch_of_the_same_url_times_out(tmp_path: Path) -> None:
         assert wait_for_fetch(key_lock(path, OTHER, 0), OTHER, 0.05)  # another URL's
     finally:
         holder.release()
+
+
+@pytest.mark.parametrize(("released", "expected"), [(True, True), (False, False)])
+def test_waiters_in_one_worker_share_the_first_ones_answer(
+    tmp_path: Path, released: bool, expected: bool
+) -> None:
+    path = str(tmp_path / "0.lock")
+    holder = key_lock(path, MINE, 0)
+    assert try_acquire(holder, 0)
+    waits = FetchWaits()
+    answers: list[tuple[bool, float]] = []
+
+    def wait() -> None:
+        begun = time.monotonic()
+        over = waits.wait(key_lock(path, MINE, 0), MINE, 0.5)
+        answers.append((over, time.monotonic() - begun))
+
+    threads = [threading.Thread(target=wait) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    if released:
+        holder.release()
+    for thread in threads:
+        thread.join(5)
+    if not released:
+        holder.release()
+    assert [over for over, _ in answers] == [expected] * 5
+    slowest = max(took for _, took in answers)
+    assert slowest < 0.3 if released else slowest >= 0.5
+    assert waits.wait(key_lock(path, MINE, 0), MINE, 0)  # nothing left over: free, at once

@@ -1,0 +1,143 @@
+"""The workers' thread pool: at most ``active`` requests run at once, in the order they
+came, not counting those waiting or running long; at most ``limit`` threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from wsgi_proxy.pool import ElasticPool, waiting
+
+SETTLE = 0.2  # seconds for a pool's threads to reach what they block on
+
+
+@pytest.fixture
+def pools() -> Iterator[list[ElasticPool]]:
+    made: list[ElasticPool] = []
+    yield made
+    for pool in made:
+        pool.shutdown(wait=False)
+
+
+def blocker(started: list[str], name: str, release: threading.Event) -> Callable[[], str]:
+    def task() -> str:
+        started.append(name)
+        assert release.wait(5)
+        return name
+
+    return task
+
+
+def test_requests_start_in_order_and_at_most_active_run(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=2, limit=8, long_run=60)
+    pools.append(pool)
+    started: list[str] = []
+    releases = [threading.Event() for _ in range(5)]
+    futures = [pool.submit(blocker(started, str(i), releases[i])) for i in range(5)]
+    time.sleep(SETTLE)
+    assert started == ["0", "1"]
+    assert pool.counts() == (2, 2, 3)  # threads, running, queued
+    releases[1].set()
+    assert futures[1].result(5) == "1"
+    time.sleep(SETTLE)
+    assert started == ["0", "1", "2"]  # the next in line, on the thread just freed
+    assert pool.counts() == (2, 2, 2)
+    for release in releases:
+        release.set()
+    assert [f.result(5) for f in futures] == ["0", "1", "2", "3", "4"]
+
+
+def test_a_waiting_request_lets_the_next_one_start(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=1, limit=4, long_run=60)
+    pools.append(pool)
+    started: list[str] = []
+    origin = threading.Event()
+
+    def on_origin() -> None:
+        started.append("waiting")
+        with waiting(), waiting():  # nested: counted once
+            assert origin.wait(5)
+
+    first = pool.submit(on_origin)
+    time.sleep(SETTLE)
+    release = threading.Event()
+    second = pool.submit(blocker(started, "next", release))
+    time.sleep(SETTLE)
+    assert started == ["waiting", "next"]
+    assert pool.counts() == (2, 1, 0)  # the waiting one is not counted
+    third = pool.submit(blocker(started, "third", release))
+    time.sleep(SETTLE)
+    assert pool.counts() == (2, 1, 1)  # one runs, which is all that may
+    origin.set()
+    release.set()
+    first.result(5)
+    assert (second.result(5), third.result(5)) == ("next", "third")
+
+
+def test_a_long_running_request_is_not_counted(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=1, limit=4, long_run=0.1)
+    pools.append(pool)
+    started: list[str] = []
+    slow_client = threading.Event()
+    first = pool.submit(blocker(started, "long", slow_client))
+    time.sleep(0.02)
+    second = pool.submit(lambda: started.append("next"))
+    time.sleep(0.02)
+    assert started == ["long"]  # not yet long-running: the next one waits its turn
+    second.result(2)  # then it starts, while the first still blocks
+    assert started == ["long", "next"]
+    assert not first.done()
+    slow_client.set()
+    assert first.result(5) == "long"
+
+
+def test_no_more_threads_than_the_limit(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=1, limit=2, long_run=60)
+    pools.append(pool)
+    origin = threading.Event()
+
+    def on_origin() -> None:
+        with waiting():
+            assert origin.wait(5)
+
+    futures = [pool.submit(on_origin) for _ in range(3)]
+    time.sleep(SETTLE)
+    assert pool.counts() == (2, 0, 1)  # both threads wait; the third request queues
+    origin.set()
+    for future in futures:
+        future.result(5)
+    assert pool.counts() == (2, 0, 0)
+
+
+def test_results_and_errors_reach_the_future(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=1, limit=1)
+    pools.append(pool)
+    assert pool.submit(lambda x: x * 2, 21).result(5) == 42
+    with pytest.raises(ZeroDivisionError):
+        pool.submit(lambda: 1 / 0).result(5)
+    assert pool.submit(lambda: "still serving").result(5) == "still serving"
+
+
+def test_waiting_outside_a_pool_does_nothing() -> None:
+    with waiting():
+        pass
+
+
+def test_shutdown_ends_idle_threads_and_refuses_more(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=2, limit=2)
+    for future in [pool.submit(time.sleep, 0.05) for _ in range(2)]:
+        future.result(5)
+    assert pool.counts()[0] == 2
+    pool.shutdown(wait=True)
+    assert pool.counts()[0] == 0
+    with pytest.raises(RuntimeError):
+        pool.submit(print)
+
+
+@pytest.mark.parametrize(("active", "limit"), [(0, 4), (5, 4)])
+def test_active_must_be_between_1_and_the_limit(active: int, limit: int) -> None:
+    with pytest.raises(ValueError, match="active"):
+        ElasticPool(active, limit)
