@@ -168,10 +168,14 @@ class ElasticPool:
                 self._running.add(runner)
                 runner.wake.release()
             elif self.threads < self.limit:
-                runner = _Runner(self, self._queue.popleft())
+                runner = _Runner(self, self._queue[0])
+                try:
+                    threading.Thread(target=self._run, args=(runner,), daemon=True).start()
+                except RuntimeError:  # the system's thread limit: wait for a running one
+                    return
+                self._queue.popleft()
                 self.threads += 1
                 self._running.add(runner)
-                threading.Thread(target=self._run, args=(runner,), daemon=True).start()
             else:
                 return
 

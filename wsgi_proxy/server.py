@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers import gthread
 
 from wsgi_proxy.config import Config, ServerConfig
 from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
-from wsgi_proxy.pool import ElasticPool
+from wsgi_proxy.pool import ElasticPool, waiting
 
 
 def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def on_starting(_server: Any) -> None:
     reset_metrics_dir(config.metrics_dir)
 
 
-class ProxyWorker(ThreadWorker):  # type: ignore[misc]
+class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker with the proxy's thread pool (pool.py): ``--threads``
     threads, of which WSGI_PROXY_ACTIVE_THREADS run requests at once when none waits."""
 
@@ -58,6 +58,16 @@ class ProxyWorker(ThreadWorker):  # type: ignore[misc]
         threads: int = self.cfg.threads
         active = min(ServerConfig.from_env().active_threads, threads)
         return ElasticPool(active, threads)
+
+    def handle(self, conn: Any) -> Any:
+        """gunicorn's, with the wait for a new connection's first bytes (up to 5 s) marked
+        as a wait, so that a client that connects and says nothing holds no active turn."""
+        if not conn.initialized and not conn.data_ready:
+            with waiting():
+                ready = conn.wait_for_data(gthread.DEFAULT_WORKER_DATA_TIMEOUT)
+            if not ready:
+                return gthread._DEFER  # gunicorn's "back to the poller" (pinned gunicorn)
+        return super().handle(conn)
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]

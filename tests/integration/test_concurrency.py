@@ -8,15 +8,18 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 from support import client
 from support.bodies import Digest, pattern_bytes, pattern_digest
-from support.checks import assert_response
+from support.checks import assert_response, poll
 from support.origin import Origin, Recorded, Reply
 from support.proxy import REPO, ProxyFactory, ProxyProcess, proxy_env
 
 HERD = 20
 SLOW = 0.5
+# One request runs at a time in each worker, unless it waits (wsgi_proxy/pool.py).
+ONE_ACTIVE = {"WSGI_PROXY_THREADS": "32", "WSGI_PROXY_ACTIVE_THREADS": "1"}
 
 
 def _all_at_once(count: int, call: Callable[[], client.Response]) -> list[client.Response]:
@@ -155,3 +158,62 @@ def test_a_url_does_not_wait_for_another_urls_fetch_on_its_lock_stripe(
     # Both were stored, each under its own key, despite the shared lock file.
     assert_response(proxy.get(slow_path), cache="HIT", body=b"slow body")
     assert_response(proxy.get(other_path), cache="HIT", body=b"other body")
+
+
+def test_requests_waiting_on_the_origin_leave_room_for_others(
+    origin: Origin, proxy_factory: ProxyFactory
+) -> None:
+    """With one active thread per worker, 24 slow misses still overlap (one at a time, two
+    workers would take 6 s; starting one more each time a request has run for 50 ms, over
+    0.6 s), and a hit is answered while they wait on the origin."""
+    count = 24
+    cacheable = [("Cache-Control", "max-age=60")]
+    paths = [
+        origin.route(f"/slow-{i}", headers=cacheable, body=b"slow %d" % i, delay=SLOW)
+        for i in range(count)
+    ]
+    hot = origin.route("/hot", headers=cacheable, body=b"hot")
+    proxy = proxy_factory(ONE_ACTIVE)
+    assert_response(proxy.get(hot), cache="MISS", body=b"hot")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(proxy.get, path, timeout=30) for path in paths]
+        assert poll(lambda: sum(origin.count(p) for p in paths) == count, 0.4, 0.01)
+        hit_started = time.monotonic()
+        hit = proxy.get(hot, timeout=10)
+        hit_took = time.monotonic() - hit_started
+        replies = [future.result(timeout=30) for future in futures]
+    took = time.monotonic() - started
+
+    for i, reply in enumerate(replies):
+        assert_response(reply, cache="MISS", body=b"slow %d" % i)
+    assert_response(hit, cache="HIT", body=b"hot")
+    assert hit_took < 0.3, hit_took  # not behind the misses, which still wait
+    assert took < 1.5, took
+    assert [origin.count(p) for p in paths] == [1] * count
+
+
+def test_clients_that_stop_reading_do_not_stall_a_worker(
+    origin: Origin, proxy_factory: ProxyFactory
+) -> None:
+    """With one active thread per worker, eight clients that stop reading a large body
+    hold their threads (in sendfile, until the client timeout), not the worker: a request
+    that has run for over 50 ms no longer counts, so the next one starts."""
+    size = 32 << 20  # larger than the loopback socket buffers
+    cacheable = [("Cache-Control", "max-age=60")]
+    big = origin.route("/big", headers=cacheable, generated=size)
+    small = origin.route("/small", headers=cacheable, body=b"small body")
+    proxy = proxy_factory(ONE_ACTIVE)
+    assert _download(proxy, big) == ("MISS", pattern_digest(size))
+    assert_response(proxy.get(small), cache="MISS", body=b"small body")
+
+    with ExitStack() as stack:
+        stalled = [stack.enter_context(client.stream(proxy.port, big)) for _ in range(8)]
+        assert [reply.getheader("X-Cache") for reply in stalled] == ["HIT"] * 8
+        for _ in range(5):  # on new connections, whichever worker takes them
+            started = time.monotonic()
+            reply = proxy.get(small, timeout=10)
+            assert_response(reply, cache="HIT", body=b"small body")
+            assert time.monotonic() - started < 1.0
+    assert origin.count(big) == 1
