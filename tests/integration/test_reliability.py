@@ -72,6 +72,22 @@ def test_slow_readers_do_not_hold_the_threads(proxy_factory: ProxyFactory, origi
     proxy.assert_alive()
 
 
+def test_a_client_that_stops_sending_its_body_gets_408(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    proxy = proxy_factory({"WSGI_PROXY_THREADS": "1", "WSGI_PROXY_CLIENT_TIMEOUT": "1"})
+    path = origin.route("/upload", method="POST", echo=True)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        sock.sendall(head.encode() + b"only ten b")  # then nothing more
+        answer = sock.recv(4096).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 408 "), answer
+    assert "X-Cache: MISS" in answer
+    reply = client.request(proxy.port, "POST", path, body=b"whole body", timeout=10)
+    assert (reply.status, reply.body) == (200, b"whole body")
+    proxy.assert_alive()
+
+
 def test_a_client_leaving_mid_body_stores_nothing_partial(
     proxy: ProxyProcess, origin: Origin
 ) -> None:
