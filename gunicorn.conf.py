@@ -5,28 +5,32 @@ wsgi_proxy/config.py (ServerConfig), and `-b`/`--workers` flags win over this fi
 
 Measured with the benchmark (tests/bench/run.py; figures in the README's Performance
 section) where it says so; the rest is reasoned, not measured:
-- worker_class gthread: a proxy mostly waits on the origin and the disk; threads hold many
-  slow origin requests per process, and gunicorn's gthread poller keeps idle keep-alive
-  connections off the threads. Hits are sent with sendfile, which gthread supports. (The
-  shared benchmark found gevent no faster for a bare app and its p99 worse, and sync has no
-  keep-alive.)
-- workers 2: one per core. Measured against 3 workers x 16 threads and 4 x 12 (48 threads
-  in each), one quick benchmark run each: HIT and pass-through ratios moved within the
-  noise, each count winning some rows and losing others; the herd's slowest answer was
-  0.58 s with 2, 0.70 s with 3 (over the 0.6 s target), and 50 slow misses of different
-  URLs took 1.57 s with 4 (over 1.5 s: with 12 threads a worker that wins more than 24 of
-  them serves three rounds). The shared benchmark found 4 workers of a bare app no faster
-  than 2 on 2 cores either.
-- threads 24: measured 4, 8, 16, 24, 32 and 64 per worker. A worker accepts whatever
-  connections it wins, so a burst is not shared evenly: 50 concurrent misses of different
-  URLs whose origin takes 0.5 s took 3.6 s with 4 threads and 2.1 s with 8; with 16 usually
-  1.1 s, but 1.6 s once one worker got more than 32 of the 50 (three rounds of 0.5 s); with
-  24 no worker can get three rounds' worth (49+) and it took 1.1 s. More threads lengthen
-  the tail of cache hits under load, since every runnable thread contends for the GIL: HIT
-  p99 at 64 connections was 1.2 to 1.8 times the bare app's with 16 and 24 (2.2 at 64 KiB
-  in two runs), and 1.9 to 2.5 times with 32 and 64. Throughput did not change with the
-  count beyond the noise. Raise it for an origin that is slow under many concurrent
-  requests.
+- worker_class wsgi_proxy.server.ProxyWorker: gunicorn's gthread worker with the proxy's
+  thread pool (wsgi_proxy/pool.py). A proxy mostly waits on the origin and the disk; threads
+  hold many slow origin requests per process, and gunicorn's gthread poller keeps idle
+  keep-alive connections off the threads. Hits are sent with sendfile, which gthread
+  supports. (The shared benchmark found gevent no faster for a bare app and its p99 worse,
+  and sync has no keep-alive.)
+- workers 2: one per core. Measured before the pool (plain gthread) against 3 workers x 16
+  threads and 4 x 12 (48 threads in each), one quick benchmark run each: HIT and
+  pass-through ratios moved within the noise, each count winning some rows and losing
+  others; the herd's slowest answer was 0.58 s with 2, 0.70 s with 3 (over the 0.6 s
+  target), and 50 slow misses of different URLs took 1.57 s with 4 (over 1.5 s: with 12
+  threads a worker that wins more than 24 of them serves three rounds). The shared
+  benchmark found 4 workers of a bare app no faster than 2 on 2 cores either.
+- threads 64, of which 4 active (WSGI_PROXY_ACTIVE_THREADS): the pool runs at most 4
+  requests at once per worker, and a request waiting on the origin or on another request's
+  fetch, or running for over 50 ms, does not count. Measured before the pool, with plain
+  gthread: a worker accepts whatever connections it wins, so 50 concurrent misses of
+  different URLs whose origin takes 0.5 s took 3.6 s with 4 threads, 2.1 s with 8, 1.1 to
+  1.6 s with 16 and 1.1 s with 24; but every running thread contends for the GIL, and the
+  HIT p99 at 64 connections was 1.2 to 2.6 times the bare app's with 16 and 24 threads and
+  1.9 to 2.5 with 32 and 64. With the pool, 50 slow misses took 0.60 to 0.64 s, and side
+  by side with 24 plain threads 1 KiB HITs at 64 connections had 1.01 to 1.18 times the
+  req/s and a p99 of 67 to 103 ms against 125 to 152. 64 threads hold 50 slow requests
+  landing in one worker; raise it for more concurrent slow requests. Active threads 2, 4
+  and 8 side by side: 8 had the longest HIT p99 in 8 of 9 rounds, 2 and 4 were within the
+  noise; 4 is the bare app's count (the benchmark's ceiling).
 - keepalive 5 s: nginx in front reuses its connections (keepalive in deploy/nginx); idle
   ones cost no thread under gthread. Measured: 1 KiB HITs at 16 connections, 3 rounds,
   1,960 to 2,010 req/s kept alive against 1,440 to 1,500 with a new connection for each
