@@ -18,19 +18,19 @@ section) where it says so; the rest is reasoned, not measured:
   target), and 50 slow misses of different URLs took 1.57 s with 4 (over 1.5 s: with 12
   threads a worker that wins more than 24 of them serves three rounds). The shared
   benchmark found 4 workers of a bare app no faster than 2 on 2 cores either.
-- threads 64, of which 4 active (WSGI_PROXY_ACTIVE_THREADS): the pool runs at most 4
-  requests at once per worker, and a request waiting on the origin or on another request's
-  fetch, or running for over 50 ms, does not count. Measured before the pool, with plain
-  gthread: a worker accepts whatever connections it wins, so 50 concurrent misses of
-  different URLs whose origin takes 0.5 s took 3.6 s with 4 threads, 2.1 s with 8, 1.1 to
-  1.6 s with 16 and 1.1 s with 24; but every running thread contends for the GIL, and the
-  HIT p99 at 64 connections was 1.2 to 2.6 times the bare app's with 16 and 24 threads and
-  1.9 to 2.5 with 32 and 64. With the pool, 50 slow misses took 0.60 to 0.64 s, and side
-  by side with 24 plain threads 1 KiB HITs at 64 connections had 1.01 to 1.18 times the
-  req/s and a p99 of 67 to 103 ms against 125 to 152. 64 threads hold 50 slow requests
-  landing in one worker; raise it for more concurrent slow requests. Active threads 2, 4
-  and 8 side by side: 8 had the longest HIT p99 in 8 of 9 rounds, 2 and 4 were within the
-  noise; 4 is the bare app's count (the benchmark's ceiling).
+- threads 64, of which 4 active (WSGI_PROXY_ACTIVE_THREADS): the pool starts a request when
+  fewer than 4 run in the worker; one waiting on the origin, on another request's fetch or
+  on a new connection's first bytes, or running for over 50 to 70 ms, does not count.
+  Measured before the pool, with plain gthread: a worker accepts whatever connections it
+  wins, so 50 concurrent misses of different URLs whose origin takes 0.5 s took 3.6 s with 4
+  threads, 2.1 s with 8, 1.1 to 1.6 s with 16 and 1.1 s with 24; but every running thread
+  contends for the GIL, and the HIT p99 at 64 connections was 1.2 to 2.6 times the bare
+  app's with 16 and 24 threads and 1.9 to 2.5 with 32 and 64. With the pool, 50 slow misses
+  took 0.60 to 0.64 s, and side by side with 24 plain threads 1 KiB HITs at 64 connections
+  had 1.01 to 1.18 times the req/s and a p99 of 67 to 103 ms against 125 to 152. 64 threads
+  hold 50 slow requests landing in one worker; raise it for more concurrent slow requests.
+  Active threads 2, 4 and 8 side by side: 8 had the longest HIT p99 in 8 of 9 rounds, 2 and
+  4 were within the noise; 4 is the bare app's count (the benchmark's ceiling).
 - keepalive 5 s: nginx in front reuses its connections (keepalive in deploy/nginx); idle
   ones cost no thread under gthread. Measured: 1 KiB HITs at 16 connections, 3 rounds,
   1,960 to 2,010 req/s kept alive against 1,440 to 1,500 with a new connection for each

@@ -193,7 +193,7 @@ class ServerConfig:
     """WSGI_PROXY_THREADS: threads per worker: requests a worker serves at once, most of
     them waiting (on the origin, on another request's fetch, on a slow client)."""
     active_threads: int
-    """WSGI_PROXY_ACTIVE_THREADS: of those, how many run at once when none waits (at most
+    """WSGI_PROXY_ACTIVE_THREADS: of those, how many start and run at once (at most
     WSGI_PROXY_THREADS; default 4, or WSGI_PROXY_THREADS if fewer); see wsgi_proxy/pool.py."""
     worker_timeout: int
     """WSGI_PROXY_WORKER_TIMEOUT: seconds before a silent worker is killed and restarted."""

@@ -104,29 +104,39 @@ class _SharedWait:
 class FetchWaits:
     """``wait_for_fetch`` shared by a worker's threads: for each URL one thread (the first
     to wait) polls the lock, the others wait for its answer. Fifty requests of a herd in one
-    worker then make one poll every 5 ms, not fifty. The worker's pool runs other requests
-    meanwhile (pool.py)."""
+    worker then make one poll every 5 ms, not fifty. Each waits until its own deadline: one
+    that joined late and still has time when the leader gives up waits on (or polls) again.
+    The worker's pool runs other requests meanwhile (pool.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_digest: dict[str, _SharedWait] = {}
 
     def wait(self, lock: KeyLock, digest: str, timeout: float) -> bool:
-        with self._lock:
-            shared = self._by_digest.get(digest)
-            leader = shared is None
-            if shared is None:
-                shared = self._by_digest[digest] = _SharedWait()
+        deadline = time.monotonic() + timeout
         with waiting():
-            if not leader:
-                return shared.done.wait(timeout) and shared.over
-            try:
-                shared.over = wait_for_fetch(lock, digest, timeout)
-            finally:
+            while True:
+                remaining = max(0.0, deadline - time.monotonic())
                 with self._lock:
-                    del self._by_digest[digest]
-                shared.done.set()
-            return shared.over
+                    shared = self._by_digest.get(digest)
+                    leader = shared is None
+                    if shared is None:
+                        shared = self._by_digest[digest] = _SharedWait()
+                if leader:
+                    return self._lead(shared, lock, digest, remaining)
+                if shared.done.wait(remaining) and shared.over:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+
+    def _lead(self, shared: _SharedWait, lock: KeyLock, digest: str, timeout: float) -> bool:
+        try:
+            shared.over = wait_for_fetch(lock, digest, timeout)
+        finally:
+            with self._lock:
+                del self._by_digest[digest]
+            shared.done.set()
+        return shared.over
 
 
 def try_acquire(lock: FileLock, timeout: float) -> bool:

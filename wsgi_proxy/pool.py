@@ -13,9 +13,13 @@ place: Java's ForkJoinPool compensates a blocked thread the same way.
 Invariants:
 - Requests start in the order they were submitted.
 - A request starts when fewer than ``active`` requests run that are neither waiting nor
-  long-running, and a thread is idle or may be started (at most ``limit``).
+  long-running, and a thread is idle or may be started (at most ``limit``). One coming back
+  from a wait goes on at once: ``active`` bounds the starts, and more may run for a moment
+  (fifty origin answers arriving together), until they finish or wait again.
 - A request's stint counts from its start or from the end of its last wait; the watchdog
-  marks stints older than ``long_run`` every ``TICK``.
+  marks stints older than ``long_run`` every ``TICK``, so a stint counts as long after 50
+  to 70 ms. That is wall-clock time: a request starved of the GIL on an overloaded machine
+  can be taken for a blocked one, and another starts.
 - ``waiting()`` outside a pool's thread (a background refresh, a test) does nothing.
 """
 
@@ -128,8 +132,13 @@ class ElasticPool:
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Queued requests still run (unless ``cancel_futures``); idle threads end."""
-        with self._lock:
+        """Queued requests still run (unless ``cancel_futures``); idle threads end. gunicorn
+        calls this from its SIGQUIT handler too, maybe while its own thread holds the lock
+        (in ``submit``): then only the flag is set, and the process exits anyway."""
+        if not self._lock.acquire(timeout=1.0):
+            self._closed = True
+            return
+        try:
             self._closed = True
             if cancel_futures:
                 while self._queue:
@@ -138,6 +147,8 @@ class ElasticPool:
                 runner.task = None
                 runner.wake.release()
             self._idle.clear()
+        finally:
+            self._lock.release()
         while wait and self.threads:
             time.sleep(TICK)
 

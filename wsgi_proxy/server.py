@@ -52,7 +52,7 @@ def on_starting(_server: Any) -> None:
 
 class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker with the proxy's thread pool (pool.py): ``--threads``
-    threads, of which WSGI_PROXY_ACTIVE_THREADS run requests at once when none waits."""
+    threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once."""
 
     def get_thread_pool(self) -> ElasticPool:
         threads: int = self.cfg.threads
@@ -63,8 +63,11 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
         """gunicorn's, with the wait for a new connection's first bytes (up to 5 s) marked
         as a wait, so that a client that connects and says nothing holds no active turn."""
         if not conn.initialized and not conn.data_ready:
-            with waiting():
-                ready = conn.wait_for_data(gthread.DEFAULT_WORKER_DATA_TIMEOUT)
+            try:
+                with waiting():
+                    ready = conn.wait_for_data(gthread.DEFAULT_WORKER_DATA_TIMEOUT)
+            except OSError:  # no selector (out of file descriptors): close, as gunicorn would
+                return False
             if not ready:
                 return gthread._DEFER  # gunicorn's "back to the poller" (pinned gunicorn)
         return super().handle(conn)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gunicorn.workers import gthread
 
 from wsgi_proxy.config import Config, Origin, ServerConfig, parse_size
 from wsgi_proxy.errors import ConfigError
 from wsgi_proxy.logs import JsonLogger, ProxyLogger
-from wsgi_proxy.server import gunicorn_settings
+from wsgi_proxy.server import ProxyWorker, gunicorn_settings
 
 
 def test_defaults_need_nothing() -> None:
@@ -104,3 +105,11 @@ def test_bad_active_threads_name_the_variable(value: str) -> None:
     env = {"WSGI_PROXY_THREADS": "8", "WSGI_PROXY_ACTIVE_THREADS": value}
     with pytest.raises(ConfigError, match="WSGI_PROXY_ACTIVE_THREADS"):
         ServerConfig.from_env(env)
+
+
+def test_the_worker_class_finds_what_it_uses_in_gunicorn() -> None:
+    """server.ProxyWorker uses two private names of gunicorn's gthread worker."""
+    assert isinstance(gthread.DEFAULT_WORKER_DATA_TIMEOUT, float)
+    assert hasattr(gthread, "_DEFER")
+    settings = gunicorn_settings(ServerConfig.from_env({}))
+    assert settings["worker_class"] == f"{ProxyWorker.__module__}.{ProxyWorker.__name__}"

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.locks import FetchWaits, held_for_other, key_lock, try_acquire, wait_for_fetch
+from wsgi_proxy import locks
+from wsgi_proxy.locks import (
+    FetchWaits,
+    KeyLock,
+    held_for_other,
+    key_lock,
+    try_acquire,
+    wait_for_fetch,
+)
 
 MINE = "a" * 64
 OTHER = "b" * 64
@@ -65,12 +73,19 @@ def test_waiting_for_a_fetch_of_the_same_url_times_out(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("released", "expected"), [(True, True), (False, False)])
-def test_waiters_in_one_worker_share_the_first_ones_answer(
-    tmp_path: Path, released: bool, expected: bool
+def test_waiters_in_one_worker_share_one_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, released: bool, expected: bool
 ) -> None:
     path = str(tmp_path / "0.lock")
     holder = key_lock(path, MINE, 0)
     assert try_acquire(holder, 0)
+    polls: list[float] = []
+
+    def counted(lock: KeyLock, digest: str, timeout: float) -> bool:
+        polls.append(timeout)
+        return wait_for_fetch(lock, digest, timeout)
+
+    monkeypatch.setattr(locks, "wait_for_fetch", counted)  # the real poll, counted
     waits = FetchWaits()
     answers: list[tuple[bool, float]] = []
 
@@ -92,4 +107,29 @@ def test_waiters_in_one_worker_share_the_first_ones_answer(
     assert [over for over, _ in answers] == [expected] * 5
     slowest = max(took for _, took in answers)
     assert slowest < 0.3 if released else slowest >= 0.5
+    # One poll for all five; a timed-out wait polls again for those with time left.
+    assert len(polls) == 1 if released else 1 <= len(polls) <= 5
     assert waits.wait(key_lock(path, MINE, 0), MINE, 0)  # nothing left over: free, at once
+
+
+def test_a_waiter_that_joined_late_waits_until_its_own_deadline(tmp_path: Path) -> None:
+    path = str(tmp_path / "0.lock")
+    holder = key_lock(path, MINE, 0)
+    assert try_acquire(holder, 0)
+    waits = FetchWaits()
+    early = threading.Thread(target=waits.wait, args=(key_lock(path, MINE, 0), MINE, 0.3))
+    early.start()
+    time.sleep(0.2)
+    begun = time.monotonic()
+    late: list[bool] = []
+    thread = threading.Thread(
+        target=lambda: late.append(waits.wait(key_lock(path, MINE, 0), MINE, 0.6))
+    )
+    thread.start()
+    time.sleep(0.3)  # the early one gave up meanwhile; the late one still waits
+    assert late == []
+    holder.release()
+    thread.join(5)
+    early.join(5)
+    assert late == [True]
+    assert time.monotonic() - begun < 0.55

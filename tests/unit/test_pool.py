@@ -78,20 +78,45 @@ def test_a_waiting_request_lets_the_next_one_start(pools: list[ElasticPool]) -> 
 
 
 def test_a_long_running_request_is_not_counted(pools: list[ElasticPool]) -> None:
-    pool = ElasticPool(active=1, limit=4, long_run=0.1)
+    pool = ElasticPool(active=1, limit=4, long_run=0.3)
     pools.append(pool)
-    started: list[str] = []
+    began = threading.Event()
     slow_client = threading.Event()
-    first = pool.submit(blocker(started, "long", slow_client))
-    time.sleep(0.02)
-    second = pool.submit(lambda: started.append("next"))
-    time.sleep(0.02)
-    assert started == ["long"]  # not yet long-running: the next one waits its turn
-    second.result(2)  # then it starts, while the first still blocks
-    assert started == ["long", "next"]
+
+    def blocked() -> str:
+        began.set()
+        assert slow_client.wait(5)
+        return "long"
+
+    first = pool.submit(blocked)
+    assert began.wait(5)
+    second = pool.submit(lambda: "next")
+    assert pool.counts() == (1, 1, 1)  # not yet long-running: the next one waits its turn
+    assert second.result(3) == "next"  # then it starts, while the first still blocks
     assert not first.done()
     slow_client.set()
     assert first.result(5) == "long"
+
+
+def test_requests_back_from_a_wait_go_on_at_once(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=1, limit=4, long_run=60)
+    pools.append(pool)
+    origin, done = threading.Event(), threading.Event()
+
+    def on_origin() -> None:
+        with waiting():
+            assert origin.wait(5)
+        assert done.wait(5)
+
+    futures = [pool.submit(on_origin) for _ in range(3)]
+    time.sleep(SETTLE)
+    assert pool.counts() == (3, 0, 0)
+    origin.set()
+    time.sleep(SETTLE)
+    assert pool.counts() == (3, 3, 0)  # active bounds the starts, not the returns
+    done.set()
+    for future in futures:
+        future.result(5)
 
 
 def test_no_more_threads_than_the_limit(pools: list[ElasticPool]) -> None:
