@@ -1,5 +1,5 @@
-"""The workers' thread pool: at most ``active`` requests run at once, in the order they
-came, not counting those waiting or running long; at most ``limit`` threads."""
+"""The workers' thread pool: requests start in the order they came while fewer than
+``active`` run, not counting those waiting or running long; at most ``limit`` threads."""
 
 from __future__ import annotations
 
@@ -146,9 +146,20 @@ def test_results_and_errors_reach_the_future(pools: list[ElasticPool]) -> None:
     assert pool.submit(lambda: "still serving").result(5) == "still serving"
 
 
-def test_waiting_outside_a_pool_does_nothing() -> None:
-    with waiting():
-        pass
+def test_waiting_outside_a_pool_thread_does_nothing(pools: list[ElasticPool]) -> None:
+    """A background refresh or a test thread calls waiting() too: the pool's count of its
+    own running requests must not change."""
+    pool = ElasticPool(active=1, limit=2, long_run=60)
+    pools.append(pool)
+    release = threading.Event()
+    running = pool.submit(blocker([], "running", release))
+    time.sleep(SETTLE)
+    with waiting():  # this thread is not the pool's
+        assert pool.counts() == (1, 1, 0)
+        queued = pool.submit(lambda: "queued")
+        assert pool.counts() == (1, 1, 1)  # no room was made for it
+    release.set()
+    assert (running.result(5), queued.result(5)) == ("running", "queued")
 
 
 def test_shutdown_ends_idle_threads_and_refuses_more(pools: list[ElasticPool]) -> None:
