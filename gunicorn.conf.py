@@ -43,6 +43,8 @@ section) where it says so; the rest is reasoned, not measured:
   after 0.53 to 0.67 s. The kernel caps it at net.core.somaxconn (4096 here).
 - accesslog "-": to stdout (the journal under systemd), with the cache status and the
   origin's latency on each line; WSGI_PROXY_LOG_FORMAT=json for one JSON object a line.
+- child_exit: the master forgets a dead worker's thread-pool gauges (README, Metrics), which
+  are summed over the live workers. on_starting checks the settings before any worker forks.
 - timeout 60 s: gthread workers heartbeat from their main loop, so a long download does not
   trip it; it only catches a stuck worker.
 """
@@ -66,6 +68,7 @@ worker_connections = _settings["worker_connections"]
 preload_app = _settings["preload_app"]
 control_socket_disable = _settings["control_socket_disable"]
 on_starting = _settings["on_starting"]
+child_exit = _settings["child_exit"]
 accesslog = _settings["accesslog"]
 access_log_format = _settings["access_log_format"]
 logger_class = _settings["logger_class"]

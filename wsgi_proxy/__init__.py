@@ -13,9 +13,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsgi_proxy.config import Config
+
+if TYPE_CHECKING:
+    from wsgi_proxy.pool import ElasticPool
 
 __all__ = ["LazyApp", "create_app"]
 
@@ -57,6 +60,7 @@ class LazyApp:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.pool: ElasticPool | None = None  # the worker's thread pool (server.ProxyWorker)
         self._app: Any = None
         self._lock = threading.Lock()
         # A fork (gunicorn's, after --preload) forgets the app: the child builds its own.
@@ -73,6 +77,8 @@ class LazyApp:
             with self._lock:
                 if self._app is None:
                     self._app = create_app(self.config)
+                    if self.pool is not None:
+                        self._app.metrics.watch_pool(self.pool)
                 app = self._app
         result: Iterable[bytes] = app(environ, start_response)
         return result

@@ -16,10 +16,35 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsgi_proxy.pool import ElasticPool, PoolStats
 
 # Origin latency buckets, in seconds: loopback to slow backends.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# The thread pools' metrics: (name, field of pool.PoolStats, help).
+POOL_GAUGES = (
+    ("wsgi_proxy_pool_threads", "threads", "Threads of the workers' pools"),
+    ("wsgi_proxy_pool_running", "running",
+     "Requests running, not waiting (WSGI_PROXY_ACTIVE_THREADS per worker start at once)"),
+    ("wsgi_proxy_pool_waiting", "waiting", "Requests waiting on the origin or another's fetch"),
+    ("wsgi_proxy_pool_queue_length", "queued", "Requests waiting for a turn to start"),
+)  # fmt: skip
+POOL_COUNTERS = (
+    ("wsgi_proxy_pool_queued_requests", "queued_total", "Requests that waited for a turn"),
+    ("wsgi_proxy_pool_thread_limited_requests", "limited_total",
+     "Requests that waited because every thread was taken (WSGI_PROXY_THREADS)"),
+    ("wsgi_proxy_pool_long_runs", "long_total",
+     "Requests that ran over 50 ms without waiting, so stopped counting as running"),
+)  # fmt: skip
+
+
+def mark_worker_dead(folder: Path, pid: int) -> None:
+    """Forget a dead worker's gauges (the pools'), which are summed over live ones."""
+    from prometheus_client import multiprocess  # noqa: PLC0415 - see the module docstring
+
+    multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
 
 
 def reset_metrics_dir(folder: Path) -> None:
@@ -35,7 +60,7 @@ class Metrics:
     def __init__(self, folder: Path, gauges: Callable[[], Iterable[tuple[str, str, float]]]):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-        from prometheus_client import Counter, Histogram, values  # noqa: PLC0415 - see docstring
+        from prometheus_client import Counter, Gauge, Histogram, values  # noqa: PLC0415 - see docstring
 
         # Each value asks for the process id on every increment, to notice a fork: one
         # getpid syscall each. A worker never forks after this object exists (it is built
@@ -68,6 +93,13 @@ class Metrics:
             "wsgi_proxy_coalesced_waits", "Requests that waited for another's fetch"
         )
         self.errors = Counter("wsgi_proxy_errors", "Errors, by kind", ["kind"])
+        # The workers' thread pools (pool.py), reported by each pool's watchdog. "livesum":
+        # the sum over live workers; the master forgets a dead one's (mark_worker_dead).
+        self.pool_gauges = {
+            field: Gauge(name, doc, multiprocess_mode="livesum") for name, field, doc in POOL_GAUGES
+        }
+        self.pool_counters = {field: Counter(name, doc) for name, field, doc in POOL_COUNTERS}
+        self._pool_last: PoolStats | None = None
 
     def count_request(self, outcome: str) -> None:
         self._child(self.requests, outcome).inc()
@@ -78,6 +110,19 @@ class Metrics:
 
     def count_bytes(self, source: str, count: int) -> None:
         self._child(self.bytes, source).inc(count)
+
+    def watch_pool(self, pool: ElasticPool) -> None:
+        """Report ``pool``'s counts from now on (from its watchdog's thread)."""
+        pool.reporter = self.record_pool
+
+    def record_pool(self, stats: PoolStats) -> None:
+        for field, gauge in self.pool_gauges.items():
+            gauge.set(getattr(stats, field))
+        for field, counter in self.pool_counters.items():
+            last = 0 if self._pool_last is None else getattr(self._pool_last, field)
+            if getattr(stats, field) > last:
+                counter.inc(getattr(stats, field) - last)
+        self._pool_last = stats
 
     def _child(self, metric: Any, label: str) -> Any:
         """``metric.labels(label)``, kept: labels() costs more than the increment."""

@@ -21,23 +21,43 @@ Invariants:
   to 70 ms. That is wall-clock time: a request starved of the GIL on an overloaded machine
   can be taken for a blocked one, and another starts.
 - ``waiting()`` outside a pool's thread (a background refresh, a test) does nothing.
+- What the pool does is counted (``PoolStats``); the watchdog hands the counts to
+  ``reporter`` (the metrics) every ``REPORT_EVERY`` when they changed, outside the lock, so
+  a request pays nothing for them.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 LONG_RUN = 0.05  # seconds: a hit takes about a millisecond, a stint this long is blocked
 TICK = 0.02  # seconds between the watchdog's looks at the running requests
+REPORT_EVERY = 5  # ticks between two reports of the counts, when they changed
 
+log = logging.getLogger(__name__)
 _local = threading.local()
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A pool's state now, and what it did since it started."""
+
+    threads: int  # threads alive, idle or not (at most ``limit``)
+    running: int  # requests running and not waiting: what ``active`` bounds
+    waiting: int  # requests inside ``waiting()``: on the origin, on another's fetch
+    queued: int  # requests waiting for a turn
+    queued_total: int  # requests that found no turn free when they came
+    limited_total: int  # of those, the ones that found a turn but no thread (``limit``)
+    long_total: int  # stints marked long-running
 
 
 class _Task:
@@ -118,7 +138,13 @@ class ElasticPool:
         self._idle: list[_Runner] = []  # a stack: the thread that ran last runs next
         self._running: set[_Runner] = set()  # running a request, not waiting
         self._long = 0  # of those, the ones marked long-running
+        self._waiting = 0  # requests inside waiting()
+        self._queued_total = 0
+        self._limited_total = 0
+        self._long_total = 0
         self._closed = False
+        # Called by the watchdog with the counts; it must not block for long.
+        self.reporter: Callable[[PoolStats], None] | None = None
         watchdog = threading.Thread(target=self._watch, name="pool-watchdog", daemon=True)
         watchdog.start()
 
@@ -129,6 +155,10 @@ class ElasticPool:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._queue.append(_Task(future, fn, args))
             self._dispatch()
+            if self._queue:  # this request, the last in line, found no turn
+                self._queued_total += 1
+                if len(self._running) - self._long < self.active:
+                    self._limited_total += 1  # a turn, but every thread is taken
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -155,17 +185,31 @@ class ElasticPool:
     def begin_wait(self, runner: _Runner) -> None:
         with self._lock:
             self._stop_stint(runner)
+            self._waiting += 1
             self._dispatch()
 
     def end_wait(self, runner: _Runner) -> None:
         with self._lock:
+            self._waiting -= 1
             runner.since = time.monotonic()
             self._running.add(runner)
 
+    def stats(self) -> PoolStats:
+        with self._lock:
+            return PoolStats(
+                threads=self.threads,
+                running=len(self._running),
+                waiting=self._waiting,
+                queued=len(self._queue),
+                queued_total=self._queued_total,
+                limited_total=self._limited_total,
+                long_total=self._long_total,
+            )
+
     def counts(self) -> tuple[int, int, int]:
         """(threads, requests running and not waiting, requests queued): for tests."""
-        with self._lock:
-            return self.threads, len(self._running), len(self._queue)
+        stats = self.stats()
+        return stats.threads, stats.running, stats.queued
 
     # ---- holding the lock -----------------------------------------------------------------
 
@@ -216,6 +260,8 @@ class ElasticPool:
             self.threads -= 1
 
     def _watch(self) -> None:
+        ticks = 0
+        reported: PoolStats | None = None
         while True:
             time.sleep(TICK)
             with self._lock:
@@ -226,4 +272,23 @@ class ElasticPool:
                     if not runner.long and now - runner.since > self.long_run:
                         runner.long = True
                         self._long += 1
+                        self._long_total += 1
                 self._dispatch()
+            ticks += 1
+            if self.reporter is not None and ticks % REPORT_EVERY == 0:
+                reported = self._report(self.reporter, reported)
+
+    def _report(
+        self, reporter: Callable[[PoolStats], None], last: PoolStats | None
+    ) -> PoolStats | None:
+        """Hand the counts to ``reporter`` if they changed since ``last``; what was
+        reported. A failing reporter is logged and tried again at the next report."""
+        stats = self.stats()
+        if stats == last:
+            return last
+        try:
+            reporter(stats)
+        except Exception:
+            log.exception("reporting the thread pool's counts failed")
+            return last
+        return stats

@@ -8,6 +8,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers import gthread
 
+from wsgi_proxy import LazyApp
 from wsgi_proxy.config import Config, ServerConfig
 from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
 from wsgi_proxy.pool import ElasticPool, waiting
@@ -33,6 +34,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.
         "control_socket_disable": True,
         "on_starting": on_starting,
+        "child_exit": child_exit,
         "accesslog": None if server.log_format == "off" else "-",
         "access_log_format": ACCESS_LOG_FORMAT,
         "logger_class": JsonLogger if server.log_format == "json" else ProxyLogger,
@@ -50,6 +52,13 @@ def on_starting(_server: Any) -> None:
     reset_metrics_dir(config.metrics_dir)
 
 
+def child_exit(_server: Any, worker: Any) -> None:
+    """In the master, when a worker has exited: its pool's gauges no longer count."""
+    from wsgi_proxy.metrics import mark_worker_dead  # noqa: PLC0415
+
+    mark_worker_dead(Config.from_env().metrics_dir, worker.pid)
+
+
 class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker with the proxy's thread pool (pool.py): ``--threads``
     threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once."""
@@ -58,6 +67,12 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
         threads: int = self.cfg.threads
         active = min(ServerConfig.from_env().active_threads, threads)
         return ElasticPool(active, threads)
+
+    def load_wsgi(self) -> None:
+        """gunicorn's, then the app is told the pool, to report its counts in the metrics."""
+        super().load_wsgi()
+        if isinstance(self.wsgi, LazyApp):
+            self.wsgi.pool = self.tpool
 
     def handle(self, conn: Any) -> Any:
         """gunicorn's, with the wait for a new connection's first bytes (up to 5 s) marked

@@ -4,12 +4,16 @@ purge and check-config, and the access logs; real gunicorn with two workers."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from support.checks import poll
 from support.origin import Origin, Recorded, Reply
 from support.proxy import ProxyFactory, ProxyProcess, proxy_env
 
@@ -58,6 +62,42 @@ def test_metrics_are_summed_over_workers(proxy_factory: ProxyFactory, origin: Or
     assert metric(text, "wsgi_proxy_origin_seconds_count") == 1
     assert metric(text, "wsgi_proxy_cache_limit_bytes") == 1024**3
     assert len(proxy.worker_pids()) == 2
+
+
+def test_metrics_show_the_thread_pools_of_live_workers(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """Requests waiting on a slow origin show in the pools' gauges, summed over the
+    workers; a worker killed with its requests stops counting, and when the rest are
+    answered nothing waits or runs."""
+    count, delay = 8, 4.0
+    paths = [origin.route(f"/pool-{i}", body=b"slow", delay=delay) for i in range(count)]
+    proxy = admin_proxy(proxy_factory, WSGI_PROXY_ACTIVE_THREADS="1")
+
+    def gauge(name: str) -> float:
+        return metric(proxy.get("/_wsgi_proxy/metrics", AUTH).body.decode(), name)
+
+    workers = proxy.worker_pids()
+    with ThreadPoolExecutor(max_workers=count) as clients:
+        started = time.monotonic()
+        futures = [clients.submit(proxy.get, path, timeout=30) for path in paths]
+        assert poll(lambda: gauge("wsgi_proxy_pool_waiting") == count, 2.0, 0.05)
+        assert gauge("wsgi_proxy_pool_queue_length") == 0  # waiting requests leave room
+        assert gauge("wsgi_proxy_pool_threads") >= count  # one each, at least
+        killed = 0
+        for pid in workers:  # until the requests of one worker were cut
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+            killed = sum(1 for f in futures if f.done() and f.exception() is not None)
+            if killed:
+                break
+        assert 0 < killed <= count
+        assert poll(lambda: gauge("wsgi_proxy_pool_waiting") == count - killed, 1.0, 0.05)
+        assert time.monotonic() - started < delay  # all of this while they waited
+        answered = [f.result(30) for f in futures if f.exception() is None]
+    assert [r.body for r in answered] == [b"slow"] * (count - killed)
+    assert poll(lambda: gauge("wsgi_proxy_pool_waiting") == 0, 2.0, 0.05)
+    assert gauge("wsgi_proxy_pool_queue_length") == 0
 
 
 def test_allowed_address_needs_no_token(proxy_factory: ProxyFactory) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from wsgi_proxy.pool import ElasticPool, waiting
+from wsgi_proxy.pool import TICK, ElasticPool, PoolStats, waiting
 
 SETTLE = 0.2  # seconds for a pool's threads to reach what they block on
 
@@ -135,6 +135,89 @@ def test_no_more_threads_than_the_limit(pools: list[ElasticPool]) -> None:
     for future in futures:
         future.result(5)
     assert pool.counts() == (2, 0, 0)
+
+
+def test_the_counts_tell_queued_thread_limited_waiting_and_long_requests(
+    pools: list[ElasticPool],
+) -> None:
+    """Each step's counts, in a pool of 2 threads of which 2 may run: one waits on the
+    origin, one runs; the third request has a turn but no thread (limited); once a
+    request runs long, the fourth is queued for want of a turn and of a thread."""
+    pool = ElasticPool(active=2, limit=2, long_run=0.3)
+    pools.append(pool)
+    started: list[str] = []
+    origin, release = threading.Event(), threading.Event()
+
+    def on_origin() -> None:
+        with waiting():
+            assert origin.wait(5)
+
+    def count(**changed: int) -> PoolStats:
+        base = {"threads": 0, "running": 0, "waiting": 0, "queued": 0, "queued_total": 0}
+        return PoolStats(**{**base, "limited_total": 0, "long_total": 0, **changed})
+
+    assert pool.stats() == count()
+    futures = [pool.submit(on_origin)]
+    time.sleep(SETTLE)
+    assert pool.stats() == count(threads=1, waiting=1)
+    futures.append(pool.submit(blocker(started, "runs", release)))
+    assert pool.stats() == count(threads=2, running=1, waiting=1)
+    futures.append(pool.submit(blocker(started, "third", release)))
+    assert pool.stats() == count(
+        threads=2, running=1, waiting=1, queued=1, queued_total=1, limited_total=1
+    )
+    time.sleep(0.3 + 2 * TICK + SETTLE)  # "runs" is long-running now
+    assert pool.stats() == count(
+        threads=2, running=1, waiting=1, queued=1, queued_total=1, limited_total=1, long_total=1
+    )
+    origin.set()  # the first request ends; "third" starts on its thread
+    futures[0].result(5)
+    time.sleep(SETTLE)
+    assert started == ["runs", "third"]
+    release.set()
+    assert [f.result(5) for f in futures[1:]] == ["runs", "third"]
+    time.sleep(SETTLE)
+    assert pool.stats() == count(threads=2, queued_total=1, limited_total=1, long_total=1)
+
+
+def test_the_watchdog_reports_the_counts_when_they_change(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=1, limit=2, long_run=60)
+    pools.append(pool)
+    reports: list[PoolStats] = []
+    failures = [RuntimeError("the metrics folder is gone")]
+
+    def reporter(stats: PoolStats) -> None:
+        if failures:
+            raise failures.pop()  # logged; the next report tries again
+        reports.append(stats)
+
+    pool.reporter = reporter
+
+    def reported(condition: Callable[[PoolStats], bool]) -> bool:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if reports and condition(reports[-1]):
+                return True
+            time.sleep(TICK)
+        return False
+
+    assert pool.submit(lambda: "done").result(5) == "done"
+    assert reported(lambda stats: stats.threads == 1)
+    assert reports == [pool.stats()]  # after the failed report, the same counts again
+    time.sleep(20 * TICK)
+    assert len(reports) == 1  # nothing changed, nothing more reported
+    origin = threading.Event()
+
+    def on_origin() -> None:
+        with waiting():
+            assert origin.wait(5)
+
+    future = pool.submit(on_origin)
+    assert reported(lambda stats: stats.waiting == 1)
+    origin.set()
+    future.result(5)
+    assert reported(lambda stats: stats.waiting == 0)
+    assert len(reports) == 3
 
 
 def test_results_and_errors_reach_the_future(pools: list[ElasticPool]) -> None:
