@@ -108,27 +108,12 @@ def decide_store(
         return NotStorable("method")
     if resp.status < 200 or resp.status in (206, 304):
         return NotStorable(f"status {resp.status}")
-    rcc = h.parse_cache_control(req.get("cache-control"))
     directives = response_directives(resp, targeting)
     cc = directives.cc
-    if "must-understand" in cc:
-        if resp.status not in UNDERSTOOD_STATUSES:
-            return NotStorable("must-understand")
-    elif "no-store" in cc:
-        return NotStorable("no-store")
-    if "no-store" in rcc:
-        return NotStorable("request no-store")
-    if "private" in cc and not _qualified_fields(cc, "private"):
-        return NotStorable("private")
     strip = _qualified_fields(cc, "private") | _qualified_fields(cc, "no-cache")
-    if req.get("authorization") is not None and not (
-        {"public", "s-maxage", "must-revalidate"} & cc.keys()
-    ):
-        return NotStorable("authorization")
-    if h.has(resp.headers, "set-cookie") and "set-cookie" not in strip:
-        return NotStorable("set-cookie")
-    if h.get(resp.headers, "vary") is not None and "*" in h.parse_list(resp.get("vary")):
-        return NotStorable("vary *")
+    refused = _refusal(req, resp, cc, strip)
+    if refused is not None:
+        return NotStorable(refused)
     has_expires = directives.use_expires and resp.get("expires") is not None
     explicit = {"max-age", "s-maxage"} & cc.keys() or has_expires
     if not (explicit or "public" in cc or resp.status in HEURISTIC_STATUSES):
@@ -139,6 +124,32 @@ def decide_store(
     if "no-cache" in cc and cc["no-cache"] is None and not has_validator:
         return NotStorable("no-cache and no validator")
     return Store(strip=tuple(sorted(strip)))
+
+
+def _refusal(
+    req: RequestHead, resp: ResponseHead, cc: dict[str, str | None], strip: set[str]
+) -> str | None:
+    """``decide_store``'s refusals by directive and field, in section 3's order, or None:
+    ``no-store`` (``must-understand`` first), unqualified ``private``, ``Authorization``,
+    ``Set-Cookie`` not named in ``strip``, ``Vary: *``."""
+    if "must-understand" in cc:
+        if resp.status not in UNDERSTOOD_STATUSES:
+            return "must-understand"
+    elif "no-store" in cc:
+        return "no-store"
+    if "no-store" in h.parse_cache_control(req.get("cache-control")):
+        return "request no-store"
+    if "private" in cc and not _qualified_fields(cc, "private"):
+        return "private"
+    if req.get("authorization") is not None and not (
+        {"public", "s-maxage", "must-revalidate"} & cc.keys()
+    ):
+        return "authorization"
+    if h.has(resp.headers, "set-cookie") and "set-cookie" not in strip:
+        return "set-cookie"
+    if h.get(resp.headers, "vary") is not None and "*" in h.parse_list(resp.get("vary")):
+        return "vary *"
+    return None
 
 
 def _qualified_fields(cc: dict[str, str | None], directive: str) -> set[str]:

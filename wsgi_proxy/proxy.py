@@ -41,7 +41,7 @@ from wsgi_proxy.exchange import (
 from wsgi_proxy.filling import ERROR_STATUSES, Filler
 from wsgi_proxy.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.hits import Hit, PassMarker
-from wsgi_proxy.locks import FetchWaits, try_acquire
+from wsgi_proxy.locks import FetchWaits, KeyLock, try_acquire
 from wsgi_proxy.metrics import Metrics
 from wsgi_proxy.model import Entry, ResponseHead
 from wsgi_proxy.ready import ReadyAnswers
@@ -201,6 +201,13 @@ class ProxyApp:
         ex.release()
         if not self.fetch_waits.wait(lock, keys.digest(ex.primary), self.config.lock_timeout):
             log.info("lock wait for %s timed out: fetching without it", ex.primary)
+        return self._after_wait(ex, lock, decision)
+
+    def _after_wait(
+        self, ex: Exchange, lock: KeyLock, decision: policy.Revalidate | policy.Forward
+    ) -> Iterable[bytes]:
+        """After the wait for another request's fetch: serve what it published, or fetch,
+        taking the URL's lock if it is free."""
         now = self.clock()
         found = self.store.lookup(ex.primary, ex.req.headers, now)
         if isinstance(found, PassMarker):

@@ -65,6 +65,19 @@ class Ready:
     freshness: policy.PlainFreshness
 
 
+def _still_good(
+    ready: Ready, store: Store, now: float, *, fresh: bool, opened: bool
+) -> tuple[bool, BinaryIO | None]:
+    """Whether ``ready`` may be given (fresh, its file the same), and, for a body sent from
+    the file when ``opened`` (not for HEAD), that file, open."""
+    if not fresh:
+        return False, None
+    if ready.body is None and opened:
+        file = store.open_unchanged(ready.location, ready.stamp, now)
+        return file is not None, file
+    return store.is_unchanged(ready.location, ready.stamp, now), None
+
+
 def file_body(environ: Mapping[str, Any], file: BinaryIO, offset: int) -> Iterable[bytes]:
     """``file`` from ``offset``, by ``wsgi.file_wrapper``: gunicorn sends as many bytes as
     the response's Content-Length with ``sendfile``, then closes the file."""
@@ -122,14 +135,7 @@ class ReadyAnswers:
         age = ready.freshness.initial_age + max(0.0, now - ready.response_time)
         ttl = ready.freshness.lifetime - age
         head = environ["REQUEST_METHOD"] == "HEAD"
-        file = None
-        if ttl <= 0:
-            unchanged = False
-        elif ready.body is None and not head:
-            file = store.open_unchanged(ready.location, ready.stamp, now)
-            unchanged = file is not None
-        else:
-            unchanged = store.is_unchanged(ready.location, ready.stamp, now)
+        unchanged, file = _still_good(ready, store, now, fresh=ttl > 0, opened=not head)
         if not unchanged:
             self.forget(environ["RAW_URI"])
             return None

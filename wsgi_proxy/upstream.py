@@ -90,6 +90,18 @@ class OriginResponse:
         self.raw.release_conn()
 
 
+def _origin_headers(fields: Headers) -> HTTPHeaderDict:
+    """``fields`` for urllib3, which adds no ``User-Agent`` or ``Accept-Encoding`` of its own."""
+    headers = HTTPHeaderDict()
+    for name, value in fields:
+        headers.add(name, value)
+    if "user-agent" not in headers:
+        headers["User-Agent"] = SKIP_HEADER
+    if "accept-encoding" not in headers:
+        headers["Accept-Encoding"] = SKIP_HEADER
+    return headers
+
+
 def _idle_for(conn: BaseHTTPConnection) -> float:
     since: float | None = getattr(conn, "idle_since", None)
     return 0.0 if since is None else time.monotonic() - since
@@ -144,13 +156,7 @@ class Upstream:
         chunked: bool,
     ) -> OriginResponse:
         """Send the request; the response head has arrived when this returns."""
-        headers = HTTPHeaderDict()
-        for name, value in fields:
-            headers.add(name, value)
-        if "user-agent" not in headers:
-            headers["User-Agent"] = SKIP_HEADER
-        if "accept-encoding" not in headers:
-            headers["Accept-Encoding"] = SKIP_HEADER
+        headers = _origin_headers(fields)
         retry = method in _RETRYABLE and body is None
         while True:
             conn = self.pool._get_conn()  # private: see the module docstring
