@@ -52,11 +52,15 @@ def on_starting(_server: Any) -> None:
     reset_metrics_dir(config.metrics_dir)
 
 
-def child_exit(_server: Any, worker: Any) -> None:
-    """In the master, when a worker has exited: its pool's gauges no longer count."""
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, when a worker has exited: its pool's gauges no longer count. A
+    failure is logged: it must not stop the master."""
     from wsgi_proxy.metrics import mark_worker_dead  # noqa: PLC0415
 
-    mark_worker_dead(Config.from_env().metrics_dir, worker.pid)
+    try:
+        mark_worker_dead(Config.from_env().metrics_dir, worker.pid)
+    except OSError as exc:
+        server.log.warning("cannot forget worker %s's metrics: %s", worker.pid, exc)
 
 
 class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]

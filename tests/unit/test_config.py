@@ -113,3 +113,39 @@ def test_the_worker_class_finds_what_it_uses_in_gunicorn() -> None:
     assert hasattr(gthread, "_DEFER")
     settings = gunicorn_settings(ServerConfig.from_env({}))
     assert settings["worker_class"] == f"{ProxyWorker.__module__}.{ProxyWorker.__name__}"
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, message: str, *args: object) -> None:
+        self.warnings.append(message % args)
+
+
+class _Master:
+    def __init__(self) -> None:
+        self.log = _Log()
+
+
+class _Worker:
+    pid = 4242
+
+
+def test_a_dead_workers_gauges_are_forgotten_and_a_failure_only_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn's child_exit hook, as the master calls it."""
+    monkeypatch.setenv("WSGI_PROXY_METRICS_DIR", str(tmp_path))
+    hook = gunicorn_settings(ServerConfig.from_env({}))["child_exit"]
+    mine, other = tmp_path / "gauge_livesum_4242.db", tmp_path / "gauge_livesum_4243.db"
+    counters = tmp_path / "counter_4242.db"
+    for path in (mine, other, counters):
+        path.write_bytes(b"")
+    master = _Master()
+    hook(master, _Worker())
+    assert (mine.exists(), other.exists(), counters.exists()) == (False, True, True)
+    mine.mkdir()  # cannot be removed as a file: OSError
+    hook(master, _Worker())
+    assert len(master.log.warnings) == 1
+    assert "4242" in master.log.warnings[0]
