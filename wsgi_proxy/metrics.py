@@ -8,6 +8,9 @@ imports it only inside ``Metrics()``, after pointing that variable at
 not inside the cache folder: it is not cache content and must not count against its size.
 
 Invariants: recording never raises into the request path; nothing is created at import.
+The master imports prometheus_client too, without the variable, to forget a dead worker's
+files (``mark_worker_dead``); workers forked after that still record in the folder, since
+``Metrics()`` sets the value class itself.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ POOL_GAUGES = (
     ("wsgi_proxy_pool_threads", "threads", "Threads of the workers' pools"),
     ("wsgi_proxy_pool_running", "running",
      "Requests running, not waiting (WSGI_PROXY_ACTIVE_THREADS per worker start at once)"),
-    ("wsgi_proxy_pool_waiting", "waiting", "Requests waiting on the origin or another's fetch"),
+    ("wsgi_proxy_pool_waiting", "waiting",
+     "Requests waiting on the origin, on another's fetch or for a new connection's first bytes"),
     ("wsgi_proxy_pool_queue_length", "queued", "Requests waiting for a turn to start"),
 )  # fmt: skip
 POOL_COUNTERS = (
@@ -36,7 +40,7 @@ POOL_COUNTERS = (
     ("wsgi_proxy_pool_thread_limited_requests", "limited_total",
      "Requests that waited because every thread was taken (WSGI_PROXY_THREADS)"),
     ("wsgi_proxy_pool_long_runs", "long_total",
-     "Requests that ran over 50 ms without waiting, so stopped counting as running"),
+     "Stints of over 50 ms without a wait, after which a request stops counting as running"),
 )  # fmt: skip
 
 
@@ -116,13 +120,16 @@ class Metrics:
         pool.reporter = self.record_pool
 
     def record_pool(self, stats: PoolStats) -> None:
+        """Set the gauges, and add to the counters what the pool's totals grew by since
+        the last call. The totals are taken as recorded first: a failure halfway loses
+        increments, and a retry of the same counts cannot add them twice."""
+        last, self._pool_last = self._pool_last, stats
+        for field, counter in self.pool_counters.items():
+            grown = getattr(stats, field) - (0 if last is None else getattr(last, field))
+            if grown > 0:
+                counter.inc(grown)
         for field, gauge in self.pool_gauges.items():
             gauge.set(getattr(stats, field))
-        for field, counter in self.pool_counters.items():
-            last = 0 if self._pool_last is None else getattr(self._pool_last, field)
-            if getattr(stats, field) > last:
-                counter.inc(getattr(stats, field) - last)
-        self._pool_last = stats
 
     def _child(self, metric: Any, label: str) -> Any:
         """``metric.labels(label)``, kept: labels() costs more than the increment."""

@@ -129,9 +129,10 @@ def decide_store(
 def _refusal(
     req: RequestHead, resp: ResponseHead, cc: dict[str, str | None], strip: set[str]
 ) -> str | None:
-    """``decide_store``'s refusals by directive and field, in section 3's order, or None:
-    ``no-store`` (``must-understand`` first), unqualified ``private``, ``Authorization``,
-    ``Set-Cookie`` not named in ``strip``, ``Vary: *``."""
+    """``decide_store``'s refusals by directive and field, in RFC 9111 section 3's order
+    (with sections 3.5 and 5.2.2.3), or None: ``no-store`` (``must-understand`` first),
+    unqualified ``private``, ``Authorization``, ``Set-Cookie`` not named in ``strip``,
+    ``Vary: *``."""
     if "must-understand" in cc:
         if resp.status not in UNDERSTOOD_STATUSES:
             return "must-understand"

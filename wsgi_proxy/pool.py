@@ -21,9 +21,9 @@ Invariants:
   to 70 ms. That is wall-clock time: a request starved of the GIL on an overloaded machine
   can be taken for a blocked one, and another starts.
 - ``waiting()`` outside a pool's thread (a background refresh, a test) does nothing.
-- What the pool does is counted (``PoolStats``); the watchdog hands the counts to
-  ``reporter`` (the metrics) every ``REPORT_EVERY`` when they changed, outside the lock, so
-  a request pays nothing for them.
+- What the pool does is counted (``PoolStats``): a request adds an integer or two under
+  the lock it takes anyway; the watchdog hands the counts to ``reporter`` (the metrics)
+  every ``REPORT_EVERY`` ticks when they changed, outside the lock.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ class PoolStats:
 
     threads: int  # threads alive, idle or not (at most ``limit``)
     running: int  # requests running and not waiting: what ``active`` bounds
-    waiting: int  # requests inside ``waiting()``: on the origin, on another's fetch
+    waiting: int  # requests inside ``waiting()``: the origin, a fetch, a new connection
     queued: int  # requests waiting for a turn
-    queued_total: int  # requests that found no turn free when they came
-    limited_total: int  # of those, the ones that found a turn but no thread (``limit``)
+    queued_total: int  # requests (gunicorn's tasks) that found no turn free when they came
+    limited_total: int  # of those, the ones that found a turn but no thread
     long_total: int  # stints marked long-running
 
 
@@ -145,6 +145,7 @@ class ElasticPool:
         self._closed = False
         # Called by the watchdog with the counts; it must not block for long.
         self.reporter: Callable[[PoolStats], None] | None = None
+        self._reporter_failed = False  # the last report failed (the watchdog's own)
         watchdog = threading.Thread(target=self._watch, name="pool-watchdog", daemon=True)
         watchdog.start()
 
@@ -158,7 +159,8 @@ class ElasticPool:
             if self._queue:  # this request, the last in line, found no turn
                 self._queued_total += 1
                 if len(self._running) - self._long < self.active:
-                    self._limited_total += 1  # a turn, but every thread is taken
+                    # A turn, but every thread is taken (or the system refused one more).
+                    self._limited_total += 1
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -282,13 +284,17 @@ class ElasticPool:
         self, reporter: Callable[[PoolStats], None], last: PoolStats | None
     ) -> PoolStats | None:
         """Hand the counts to ``reporter`` if they changed since ``last``; what was
-        reported. A failing reporter is logged and tried again at the next report."""
+        reported. A failing reporter is tried again at the next report; its first failure
+        in a row is logged as an error, the others at debug level."""
         stats = self.stats()
         if stats == last:
             return last
         try:
             reporter(stats)
         except Exception:
-            log.exception("reporting the thread pool's counts failed")
+            level = logging.DEBUG if self._reporter_failed else logging.ERROR
+            log.log(level, "reporting the thread pool's counts failed", exc_info=True)
+            self._reporter_failed = True
             return last
+        self._reporter_failed = False
         return stats

@@ -53,13 +53,13 @@ def on_starting(_server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """In the master, when a worker has exited: its pool's gauges no longer count. A
-    failure is logged: it must not stop the master."""
+    """In the master, when a worker has exited: its pool's gauges no longer count. Any
+    failure is only logged: gunicorn stops the master on an exception from a hook."""
     from wsgi_proxy.metrics import mark_worker_dead  # noqa: PLC0415
 
     try:
         mark_worker_dead(Config.from_env().metrics_dir, worker.pid)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - see the docstring
         server.log.warning("cannot forget worker %s's metrics: %s", worker.pid, exc)
 
 
@@ -73,7 +73,8 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
         return ElasticPool(active, threads)
 
     def load_wsgi(self) -> None:
-        """gunicorn's, then the app is told the pool, to report its counts in the metrics."""
+        """gunicorn's, then the app is told the pool, to report its counts in the metrics
+        (not when the app is wrapped in middleware: the pool's metrics then stay absent)."""
         super().load_wsgi()
         if isinstance(self.wsgi, LazyApp):
             self.wsgi.pool = self.tpool

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,37 +68,44 @@ def test_metrics_are_summed_over_workers(proxy_factory: ProxyFactory, origin: Or
 def test_metrics_show_the_thread_pools_of_live_workers(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
-    """Requests waiting on a slow origin show in the pools' gauges, summed over the
-    workers; a worker killed with its requests stops counting, and when the rest are
-    answered nothing waits or runs."""
-    count, delay = 8, 4.0
-    paths = [origin.route(f"/pool-{i}", body=b"slow", delay=delay) for i in range(count)]
+    """Requests held by the origin show in the pools' gauges, summed over the workers; a
+    worker killed with its requests stops counting, and when the rest are answered
+    nothing waits or queues."""
+    count = 8
+    answer = threading.Event()
+
+    def held(_record: Recorded) -> Reply:
+        assert answer.wait(30)
+        return Reply(body=b"slow")
+
+    paths = [origin.respond(f"/pool-{i}", held) for i in range(count)]
     proxy = admin_proxy(proxy_factory, WSGI_PROXY_ACTIVE_THREADS="1")
 
-    def gauge(name: str) -> float:
-        return metric(proxy.get("/_wsgi_proxy/metrics", AUTH).body.decode(), name)
+    def gauges(*names: str) -> tuple[float, ...]:
+        text = proxy.get("/_wsgi_proxy/metrics", AUTH).body.decode()
+        return tuple(metric(text, f"wsgi_proxy_pool_{name}") for name in names)
 
     workers = proxy.worker_pids()
     with ThreadPoolExecutor(max_workers=count) as clients:
-        started = time.monotonic()
         futures = [clients.submit(proxy.get, path, timeout=30) for path in paths]
-        assert poll(lambda: gauge("wsgi_proxy_pool_waiting") == count, 2.0, 0.05)
-        assert gauge("wsgi_proxy_pool_queue_length") == 0  # waiting requests leave room
-        assert gauge("wsgi_proxy_pool_threads") >= count  # one each, at least
-        killed = 0
+
+        def cut() -> int:  # requests of a killed worker: their clients saw the reset
+            return sum(1 for f in futures if f.done() and f.exception() is not None)
+
+        # Waiting requests leave room: nothing queues behind them (one poll, as the
+        # scrapes themselves may queue for a moment).
+        assert poll(lambda: gauges("waiting", "queue_length") == (count, 0), 5.0, 0.05)
+        assert gauges("threads")[0] >= count  # one each, at least
         for pid in workers:  # until the requests of one worker were cut
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-            killed = sum(1 for f in futures if f.done() and f.exception() is not None)
-            if killed:
+            if poll(lambda: cut() > 0, 2.0, 0.05):
                 break
-        assert 0 < killed <= count
-        assert poll(lambda: gauge("wsgi_proxy_pool_waiting") == count - killed, 1.0, 0.05)
-        assert time.monotonic() - started < delay  # all of this while they waited
+        assert poll(lambda: gauges("waiting") == (count - cut(),), 5.0, 0.05)
+        answer.set()
         answered = [f.result(30) for f in futures if f.exception() is None]
-    assert [r.body for r in answered] == [b"slow"] * (count - killed)
-    assert poll(lambda: gauge("wsgi_proxy_pool_waiting") == 0, 2.0, 0.05)
-    assert gauge("wsgi_proxy_pool_queue_length") == 0
+    assert 0 < cut() <= count
+    assert [r.body for r in answered] == [b"slow"] * (count - cut())
+    assert poll(lambda: gauges("waiting", "queue_length") == (0, 0), 5.0, 0.05)
 
 
 def test_allowed_address_needs_no_token(proxy_factory: ProxyFactory) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -137,13 +138,26 @@ def test_no_more_threads_than_the_limit(pools: list[ElasticPool]) -> None:
     assert pool.counts() == (2, 0, 0)
 
 
-def test_the_counts_tell_queued_thread_limited_waiting_and_long_requests(
+def _counts(**changed: int) -> PoolStats:
+    zero = dict.fromkeys(("threads", "running", "waiting", "queued", "queued_total"), 0)
+    return PoolStats(**{**zero, "limited_total": 0, "long_total": 0, **changed})
+
+
+def _settles(pool: ElasticPool, expected: PoolStats) -> PoolStats:
+    """The pool's counts once they equal ``expected``, or after 5 s."""
+    deadline = time.monotonic() + 5
+    while (stats := pool.stats()) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return stats
+
+
+def test_the_counts_tell_waiting_queued_and_thread_limited_requests(
     pools: list[ElasticPool],
 ) -> None:
-    """Each step's counts, in a pool of 2 threads of which 2 may run: one waits on the
-    origin, one runs; the third request has a turn but no thread (limited); once a
-    request runs long, the fourth is queued for want of a turn and of a thread."""
-    pool = ElasticPool(active=2, limit=2, long_run=0.3)
+    """Each step's counts, one turn and two threads: two requests wait on the origin; the
+    third has a turn but no thread (queued, limited); once it runs, the fourth has a
+    thread but no turn (queued, not limited)."""
+    pool = ElasticPool(active=1, limit=2, long_run=60)
     pools.append(pool)
     started: list[str] = []
     origin, release = threading.Event(), threading.Event()
@@ -152,46 +166,50 @@ def test_the_counts_tell_queued_thread_limited_waiting_and_long_requests(
         with waiting():
             assert origin.wait(5)
 
-    def count(**changed: int) -> PoolStats:
-        base = {"threads": 0, "running": 0, "waiting": 0, "queued": 0, "queued_total": 0}
-        return PoolStats(**{**base, "limited_total": 0, "long_total": 0, **changed})
-
-    assert pool.stats() == count()
     futures = [pool.submit(on_origin)]
-    time.sleep(SETTLE)
-    assert pool.stats() == count(threads=1, waiting=1)
-    futures.append(pool.submit(blocker(started, "runs", release)))
-    assert pool.stats() == count(threads=2, running=1, waiting=1)
+    assert _settles(pool, _counts(threads=1, waiting=1)) == _counts(threads=1, waiting=1)
+    futures.append(pool.submit(on_origin))
+    assert _settles(pool, _counts(threads=2, waiting=2)) == _counts(threads=2, waiting=2)
     futures.append(pool.submit(blocker(started, "third", release)))
-    assert pool.stats() == count(
-        threads=2, running=1, waiting=1, queued=1, queued_total=1, limited_total=1
-    )
-    time.sleep(0.3 + 2 * TICK + SETTLE)  # "runs" is long-running now
-    assert pool.stats() == count(
-        threads=2, running=1, waiting=1, queued=1, queued_total=1, limited_total=1, long_total=1
-    )
-    origin.set()  # the first request ends; "third" starts on its thread
-    futures[0].result(5)
-    time.sleep(SETTLE)
-    assert started == ["runs", "third"]
+    limited = _counts(threads=2, waiting=2, queued=1, queued_total=1, limited_total=1)
+    assert pool.stats() == limited
+    origin.set()  # both waits end; "third" starts on a thread they free
+    runs = _counts(threads=2, running=1, queued_total=1, limited_total=1)
+    assert _settles(pool, runs) == runs
+    futures.append(pool.submit(blocker(started, "fourth", release)))
+    no_turn = _counts(threads=2, running=1, queued=1, queued_total=2, limited_total=1)
+    assert pool.stats() == no_turn
     release.set()
-    assert [f.result(5) for f in futures[1:]] == ["runs", "third"]
-    time.sleep(SETTLE)
-    assert pool.stats() == count(threads=2, queued_total=1, limited_total=1, long_total=1)
+    assert [f.result(5) for f in futures[2:]] == ["third", "fourth"]
+    done = _counts(threads=2, queued_total=2, limited_total=1)
+    assert _settles(pool, done) == done
+    assert started == ["third", "fourth"]
 
 
-def test_the_watchdog_reports_the_counts_when_they_change(pools: list[ElasticPool]) -> None:
+def test_the_counts_tell_long_runs(pools: list[ElasticPool]) -> None:
+    pool = ElasticPool(active=1, limit=2, long_run=0.1)
+    pools.append(pool)
+    release = threading.Event()
+    future = pool.submit(blocker([], "long", release))
+    long_run = _counts(threads=1, running=1, long_total=1)
+    assert _settles(pool, long_run) == long_run
+    release.set()
+    assert future.result(5) == "long"
+    assert _settles(pool, _counts(threads=1, long_total=1)) == _counts(threads=1, long_total=1)
+
+
+def test_the_watchdog_reports_the_counts_when_they_change(
+    pools: list[ElasticPool], caplog: pytest.LogCaptureFixture
+) -> None:
     pool = ElasticPool(active=1, limit=2, long_run=60)
     pools.append(pool)
     reports: list[PoolStats] = []
-    failures = [RuntimeError("the metrics folder is gone")]
+    failures = [RuntimeError("again"), RuntimeError("the metrics folder is gone")]
 
     def reporter(stats: PoolStats) -> None:
         if failures:
             raise failures.pop()  # logged; the next report tries again
         reports.append(stats)
-
-    pool.reporter = reporter
 
     def reported(condition: Callable[[PoolStats], bool]) -> bool:
         deadline = time.monotonic() + 5
@@ -201,9 +219,13 @@ def test_the_watchdog_reports_the_counts_when_they_change(pools: list[ElasticPoo
             time.sleep(TICK)
         return False
 
+    caplog.set_level(logging.DEBUG, logger="wsgi_proxy.pool")
+    pool.reporter = reporter
     assert pool.submit(lambda: "done").result(5) == "done"
     assert reported(lambda stats: stats.threads == 1)
-    assert reports == [pool.stats()]  # after the failed report, the same counts again
+    assert reports == [pool.stats()]  # after two failed reports, the same counts again
+    failed = [r.levelno for r in caplog.records if "reporting" in r.getMessage()]
+    assert failed == [logging.ERROR, logging.DEBUG]  # one error for failures in a row
     time.sleep(20 * TICK)
     assert len(reports) == 1  # nothing changed, nothing more reported
     origin = threading.Event()
@@ -217,7 +239,8 @@ def test_the_watchdog_reports_the_counts_when_they_change(pools: list[ElasticPoo
     origin.set()
     future.result(5)
     assert reported(lambda stats: stats.waiting == 0)
-    assert len(reports) == 3
+    waits = [stats.waiting for stats in reports]
+    assert [w for i, w in enumerate(waits) if i == 0 or w != waits[i - 1]] == [0, 1, 0]
 
 
 def test_results_and_errors_reach_the_future(pools: list[ElasticPool]) -> None:
