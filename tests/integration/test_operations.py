@@ -94,13 +94,13 @@ def test_metrics_show_the_thread_pools_of_live_workers(
 
         # Waiting requests leave room: nothing queues behind them (one poll, as the
         # scrapes themselves may queue for a moment).
-        assert poll(lambda: gauges("waiting", "queue_length") == (count, 0), 5.0, 0.05)
+        assert poll(lambda: gauges("waiting", "queue_length") == (count, 0), 10.0, 0.05)
         assert gauges("threads")[0] >= count  # one each, at least
         for pid in workers:  # until the requests of one worker were cut
             os.kill(pid, signal.SIGKILL)
             if poll(lambda: cut() > 0, 2.0, 0.05):
                 break
-        assert poll(lambda: gauges("waiting") == (count - cut(),), 5.0, 0.05)
+        assert poll(lambda: gauges("waiting") == (count - cut(),), 10.0, 0.05)
         answer.set()
         answered = [f.result(30) for f in futures if f.exception() is None]
     assert 0 < cut() <= count
