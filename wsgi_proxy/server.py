@@ -74,7 +74,7 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
 
     def load_wsgi(self) -> None:
         """gunicorn's, then the app is told the pool, to report its counts in the metrics
-        (not when the app is wrapped in middleware: the pool's metrics then stay absent)."""
+        (not when the app is wrapped in middleware: the pool's gauges then stay at zero)."""
         super().load_wsgi()
         if isinstance(self.wsgi, LazyApp):
             self.wsgi.pool = self.tpool
