@@ -14,12 +14,13 @@ Invariants:
   two), the same body.
 - Anything but the plain case (TLS, sendfile turned off, chunked framing, a response that
   omits its body, a socket without a timeout or a non-blocking one) goes to gunicorn's own
-  ``sendfile``; so does a file the kernel cannot ``sendfile`` from, when no byte is sent yet
-  (it falls back to ``send``).
+  ``sendfile``. A file the kernel refuses to ``sendfile`` from (before any byte went) is
+  sent by the standard library's ``socket.sendfile``, which falls back to ``send``.
 - The client's timeout holds for each wait on a full buffer, as in ``socket.sendfile``: a
   client that stops reading gets ``TimeoutError`` and gunicorn closes the connection.
-- A body shorter on disk than its ``Content-Length`` is never passed off as whole: the
-  connection is cut (``OSError``), so the client knows.
+- A body shorter on disk than its ``Content-Length`` is never passed off as whole:
+  ``CacheDamaged`` is raised once the file's bytes are sent, and gunicorn cuts the
+  connection (gunicorn's own ``sendfile`` would send it short and keep the connection).
 
 Installed by the worker class (server.py) in each worker process, for the gthread
 worker's HTTP/1 responses; gunicorn's HTTP/2 writer is not touched.
@@ -27,7 +28,7 @@ worker's HTTP/1 responses; gunicorn's HTTP/2 writer is not touched.
 
 from __future__ import annotations
 
-import io
+import errno
 import os
 import select
 import time
@@ -36,9 +37,15 @@ from typing import Any
 from gunicorn import util
 from gunicorn.http import wsgi
 
+from wsgi_proxy.errors import CacheDamaged
+
 # (second, formatted): the tuple is replaced whole, so a thread reads a matching pair; two
 # threads may format the same second, no harm.
 _date: list[tuple[int, str]] = [(-1, "")]
+
+# os.sendfile's errors for a file it cannot send from: the standard library's send() path
+# takes over. Any other error (a client gone: EPIPE, ECONNRESET) is raised.
+_REFUSED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ESPIPE})
 
 
 def http_date(now: float | None = None) -> str:
@@ -92,22 +99,24 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
             size = self.response_length
             if size is None:  # not chunked, so the connection's end frames the body
                 size = os.fstat(fileno).st_size - offset
-        except (OSError, io.UnsupportedOperation):
+        except OSError:
             return False  # gunicorn then iterates the wrapper
         self.send_headers()
         if size > 0:
             sent = send_file(self.sock.fileno(), fileno, offset, size, timeout)
-            if sent == 0:  # the kernel cannot sendfile this file: the stdlib falls back
-                self.sock.sendfile(file, offset=offset, count=size)
+            if sent == 0:  # the kernel refused this file: the stdlib falls back to send()
+                sent = self.sock.sendfile(file, offset=offset, count=size)
+            if sent < size:
+                raise CacheDamaged(f"file ended {size - sent} bytes short of the response")
         return True
 
 
 def send_file(sockno: int, fileno: int, offset: int, size: int, timeout: float) -> int:
     """Send ``size`` bytes of ``fileno`` from ``offset`` on the non-blocking socket
     ``sockno``, polling only when its buffer is full, each wait at most ``timeout``
-    seconds (then ``TimeoutError``). Returns the bytes sent: ``size``, or 0 when the kernel
-    refused the file before any byte went (the caller falls back). A file that ends early
-    raises ``OSError``."""
+    seconds (then ``TimeoutError``). Returns the bytes sent: ``size``, fewer when the file
+    ends early, or 0 when the kernel refused the file before any byte went (the caller
+    falls back)."""
     position, end = offset, offset + size
     while position < end:
         try:
@@ -115,14 +124,14 @@ def send_file(sockno: int, fileno: int, offset: int, size: int, timeout: float) 
         except BlockingIOError:
             _wait_writable(sockno, timeout)
             continue
-        except OSError:
-            if position == offset:
+        except OSError as exc:
+            if position == offset and exc.errno in _REFUSED:
                 return 0
             raise
-        if sent == 0:
-            raise OSError(f"file ended {end - position} bytes short of the response's length")
+        if sent == 0:  # the end of the file
+            break
         position += sent
-    return size
+    return position - offset
 
 
 def _wait_writable(sockno: int, timeout: float) -> None:

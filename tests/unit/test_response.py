@@ -1,12 +1,13 @@
 """The worker's response writer (response.py) against gunicorn's own ``Response``: the same
 bytes on the wire, whichever way the body goes. Real gunicorn requests parsed from bytes,
-real socket pairs and real files."""
+real socket pairs with small buffers, real files."""
 
 from __future__ import annotations
 
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,13 @@ from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
 
 from wsgi_proxy import response
+from wsgi_proxy.errors import CacheDamaged
 from wsgi_proxy.response import LeanResponse, http_date, send_file
 
-ORIGINAL = wsgi.Response  # as gunicorn defines it, whatever install() did since
-BODY = bytes(range(256)) * 4096  # 1 MiB, larger than a socket pair's buffers
+STOCK = LeanResponse.__bases__[0]  # gunicorn's Response, whatever install() did since
+BODY = bytes(range(256)) * 4096  # 1 MiB
+BUFFER = 16 << 10  # socket buffers, so that a body fills them many times over
+HEADER = b"HEADER-BLOCK"  # before the body in the file, as a cache entry's header is
 
 
 def parsed(head: str) -> Any:
@@ -30,14 +34,41 @@ def parsed(head: str) -> Any:
     return next(RequestParser(GunicornConfig(), iter([raw]), ("127.0.0.1", 1)))
 
 
+def small_pair(timeout: float | None = 5.0) -> tuple[socket.socket, socket.socket]:
+    """(the server's end, with ``timeout`` as the proxy sets it; the client's end)."""
+    server, peer = socket.socketpair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
+    server.settimeout(timeout)
+    peer.settimeout(5)
+    return server, peer
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """(the server's end with a timeout, as the proxy sets it; the client's end)."""
-    server, peer = socket.socketpair()
-    server.settimeout(5)
-    peer.settimeout(5)
+    server, peer = small_pair()
     with server, peer:
         yield server, peer
+
+
+@pytest.fixture
+def body_file(tmp_path: Path) -> Path:
+    path = tmp_path / "entry"
+    path.write_bytes(HEADER + BODY)
+    return path
+
+
+@pytest.fixture
+def direct_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes ``LeanResponse`` sent by ``send_file`` (its own path, not gunicorn's)."""
+    sizes: list[int] = []
+
+    def counted(sockno: int, fileno: int, offset: int, size: int, timeout: float) -> int:
+        sizes.append(size)
+        return send_file(sockno, fileno, offset, size, timeout)
+
+    monkeypatch.setattr(response, "send_file", counted)
+    return sizes
 
 
 def read_all(sock: socket.socket, into: bytearray) -> None:
@@ -55,23 +86,26 @@ def wire_of(
     head: str,
     status: str,
     fields: list[tuple[str, str]],
-    file: Path | None,
-    offset: int = 0,
+    file: Path,
+    *,
+    timeout: float | None = 5.0,
+    sendfile: bool = True,
 ) -> bytes:
-    """What ``cls`` puts on the wire answering ``head`` with ``file`` from ``offset`` by
-    ``wsgi.file_wrapper``, as gthread's ``handle_request`` drives it (``None``: no body)."""
-    server, peer = socket.socketpair()
-    server.settimeout(5)
+    """What ``cls`` puts on the wire answering ``head`` with ``file``'s body by
+    ``wsgi.file_wrapper``, as gthread's ``handle_request`` drives it."""
+    server, peer = small_pair(timeout)
     received = bytearray()
     reader = threading.Thread(target=read_all, args=(peer, received))
     reader.start()
     try:
-        resp = cls(parsed(head), server, GunicornConfig())
+        cfg = GunicornConfig()
+        if not sendfile:  # gunicorn's flag: set only to turn sendfile off
+            cfg.set("sendfile", False)
+        resp = cls(parsed(head), server, cfg)
         resp.start_response(status, fields)
-        if file is not None:
-            with file.open("rb", buffering=0) as f:
-                f.seek(offset)
-                resp.write_file(wsgi.FileWrapper(f, 1 << 18))
+        with file.open("rb", buffering=0) as f:
+            f.seek(len(HEADER))
+            resp.write_file(wsgi.FileWrapper(f, 1 << 18))
         resp.close()
     finally:
         server.close()
@@ -80,43 +114,95 @@ def wire_of(
     return bytes(received)
 
 
-@pytest.fixture
-def body_file(tmp_path: Path) -> Path:
-    path = tmp_path / "entry"
-    path.write_bytes(b"HEADER-BLOCK" + BODY)
-    return path
-
-
 GET = "GET /x HTTP/1.1\nHost: h\n"
 GET10 = "GET /x HTTP/1.0\nHost: h\n"
 CLOSE = "GET /x HTTP/1.1\nHost: h\nConnection: close\n"
 HEAD = "HEAD /x HTTP/1.1\nHost: h\n"
 SIZED = [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(BODY)))]
-PART = [("Content-Length", "1000")]
+UNSIZED = [("Content-Type", "text/plain")]
 
 
 @pytest.mark.parametrize(
-    ("head", "status", "fields", "offset"),
+    ("head", "status", "fields", "direct"),
     [
-        (GET, "200 OK", SIZED, 12),  # the proxy's case: a body after the entry's header
-        (GET, "206 Partial Content", PART, 5000),  # a range: Content-Length under the file
-        (GET10, "200 OK", SIZED, 12),
-        (CLOSE, "200 OK", SIZED, 12),
-        (HEAD, "200 OK", SIZED, 12),  # omits the body: gunicorn's way
-        (GET, "200 OK", [("Content-Type", "text/plain")], 12),  # chunked: gunicorn's way
-        (GET10, "200 OK", [("Content-Type", "text/plain")], 12),  # to the end of the file
+        (GET, "200 OK", SIZED, True),  # the proxy's case
+        (GET, "206 Partial Content", [("Content-Length", "1000")], True),  # less than the file
+        (GET, "200 OK", [("Content-Length", "0")], False),  # nothing to send
+        (GET10, "200 OK", SIZED, True),
+        (CLOSE, "200 OK", SIZED, True),
+        (GET10, "200 OK", UNSIZED, True),  # to the end of the file
+        (HEAD, "200 OK", SIZED, False),  # omits the body: gunicorn's way
+        (GET, "304 Not Modified", [("ETag", '"a"')], False),
+        (GET, "204 No Content", [], False),
+        (GET, "200 OK", UNSIZED, False),  # chunked: gunicorn's way
     ],
-    ids=["sized", "range", "http-1.0", "close", "head", "chunked", "unsized-1.0"],
+    ids=[
+        "sized",
+        "range",
+        "empty",
+        "http-1.0",
+        "close",
+        "unsized-1.0",
+        "head",
+        "304",
+        "204",
+        "chunked",
+    ],
 )
 def test_the_wire_is_gunicorns(
-    body_file: Path, head: str, status: str, fields: list[tuple[str, str]], offset: int
+    body_file: Path,
+    direct_sends: list[int],
+    head: str,
+    status: str,
+    fields: list[tuple[str, str]],
+    direct: bool,
 ) -> None:
-    lean = wire_of(LeanResponse, head, status, fields, body_file, offset)
-    stock = wire_of(ORIGINAL, head, status, fields, body_file, offset)
+    lean = wire_of(LeanResponse, head, status, fields, body_file)
+    assert len(direct_sends) == int(direct)
+    stock = wire_of(STOCK, head, status, fields, body_file)
     assert without_date(lean) == without_date(stock)
     assert lean.count(b"\r\nDate: ") == 1
-    if head == GET and fields is SIZED:  # the body itself, from its offset
+    if fields is SIZED and head != HEAD:
         assert lean.endswith(b"\r\n\r\n" + BODY)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "sendfile"), [(None, True), (0.0, True), (5.0, False)],
+    ids=["blocking-socket", "non-blocking-socket", "sendfile-off"],
+)  # fmt: skip
+def test_other_sockets_and_settings_go_gunicorns_way(
+    body_file: Path, direct_sends: list[int], timeout: float | None, sendfile: bool
+) -> None:
+    if timeout == 0.0:  # gunicorn's own sendfile refuses a non-blocking socket, as before
+        with pytest.raises(ValueError, match="non-blocking"):
+            wire_of(LeanResponse, GET, "200 OK", SIZED, body_file, timeout=timeout)
+        assert direct_sends == []
+        return
+    lean = wire_of(LeanResponse, GET, "200 OK", SIZED, body_file, timeout=timeout,
+                   sendfile=sendfile)  # fmt: skip
+    assert direct_sends == []
+    assert lean.endswith(b"\r\n\r\n" + BODY)
+
+
+def test_a_refused_file_is_sent_by_the_standard_library(
+    body_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(response, "send_file", lambda *_: 0)  # as for EINVAL on the first call
+    lean = wire_of(LeanResponse, GET, "200 OK", SIZED, body_file)
+    stock = wire_of(STOCK, GET, "200 OK", SIZED, body_file)
+    assert without_date(lean) == without_date(stock)
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["sendfile", "standard-library"])
+def test_a_file_shorter_than_its_length_is_never_sent_as_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool
+) -> None:
+    if refused:
+        monkeypatch.setattr(response, "send_file", lambda *_: 0)
+    short = tmp_path / "short"
+    short.write_bytes(HEADER + b"only these bytes")
+    with pytest.raises(CacheDamaged, match="84 bytes short"):
+        wire_of(LeanResponse, GET, "200 OK", [("Content-Length", "100")], short)
 
 
 @pytest.mark.parametrize(
@@ -135,13 +221,23 @@ def test_default_headers_are_gunicorns_but_for_the_date(
     head: str, status: str, upgrade: bool, chunked: bool, must_close: bool
 ) -> None:
     made = []
-    for cls in (LeanResponse, ORIGINAL):
+    for cls in (LeanResponse, STOCK):
         resp = cls(parsed(head), None, GunicornConfig())
         resp.status, resp.status_code = status, int(status[:3])
         resp.upgrade, resp.chunked, resp.must_close = upgrade, chunked, must_close
         resp.response_length = 10
         made.append([line for line in resp.default_headers() if not line.startswith("Date:")])
     assert made[0] == made[1]
+
+
+def test_default_headers_take_the_date_of_this_second() -> None:
+    resp = LeanResponse(parsed(GET), None, GunicornConfig())
+    resp.status, resp.status_code, resp.response_length = "200 OK", 200, 0
+    for _ in range(3):  # a second may turn between priming and reading
+        response._date[0] = (int(time.time()), "primed")
+        if "Date: primed\r\n" in resp.default_headers():
+            return
+    pytest.fail("the cached date was not used")
 
 
 @pytest.mark.parametrize("now", [0.0, 1.5, 1_700_000_000.999, 1_800_000_000.0])
@@ -156,18 +252,28 @@ def test_http_date_is_formatted_once_a_second() -> None:
 
 
 def test_send_file_sends_the_span_through_full_buffers(
-    pair: tuple[socket.socket, socket.socket], body_file: Path
+    pair: tuple[socket.socket, socket.socket], body_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, peer = pair
+    waits: list[float] = []
+    real_wait = response._wait_writable
+
+    def counted_wait(sockno: int, timeout: float) -> None:
+        waits.append(timeout)
+        real_wait(sockno, timeout)
+
+    monkeypatch.setattr(response, "_wait_writable", counted_wait)
     received = bytearray()
     with body_file.open("rb") as f:
         reader = threading.Thread(target=_read_exactly, args=(peer, len(BODY) - 7, received))
         reader.start()
-        sent = send_file(server.fileno(), f.fileno(), 12 + 7, len(BODY) - 7, 5.0)
+        sent = send_file(server.fileno(), f.fileno(), len(HEADER) + 7, len(BODY) - 7, 5.0)
         reader.join(10)
-        assert f.tell() == 0  # the file's position is not used nor moved
+        assert f.tell() == 0  # the file's position is neither used nor moved
     assert sent == len(BODY) - 7
     assert bytes(received) == BODY[7:]
+    assert waits  # the buffer filled, and the send went on after each wait
+    assert set(waits) == {5.0}
 
 
 def _read_exactly(sock: socket.socket, size: int, into: bytearray) -> None:
@@ -180,21 +286,30 @@ def test_a_client_that_stops_reading_times_out(
 ) -> None:
     server, _peer = pair  # the peer never reads
     with body_file.open("rb") as f, pytest.raises(TimeoutError):
-        send_file(server.fileno(), f.fileno(), 12, len(BODY), 0.2)
+        send_file(server.fileno(), f.fileno(), len(HEADER), len(BODY), 0.2)
 
 
-def test_a_file_shorter_than_promised_cuts_the_response(
+def test_a_client_gone_is_an_error_not_a_refusal(
+    pair: tuple[socket.socket, socket.socket], body_file: Path
+) -> None:
+    server, peer = pair
+    peer.close()
+    with body_file.open("rb") as f, pytest.raises((BrokenPipeError, ConnectionResetError)):
+        send_file(server.fileno(), f.fileno(), len(HEADER), len(BODY), 5.0)
+
+
+def test_a_file_shorter_than_asked_sends_what_it_has(
     pair: tuple[socket.socket, socket.socket], tmp_path: Path
 ) -> None:
     server, peer = pair
     short = tmp_path / "short"
     short.write_bytes(b"only these bytes")
-    with short.open("rb") as f, pytest.raises(OSError, match="short"):
-        send_file(server.fileno(), f.fileno(), 0, 100, 5.0)
+    with short.open("rb") as f:
+        assert send_file(server.fileno(), f.fileno(), 0, 100, 5.0) == 16
     assert peer.recv(100) == b"only these bytes"
 
 
-def test_a_file_the_kernel_cannot_sendfile_is_left_to_the_fallback(
+def test_a_file_the_kernel_cannot_sendfile_from_is_refused(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     server, peer = pair
@@ -210,11 +325,9 @@ def test_a_file_the_kernel_cannot_sendfile_is_left_to_the_fallback(
         peer.recv(10)  # nothing was sent
 
 
-def test_install_makes_gunicorn_build_lean_responses() -> None:
-    try:
-        response.install()
-        built, _environ = wsgi.create(parsed(GET), None, ("127.0.0.1", 1), ("127.0.0.1", 80),
-                                      GunicornConfig())  # fmt: skip
-        assert type(built) is LeanResponse
-    finally:
-        wsgi.Response = ORIGINAL
+def test_install_makes_gunicorn_build_lean_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wsgi, "Response", STOCK)  # put back after the test
+    response.install()
+    built, _environ = wsgi.create(parsed(GET), None, ("127.0.0.1", 1), ("127.0.0.1", 80),
+                                  GunicornConfig())  # fmt: skip
+    assert type(built) is LeanResponse
