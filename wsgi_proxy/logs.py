@@ -20,6 +20,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from wsgi_proxy.clock import PerSecond
+
 ACCESS_LOG_FORMAT = (
     '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
     "cache=%({x-cache}o)s origin_ms=%({wsgi_proxy.origin_ms}e)s ms=%(M)s "
@@ -197,17 +199,8 @@ _ENVIRON_ATOMS = {
     "f": ("HTTP_REFERER", "-"),
     "a": ("HTTP_USER_AGENT", "-"),
 }
-_clock: tuple[int, str] = (0, "")
-
-
-def _now() -> str:
-    """The Common Log Format time, formatted once a second."""
-    global _clock  # noqa: PLW0603 - a one-entry memo, replaced whole (threads read it)
-    second = int(time.time())
-    clock = _clock
-    if clock[0] != second:
-        clock = _clock = (second, time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second)))
-    return clock[1]
+# The Common Log Format time, formatted once a second.
+_now = PerSecond(lambda second: time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second)))
 
 
 def _basic_user(authorization: str | None) -> str | None:

@@ -31,31 +31,21 @@ from __future__ import annotations
 import errno
 import os
 import select
-import time
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http import wsgi
 
+from wsgi_proxy.clock import PerSecond
 from wsgi_proxy.errors import CacheDamaged
-
-# (second, formatted): the tuple is replaced whole, so a thread reads a matching pair; two
-# threads may format the same second, no harm.
-_date: list[tuple[int, str]] = [(-1, "")]
 
 # os.sendfile's errors for a file it cannot send from: the standard library's send() path
 # takes over. Any other error (a client gone: EPIPE, ECONNRESET) is raised.
 _REFUSED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ESPIPE})
 
 
-def http_date(now: float | None = None) -> str:
-    """``util.http_date()``, formatted again only when the second changes."""
-    second = int(time.time() if now is None else now)
-    cached_second, text = _date[0]
-    if cached_second != second:
-        text = str(util.http_date(second))
-        _date[0] = (second, text)
-    return text
+# util.http_date(), formatted again only when the second changes.
+http_date = PerSecond(lambda second: str(util.http_date(second)))
 
 
 class LeanResponse(wsgi.Response):  # type: ignore[misc]

@@ -234,7 +234,7 @@ def test_default_headers_take_the_date_of_this_second() -> None:
     resp = LeanResponse(parsed(GET), None, GunicornConfig())
     resp.status, resp.status_code, resp.response_length = "200 OK", 200, 0
     for _ in range(3):  # a second may turn between priming and reading
-        response._date[0] = (int(time.time()), "primed")
+        response.http_date.memo = (int(time.time()), "primed")
         if "Date: primed\r\n" in resp.default_headers():
             return
     pytest.fail("the cached date was not used")
