@@ -20,7 +20,7 @@ from gunicorn.http.parser import RequestParser
 
 from wsgi_proxy import response
 from wsgi_proxy.errors import CacheDamaged
-from wsgi_proxy.response import LeanResponse, http_date, send_file
+from wsgi_proxy.response import LeanResponse, http_date, send_both, send_file
 
 STOCK = LeanResponse.__bases__[0]  # gunicorn's Response, whatever install() did since
 BODY = bytes(range(256)) * 4096  # 1 MiB
@@ -114,6 +114,29 @@ def wire_of(
     return bytes(received)
 
 
+def wire_of_writes(
+    cls: type[Any], head: str, status: str, fields: list[tuple[str, str]], chunks: list[bytes]
+) -> bytes:
+    """What ``cls`` puts on the wire answering ``head`` with a body from memory, written
+    chunk by chunk, as gthread's ``handle_request`` drives it."""
+    server, peer = small_pair()
+    received = bytearray()
+    reader = threading.Thread(target=read_all, args=(peer, received))
+    reader.start()
+    try:
+        resp = cls(parsed(head), server, GunicornConfig())
+        resp.start_response(status, fields)
+        for chunk in chunks:
+            resp.write(chunk)
+        resp.close()
+        sent = resp.sent
+    finally:
+        server.close()
+        reader.join(10)
+        peer.close()
+    return bytes(received) + f"|sent={sent}".encode()
+
+
 GET = "GET /x HTTP/1.1\nHost: h\n"
 GET10 = "GET /x HTTP/1.0\nHost: h\n"
 CLOSE = "GET /x HTTP/1.1\nHost: h\nConnection: close\n"
@@ -164,6 +187,80 @@ def test_the_wire_is_gunicorns(
     assert lean.count(b"\r\nDate: ") == 1
     if fields is SIZED and head != HEAD:
         assert lean.endswith(b"\r\n\r\n" + BODY)
+
+
+@pytest.fixture
+def combined_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The body sizes ``LeanResponse`` sent in one send with the head."""
+    sizes: list[int] = []
+    real = response.send_both
+
+    def counted(sock: socket.socket, head: bytes, body: bytes) -> None:
+        sizes.append(len(body))
+        real(sock, head, body)
+
+    monkeypatch.setattr(response, "send_both", counted)
+    return sizes
+
+
+def _length(size: int) -> list[tuple[str, str]]:
+    return [("Content-Type", "text/plain"), ("Content-Length", str(size))]
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "fields", "chunks", "combined"),
+    [
+        (GET, "200 OK", _length(5), [b"hello"], 1),  # a HIT or a small pass-through
+        (GET, "200 OK", _length(len(BODY)), [BODY], 1),  # larger than the buffers
+        (GET, "200 OK", _length(10), [b"hello", b"world"], 1),  # the first with the head
+        (GET, "200 OK", _length(10), [b"", b"helloworld"], 0),  # nothing to join: gunicorn's
+        (GET, "200 OK", _length(3), [b"hello"], 0),  # longer than promised: gunicorn trims
+        (GET10, "200 OK", UNSIZED, [b"hello", b"world"], 1),  # the connection's end frames it
+        (GET, "200 OK", UNSIZED, [b"hello", b"world"], 0),  # chunked: gunicorn's
+        (HEAD, "200 OK", _length(5), [b"hello"], 0),
+        (GET, "304 Not Modified", [("ETag", '"a"')], [b"ignored"], 0),
+        (GET, "200 OK", _length(0), [], 0),  # close() sends the head alone
+    ],
+    ids=[
+        "one-write",
+        "large",
+        "two-writes",
+        "empty-first",
+        "too-long",
+        "unsized-1.0",
+        "chunked",
+        "head",
+        "304",
+        "no-body",
+    ],
+)
+def test_written_bodies_are_on_the_wire_as_gunicorns(
+    combined_sends: list[int],
+    head: str,
+    status: str,
+    fields: list[tuple[str, str]],
+    chunks: list[bytes],
+    combined: int,
+) -> None:
+    lean = wire_of_writes(LeanResponse, head, status, fields, chunks)
+    assert len(combined_sends) == combined
+    stock = wire_of_writes(STOCK, head, status, fields, chunks)
+    assert without_date(lean) == without_date(stock)
+    assert lean.count(b"\r\nDate: ") == 1
+
+
+@pytest.mark.parametrize("head_size", [100, BUFFER * 8], ids=["small-head", "head-over-buffers"])
+def test_send_both_sends_head_then_body_through_full_buffers(
+    pair: tuple[socket.socket, socket.socket], head_size: int
+) -> None:
+    server, peer = pair
+    head = b"h" * head_size
+    received = bytearray()
+    reader = threading.Thread(target=_read_exactly, args=(peer, head_size + len(BODY), received))
+    reader.start()
+    send_both(server, head, BODY)
+    reader.join(10)
+    assert bytes(received) == head + BODY
 
 
 @pytest.mark.parametrize(
