@@ -16,7 +16,7 @@ class PerSecond:
 
     def __init__(self, make: Callable[[int], str]) -> None:
         self.make = make
-        self.memo: tuple[int, str] = (-1, "")
+        self.memo: tuple[int | None, str] = (None, "")
 
     def __call__(self, now: float | None = None) -> str:
         second = int(time.time() if now is None else now)

@@ -15,10 +15,12 @@ Invariants:
   (``default_headers`` and the head's making are gunicorn 27's, with the cached date; unit
   tests compare the bytes), the same body. A write gunicorn would check, trim or frame
   (chunked, no body allowed, longer than ``Content-Length``) is gunicorn's own.
-- Anything but the plain case (TLS, sendfile turned off, chunked framing, a response that
-  omits its body, a socket without a timeout or a non-blocking one) goes to gunicorn's own
-  ``sendfile``. A file the kernel refuses to ``sendfile`` from (before any byte went) is
-  sent by the standard library's ``socket.sendfile``, which falls back to ``send``.
+- TLS sockets are written by gunicorn's own ``write``. Anything but the plain case for a
+  file (TLS, sendfile turned off, chunked framing, a response that omits its body, a
+  socket without a timeout or a non-blocking one) goes to gunicorn's own ``sendfile``. A
+  file the kernel refuses to ``sendfile`` from (before any byte went) is sent by the
+  standard library's ``socket.sendfile``, which falls back to ``send``.
+- ``headers_sent`` and ``sent`` change only once bytes went, as in gunicorn.
 - The client's timeout holds for each wait on a full buffer, as in ``socket.sendfile``: a
   client that stops reading gets ``TimeoutError`` and gunicorn closes the connection.
 - A body shorter on disk than its ``Content-Length`` is never passed off as whole:
@@ -90,10 +92,12 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
         return f"{''.join(lines)}\r\n".encode("latin-1")
 
     def write(self, arg: bytes) -> None:
-        # The head and a whole body from memory in one send: one system call (and one poll
-        # of the socket) fewer, and one packet fewer for the client.
+        # The head and the first bytes written in one send: one system call (and one poll of
+        # the socket) fewer, and one packet fewer for the client. (gunicorn's _emit_body,
+        # which only its HTTP/2 writer overrides, is skipped for those bytes.)
         if (
             self.headers_sent
+            or type(self.sock) is not socket.socket  # TLS: SSLSocket has no sendmsg
             or self._omits_body
             or self.chunked
             or not isinstance(arg, bytes)
@@ -103,9 +107,11 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
             super().write(arg)  # gunicorn's checks and framing
             return
         head = self._head()
+        first = self.sock.sendmsg([head, arg])
+        # Marked only once bytes went, as gunicorn's send_headers and write do.
         self.headers_sent = True
         self.sent += len(arg)
-        send_both(self.sock, head, arg)
+        send_rest(self.sock, head, arg, first)
 
     def sendfile(self, respiter: Any) -> bool:
         timeout = self.sock.gettimeout()
@@ -160,9 +166,9 @@ def send_file(sockno: int, fileno: int, offset: int, size: int, timeout: float) 
     return position - offset
 
 
-def send_both(sock: socket.socket, head: bytes, body: bytes) -> None:
-    """``sock.sendall(head + body)`` without copying ``body``."""
-    sent = sock.sendmsg([head, body])
+def send_rest(sock: socket.socket, head: bytes, body: bytes, sent: int) -> None:
+    """What a ``sendmsg([head, body])`` that sent ``sent`` bytes left, sent in full
+    (as by ``sendall``, without copying ``body``)."""
     if sent < len(head):
         sock.sendall(memoryview(head)[sent:])
         sock.sendall(body)

@@ -20,7 +20,7 @@ from gunicorn.http.parser import RequestParser
 
 from wsgi_proxy import response
 from wsgi_proxy.errors import CacheDamaged
-from wsgi_proxy.response import LeanResponse, http_date, send_both, send_file
+from wsgi_proxy.response import LeanResponse, http_date, send_file, send_rest
 
 STOCK = LeanResponse.__bases__[0]  # gunicorn's Response, whatever install() did since
 BODY = bytes(range(256)) * 4096  # 1 MiB
@@ -114,27 +114,46 @@ def wire_of(
     return bytes(received)
 
 
+class OtherSocket(socket.socket):
+    """A socket of another class, as ``ssl.SSLSocket`` is (it has no ``sendmsg``)."""
+
+
 def wire_of_writes(
-    cls: type[Any], head: str, status: str, fields: list[tuple[str, str]], chunks: list[bytes]
+    cls: type[Any],
+    head: str,
+    status: str,
+    fields: list[tuple[str, str]],
+    chunks: list[Any],
+    *,
+    timeout: float | None = 5.0,
+    other_socket: bool = False,
 ) -> bytes:
     """What ``cls`` puts on the wire answering ``head`` with a body from memory, written
-    chunk by chunk, as gthread's ``handle_request`` drives it."""
-    server, peer = small_pair()
+    chunk by chunk, as gthread's ``handle_request`` drives it; then the bytes counted as
+    sent and the error raised, if any."""
+    server, peer = small_pair(timeout)
+    if other_socket:
+        server = OtherSocket(fileno=server.detach())
+        server.settimeout(timeout)
     received = bytearray()
     reader = threading.Thread(target=read_all, args=(peer, received))
     reader.start()
+    error = ""
     try:
         resp = cls(parsed(head), server, GunicornConfig())
         resp.start_response(status, fields)
-        for chunk in chunks:
-            resp.write(chunk)
-        resp.close()
+        try:
+            for chunk in chunks:
+                resp.write(chunk)
+            resp.close()
+        except TypeError as exc:
+            error = type(exc).__name__
         sent = resp.sent
     finally:
         server.close()
         reader.join(10)
         peer.close()
-    return bytes(received) + f"|sent={sent}".encode()
+    return bytes(received) + f"|sent={sent}|{error}".encode()
 
 
 GET = "GET /x HTTP/1.1\nHost: h\n"
@@ -193,13 +212,13 @@ def test_the_wire_is_gunicorns(
 def combined_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The body sizes ``LeanResponse`` sent in one send with the head."""
     sizes: list[int] = []
-    real = response.send_both
+    real = response.send_rest
 
-    def counted(sock: socket.socket, head: bytes, body: bytes) -> None:
+    def counted(sock: socket.socket, head: bytes, body: bytes, sent: int) -> None:
         sizes.append(len(body))
-        real(sock, head, body)
+        real(sock, head, body, sent)
 
-    monkeypatch.setattr(response, "send_both", counted)
+    monkeypatch.setattr(response, "send_rest", counted)
     return sizes
 
 
@@ -220,6 +239,7 @@ def _length(size: int) -> list[tuple[str, str]]:
         (HEAD, "200 OK", _length(5), [b"hello"], 0),
         (GET, "304 Not Modified", [("ETag", '"a"')], [b"ignored"], 0),
         (GET, "200 OK", _length(0), [], 0),  # close() sends the head alone
+        (GET, "200 OK", _length(5), [bytearray(b"hello")], 0),  # not bytes: TypeError
     ],
     ids=[
         "one-write",
@@ -232,6 +252,7 @@ def _length(size: int) -> list[tuple[str, str]]:
         "head",
         "304",
         "no-body",
+        "not-bytes",
     ],
 )
 def test_written_bodies_are_on_the_wire_as_gunicorns(
@@ -242,25 +263,60 @@ def test_written_bodies_are_on_the_wire_as_gunicorns(
     chunks: list[bytes],
     combined: int,
 ) -> None:
-    lean = wire_of_writes(LeanResponse, head, status, fields, chunks)
-    assert len(combined_sends) == combined
-    stock = wire_of_writes(STOCK, head, status, fields, chunks)
+    for timeout in (5.0, None):  # the proxy's client sockets, and blocking ones
+        lean = wire_of_writes(LeanResponse, head, status, fields, chunks, timeout=timeout)
+        stock = wire_of_writes(STOCK, head, status, fields, chunks, timeout=timeout)
+        assert without_date(lean) == without_date(stock)
+        assert lean.count(b"\r\nDate: ") == 1
+    assert len(combined_sends) == 2 * combined
+
+
+def test_tls_sockets_are_written_gunicorns_way(combined_sends: list[int]) -> None:
+    lean = wire_of_writes(LeanResponse, GET, "200 OK", _length(5), [b"hello"], other_socket=True)
+    assert combined_sends == []
+    stock = wire_of_writes(STOCK, GET, "200 OK", _length(5), [b"hello"])
     assert without_date(lean) == without_date(stock)
-    assert lean.count(b"\r\nDate: ") == 1
+
+
+def test_a_failed_first_send_leaves_the_state_as_gunicorns() -> None:
+    states = []
+    for cls in (LeanResponse, STOCK):
+        server, peer = small_pair()
+        peer.close()
+        with server:
+            resp = cls(parsed(GET), server, GunicornConfig())
+            resp.start_response("200 OK", _length(5))
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                resp.write(b"hello")
+            states.append((resp.headers_sent, resp.sent))
+    assert states[0] == states[1] == (False, 0)
 
 
 @pytest.mark.parametrize("head_size", [100, BUFFER * 8], ids=["small-head", "head-over-buffers"])
-def test_send_both_sends_head_then_body_through_full_buffers(
+def test_send_rest_sends_what_sendmsg_left(
     pair: tuple[socket.socket, socket.socket], head_size: int
 ) -> None:
     server, peer = pair
     head = b"h" * head_size
     received = bytearray()
-    reader = threading.Thread(target=_read_exactly, args=(peer, head_size + len(BODY), received))
+    reader = threading.Thread(target=read_all, args=(peer, received))
     reader.start()
-    send_both(server, head, BODY)
+    first = server.sendmsg([head, BODY])
+    assert first < head_size + len(BODY)  # the buffers are small: partly sent
+    send_rest(server, head, BODY, first)
+    server.shutdown(socket.SHUT_WR)
     reader.join(10)
     assert bytes(received) == head + BODY
+
+
+def test_send_rest_times_out_on_a_client_that_stops_reading(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, _peer = pair  # the peer never reads
+    server.settimeout(0.2)
+    first = server.sendmsg([b"head", BODY])
+    with pytest.raises(TimeoutError):
+        send_rest(server, b"head", BODY, first)
 
 
 @pytest.mark.parametrize(
@@ -327,11 +383,11 @@ def test_default_headers_are_gunicorns_but_for_the_date(
     assert made[0] == made[1]
 
 
-def test_default_headers_take_the_date_of_this_second() -> None:
+def test_default_headers_take_the_date_of_this_second(monkeypatch: pytest.MonkeyPatch) -> None:
     resp = LeanResponse(parsed(GET), None, GunicornConfig())
     resp.status, resp.status_code, resp.response_length = "200 OK", 200, 0
     for _ in range(3):  # a second may turn between priming and reading
-        response.http_date.memo = (int(time.time()), "primed")
+        monkeypatch.setattr(response.http_date, "memo", (int(time.time()), "primed"))
         if "Date: primed\r\n" in resp.default_headers():
             return
     pytest.fail("the cached date was not used")
