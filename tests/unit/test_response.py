@@ -1,14 +1,12 @@
 """The worker's response writer (response.py) against gunicorn's own ``Response``: the same
 bytes on the wire, whichever way the body goes. Real gunicorn requests parsed from bytes,
-real socket pairs with small buffers, real files."""
+real socket pairs with small buffers, real files. Its sends alone: test_sends.py."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +15,14 @@ from gunicorn import util
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
+from support.sockets import read_all, small_pair
 
 from wsgi_proxy import response
 from wsgi_proxy.errors import CacheDamaged
-from wsgi_proxy.response import LeanResponse, http_date, send_file, send_rest
+from wsgi_proxy.response import LeanResponse, http_date, send_file
 
 STOCK = LeanResponse.__bases__[0]  # gunicorn's Response, whatever install() did since
 BODY = bytes(range(256)) * 4096  # 1 MiB
-BUFFER = 16 << 10  # socket buffers, so that a body fills them many times over
 HEADER = b"HEADER-BLOCK"  # before the body in the file, as a cache entry's header is
 
 
@@ -32,23 +30,6 @@ def parsed(head: str) -> Any:
     """The gunicorn ``Request`` for ``head``, parsed by gunicorn."""
     raw = head.replace("\n", "\r\n").encode() + b"\r\n"
     return next(RequestParser(GunicornConfig(), iter([raw]), ("127.0.0.1", 1)))
-
-
-def small_pair(timeout: float | None = 5.0) -> tuple[socket.socket, socket.socket]:
-    """(the server's end, with ``timeout`` as the proxy sets it; the client's end)."""
-    server, peer = socket.socketpair()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
-    server.settimeout(timeout)
-    peer.settimeout(5)
-    return server, peer
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    server, peer = small_pair()
-    with server, peer:
-        yield server, peer
 
 
 @pytest.fixture
@@ -69,11 +50,6 @@ def direct_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(response, "send_file", counted)
     return sizes
-
-
-def read_all(sock: socket.socket, into: bytearray) -> None:
-    while data := sock.recv(1 << 16):
-        into += data
 
 
 def without_date(wire: bytes) -> bytes:
@@ -292,33 +268,6 @@ def test_a_failed_first_send_leaves_the_state_as_gunicorns() -> None:
     assert states[0] == states[1] == (False, 0)
 
 
-@pytest.mark.parametrize("head_size", [100, BUFFER * 8], ids=["small-head", "head-over-buffers"])
-def test_send_rest_sends_what_sendmsg_left(
-    pair: tuple[socket.socket, socket.socket], head_size: int
-) -> None:
-    server, peer = pair
-    head = b"h" * head_size
-    received = bytearray()
-    reader = threading.Thread(target=read_all, args=(peer, received))
-    reader.start()
-    first = server.sendmsg([head, BODY])
-    assert first < head_size + len(BODY)  # the buffers are small: partly sent
-    send_rest(server, head, BODY, first)
-    server.shutdown(socket.SHUT_WR)
-    reader.join(10)
-    assert bytes(received) == head + BODY
-
-
-def test_send_rest_times_out_on_a_client_that_stops_reading(
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    server, _peer = pair  # the peer never reads
-    server.settimeout(0.2)
-    first = server.sendmsg([b"head", BODY])
-    with pytest.raises(TimeoutError):
-        send_rest(server, b"head", BODY, first)
-
-
 @pytest.mark.parametrize(
     ("timeout", "sendfile"), [(None, True), (0.0, True), (5.0, False)],
     ids=["blocking-socket", "non-blocking-socket", "sendfile-off"],
@@ -402,80 +351,6 @@ def test_http_date_is_formatted_once_a_second() -> None:
     first = http_date(1_700_000_000.1)
     assert http_date(1_700_000_000.9) is first  # the same string: not formatted again
     assert http_date(1_700_000_001.0) == util.http_date(1_700_000_001)
-
-
-def test_send_file_sends_the_span_through_full_buffers(
-    pair: tuple[socket.socket, socket.socket], body_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server, peer = pair
-    waits: list[float] = []
-    real_wait = response._wait_writable
-
-    def counted_wait(sockno: int, timeout: float) -> None:
-        waits.append(timeout)
-        real_wait(sockno, timeout)
-
-    monkeypatch.setattr(response, "_wait_writable", counted_wait)
-    received = bytearray()
-    with body_file.open("rb") as f:
-        reader = threading.Thread(target=_read_exactly, args=(peer, len(BODY) - 7, received))
-        reader.start()
-        sent = send_file(server.fileno(), f.fileno(), len(HEADER) + 7, len(BODY) - 7, 5.0)
-        reader.join(10)
-        assert f.tell() == 0  # the file's position is neither used nor moved
-    assert sent == len(BODY) - 7
-    assert bytes(received) == BODY[7:]
-    assert waits  # the buffer filled, and the send went on after each wait
-    assert set(waits) == {5.0}
-
-
-def _read_exactly(sock: socket.socket, size: int, into: bytearray) -> None:
-    while len(into) < size and (data := sock.recv(1 << 16)):
-        into += data
-
-
-def test_a_client_that_stops_reading_times_out(
-    pair: tuple[socket.socket, socket.socket], body_file: Path
-) -> None:
-    server, _peer = pair  # the peer never reads
-    with body_file.open("rb") as f, pytest.raises(TimeoutError):
-        send_file(server.fileno(), f.fileno(), len(HEADER), len(BODY), 0.2)
-
-
-def test_a_client_gone_is_an_error_not_a_refusal(
-    pair: tuple[socket.socket, socket.socket], body_file: Path
-) -> None:
-    server, peer = pair
-    peer.close()
-    with body_file.open("rb") as f, pytest.raises((BrokenPipeError, ConnectionResetError)):
-        send_file(server.fileno(), f.fileno(), len(HEADER), len(BODY), 5.0)
-
-
-def test_a_file_shorter_than_asked_sends_what_it_has(
-    pair: tuple[socket.socket, socket.socket], tmp_path: Path
-) -> None:
-    server, peer = pair
-    short = tmp_path / "short"
-    short.write_bytes(b"only these bytes")
-    with short.open("rb") as f:
-        assert send_file(server.fileno(), f.fileno(), 0, 100, 5.0) == 16
-    assert peer.recv(100) == b"only these bytes"
-
-
-def test_a_file_the_kernel_cannot_sendfile_from_is_refused(
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    server, peer = pair
-    read_end, write_end = os.pipe()
-    try:
-        os.write(write_end, b"piped")
-        assert send_file(server.fileno(), read_end, 0, 5, 5.0) == 0
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-    peer.setblocking(False)
-    with pytest.raises(BlockingIOError):
-        peer.recv(10)  # nothing was sent
 
 
 def test_install_makes_gunicorn_build_lean_responses(monkeypatch: pytest.MonkeyPatch) -> None:

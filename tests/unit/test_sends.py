@@ -1,0 +1,130 @@
+"""The worker's sends (response.py): ``send_file`` (``os.sendfile``, polling only on a full
+buffer) and ``send_rest`` (what a joined ``sendmsg`` left). Real socket pairs with small
+buffers, real files, a pipe."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.sockets import BUFFER, read_all, read_exactly, small_pair
+
+from wsgi_proxy import response
+from wsgi_proxy.response import send_file, send_rest
+
+BODY = bytes(range(256)) * 4096  # 1 MiB, many times the buffers
+HEADER = b"HEADER-BLOCK"  # before the body in the file, as a cache entry's header is
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    server, peer = small_pair()
+    with server, peer:
+        yield server, peer
+
+
+@pytest.fixture
+def body_file(tmp_path: Path) -> Path:
+    path = tmp_path / "entry"
+    path.write_bytes(HEADER + BODY)
+    return path
+
+
+@pytest.mark.parametrize("head_size", [100, BUFFER * 8], ids=["small-head", "head-over-buffers"])
+def test_send_rest_sends_what_sendmsg_left(
+    pair: tuple[socket.socket, socket.socket], head_size: int
+) -> None:
+    server, peer = pair
+    head = b"h" * head_size
+    received = bytearray()
+    reader = threading.Thread(target=read_all, args=(peer, received))
+    reader.start()
+    first = server.sendmsg([head, BODY])
+    assert first < head_size + len(BODY)  # the buffers are small: partly sent
+    send_rest(server, head, BODY, first)
+    server.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    assert bytes(received) == head + BODY
+
+
+def test_send_rest_times_out_on_a_client_that_stops_reading(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, _peer = pair  # the peer never reads
+    server.settimeout(0.2)
+    first = server.sendmsg([b"head", BODY])
+    with pytest.raises(TimeoutError):
+        send_rest(server, b"head", BODY, first)
+
+
+def test_send_file_sends_the_span_through_full_buffers(
+    pair: tuple[socket.socket, socket.socket], body_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, peer = pair
+    waits: list[float] = []
+    real_wait = response._wait_writable
+
+    def counted_wait(sockno: int, timeout: float) -> None:
+        waits.append(timeout)
+        real_wait(sockno, timeout)
+
+    monkeypatch.setattr(response, "_wait_writable", counted_wait)
+    received = bytearray()
+    with body_file.open("rb") as f:
+        reader = threading.Thread(target=read_exactly, args=(peer, len(BODY) - 7, received))
+        reader.start()
+        sent = send_file(server.fileno(), f.fileno(), len(HEADER) + 7, len(BODY) - 7, 5.0)
+        reader.join(10)
+        assert f.tell() == 0  # the file's position is neither used nor moved
+    assert sent == len(BODY) - 7
+    assert bytes(received) == BODY[7:]
+    assert waits  # the buffer filled, and the send went on after each wait
+    assert set(waits) == {5.0}
+
+
+def test_a_client_that_stops_reading_times_out(
+    pair: tuple[socket.socket, socket.socket], body_file: Path
+) -> None:
+    server, _peer = pair  # the peer never reads
+    with body_file.open("rb") as f, pytest.raises(TimeoutError):
+        send_file(server.fileno(), f.fileno(), len(HEADER), len(BODY), 0.2)
+
+
+def test_a_client_gone_is_an_error_not_a_refusal(
+    pair: tuple[socket.socket, socket.socket], body_file: Path
+) -> None:
+    server, peer = pair
+    peer.close()
+    with body_file.open("rb") as f, pytest.raises((BrokenPipeError, ConnectionResetError)):
+        send_file(server.fileno(), f.fileno(), len(HEADER), len(BODY), 5.0)
+
+
+def test_a_file_shorter_than_asked_sends_what_it_has(
+    pair: tuple[socket.socket, socket.socket], tmp_path: Path
+) -> None:
+    server, peer = pair
+    short = tmp_path / "short"
+    short.write_bytes(b"only these bytes")
+    with short.open("rb") as f:
+        assert send_file(server.fileno(), f.fileno(), 0, 100, 5.0) == 16
+    assert peer.recv(100) == b"only these bytes"
+
+
+def test_a_file_the_kernel_cannot_sendfile_from_is_refused(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, peer = pair
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"piped")
+        assert send_file(server.fileno(), read_end, 0, 5, 5.0) == 0
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(10)  # nothing was sent
