@@ -117,7 +117,7 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
         timeout = self.sock.gettimeout()
         if (
             not timeout  # None (blocking) or 0 (non-blocking): gunicorn's way
-            or self.cfg.is_ssl
+            or type(self.sock) is not socket.socket  # TLS, as in write()
             or not self.can_sendfile()
             or self._omits_body
             or self.is_chunked()

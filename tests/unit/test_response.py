@@ -4,9 +4,11 @@ real socket pairs with small buffers, real files. Its sends alone: test_sends.py
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,31 @@ def without_date(wire: bytes) -> bytes:
     return b"".join(line for line in lines if not line.startswith(b"Date:"))
 
 
+class OtherSocket(socket.socket):
+    """A socket of another class, as ``ssl.SSLSocket`` is (it has no ``sendmsg``)."""
+
+
+@contextlib.contextmanager
+def captured(
+    timeout: float | None, *, other_socket: bool = False
+) -> Iterator[tuple[socket.socket, bytearray]]:
+    """(the server's end of a small-buffer pair, with ``timeout``; what the client's end
+    received), complete once the block has closed the server's end."""
+    server, peer = small_pair(timeout)
+    if other_socket:
+        server = OtherSocket(fileno=server.detach())
+        server.settimeout(timeout)
+    received = bytearray()
+    reader = threading.Thread(target=read_all, args=(peer, received))
+    reader.start()
+    try:
+        yield server, received
+    finally:
+        server.close()
+        reader.join(10)
+        peer.close()
+
+
 def wire_of(
     cls: type[Any],
     head: str,
@@ -66,32 +93,21 @@ def wire_of(
     *,
     timeout: float | None = 5.0,
     sendfile: bool = True,
+    other_socket: bool = False,
 ) -> bytes:
     """What ``cls`` puts on the wire answering ``head`` with ``file``'s body by
     ``wsgi.file_wrapper``, as gthread's ``handle_request`` drives it."""
-    server, peer = small_pair(timeout)
-    received = bytearray()
-    reader = threading.Thread(target=read_all, args=(peer, received))
-    reader.start()
-    try:
-        cfg = GunicornConfig()
-        if not sendfile:  # gunicorn's flag: set only to turn sendfile off
-            cfg.set("sendfile", False)
+    cfg = GunicornConfig()
+    if not sendfile:  # gunicorn's flag: set only to turn sendfile off
+        cfg.set("sendfile", False)
+    with captured(timeout, other_socket=other_socket) as (server, received):
         resp = cls(parsed(head), server, cfg)
         resp.start_response(status, fields)
         with file.open("rb", buffering=0) as f:
             f.seek(len(HEADER))
             resp.write_file(wsgi.FileWrapper(f, 1 << 18))
         resp.close()
-    finally:
-        server.close()
-        reader.join(10)
-        peer.close()
     return bytes(received)
-
-
-class OtherSocket(socket.socket):
-    """A socket of another class, as ``ssl.SSLSocket`` is (it has no ``sendmsg``)."""
 
 
 def wire_of_writes(
@@ -107,15 +123,8 @@ def wire_of_writes(
     """What ``cls`` puts on the wire answering ``head`` with a body from memory, written
     chunk by chunk, as gthread's ``handle_request`` drives it; then the bytes counted as
     sent and the error raised, if any."""
-    server, peer = small_pair(timeout)
-    if other_socket:
-        server = OtherSocket(fileno=server.detach())
-        server.settimeout(timeout)
-    received = bytearray()
-    reader = threading.Thread(target=read_all, args=(peer, received))
-    reader.start()
     error = ""
-    try:
+    with captured(timeout, other_socket=other_socket) as (server, received):
         resp = cls(parsed(head), server, GunicornConfig())
         resp.start_response(status, fields)
         try:
@@ -124,12 +133,7 @@ def wire_of_writes(
             resp.close()
         except TypeError as exc:
             error = type(exc).__name__
-        sent = resp.sent
-    finally:
-        server.close()
-        reader.join(10)
-        peer.close()
-    return bytes(received) + f"|sent={sent}|{error}".encode()
+    return bytes(received) + f"|sent={resp.sent}|{error}".encode()
 
 
 GET = "GET /x HTTP/1.1\nHost: h\n"
@@ -269,11 +273,16 @@ def test_a_failed_first_send_leaves_the_state_as_gunicorns() -> None:
 
 
 @pytest.mark.parametrize(
-    ("timeout", "sendfile"), [(None, True), (0.0, True), (5.0, False)],
-    ids=["blocking-socket", "non-blocking-socket", "sendfile-off"],
+    ("timeout", "sendfile", "other_socket"),
+    [(None, True, False), (0.0, True, False), (5.0, False, False), (5.0, True, True)],
+    ids=["blocking-socket", "non-blocking-socket", "sendfile-off", "tls-like-socket"],
 )  # fmt: skip
 def test_other_sockets_and_settings_go_gunicorns_way(
-    body_file: Path, direct_sends: list[int], timeout: float | None, sendfile: bool
+    body_file: Path,
+    direct_sends: list[int],
+    timeout: float | None,
+    sendfile: bool,
+    other_socket: bool,
 ) -> None:
     if timeout == 0.0:  # gunicorn's own sendfile refuses a non-blocking socket, as before
         with pytest.raises(ValueError, match="non-blocking"):
@@ -281,7 +290,7 @@ def test_other_sockets_and_settings_go_gunicorns_way(
         assert direct_sends == []
         return
     lean = wire_of(LeanResponse, GET, "200 OK", SIZED, body_file, timeout=timeout,
-                   sendfile=sendfile)  # fmt: skip
+                   sendfile=sendfile, other_socket=other_socket)  # fmt: skip
     assert direct_sends == []
     assert lean.endswith(b"\r\n\r\n" + BODY)
 
