@@ -8,7 +8,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers import gthread
 
-from wsgi_proxy import LazyApp, response
+from wsgi_proxy import LazyApp, head_parser, response
 from wsgi_proxy.config import Config, ServerConfig
 from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
 from wsgi_proxy.pool import ElasticPool, waiting
@@ -65,11 +65,14 @@ def child_exit(server: Any, worker: Any) -> None:
 
 class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker with the proxy's thread pool (pool.py): ``--threads``
-    threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once; and its
-    responses written by ``response.LeanResponse``."""
+    threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once; its
+    responses written by ``response.LeanResponse``; the origin's response heads parsed by
+    ``head_parser``."""
 
     def init_process(self) -> None:
-        response.install()  # in this worker process only, after the fork
+        # In this worker process only, after the fork.
+        response.install()
+        head_parser.install()
         super().init_process()
 
     def get_thread_pool(self) -> ElasticPool:
