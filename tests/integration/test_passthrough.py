@@ -238,6 +238,16 @@ def test_origin_sees_forwarding_headers_and_its_own_host(
     assert "wsgi_proxy" in (seen.header("Via") or "")
 
 
+def test_a_clients_via_reaches_the_origin_beside_ours(origin: Origin, proxy: ProxyProcess) -> None:
+    """A field the client sent that the proxy also sets goes as two lines, in order."""
+    path = origin.route("/via", headers=[("Cache-Control", "no-store")], body=b"ok")
+    assert_response(proxy.get(path, [("Via", "1.1 front")]), cache="MISS", body=b"ok")
+    seen = origin.last(path)
+    assert seen.header_values("Via")[0] == "1.1 front"
+    assert "wsgi_proxy" in seen.header_values("Via")[1]
+    assert len(seen.header_values("Via")) == 2
+
+
 def test_client_forwarding_headers_cannot_spoof_the_origin(
     origin: Origin, proxy: ProxyProcess
 ) -> None:
