@@ -10,6 +10,9 @@ Invariants:
   requests never go out on a connection idle for more than ``IDLE_REUSE_LIMIT``.
 - Every urllib3 and socket exception ends here, converted to the ``errors`` tree.
 - The pool is created in the worker, after the fork, by ``Upstream()``.
+- Request field lines are what urllib3 and http.client write, checked by http.client's own
+  two regular expressions; the common case (one ``str`` value) skips their Python layers,
+  every other case goes through them (``OriginConnection``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -53,6 +57,57 @@ CHUNK_SIZE = 256 * 1024
 # retried (one with a body, or a non-idempotent method).
 IDLE_REUSE_LIMIT = 1.0
 _RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
+# http.client's checks of a field line, used as they are (private: pinned Python, and the
+# unit tests compare the lines and errors with http.client's own ``putheader``).
+_LEGAL_NAME = http.client._is_legal_header_name  # type: ignore[attr-defined]
+_ILLEGAL_VALUE = http.client._is_illegal_header_value  # type: ignore[attr-defined]
+_FIELDS_OPEN = http.client._CS_REQ_STARTED  # type: ignore[attr-defined]
+
+
+def _put_field_line(conn: HTTPConnection, name: object, values: tuple[object, ...]) -> bool:
+    """Write ``name: value`` to ``conn``'s request head as http.client's ``putheader``
+    would, when that is the common case: one ``str`` value, not urllib3's ``SKIP_HEADER``,
+    the head open for fields, a line http.client accepts. False, and nothing written, in
+    every other case, which the caller leaves to urllib3 and http.client (and their errors).
+    Their three layers of Python take about 2.2 microseconds a line, this 1.1 (``timeit``);
+    a pass-through sends seven lines."""
+    if len(values) != 1 or getattr(conn, "_HTTPConnection__state", None) != _FIELDS_OPEN:
+        return False
+    value = values[0]
+    if type(name) is not str or type(value) is not str or value == SKIP_HEADER:
+        return False
+    try:
+        line_name, line_value = name.encode("ascii"), value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    if not _LEGAL_NAME(line_name) or _ILLEGAL_VALUE(line_value):
+        return False
+    conn._output(line_name + b": " + line_value)  # type: ignore[attr-defined]
+    return True
+
+
+class OriginConnection(HTTPConnection):
+    """urllib3's connection, its field lines written by ``_put_field_line``."""
+
+    def putheader(self, header: str, *values: str) -> None:  # type: ignore[override]
+        if not _put_field_line(self, header, values):
+            super().putheader(header, *values)
+
+
+class OriginHTTPSConnection(HTTPSConnection):
+    """urllib3's TLS connection, its field lines written by ``_put_field_line``."""
+
+    def putheader(self, header: str, *values: str) -> None:  # type: ignore[override]
+        if not _put_field_line(self, header, values):
+            super().putheader(header, *values)
+
+
+class _OriginPool(HTTPConnectionPool):
+    ConnectionCls = OriginConnection
+
+
+class _OriginTLSPool(HTTPSConnectionPool):
+    ConnectionCls = OriginHTTPSConnection
 
 
 class OriginResponse:
@@ -143,7 +198,7 @@ class Upstream:
 
     def __init__(self, config: Config) -> None:
         origin = config.origin
-        pool_class = HTTPSConnectionPool if origin.scheme == "https" else HTTPConnectionPool
+        pool_class = _OriginTLSPool if origin.scheme == "https" else _OriginPool
         self.pool: HTTPConnectionPool = pool_class(
             origin.host,
             origin.port,
