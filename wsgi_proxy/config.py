@@ -203,6 +203,11 @@ class ServerConfig:
     """WSGI_PROXY_KEEPALIVE: seconds an idle client connection is kept open."""
     backlog: int
     """WSGI_PROXY_BACKLOG: pending connections the listening socket queues."""
+    reuse_port: bool
+    """WSGI_PROXY_REUSE_PORT: ``on`` (a listening socket per worker, ``SO_REUSEPORT``: the
+    kernel spreads new connections between the workers) or ``off`` (one socket shared by
+    all). Only for TCP addresses gunicorn binds itself: a Unix socket or sockets passed by
+    systemd are shared whatever this says (server.on_starting)."""
     max_url_length: int
     """WSGI_PROXY_MAX_URL_LENGTH: longest request line in bytes (at most 8190); longer: 414."""
     max_headers: int
@@ -229,11 +234,18 @@ class ServerConfig:
             graceful_timeout=_read(env, "GRACEFUL_TIMEOUT", "30", _positive_int),
             keepalive=_read(env, "KEEPALIVE", "5", _positive_int),
             backlog=_read(env, "BACKLOG", "2048", _positive_int),
+            reuse_port=_read(env, "REUSE_PORT", "on", _on_off),
             max_url_length=_read(env, "MAX_URL_LENGTH", "8190", _url_length),
             max_headers=_read(env, "MAX_HEADERS", "100", _positive_int),
             max_header_size=_read(env, "MAX_HEADER_SIZE", "8190", _positive_int),
             log_format=_read(env, "LOG_FORMAT", "text", _log_format),
         )
+
+
+def _on_off(raw: str) -> bool:
+    if raw not in ("on", "off"):
+        raise ValueError("expected on or off")
+    return raw == "on"
 
 
 def _at_most(limit: int, name: str) -> Callable[[str], int]:

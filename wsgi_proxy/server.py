@@ -3,8 +3,10 @@ worker class, and the programmatic gunicorn application the CLI runs."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from gunicorn import systemd
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers import gthread
 
@@ -25,6 +27,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "graceful_timeout": server.graceful_timeout,
         "keepalive": server.keepalive,
         "backlog": server.backlog,
+        "reuse_port": server.reuse_port,
         "limit_request_line": server.max_url_length,
         "limit_request_fields": server.max_headers,
         "limit_request_field_size": server.max_header_size,
@@ -34,6 +37,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.
         "control_socket_disable": True,
         "on_starting": on_starting,
+        "on_reload": shared_socket_where_needed,
         "child_exit": child_exit,
         "accesslog": None if server.log_format == "off" else "-",
         "access_log_format": ACCESS_LOG_FORMAT,
@@ -50,6 +54,22 @@ def on_starting(_server: Any) -> None:
     config = Config.from_env()
     check_folder(config.cache_dir)
     reset_metrics_dir(config.metrics_dir)
+    shared_socket_where_needed(_server)
+
+
+def shared_socket_where_needed(server: Any) -> None:
+    """``reuse_port`` off unless gunicorn binds every address itself over TCP: with it,
+    each worker binds its own socket, and a Unix socket's path would be taken over by
+    the last worker to bind it, sockets passed by systemd or a re-exec left unused. In
+    the master, at start and after each reload (which reads the settings again)."""
+    cfg = server.cfg
+    if not cfg.reuse_port:
+        return
+    passed = systemd.listen_fds(False) > 0 or "GUNICORN_FD" in os.environ
+    if passed or not all(isinstance(address, tuple) for address in cfg.address):
+        server.log.info("WSGI_PROXY_REUSE_PORT: one socket shared by the workers "
+                        "(a Unix socket, or sockets passed by systemd)")  # fmt: skip
+        cfg.set("reuse_port", False)
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -86,6 +106,16 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
         super().load_wsgi()
         if isinstance(self.wsgi, LazyApp):
             self.wsgi.pool = self.tpool
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gunicorn's; and a stopping worker with its own listening socket (``reuse_port``)
+        closes it at once, so that the kernel sends new connections to the other workers.
+        Left open until the worker has finished its requests, the socket would keep
+        getting its share of them and never accept one: each would wait, then be reset."""
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive and self.cfg.reuse_port:
+            for listener in self.sockets:
+                listener.close()
 
     def handle(self, conn: Any) -> Any:
         """gunicorn's, with the wait for a new connection's first bytes (up to 5 s) marked

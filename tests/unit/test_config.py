@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from gunicorn.config import Config as GunicornConfig
 from gunicorn.workers import gthread
 
 from wsgi_proxy.config import Config, Origin, ServerConfig, parse_size
 from wsgi_proxy.errors import ConfigError
 from wsgi_proxy.logs import JsonLogger, ProxyLogger
-from wsgi_proxy.server import ProxyWorker, gunicorn_settings
+from wsgi_proxy.server import ProxyWorker, gunicorn_settings, shared_socket_where_needed
 
 
 def test_defaults_need_nothing() -> None:
@@ -105,6 +107,67 @@ def test_bad_active_threads_name_the_variable(value: str) -> None:
     env = {"WSGI_PROXY_THREADS": "8", "WSGI_PROXY_ACTIVE_THREADS": value}
     with pytest.raises(ConfigError, match="WSGI_PROXY_ACTIVE_THREADS"):
         ServerConfig.from_env(env)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, True), ("on", True), ("off", False)])
+def test_reuse_port(value: str | None, expected: bool) -> None:
+    env = {} if value is None else {"WSGI_PROXY_REUSE_PORT": value}
+    assert gunicorn_settings(ServerConfig.from_env(env))["reuse_port"] is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "ON", ""])
+def test_bad_reuse_port_names_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match="WSGI_PROXY_REUSE_PORT"):
+        ServerConfig.from_env({"WSGI_PROXY_REUSE_PORT": value})
+
+
+class _InfoLog:
+    def __init__(self) -> None:
+        self.infos: list[str] = []
+
+    def info(self, message: str, *args: object) -> None:
+        self.infos.append(message % args)
+
+
+class _Arbiter:
+    def __init__(self, binds: list[str], reuse_port: bool) -> None:
+        self.cfg = GunicornConfig()
+        self.cfg.set("bind", binds)
+        self.cfg.set("reuse_port", reuse_port)
+        self.log = _InfoLog()
+
+
+@pytest.mark.parametrize(
+    ("binds", "passed", "reuse_port", "expected"),
+    [
+        (["127.0.0.1:8080"], {}, True, True),
+        (["127.0.0.1:8080", "[::1]:8080"], {}, True, True),
+        (["127.0.0.1:8080"], {}, False, False),
+        # Each worker would bind the path anew, taking it over from the one before.
+        (["unix:/run/wsgi-proxy.sock"], {}, True, False),
+        (["127.0.0.1:8080", "unix:/run/wsgi-proxy.sock"], {}, True, False),
+        # Sockets passed in would be left unused.
+        (["127.0.0.1:8080"], {"LISTEN_FDS": "1", "LISTEN_PID": "self"}, True, False),
+        (["127.0.0.1:8080"], {"LISTEN_FDS": "1", "LISTEN_PID": "1"}, True, True),  # not ours
+        (["127.0.0.1:8080"], {"GUNICORN_FD": "3"}, True, False),
+    ],
+)
+def test_reuse_port_only_where_gunicorn_binds_tcp_itself(
+    binds: list[str],
+    passed: dict[str, str],
+    reuse_port: bool,
+    expected: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn's on_starting and on_reload hooks, as the master calls them."""
+    for name in ("LISTEN_FDS", "LISTEN_PID", "GUNICORN_FD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in passed.items():
+        monkeypatch.setenv(name, str(os.getpid()) if value == "self" else value)
+    master = _Arbiter(binds, reuse_port)
+    shared_socket_where_needed(master)
+    assert master.cfg.reuse_port is expected
+    assert len(master.log.infos) == (1 if reuse_port and not expected else 0)
 
 
 def test_the_worker_class_finds_what_it_uses_in_gunicorn() -> None:

@@ -1,0 +1,148 @@
+"""Which sockets the workers listen on (WSGI_PROXY_REUSE_PORT), read from /proc, and a reload
+(SIGHUP) that keeps answering new connections while an old worker finishes a slow request;
+real gunicorn with two workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from support import client
+from support.checks import poll
+from support.origin import Origin
+from support.proxy import ProxyFactory, ProxyProcess, children_of, gunicorn_command
+
+CACHED = [("Cache-Control", "max-age=600")]
+LISTEN = "0A"  # a TCP socket's state in /proc/net/tcp
+ACCEPTING = 0x10000  # __SO_ACCEPTCON, a listening Unix socket's flag in /proc/net/unix
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds open."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[len("socket:[") : -1]))
+    return found
+
+
+def _tcp_listeners(port: int) -> set[int]:
+    """The inodes of the TCP sockets listening on ``port`` (IPv4)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], int(fields[9])
+        if state == LISTEN and int(local.split(":")[1], 16) == port:
+            found.add(inode)
+    return found
+
+
+def _unix_listeners(path: Path) -> set[int]:
+    found = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[7] == str(path) and int(fields[3], 16) & ACCEPTING:
+            found.add(int(fields[6]))
+    return found
+
+
+def _held(proxy: ProxyProcess, listeners: set[int]) -> dict[str, list[set[int]]]:
+    """Which of ``listeners`` the master and each worker hold."""
+    workers = proxy.worker_pids()
+    return {
+        "master": [_socket_inodes(proxy.pid) & listeners],
+        "workers": [_socket_inodes(pid) & listeners for pid in workers],
+    }
+
+
+def test_each_worker_listens_on_its_own_socket(proxy: ProxyProcess, origin: Origin) -> None:
+    """By default each worker binds its own socket (SO_REUSEPORT): the kernel spreads new
+    connections between them. The master holds none."""
+    path = origin.route("/own-socket", headers=CACHED, body=b"own")
+    for _ in range(10):  # new connections, whichever socket the kernel picks
+        assert proxy.get(path).body == b"own"
+    listeners = _tcp_listeners(proxy.port)
+    held = _held(proxy, listeners)
+    assert len(listeners) == 2, held
+    assert held["master"] == [set()]
+    assert sorted(len(mine) for mine in held["workers"]) == [1, 1]
+    assert held["workers"][0] != held["workers"][1]
+
+
+def test_with_reuse_port_off_the_workers_share_one_socket(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    path = origin.route("/shared-socket", headers=CACHED, body=b"shared")
+    proxy = proxy_factory({"WSGI_PROXY_REUSE_PORT": "off"})
+    assert proxy.get(path).body == b"shared"
+    listeners = _tcp_listeners(proxy.port)
+    assert len(listeners) == 1
+    assert _held(proxy, listeners) == {"master": [listeners], "workers": [listeners] * 2}
+
+
+def _unix_get(path: Path, target: str) -> bytes:
+    """GET ``target`` over the Unix socket at ``path``; the whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n".encode())
+        answer = bytearray()
+        while data := sock.recv(65536):
+            answer += data
+    return bytes(answer)
+
+
+def test_a_unix_socket_is_shared_whatever_reuse_port_says(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """Each worker binding a socket of its own at one path would take it over from the one
+    before: a Unix socket is the master's, shared by both workers, and served."""
+    path = origin.route("/unix-socket", headers=CACHED, body=b"over unix")
+    address = tmp_path / "proxy.sock"
+
+    def unix_command(_port: int) -> list[str]:
+        argv = gunicorn_command(0)
+        return [*argv[: argv.index("-b")], "-b", f"unix:{address}", *argv[argv.index("-b") + 2 :]]
+
+    proxy = proxy_factory({"WSGI_PROXY_REUSE_PORT": "on"}, command=unix_command, ready=False)
+    assert poll(lambda: bool(_unix_listeners(address)) and len(children_of(proxy.pid)) == 2, 15)
+    answers = [_unix_get(address, path) for _ in range(6)]
+    assert all(a.startswith(b"HTTP/1.1 200 ") and a.endswith(b"over unix") for a in answers)
+    listeners = _unix_listeners(address)
+    assert len(listeners) == 1
+    assert _held(proxy, listeners) == {"master": [listeners], "workers": [listeners] * 2}
+    assert "one socket shared by the workers" in proxy.stderr(200)
+
+
+def test_a_reload_keeps_answering_new_connections(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """SIGHUP while an old worker still answers a slow request: new workers start, the old
+    ones stop taking connections at once (their sockets closed), and every new connection
+    meanwhile is answered; so is the slow request."""
+    slow = origin.route("/reload-slow", body=b"slow", delay=3.0)
+    fast = origin.route("/reload-fast", headers=CACHED, body=b"fast")
+    proxy = proxy_factory()
+    old = set(proxy.worker_pids())
+    slow_reply: list[client.Response] = []
+    held = threading.Thread(target=lambda: slow_reply.append(proxy.get(slow, timeout=10)))
+    held.start()
+    assert poll(lambda: origin.count(slow) == 1, 5, 0.01)
+    os.kill(proxy.pid, signal.SIGHUP)
+    assert poll(lambda: len(set(children_of(proxy.pid)) - old) == 2, 10, 0.05)
+    assert old & set(children_of(proxy.pid))  # the one with the slow request is still there
+    started = time.monotonic()
+    replies = [proxy.get(fast, timeout=2) for _ in range(30)]
+    took = time.monotonic() - started
+    held.join(10)
+    assert [reply.body for reply in replies] == [b"fast"] * 30
+    assert took < 2.0, took
+    assert [(reply.status, reply.body) for reply in slow_reply] == [(200, b"slow")]
