@@ -207,7 +207,7 @@ class ServerConfig:
     """WSGI_PROXY_REUSE_PORT: ``on`` (a listening socket per worker, ``SO_REUSEPORT``: the
     kernel spreads new connections between the workers) or ``off`` (one socket shared by
     all). Only for TCP addresses gunicorn binds itself: a Unix socket or sockets passed by
-    systemd are shared whatever this says (server.on_starting)."""
+    systemd are shared whatever this says (server.shared_socket_where_needed)."""
     max_url_length: int
     """WSGI_PROXY_MAX_URL_LENGTH: longest request line in bytes (at most 8190); longer: 414."""
     max_headers: int

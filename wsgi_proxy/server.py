@@ -3,7 +3,7 @@ worker class, and the programmatic gunicorn application the CLI runs."""
 
 from __future__ import annotations
 
-import os
+import time
 from typing import Any
 
 from gunicorn import systemd
@@ -14,6 +14,10 @@ from wsgi_proxy import LazyApp, head_parser, response
 from wsgi_proxy.config import Config, ServerConfig
 from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
 from wsgi_proxy.pool import ElasticPool, waiting
+
+# Seconds a stopping worker with its own listening socket still accepts: a reload's new
+# workers bind theirs right after their fork, well within it (ProxyWorker.set_accept_enabled).
+STOP_LINGER = 1.0
 
 
 def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
@@ -45,7 +49,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
     }
 
 
-def on_starting(_server: Any) -> None:
+def on_starting(server: Any) -> None:
     """Validate the proxy's settings and cache folder in the master, before any worker
     forks, so a bad value stops start-up with one clear error naming the variable."""
     from wsgi_proxy.metrics import reset_metrics_dir  # noqa: PLC0415
@@ -54,21 +58,23 @@ def on_starting(_server: Any) -> None:
     config = Config.from_env()
     check_folder(config.cache_dir)
     reset_metrics_dir(config.metrics_dir)
-    shared_socket_where_needed(_server)
+    shared_socket_where_needed(server)
 
 
 def shared_socket_where_needed(server: Any) -> None:
-    """``reuse_port`` off unless gunicorn binds every address itself over TCP: with it,
-    each worker binds its own socket, and a Unix socket's path would be taken over by
-    the last worker to bind it, sockets passed by systemd or a re-exec left unused. In
-    the master, at start and after each reload (which reads the settings again)."""
+    """``reuse_port`` off unless the workers are to bind every address themselves over
+    TCP: with it each worker binds its own socket, so a Unix socket's path would be taken
+    over by the last worker to bind it, and sockets the master holds (passed by systemd,
+    inherited by a re-executed master, or made at a reload that changed the address)
+    would get connections nobody accepts. In the master, at start (before any socket is
+    made) and after each reload, which reads the settings again."""
     cfg = server.cfg
     if not cfg.reuse_port:
         return
-    passed = systemd.listen_fds(False) > 0 or "GUNICORN_FD" in os.environ
-    if passed or not all(isinstance(address, tuple) for address in cfg.address):
-        server.log.info("WSGI_PROXY_REUSE_PORT: one socket shared by the workers "
-                        "(a Unix socket, or sockets passed by systemd)")  # fmt: skip
+    held = bool(server.LISTENERS) or server.master_pid != 0 or systemd.listen_fds(False) > 0
+    if held or not all(isinstance(address, tuple) for address in cfg.address):
+        server.log.info("WSGI_PROXY_REUSE_PORT: one socket shared by the workers (not a "
+                        "TCP address, or sockets passed to the master)")  # fmt: skip
         cfg.set("reuse_port", False)
 
 
@@ -108,14 +114,27 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
             self.wsgi.pool = self.tpool
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        """gunicorn's; and a stopping worker with its own listening socket (``reuse_port``)
-        closes it at once, so that the kernel sends new connections to the other workers.
-        Left open until the worker has finished its requests, the socket would keep
-        getting its share of them and never accept one: each would wait, then be reset."""
-        super().set_accept_enabled(enabled)
-        if not enabled and not self.alive and self.cfg.reuse_port:
-            for listener in self.sockets:
-                listener.close()
+        """gunicorn's; but a stopping worker with its own listening socket (``reuse_port``)
+        goes on accepting for ``STOP_LINGER`` seconds (answering with ``Connection:
+        close``), long enough for a reload's new workers to bind theirs, then accepts what
+        is queued and closes it, so that the kernel sends new connections to the others.
+        Closed at once, a reload could leave no socket for a moment (connections refused);
+        left open until the worker has finished its requests, it would keep getting its
+        share of them and accept none (each reset in the end)."""
+        if enabled or self.alive or not self.cfg.reuse_port or not self._accepting:
+            super().set_accept_enabled(enabled)
+            return
+        deadline = time.monotonic() + STOP_LINGER
+        while (left := deadline - time.monotonic()) > 0:
+            self.notify()
+            self.wait_for_and_dispatch_events(timeout=left)
+        super().set_accept_enabled(False)
+        for listener in self.sockets:
+            accepted = -1
+            while accepted != self.nr_conns:  # gunicorn's accept takes one, if any
+                accepted = self.nr_conns
+                self.accept(listener)
+            listener.close()
 
     def handle(self, conn: Any) -> Any:
         """gunicorn's, with the wait for a new connection's first bytes (up to 5 s) marked

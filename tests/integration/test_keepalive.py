@@ -5,7 +5,6 @@ next request is not lost; real gunicorn with two workers."""
 from __future__ import annotations
 
 import socket
-import time
 
 from support.checks import poll
 from support.origin import Origin
@@ -67,16 +66,13 @@ def test_a_request_sent_while_the_previous_one_runs_is_answered_after_it(
     answered after the first, on the same connection."""
     slow = origin.route("/second-slow", headers=UNCACHEABLE, body=b"slow body", delay=0.4)
     fast = origin.route("/second-fast", headers=UNCACHEABLE, body=b"fast body")
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=3) as sock:
         sock.sendall(_get(slow))
         assert poll(lambda: origin.count(slow) == 1, 2.0, 0.01)
         sock.sendall(_get(fast))
-        started = time.monotonic()
         replies = _responses(sock, 2)
-        took = time.monotonic() - started
     assert [(status, body) for status, _, body in replies] == [
         (200, b"slow body"),
         (200, b"fast body"),
     ]
-    assert took < 2.0, took
     assert [r.path for r in origin.requests() if r.path in (slow, fast)] == [slow, fast]

@@ -130,41 +130,55 @@ class _InfoLog:
 
 
 class _Arbiter:
-    def __init__(self, binds: list[str], reuse_port: bool) -> None:
+    """What the hook reads of gunicorn's master: its settings, the sockets it holds, and
+    the pid of the master that re-executed it (0 if none)."""
+
+    def __init__(self, binds: list[str], reuse_port: bool, *, held: bool, master_pid: int):
         self.cfg = GunicornConfig()
         self.cfg.set("bind", binds)
         self.cfg.set("reuse_port", reuse_port)
+        self.LISTENERS = [object()] if held else []
+        self.master_pid = master_pid
         self.log = _InfoLog()
 
 
+TCP = ["127.0.0.1:8080"]
+UNIX = ["unix:/run/wsgi-proxy.sock"]
+
+
 @pytest.mark.parametrize(
-    ("binds", "passed", "reuse_port", "expected"),
+    ("binds", "held", "master_pid", "systemd_fds", "reuse_port", "expected"),
     [
-        (["127.0.0.1:8080"], {}, True, True),
-        (["127.0.0.1:8080", "[::1]:8080"], {}, True, True),
-        (["127.0.0.1:8080"], {}, False, False),
+        (TCP, False, 0, None, True, True),
+        (["127.0.0.1:8080", "[::1]:8080", ":8081"], False, 0, None, True, True),
+        (TCP, False, 0, None, False, False),
         # Each worker would bind the path anew, taking it over from the one before.
-        (["unix:/run/wsgi-proxy.sock"], {}, True, False),
-        (["127.0.0.1:8080", "unix:/run/wsgi-proxy.sock"], {}, True, False),
-        # Sockets passed in would be left unused.
-        (["127.0.0.1:8080"], {"LISTEN_FDS": "1", "LISTEN_PID": "self"}, True, False),
-        (["127.0.0.1:8080"], {"LISTEN_FDS": "1", "LISTEN_PID": "1"}, True, True),  # not ours
-        (["127.0.0.1:8080"], {"GUNICORN_FD": "3"}, True, False),
+        (UNIX, False, 0, None, True, False),
+        ([*TCP, *UNIX], False, 0, None, True, False),
+        (["fd://3"], False, 0, None, True, False),
+        # Sockets the master holds would get connections nobody accepts.
+        (TCP, False, 0, "self", True, False),  # passed by systemd
+        (TCP, False, 0, "1", True, True),  # systemd's variables, for another process
+        (TCP, False, 4242, None, True, False),  # re-executed by its old master (USR2)
+        (TCP, True, 0, None, True, False),  # after a reload (variables gone by then)
     ],
 )
-def test_reuse_port_only_where_gunicorn_binds_tcp_itself(
+def test_reuse_port_only_where_the_workers_bind_tcp_themselves(
     binds: list[str],
-    passed: dict[str, str],
+    held: bool,
+    master_pid: int,
+    systemd_fds: str | None,
     reuse_port: bool,
     expected: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """gunicorn's on_starting and on_reload hooks, as the master calls them."""
-    for name in ("LISTEN_FDS", "LISTEN_PID", "GUNICORN_FD"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in passed.items():
-        monkeypatch.setenv(name, str(os.getpid()) if value == "self" else value)
-    master = _Arbiter(binds, reuse_port)
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    if systemd_fds is not None:
+        monkeypatch.setenv("LISTEN_FDS", "1")
+        monkeypatch.setenv("LISTEN_PID", str(os.getpid()) if systemd_fds == "self" else systemd_fds)
+    master = _Arbiter(binds, reuse_port, held=held, master_pid=master_pid)
     shared_socket_where_needed(master)
     assert master.cfg.reuse_port is expected
     assert len(master.log.infos) == (1 if reuse_port and not expected else 0)
