@@ -53,8 +53,9 @@ section) where it says so; the rest is reasoned, not measured:
   against 1.23 and 1.41 without it, req/s unchanged (0.90 and 0.89 against 0.87 and 0.88);
   with both on it, 1.18 and 1.20 (the bare app's own p99 gains too, 1.30 and 1.13 times
   shorter), and the proxy's 1 KiB p99 stayed within 50.6 to 53.0 ms over the rounds
-  against 36 to 74 ms without. A stopping worker closes its socket at once, so that new
-  connections go to the others (tests/integration/test_listening.py).
+  against 36 to 74 ms without. A stopping worker accepts for 1 s more while a reload's
+  new workers bind, then closes its socket, so that new connections go to the others
+  (tests/integration/test_listening.py; deploy/sysctl for what was queued on it).
 - accesslog "-": to stdout (the journal under systemd), with the cache status and the
   origin's latency on each line; WSGI_PROXY_LOG_FORMAT=json for one JSON object a line.
 - child_exit: the master forgets a dead worker's thread-pool gauges (README, Metrics), which
