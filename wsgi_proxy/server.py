@@ -95,6 +95,8 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
     responses written by ``response.LeanResponse``; the origin's response heads parsed by
     ``head_parser``."""
 
+    _listeners_closed = False  # by set_accept_enabled, when stopping with reuse_port
+
     def init_process(self) -> None:
         # In this worker process only, after the fork.
         response.install()
@@ -120,21 +122,34 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
         is queued and closes it, so that the kernel sends new connections to the others.
         Closed at once, a reload could leave no socket for a moment (connections refused);
         left open until the worker has finished its requests, it would keep getting its
-        share of them and accept none (each reset in the end)."""
-        if enabled or self.alive or not self.cfg.reuse_port or not self._accepting:
+        share of them and accept none (each reset in the end). A worker at its connection
+        limit (not accepting) closes it without the wait."""
+        if enabled or self.alive or not self.cfg.reuse_port or self._listeners_closed:
             super().set_accept_enabled(enabled)
             return
-        deadline = time.monotonic() + STOP_LINGER
-        while (left := deadline - time.monotonic()) > 0:
-            self.notify()
-            self.wait_for_and_dispatch_events(timeout=left)
+        if self._accepting:
+            deadline = time.monotonic() + STOP_LINGER
+            while (left := deadline - time.monotonic()) > 0:
+                self.notify()
+                self.wait_for_and_dispatch_events(timeout=left)
         super().set_accept_enabled(False)
+        self._listeners_closed = True
         for listener in self.sockets:
-            accepted = -1
-            while accepted != self.nr_conns:  # gunicorn's accept takes one, if any
-                accepted = self.nr_conns
-                self.accept(listener)
+            self._accept_queued(listener)
             listener.close()
+
+    def _accept_queued(self, listener: Any) -> None:
+        """Accept what the kernel has queued on ``listener``, as gunicorn's poller would,
+        up to the backlog's length: gunicorn's ``accept`` takes one connection, if any."""
+        for _ in range(self.cfg.backlog):
+            before = self.nr_conns
+            try:
+                self.accept(listener)
+            except OSError as exc:  # out of file descriptors or memory: the rest is reset
+                self.log.warning("stopping: cannot accept what is queued: %s", exc)
+                return
+            if self.nr_conns == before:
+                return
 
     def handle(self, conn: Any) -> Any:
         """gunicorn's, with the wait for a new connection's first bytes (up to 5 s) marked

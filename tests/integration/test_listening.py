@@ -23,9 +23,13 @@ ACCEPTING = 0x10000  # __SO_ACCEPTCON, a listening Unix socket's flag in /proc/n
 
 
 def _socket_inodes(pid: int) -> set[int]:
-    """The inodes of the sockets process ``pid`` holds open."""
-    found = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
+    """The inodes of the sockets process ``pid`` holds open (none once it has exited)."""
+    found: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return found
+    for fd in fds:
         try:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except FileNotFoundError:
@@ -175,7 +179,9 @@ def test_reloads_keep_answering_new_connections(
             assert poll(partial(_workers, proxy, old, (2, None)), 10, 0.01)
             if reload == 0:
                 listeners = _tcp_listeners(proxy.port)
-                assert all(_socket_inodes(pid) & listeners for pid in old)  # still accepting
+                stopping = old & set(children_of(proxy.pid))  # the slow request's, at least
+                assert stopping
+                assert all(_socket_inodes(pid) & listeners for pid in stopping)  # accepting
                 # The idle one leaves after STOP_LINGER; the slow request's worker stays,
                 # its socket closed.
                 assert poll(partial(_workers, proxy, old, (2, 1)), 5, 0.01)
@@ -187,7 +193,6 @@ def test_reloads_keep_answering_new_connections(
         for thread in clients:
             thread.join(10)
         held.join(10)
-    assert [f for f in failures if isinstance(f, ConnectionRefusedError)] == []
     if _migrates_queued_connections():
         assert failures == []
     else:
