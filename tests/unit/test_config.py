@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -121,12 +122,18 @@ def test_bad_reuse_port_names_the_variable(value: str) -> None:
         ServerConfig.from_env({"WSGI_PROXY_REUSE_PORT": value})
 
 
-class _InfoLog:
+class _Log:
+    """What gunicorn's hooks log, by level."""
+
     def __init__(self) -> None:
         self.infos: list[str] = []
+        self.warnings: list[str] = []
 
     def info(self, message: str, *args: object) -> None:
         self.infos.append(message % args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.warnings.append(message % args)
 
 
 class _Arbiter:
@@ -139,7 +146,7 @@ class _Arbiter:
         self.cfg.set("reuse_port", reuse_port)
         self.LISTENERS = [object()] if held else []
         self.master_pid = master_pid
-        self.log = _InfoLog()
+        self.log = _Log()
 
 
 TCP = ["127.0.0.1:8080"]
@@ -185,19 +192,12 @@ def test_reuse_port_only_where_the_workers_bind_tcp_themselves(
 
 
 def test_the_worker_class_finds_what_it_uses_in_gunicorn() -> None:
-    """server.ProxyWorker uses two private names of gunicorn's gthread worker."""
+    """server.ProxyWorker uses three private names of gunicorn's gthread worker."""
     assert isinstance(gthread.DEFAULT_WORKER_DATA_TIMEOUT, float)
     assert hasattr(gthread, "_DEFER")
+    assert "self._accepting =" in inspect.getsource(gthread.ThreadWorker.set_accept_enabled)
     settings = gunicorn_settings(ServerConfig.from_env({}))
     assert settings["worker_class"] == f"{ProxyWorker.__module__}.{ProxyWorker.__name__}"
-
-
-class _Log:
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def warning(self, message: str, *args: object) -> None:
-        self.warnings.append(message % args)
 
 
 class _Master:
