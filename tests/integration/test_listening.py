@@ -16,6 +16,7 @@ from support import client
 from support.checks import poll
 from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess, children_of, gunicorn_command
+from support.sockets import read_all
 
 CACHED = [("Cache-Control", "max-age=600")]
 LISTEN = "0A"  # a TCP socket's state in /proc/net/tcp
@@ -101,8 +102,7 @@ def _unix_get(path: Path, target: str) -> bytes:
         sock.connect(str(path))
         sock.sendall(f"GET {target} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n".encode())
         answer = bytearray()
-        while data := sock.recv(65536):
-            answer += data
+        read_all(sock, answer)
     return bytes(answer)
 
 
