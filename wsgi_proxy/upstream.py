@@ -11,20 +11,22 @@ Invariants:
 - Every urllib3 and socket exception ends here, converted to the ``errors`` tree.
 - The pool is created in the worker, after the fork, by ``Upstream()``.
 - Request field lines are what urllib3 and http.client write, checked by http.client's own
-  two regular expressions; the common case (one ``str`` value) skips their Python layers,
-  every other case goes through them (``OriginConnection``).
+  two regular expressions; the common cases (a GET or HEAD without a body whose fields
+  are plain, or one ``str`` value) skip their Python layers, every other case goes
+  through them (``OriginConnection``).
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPConnection, HTTPSConnection, _ResponseOptions
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -62,6 +64,10 @@ _RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 _LEGAL_NAME = http.client._is_legal_header_name  # type: ignore[attr-defined]
 _ILLEGAL_VALUE = http.client._is_illegal_header_value  # type: ignore[attr-defined]
 _FIELDS_OPEN = http.client._CS_REQ_STARTED  # type: ignore[attr-defined]
+# A field name that is an RFC 9110 token (stricter than http.client's check).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
+# Methods for which urllib3 adds no Content-Length when there is no body.
+_AT_ONCE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def _put_field_line(conn: HTTPConnection, name: object, values: tuple[object, ...]) -> bool:
@@ -86,20 +92,72 @@ def _put_field_line(conn: HTTPConnection, name: object, values: tuple[object, ..
     return True
 
 
+class _PlainFields(dict[str, str]):
+    """Fields from ``_origin_headers``: no name repeats, and Host, User-Agent and
+    Accept-Encoding are there (the last two ``SKIP_HEADER`` when not sent). So urllib3's
+    ``request`` would add no field of its own to a GET or HEAD without a body."""
+
+
+def _field_block(fields: _PlainFields) -> bytes | None:
+    """The field lines of ``fields`` joined by CRLF: byte for byte what urllib3's ``request``
+    has http.client write line by line (``SKIP_HEADER`` values left out), when every line
+    is plain: a token for a name, a latin-1 value without CR or LF. None otherwise, and
+    the request goes urllib3's way (with its checks and errors)."""
+    values = "".join(fields.values())
+    if "\r" in values or "\n" in values or not all(map(_TOKEN, fields)):
+        return None
+    lines = [f"{name}: {value}" for name, value in fields.items() if value != SKIP_HEADER]
+    try:
+        return "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
 class OriginConnection(HTTPConnection):
-    """urllib3's connection, its field lines written by ``_put_field_line``."""
+    """urllib3's connection. The head of a GET or HEAD without a body is written at once
+    when its fields are plain (``_field_block``); other fields line by line, by
+    ``_put_field_line``. urllib3 checks each name against its lists and http.client each
+    line, in three layers of Python: about 70,000 instructions of a pass-through's
+    1,000,000 (callgrind)."""
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        chunked: bool = False,
+        preload_content: bool = True,
+        decode_content: bool = True,
+        enforce_content_length: bool = True,
+    ) -> None:
+        block = None
+        if type(headers) is _PlainFields and body is None and method in _AT_ONCE_METHODS:
+            block = _field_block(headers)
+        if block is None or chunked:
+            super().request(method, url, body, headers, chunked=chunked,
+                            preload_content=preload_content, decode_content=decode_content,
+                            enforce_content_length=enforce_content_length)  # fmt: skip
+            return
+        # What urllib3's request does for such a request, but for the fields.
+        if self.sock is not None:
+            self.sock.settimeout(self.timeout)
+        self._response_options = _ResponseOptions(
+            method, url, preload_content, decode_content, enforce_content_length
+        )
+        self.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
+        if block:
+            self._output(block)  # type: ignore[attr-defined]
+        self.endheaders()
 
     def putheader(self, header: str, *values: str) -> None:  # type: ignore[override]
         if not _put_field_line(self, header, values):
             super().putheader(header, *values)
 
 
-class OriginHTTPSConnection(HTTPSConnection):
-    """urllib3's TLS connection, its field lines written by ``_put_field_line``."""
-
-    def putheader(self, header: str, *values: str) -> None:  # type: ignore[override]
-        if not _put_field_line(self, header, values):
-            super().putheader(header, *values)
+class OriginHTTPSConnection(OriginConnection, HTTPSConnection):
+    """urllib3's TLS connection, its request head written as ``OriginConnection``'s."""
 
 
 class _OriginPool(HTTPConnectionPool):
@@ -148,12 +206,13 @@ class OriginResponse:
 
 def _origin_headers(fields: Headers) -> Mapping[str, str]:
     """``fields`` for urllib3, which adds no ``User-Agent`` or ``Accept-Encoding`` of its own:
-    a plain dict when no name repeats (urllib3 iterates it quicker than its own), else an
-    ``HTTPHeaderDict``, which sends every line (a client's ``Via`` beside ours)."""
+    a dict when no name repeats (urllib3 iterates it quicker than its own; a
+    ``_PlainFields`` when Host is there), else an ``HTTPHeaderDict``, which sends every line
+    (a client's ``Via`` beside ours)."""
     names = {name.lower() for name, _ in fields}
-    headers: dict[str, str] | HTTPHeaderDict
-    if len(names) == len(fields):
-        headers = dict(fields)
+    headers: _PlainFields | dict[str, str] | HTTPHeaderDict
+    if len(names) == len(fields) and "host" in names:
+        headers = _PlainFields(fields)
     else:
         headers = HTTPHeaderDict()
         for name, value in fields:

@@ -1,6 +1,6 @@
-"""The origin connection's request field lines (upstream.OriginConnection): the same lines
-and the same errors as urllib3's and http.client's ``putheader``, and the short path taken
-exactly in the common case."""
+"""The origin connection's request head (upstream.OriginConnection): the same lines and the
+same errors as urllib3's ``request`` and http.client's ``putheader``, and each short path
+(the whole head at once, one line) taken exactly in its common case."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from wsgi_proxy.upstream import (
     OriginConnection,
     OriginHTTPSConnection,
     Upstream,
+    _field_block,
+    _origin_headers,
+    _PlainFields,
     _put_field_line,
 )
 
@@ -136,3 +139,84 @@ def test_the_pool_makes_origin_connections(
     conn = Upstream(config).pool._new_conn()
     assert type(conn) is cls
     assert isinstance(conn, base)
+
+
+# A pass-through's fields, as forwarding.Forwarder sends them.
+FORWARDED = (("Host", "origin:80"), ("User-Agent", "wrk"), ("X-Forwarded-For", "192.0.2.1"),
+             ("X-Forwarded-Proto", "http"), ("X-Forwarded-Host", "proxy:8080"),
+             ("Via", "1.1 wsgi_proxy"),
+             ("Surrogate-Capability", 'wsgi_proxy="Surrogate/1.0"'))  # fmt: skip
+# (method, fields added to FORWARDED, body, head written at once)
+REQUEST_CASES: list[tuple[str, tuple[tuple[str, str], ...], bytes | None, bool]] = [
+    ("GET", (), None, True),
+    ("HEAD", (), None, True),
+    ("GET", (("Accept-Encoding", "gzip"), ("Empty", ""), ("Latin", "caf\xe9")), None, True),
+    ("GET", (("Tab", "a\tb"), ("Colon", "a: b"), ("!#$%&'*+-.^_`|~09", "t")), None, True),
+    # other methods, and bodies, get urllib3's framing (Content-Length: 0 for a POST)
+    ("POST", (), None, False),
+    ("DELETE", (), None, False),
+    ("GET", (), b"body", False),
+    # a repeated name (an HTTPHeaderDict), and lines that are not plain, go line by line
+    ("GET", (("Via", "1.0 front"),), None, False),
+    ("GET", (("Folded", "a\r\n b"),), None, False),
+    ("GET", (("Inner Space", "v"),), None, False),
+    ("GET", (("Obs\x7fName", "v"),), None, False),
+    # and so do the lines http.client refuses, with its errors
+    ("GET", (("Split", "a\r\nInjected: yes"),), None, False),
+    ("GET", (("Bare-LF", "a\nb"),), None, False),
+    ("GET", (("Bad:Name", "v"),), None, False),
+    ("GET", (("Euro", "\u20ac"),), None, False),
+    ("GET", (("N\xe4me", "v"),), None, False),
+]
+
+
+def _sent(cls: type[HTTPConnection], method: str, headers: object, body: bytes | None) -> object:
+    """The bytes ``cls``'s ``request`` writes on a socket, or the error it raises."""
+    conn = cls("127.0.0.1", 9)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn.sock = ours  # connected: urllib3 sends on it as on the origin's
+        try:
+            conn.request(method, "/a?b=c", body=body, headers=headers)  # type: ignore[arg-type]
+        except Exception as exc:  # the outcome compared
+            return type(exc), str(exc)
+        ours.shutdown(socket.SHUT_WR)
+        sent = bytearray()
+        read_all(theirs, sent)
+        return bytes(sent)
+
+
+class _Counted(OriginConnection):
+    """An origin connection that counts the lines written one by one."""
+
+    lines = 0
+
+    def putheader(self, header: str, *values: str) -> None:  # type: ignore[override]
+        type(self).lines += 1
+        super().putheader(header, *values)
+
+
+@pytest.mark.parametrize(("method", "extra", "body", "at_once"), REQUEST_CASES)
+def test_requests_are_urllib3s(
+    method: str, extra: tuple[tuple[str, str], ...], body: bytes | None, at_once: bool
+) -> None:
+    headers = _origin_headers((*FORWARDED, *extra))
+    expected = _sent(HTTPConnection, method, headers, body)
+    for cls in (OriginConnection, OriginHTTPSConnection):
+        assert _sent(cls, method, headers, body) == expected
+    _Counted.lines = 0
+    assert _sent(_Counted, method, headers, body) == expected
+    assert (_Counted.lines == 0) is at_once
+    if at_once:
+        block = _field_block(headers)  # type: ignore[arg-type]
+        assert block is not None
+        assert expected == b"%s /a?b=c HTTP/1.1\r\n%s\r\n\r\n" % (method.encode(), block)
+
+
+def test_without_host_urllib3_adds_it() -> None:
+    headers = _origin_headers(FORWARDED[1:])
+    assert type(headers) is not _PlainFields
+    sent = _sent(OriginConnection, "GET", headers, None)
+    assert sent == _sent(HTTPConnection, "GET", headers, None)
+    assert isinstance(sent, bytes)
+    assert b"\r\nHost: 127.0.0.1:9\r\n" in sent
