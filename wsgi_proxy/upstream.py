@@ -21,6 +21,8 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,7 @@ from wsgi_proxy.errors import (
 from wsgi_proxy.headers import Headers
 from wsgi_proxy.model import ResponseHead
 from wsgi_proxy.pool import waiting
+from wsgi_proxy.writes import write_now
 
 if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection
@@ -154,6 +157,17 @@ class OriginConnection(HTTPConnection):
     def putheader(self, header: str, *values: str) -> None:  # type: ignore[override]
         if not _put_field_line(self, header, values):
             super().putheader(header, *values)
+
+    def send(self, data: Any) -> None:
+        """http.client's ``send``, but a head or block of bytes goes without the poll first
+        (writes.py)."""
+        if type(data) is not bytes or type(self.sock) is not socket.socket:  # TLS, not connected
+            super().send(data)
+            return
+        sys.audit("http.client.send", self, data)  # as http.client's send
+        sent = write_now(self.sock, [data])
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
 
 
 class OriginHTTPSConnection(OriginConnection, HTTPSConnection):

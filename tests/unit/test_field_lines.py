@@ -172,9 +172,10 @@ REQUEST_CASES: list[tuple[str, tuple[tuple[str, str], ...], bytes | None, bool]]
 
 def _sent(cls: type[HTTPConnection], method: str, headers: object, body: bytes | None) -> object:
     """The bytes ``cls``'s ``request`` writes on a socket, or the error it raises."""
-    conn = cls("127.0.0.1", 9)
+    conn = cls("127.0.0.1", 9, timeout=5.0)
     ours, theirs = socket.socketpair()
     with ours, theirs:
+        ours.settimeout(5.0)  # as urllib3 leaves it: the descriptor non-blocking
         conn.sock = ours  # connected: urllib3 sends on it as on the origin's
         try:
             conn.request(method, "/a?b=c", body=body, headers=headers)  # type: ignore[arg-type]

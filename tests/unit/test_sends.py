@@ -1,6 +1,6 @@
 """The worker's sends (response.py): ``send_file`` (``os.sendfile``, polling only on a full
-buffer) and ``send_rest`` (what a joined ``sendmsg`` left). Real socket pairs with small
-buffers, real files, a pipe."""
+buffer) and ``send_rest`` (what a joined ``sendmsg`` left); ``write_now`` (writes.py).
+Real socket pairs with small buffers, real files, a pipe."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from support.sockets import BUFFER, read_all, read_exactly, small_pair
 
 from wsgi_proxy import response
 from wsgi_proxy.response import send_file, send_rest
+from wsgi_proxy.writes import write_now
 
 BODY = bytes(range(256)) * 4096  # 1 MiB, many times the buffers
 HEADER = b"HEADER-BLOCK"  # before the body in the file, as a cache entry's header is
@@ -128,3 +129,37 @@ def test_a_file_the_kernel_cannot_sendfile_from_is_refused(
     peer.setblocking(False)
     with pytest.raises(BlockingIOError):
         peer.recv(10)  # nothing was sent
+
+
+@pytest.mark.parametrize("timeout", [5.0, None], ids=["timeout", "blocking"])
+def test_write_now_sends_what_fits_and_send_rest_the_rest(timeout: float | None) -> None:
+    server, peer = small_pair(timeout)
+    with server, peer:
+        assert write_now(server, [b"head ", b"body"]) == 9  # room: all at once
+        received = bytearray()
+        read_exactly(peer, 9, received)
+        assert received == b"head body"
+        if timeout is None:
+            return  # a blocking socket's sendmsg would wait for the rest
+        first = write_now(server, [b"h" * 100, BODY])
+        assert 0 < first < 100 + len(BODY)  # the buffers are small: partly sent, no wait
+        assert write_now(server, [BODY]) == 0  # full: nothing sent, no wait
+        received.clear()
+        reader = threading.Thread(target=read_all, args=(peer, received))
+        reader.start()
+        send_rest(server, b"h" * 100, BODY, first)
+        server.shutdown(socket.SHUT_WR)
+        reader.join(10)
+        assert bytes(received) == b"h" * 100 + BODY
+
+
+def test_write_now_raises_the_sockets_errors() -> None:
+    outcomes = []
+    for send in (write_now, socket.socket.sendmsg):
+        server, peer = small_pair()
+        with server:
+            peer.close()
+            with pytest.raises(OSError) as caught:
+                send(server, [b"head", b"body"])
+            outcomes.append(type(caught.value))
+    assert outcomes[0] is outcomes[1] is BrokenPipeError
