@@ -37,6 +37,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 from urllib3.util import SKIP_HEADER, Timeout
+from urllib3.util.request import SKIPPABLE_HEADERS
 
 from wsgi_proxy import headers as h
 from wsgi_proxy.config import Config
@@ -96,20 +97,27 @@ def _put_field_line(conn: HTTPConnection, name: object, values: tuple[object, ..
 
 
 class _PlainFields(dict[str, str]):
-    """Fields from ``_origin_headers``: no name repeats, and Host, User-Agent and
-    Accept-Encoding are there (the last two ``SKIP_HEADER`` when not sent). So urllib3's
-    ``request`` would add no field of its own to a GET or HEAD without a body."""
+    """Fields from ``_origin_headers``: no name repeats, Host, User-Agent and
+    Accept-Encoding are there (the last two ``SKIP_HEADER`` when not sent), and no
+    Transfer-Encoding. So urllib3's ``request`` would add nothing of its own to a GET or
+    HEAD without a body: no field, no chunked framing."""
 
 
 def _field_block(fields: _PlainFields) -> bytes | None:
     """The field lines of ``fields`` joined by CRLF: byte for byte what urllib3's ``request``
-    has http.client write line by line (``SKIP_HEADER`` values left out), when every line
-    is plain: a token for a name, a latin-1 value without CR or LF. None otherwise, and
-    the request goes urllib3's way (with its checks and errors)."""
+    has http.client write line by line (``SKIP_HEADER`` values of the fields urllib3 lets
+    skip left out), when every line is plain: a token for a name, a latin-1 value without
+    CR or LF. None otherwise, and the request goes urllib3's way (with its checks and
+    errors)."""
     values = "".join(fields.values())
     if "\r" in values or "\n" in values or not all(map(_TOKEN, fields)):
         return None
-    lines = [f"{name}: {value}" for name, value in fields.items() if value != SKIP_HEADER]
+    lines = []
+    for name, value in fields.items():
+        if value != SKIP_HEADER:
+            lines.append(f"{name}: {value}")
+        elif name.lower() not in SKIPPABLE_HEADERS:
+            return None  # urllib3 refuses the marker for any other field: its error
     try:
         return "\r\n".join(lines).encode("latin-1")
     except UnicodeEncodeError:
@@ -161,8 +169,8 @@ class OriginConnection(HTTPConnection):
     def send(self, data: Any) -> None:
         """http.client's ``send``, but a head or block of bytes goes without the poll first
         (writes.py)."""
-        if type(data) is not bytes or type(self.sock) is not socket.socket:  # TLS, not connected
-            super().send(data)
+        if type(data) is not bytes or type(self.sock) is not socket.socket or self.debuglevel:
+            super().send(data)  # a file or iterable, TLS, not connected yet, debugging
             return
         sys.audit("http.client.send", self, data)  # as http.client's send
         sent = write_now(self.sock, [data])
@@ -221,11 +229,11 @@ class OriginResponse:
 def _origin_headers(fields: Headers) -> Mapping[str, str]:
     """``fields`` for urllib3, which adds no ``User-Agent`` or ``Accept-Encoding`` of its own:
     a dict when no name repeats (urllib3 iterates it quicker than its own; a
-    ``_PlainFields`` when Host is there), else an ``HTTPHeaderDict``, which sends every line
-    (a client's ``Via`` beside ours)."""
+    ``_PlainFields`` when Host is there and Transfer-Encoding is not), else an
+    ``HTTPHeaderDict``, which sends every line (a client's ``Via`` beside ours)."""
     names = {name.lower() for name, _ in fields}
     headers: _PlainFields | dict[str, str] | HTTPHeaderDict
-    if len(names) == len(fields) and "host" in names:
+    if len(names) == len(fields) and "host" in names and "transfer-encoding" not in names:
         headers = _PlainFields(fields)
     else:
         headers = HTTPHeaderDict()

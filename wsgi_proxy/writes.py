@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 
 def write_now(sock: socket.socket, parts: list[bytes]) -> int:
     """As ``sock.sendmsg(parts)``: the bytes the kernel took, which may be fewer than
-    given, or none (0) when the socket's buffer was full; the caller sends the rest."""
-    if not sock.gettimeout():  # blocking: sendmsg makes no poll
+    given, or none (0) when the buffer of a socket with a timeout was full; the caller
+    sends the rest."""
+    if not sock.gettimeout():  # blocking (or non-blocking without a timeout): sendmsg's way
         return sock.sendmsg(parts)
+    sys.audit("socket.sendmsg", sock, None)  # as sendmsg
     try:
         return os.writev(sock.fileno(), parts)
     except BlockingIOError:

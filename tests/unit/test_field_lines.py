@@ -152,6 +152,9 @@ REQUEST_CASES: list[tuple[str, tuple[tuple[str, str], ...], bytes | None, bool]]
     ("HEAD", (), None, True),
     ("GET", (("Accept-Encoding", "gzip"), ("Empty", ""), ("Latin", "caf\xe9")), None, True),
     ("GET", (("Tab", "a\tb"), ("Colon", "a: b"), ("!#$%&'*+-.^_`|~09", "t")), None, True),
+    ("GET", (("Content-Length", "0"),), None, True),
+    # a Transfer-Encoding field makes urllib3 frame a body (an empty last chunk)
+    ("GET", (("Transfer-Encoding", "chunked"),), None, False),
     # other methods, and bodies, get urllib3's framing (Content-Length: 0 for a POST)
     ("POST", (), None, False),
     ("DELETE", (), None, False),
@@ -167,10 +170,18 @@ REQUEST_CASES: list[tuple[str, tuple[tuple[str, str], ...], bytes | None, bool]]
     ("GET", (("Bad:Name", "v"),), None, False),
     ("GET", (("Euro", "\u20ac"),), None, False),
     ("GET", (("N\xe4me", "v"),), None, False),
+    ("GET", (("X-Other", SKIP_HEADER),), None, False),  # urllib3's marker: its error
 ]
 
 
-def _sent(cls: type[HTTPConnection], method: str, headers: object, body: bytes | None) -> object:
+def _sent(
+    cls: type[HTTPConnection],
+    method: str,
+    headers: object,
+    body: bytes | None,
+    *,
+    chunked: bool = False,
+) -> object:
     """The bytes ``cls``'s ``request`` writes on a socket, or the error it raises."""
     conn = cls("127.0.0.1", 9, timeout=5.0)
     ours, theirs = socket.socketpair()
@@ -178,7 +189,7 @@ def _sent(cls: type[HTTPConnection], method: str, headers: object, body: bytes |
         ours.settimeout(5.0)  # as urllib3 leaves it: the descriptor non-blocking
         conn.sock = ours  # connected: urllib3 sends on it as on the origin's
         try:
-            conn.request(method, "/a?b=c", body=body, headers=headers)  # type: ignore[arg-type]
+            conn.request(method, "/a?b=c", body=body, headers=headers, chunked=chunked)  # type: ignore[arg-type]
         except Exception as exc:  # the outcome compared
             return type(exc), str(exc)
         ours.shutdown(socket.SHUT_WR)
@@ -221,3 +232,30 @@ def test_without_host_urllib3_adds_it() -> None:
     assert sent == _sent(HTTPConnection, "GET", headers, None)
     assert isinstance(sent, bytes)
     assert b"\r\nHost: 127.0.0.1:9\r\n" in sent
+
+
+def test_chunked_without_a_body_goes_urllib3s_way() -> None:
+    headers = _origin_headers(FORWARDED)
+    expected = _sent(HTTPConnection, "GET", headers, None, chunked=True)
+    assert isinstance(expected, bytes)
+    assert expected.endswith(b"\r\n\r\n0\r\n\r\n")
+    _Counted.lines = 0
+    assert _sent(_Counted, "GET", headers, None, chunked=True) == expected
+    assert _Counted.lines > 0
+
+
+def test_a_new_connection_is_opened_and_sent_on() -> None:
+    """No socket yet: http.client's send connects, then the head goes as on an open one."""
+    heads = []
+    for cls in (HTTPConnection, OriginConnection):
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            conn = cls("127.0.0.1", listener.getsockname()[1], timeout=5.0)
+            conn.request("GET", "/new", headers=_origin_headers(FORWARDED))
+            peer, _ = listener.accept()
+            with peer:
+                conn.close()
+                head = bytearray()
+                read_all(peer, head)
+                heads.append(bytes(head))
+    assert heads[0] == heads[1]
+    assert heads[1].startswith(b"GET /new HTTP/1.1\r\nHost: origin:80\r\n")
