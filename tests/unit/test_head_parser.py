@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from wsgi_proxy import head_parser
-from wsgi_proxy.head_parser import parse_headers, plain_fields, stdlib_parse_headers
+from wsgi_proxy.head_parser import (
+    PlainMessage,
+    parse_headers,
+    plain_fields,
+    stdlib_parse_headers,
+)
 
 NGINX = (
     b"Server: nginx/1.22.1\r\nDate: Sun, 29 Nov 2026 17:11:50 GMT\r\n"
@@ -58,7 +63,8 @@ def view(message: Any) -> tuple[Any, ...]:
     """What a message is, to its users (http.client, urllib3); parts compared by theirs."""
     payload = message.get_payload()
     return (
-        type(message),
+        # its class, a PlainMessage counted as the HTTPMessage it stands for
+        http.client.HTTPMessage if type(message) is PlainMessage else type(message),
         message.items(),
         [type(defect) for defect in message.defects],
         [view(part) for part in payload] if isinstance(payload, list) else payload,
@@ -85,6 +91,20 @@ def test_the_message_is_the_email_parsers(head: bytes, plain: bool) -> None:
     assert ours == stdlib
     lines = http.client._read_headers(io.BytesIO(head + b"BODY"))  # type: ignore[attr-defined]
     assert (plain_fields(lines) is not None) == plain
+
+
+@pytest.mark.parametrize(("head", "plain"), HEADS)
+def test_a_plain_heads_message_lists_its_fields_as_the_email_policy_does(
+    head: bytes, plain: bool
+) -> None:
+    message = parse_headers(io.BytesIO(head))
+    assert (type(message) is PlainMessage) is plain
+    assert message.items() == http.client.HTTPMessage.items(message)  # the policy's way
+    assert type(parse_headers(io.BytesIO(head), _class=_OwnMessage)) is _OwnMessage
+
+
+class _OwnMessage(http.client.HTTPMessage):
+    """A caller's own message class, which the parser must build as asked."""
 
 
 def test_random_heads_give_the_email_parsers_message() -> None:
