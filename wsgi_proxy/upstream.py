@@ -144,9 +144,10 @@ class OriginConnection(HTTPConnection):
         enforce_content_length: bool = True,
     ) -> None:
         block = None
-        if type(headers) is _PlainFields and body is None and method in _AT_ONCE_METHODS:
+        at_once = body is None and not chunked and method in _AT_ONCE_METHODS
+        if at_once and type(headers) is _PlainFields:
             block = _field_block(headers)
-        if block is None or chunked:
+        if block is None:
             super().request(method, url, body, headers, chunked=chunked,
                             preload_content=preload_content, decode_content=decode_content,
                             enforce_content_length=enforce_content_length)  # fmt: skip
