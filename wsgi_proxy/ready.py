@@ -19,8 +19,9 @@ Invariants:
 - It is given only while the file it came from is still in place and unchanged (one
   ``stat`` per answer: device, inode, size and mtime, as in hotset.py), while fresh, and
   until the file's LRU touch is due; otherwise the flow answers, and may make it anew.
-- A body over 128 KiB is not held: its answer is sent from the file (``sendfile``), which
-  is opened, checked by ``fstat`` and sent only if it is that same file.
+- A body over 128 KiB is not kept in memory: its answer is sent from the file
+  (``sendfile``), which the worker holds open (openfiles.py; a file over 8 MiB is opened
+  per answer) and sends only while the path's ``stat`` shows that very file.
 - Bounded by the bytes of the bodies it holds and by a number of answers, per worker; the
   oldest made goes first.
 """
@@ -39,6 +40,7 @@ from wsgi_proxy import policy
 from wsgi_proxy.headers import Headers
 from wsgi_proxy.hits import Hit
 from wsgi_proxy.hotset import Stamp
+from wsgi_proxy.openfiles import FileSpan, OpenFile
 from wsgi_proxy.store import Store
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,13 @@ class Ready:
 
 def _still_good(
     ready: Ready, store: Store, now: float, *, fresh: bool, opened: bool
-) -> tuple[bool, BinaryIO | None]:
+) -> tuple[bool, OpenFile | None]:
     """Whether ``ready`` may be given (fresh, its file the same), and, for a body sent from
     the file when ``opened`` (not for HEAD), that file, open."""
     if not fresh:
         return False, None
     if ready.body is None and opened:
-        file = store.open_unchanged(ready.location, ready.stamp, now)
+        file = store.hold_unchanged(ready.location, ready.stamp, now)
         return file is not None, file
     return store.is_unchanged(ready.location, ready.stamp, now), None
 
@@ -84,6 +86,14 @@ def file_body(environ: Mapping[str, Any], file: BinaryIO, offset: int) -> Iterab
     file.seek(offset)
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
     body: Iterable[bytes] = wrapper(file, FILE_BLOCK)
+    return body
+
+
+def span_body(environ: Mapping[str, Any], span: FileSpan) -> Iterable[bytes]:
+    """A held file's span, by ``wsgi.file_wrapper``: the worker's writer sends it with
+    ``sendfile`` from its offset (response.py); any other reads it by ``pread``."""
+    wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
+    body: Iterable[bytes] = wrapper(span, FILE_BLOCK)
     return body
 
 
@@ -139,21 +149,16 @@ class ReadyAnswers:
         if not unchanged:
             self.forget(environ["RAW_URI"])
             return None
-        try:
-            log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
-            self.given += 1
-            start_response(ready.status_line, [*ready.fields, *marks(age, ttl)])
-            if head:
-                return []
-            sent(ready.size)
-            if file is None:
-                return [ready.body or b""]
-            answer = file_body(environ, file, ready.body_offset)
-        except BaseException:
-            if file is not None:
-                file.close()
-            raise
-        return answer
+        log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
+        self.given += 1
+        start_response(ready.status_line, [*ready.fields, *marks(age, ttl)])
+        if head:
+            return []
+        sent(ready.size)
+        if file is None:
+            return [ready.body or b""]
+        # The file needs no closing: openfiles.py closes it with its last reference.
+        return span_body(environ, FileSpan(file, ready.body_offset, ready.size))
 
     def make(
         self,

@@ -21,6 +21,10 @@ Invariants:
   socket without a timeout or a non-blocking one) goes to gunicorn's own ``sendfile``. A
   file the kernel refuses to ``sendfile`` from (before any byte went) is sent by the
   standard library's ``socket.sendfile``, which falls back to ``send``.
+- A span of a held file (openfiles.py), which the worker's threads share, is never sent
+  from the file's position: by ``os.sendfile`` from its offset in the plain case (read by
+  ``pread`` and sent if the kernel refuses it), and in any other case, or when the length
+  differs from the span's, iterated: gunicorn's ``write`` sends what ``pread`` reads.
 - ``headers_sent`` and ``sent`` change only once bytes went, as in gunicorn.
 - The client's timeout holds for each wait on a full buffer, as in ``socket.sendfile``: a
   client that stops reading gets ``TimeoutError`` and gunicorn closes the connection.
@@ -45,7 +49,10 @@ from gunicorn.http import wsgi
 
 from wsgi_proxy.clock import PerSecond
 from wsgi_proxy.errors import CacheDamaged
+from wsgi_proxy.openfiles import FileSpan
 from wsgi_proxy.writes import write_now
+
+COPY_BLOCK = 256 * 1024  # a refused span's reads
 
 # os.sendfile's errors for a file it cannot send from: the standard library's send() path
 # takes over. Any other error (a client gone: EPIPE, ECONNRESET) is raised.
@@ -118,16 +125,20 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
 
     def sendfile(self, respiter: Any) -> bool:
         timeout = self.sock.gettimeout()
-        if (
-            not timeout  # None (blocking) or 0 (non-blocking): gunicorn's way
-            or type(self.sock) is not socket.socket  # TLS, as in write()
-            or not self.can_sendfile()
-            or self._omits_body
-            or self.is_chunked()
-            or not util.has_fileno(respiter.filelike)
-        ):
-            return bool(super().sendfile(respiter))
         file = respiter.filelike
+        direct = (
+            timeout  # not None (blocking) nor 0 (non-blocking): those go gunicorn's way
+            and type(self.sock) is socket.socket  # not TLS, as in write()
+            and self.can_sendfile()
+            and not self._omits_body
+            and not self.is_chunked()
+        )
+        if type(file) is FileSpan:
+            # A held file is shared by the threads: gunicorn's sendfile would send it from
+            # its position, so a span goes from its offset here, or is read (iterated).
+            return bool(direct) and self._send_span(file, timeout)
+        if not direct or not util.has_fileno(file):
+            return bool(super().sendfile(respiter))
         fileno = file.fileno()
         try:
             offset = os.lseek(fileno, 0, os.SEEK_CUR)
@@ -141,6 +152,22 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
             sent = send_file(self.sock.fileno(), fileno, offset, size, timeout)
             if sent == 0:  # the kernel refused this file: the stdlib falls back to send()
                 sent = self.sock.sendfile(file, offset=offset, count=size)
+            if sent < size:
+                raise CacheDamaged(f"file ended {size - sent} bytes short of the response")
+        return True
+
+    def _send_span(self, span: FileSpan, timeout: float) -> bool:
+        size = span.size - span.position
+        if self.response_length is not None and self.response_length != size:
+            return False  # iterated: gunicorn's write() keeps to the length
+        self.send_headers()
+        if size > 0:
+            sent = send_file(self.sock.fileno(), span.file.fd, span.offset + span.position,
+                             size, timeout)  # fmt: skip
+            if sent == 0:  # the kernel refused this file: copied, as the stdlib's would be
+                while chunk := span.read(COPY_BLOCK):
+                    self.sock.sendall(chunk)
+                    sent += len(chunk)
             if sent < size:
                 raise CacheDamaged(f"file ended {size - sent} bytes short of the response")
         return True

@@ -44,6 +44,7 @@ from wsgi_proxy.hits import CheckedBodies, Hit, PassMarker, identity_of
 from wsgi_proxy.hotset import HotSet, Remembered, Stamp, stamp_of
 from wsgi_proxy.locks import KeyLock, key_lock
 from wsgi_proxy.model import Entry
+from wsgi_proxy.openfiles import OpenFile, OpenFiles
 from wsgi_proxy.usage import UsageCounter
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Store:
         self._locks = str(self.locks)
         self.checked = CheckedBodies()
         self.hot = HotSet(0)  # off until prepare() finds fine-grained timestamps
+        self.open_files = OpenFiles(TOUCH_INTERVAL)
         self.fine_timestamps = False
 
     def prepare(self) -> None:
@@ -93,6 +95,7 @@ class Store:
             log.warning("cannot set nanosecond mtimes in %s (%s): memos off", self.objects, exc)
         self.fine_timestamps = False
         self.hot = HotSet(0)
+        self.open_files = OpenFiles(TOUCH_INTERVAL, max_files=0)  # let go of any held
 
     def primary_path(self, primary: str) -> Path:
         return Path(self._primary_location(primary))
@@ -190,21 +193,13 @@ class Store:
             return False
         return stamp_of(stat) == stamp and now - stat.st_mtime <= TOUCH_INTERVAL
 
-    def open_unchanged(self, location: str, stamp: Stamp, now: float) -> BinaryIO | None:
-        """``is_unchanged``, for a body about to be sent from the file: the file opened
-        (unbuffered), then checked with ``fstat``, so that what is sent is that file."""
-        try:
-            file: BinaryIO = open(location, "rb", buffering=0)  # noqa: SIM115 - for the caller
-        except OSError:
+    def hold_unchanged(self, location: str, stamp: Stamp, now: float) -> OpenFile | None:
+        """``is_unchanged``, for a body about to be sent from the file: that file, open
+        (held by this worker, openfiles.py), or None."""
+        if not self.is_unchanged(location, stamp, now):
+            self.open_files.forget(location)
             return None
-        try:
-            stat = os.fstat(file.fileno())
-        except OSError:
-            stat = None
-        if stat is None or stamp_of(stat) != stamp or now - stat.st_mtime > TOUCH_INTERVAL:
-            file.close()
-            return None
-        return file
+        return self.open_files.get(location, stamp, now)
 
     def is_verified(self, hit: Hit) -> bool:
         return self.checked.is_checked(hit.identity, hit.body_crc)

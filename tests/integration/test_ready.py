@@ -26,6 +26,7 @@ from support.proxy import ProxyFactory, ProxyProcess
 
 from wsgi_proxy.config import Config
 from wsgi_proxy.metrics import Metrics
+from wsgi_proxy.openfiles import MAX_FILES
 from wsgi_proxy.proxy import ProxyApp
 from wsgi_proxy.store import Store
 from wsgi_proxy.upstream import Upstream
@@ -288,3 +289,62 @@ def test_a_response_that_varies_is_never_answered_ready(
         assert proxy.get(path, [("Accept", accept)]).body == accept.encode()
         assert proxy.get(path, [("Accept", other)]).body == other.encode()
     assert origin.count(path) == 2
+
+
+def _held_files(proxy: ProxyProcess) -> dict[int, list[str]]:
+    """Per worker, the cache entries it holds open (openfiles.py), as /proc names them: a
+    removed one ends in " (deleted)"."""
+    objects = str(proxy.cache_dir / "v1" / "objects")
+    held: dict[int, list[str]] = {}
+    for pid in proxy.worker_pids():
+        names = []
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                name = os.readlink(fd)
+            except OSError:  # closed since the listing
+                continue
+            if name.startswith(objects):
+                names.append(name)
+        held[pid] = names
+    return held
+
+
+def _until_every_worker_holds(proxy: ProxyProcess, path: str, body: bytes) -> None:
+    """GETs of ``path`` on new connections until every worker holds one file, not removed
+    (it answers ``path`` from it); fails after 100."""
+    for _ in range(100):
+        held = _held_files(proxy).values()
+        if all(len(names) == 1 and not names[0].endswith(" (deleted)") for names in held):
+            return
+        assert_response(proxy.get(path), cache="HIT", body=body)
+    pytest.fail(f"workers hold {_held_files(proxy)}")
+
+
+def test_a_removed_body_is_let_go_by_each_worker_at_its_next_answer(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """Every worker holds the file of a large ready answer; once the entry is purged, each
+    worker's next answer for it lets the removed file go (its disk space is freed) and
+    holds the new one."""
+    proxy = proxy_factory({"WSGI_PROXY_ADMIN_TOKEN": TOKEN})
+    old, new = b"o" * 300_000, b"n" * 300_000
+    path = origin.route("/held", headers=CACHED, body=old)
+    assert_response(proxy.get(path), cache="MISS", body=old)
+    _until_every_worker_holds(proxy, path, old)
+    origin.route("/held", headers=CACHED, body=new)
+    assert proxy.request("PURGE", path, AUTH).status == 200
+    held = _held_files(proxy)
+    assert all(names[0].endswith(" (deleted)") for names in held.values()), held
+    assert_response(proxy.get(path), cache="MISS", body=new)
+    _until_every_worker_holds(proxy, path, new)
+    assert origin.count(path) == 2
+
+
+def test_each_worker_holds_a_bounded_number_of_files(proxy: ProxyProcess, origin: Origin) -> None:
+    paths = [origin.route(f"/many{n}", headers=CACHED, body=bytes([n]) * 200_000)
+             for n in range(100)]  # fmt: skip
+    for n, path in enumerate(paths):
+        for _ in range(6):
+            assert proxy.get(path).body == bytes([n]) * 200_000
+    counts = [len(names) for names in _held_files(proxy).values()]
+    assert max(counts) == MAX_FILES, counts  # reached, never passed

@@ -200,6 +200,33 @@ def test_is_unchanged(store: Store) -> None:
     assert not store.is_unchanged(str(path), stamp, now)
 
 
+def test_hold_unchanged_gives_the_held_file_while_the_path_shows_it(store: Store) -> None:
+    path = put(store, b"held")
+    stamp = stamp_of(path.stat())
+    now = time.time()
+    held = store.hold_unchanged(str(path), stamp, now)
+    assert held is not None and held.stamp == stamp
+    assert store.hold_unchanged(str(path), stamp, now) is held  # not opened again
+    assert store.hold_unchanged(str(path), stamp, now + TOUCH_INTERVAL + 5) is None
+    assert len(store.open_files) == 0  # the touch is due: let go
+    assert store.hold_unchanged(str(path), stamp, now) is not None
+    put(store, b"new!")  # the same size, a new file at the path
+    assert store.hold_unchanged(str(path), stamp, now) is None
+    assert len(store.open_files) == 0
+    assert os.pread(held.fd, 4, path.stat().st_size - 4) == b"held"  # still whole for its holder
+
+
+def test_a_publish_refused_its_mtime_lets_the_open_files_go(store: Store) -> None:
+    path = put(store, b"held")
+    stamp = stamp_of(path.stat())
+    assert store.hold_unchanged(str(path), stamp, time.time()) is not None
+    assert len(store.open_files) == 1
+    store.lose_fine_timestamps(PermissionError("utime refused"))
+    assert len(store.open_files) == 0
+    assert store.hold_unchanged(str(path), stamp, time.time()) is not None  # given, not held
+    assert len(store.open_files) == 0
+
+
 # ---- ready answers ----------------------------------------------------------------------
 
 BASE = {"REQUEST_METHOD": "GET", "RAW_URI": "/a?b=1", "HTTP_ACCEPT": "*/*",

@@ -5,6 +5,7 @@ real socket pairs with small buffers, real files. Its sends alone: test_sends.py
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -21,6 +22,8 @@ from support.sockets import read_all, small_pair
 
 from wsgi_proxy import response
 from wsgi_proxy.errors import CacheDamaged
+from wsgi_proxy.hotset import stamp_of
+from wsgi_proxy.openfiles import FileSpan, OpenFile
 from wsgi_proxy.response import LeanResponse, http_date, send_file
 
 STOCK = LeanResponse.__bases__[0]  # gunicorn's Response, whatever install() did since
@@ -59,6 +62,18 @@ def without_date(wire: bytes) -> bytes:
     return b"".join(line for line in lines if not line.startswith(b"Date:"))
 
 
+def unchunked(wire: bytes) -> tuple[bytes, bytes]:
+    """(the head, the body decoded) of a response in chunked framing."""
+    head, _, rest = wire.partition(b"\r\n\r\n")
+    body = b""
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        body, rest = body + rest[:size], rest[size + 2 :]
+        if size == 0:
+            return head, body
+
+
 class OtherSocket(socket.socket):
     """A socket of another class, as ``ssl.SSLSocket`` is (it has no ``sendmsg``)."""
 
@@ -94,18 +109,28 @@ def wire_of(
     timeout: float | None = 5.0,
     sendfile: bool = True,
     other_socket: bool = False,
+    span: bool = False,
+    span_size: int | None = None,
 ) -> bytes:
     """What ``cls`` puts on the wire answering ``head`` with ``file``'s body by
-    ``wsgi.file_wrapper``, as gthread's ``handle_request`` drives it."""
+    ``wsgi.file_wrapper``, as gthread's ``handle_request`` drives it: an open file at the
+    body's start, or with ``span`` a held file's span (openfiles.py) of ``span_size`` bytes
+    (default: to the file's end), whose position is left at the header's start, as
+    nothing moves a held file's position."""
     cfg = GunicornConfig()
     if not sendfile:  # gunicorn's flag: set only to turn sendfile off
         cfg.set("sendfile", False)
     with captured(timeout, other_socket=other_socket) as (server, received):
         resp = cls(parsed(head), server, cfg)
         resp.start_response(status, fields)
-        with file.open("rb", buffering=0) as f:
-            f.seek(len(HEADER))
-            resp.write_file(wsgi.FileWrapper(f, 1 << 18))
+        if span:
+            held = OpenFile(os.open(file, os.O_RDONLY), stamp_of(os.stat(file)))
+            size = os.stat(file).st_size - len(HEADER) if span_size is None else span_size
+            resp.write_file(wsgi.FileWrapper(FileSpan(held, len(HEADER), size), 1 << 18))
+        else:
+            with file.open("rb", buffering=0) as f:
+                f.seek(len(HEADER))
+                resp.write_file(wsgi.FileWrapper(f, 1 << 18))
         resp.close()
     return bytes(received)
 
@@ -144,32 +169,26 @@ SIZED = [("Content-Type", "application/octet-stream"), ("Content-Length", str(le
 UNSIZED = [("Content-Type", "text/plain")]
 
 
+# (head, status, fields, sent by send_file from an open file, from a held file's span)
+WIRE_CASES = {
+    "sized": (GET, "200 OK", SIZED, True, True),  # the proxy's case
+    # Less than the file: a span of the whole body is iterated, gunicorn's write() trims.
+    "range": (GET, "206 Partial Content", [("Content-Length", "1000")], True, False),
+    "empty": (GET, "200 OK", [("Content-Length", "0")], False, False),  # nothing to send
+    "http-1.0": (GET10, "200 OK", SIZED, True, True),
+    "close": (CLOSE, "200 OK", SIZED, True, True),
+    "unsized-1.0": (GET10, "200 OK", UNSIZED, True, True),  # to the end of the file
+    "head": (HEAD, "200 OK", SIZED, False, False),  # omits the body: gunicorn's way
+    "304": (GET, "304 Not Modified", [("ETag", '"a"')], False, False),
+    "204": (GET, "204 No Content", [], False, False),
+    "chunked": (GET, "200 OK", UNSIZED, False, False),  # gunicorn's way
+}
+
+
 @pytest.mark.parametrize(
-    ("head", "status", "fields", "direct"),
-    [
-        (GET, "200 OK", SIZED, True),  # the proxy's case
-        (GET, "206 Partial Content", [("Content-Length", "1000")], True),  # less than the file
-        (GET, "200 OK", [("Content-Length", "0")], False),  # nothing to send
-        (GET10, "200 OK", SIZED, True),
-        (CLOSE, "200 OK", SIZED, True),
-        (GET10, "200 OK", UNSIZED, True),  # to the end of the file
-        (HEAD, "200 OK", SIZED, False),  # omits the body: gunicorn's way
-        (GET, "304 Not Modified", [("ETag", '"a"')], False),
-        (GET, "204 No Content", [], False),
-        (GET, "200 OK", UNSIZED, False),  # chunked: gunicorn's way
-    ],
-    ids=[
-        "sized",
-        "range",
-        "empty",
-        "http-1.0",
-        "close",
-        "unsized-1.0",
-        "head",
-        "304",
-        "204",
-        "chunked",
-    ],
+    ("head", "status", "fields", "direct", "span_direct"),
+    list(WIRE_CASES.values()),
+    ids=list(WIRE_CASES),
 )
 def test_the_wire_is_gunicorns(
     body_file: Path,
@@ -178,14 +197,21 @@ def test_the_wire_is_gunicorns(
     status: str,
     fields: list[tuple[str, str]],
     direct: bool,
+    span_direct: bool,
 ) -> None:
-    lean = wire_of(LeanResponse, head, status, fields, body_file)
-    assert len(direct_sends) == int(direct)
     stock = wire_of(STOCK, head, status, fields, body_file)
-    assert without_date(lean) == without_date(stock)
-    assert lean.count(b"\r\nDate: ") == 1
-    if fields is SIZED and head != HEAD:
-        assert lean.endswith(b"\r\n\r\n" + BODY)
+    for span, sent_directly in ((False, direct), (True, span_direct)):
+        direct_sends.clear()
+        lean = wire_of(LeanResponse, head, status, fields, body_file, span=span)
+        assert len(direct_sends) == int(sent_directly), span
+        if span and b"Transfer-Encoding: chunked" in stock:
+            # Iterated, the span goes in chunks of the wrapper's block, not in one.
+            assert unchunked(without_date(lean)) == unchunked(without_date(stock))
+        else:
+            assert without_date(lean) == without_date(stock), span
+        assert lean.count(b"\r\nDate: ") == 1
+        if fields is SIZED and head != HEAD:
+            assert lean.endswith(b"\r\n\r\n" + BODY)
 
 
 @pytest.fixture
@@ -289,31 +315,36 @@ def test_other_sockets_and_settings_go_gunicorns_way(
             wire_of(LeanResponse, GET, "200 OK", SIZED, body_file, timeout=timeout)
         assert direct_sends == []
         return
-    lean = wire_of(LeanResponse, GET, "200 OK", SIZED, body_file, timeout=timeout,
-                   sendfile=sendfile, other_socket=other_socket)  # fmt: skip
-    assert direct_sends == []
-    assert lean.endswith(b"\r\n\r\n" + BODY)
+    for span in (False, True):  # a span is iterated: gunicorn's would send from its position
+        lean = wire_of(LeanResponse, GET, "200 OK", SIZED, body_file, timeout=timeout,
+                       sendfile=sendfile, other_socket=other_socket, span=span)  # fmt: skip
+        assert direct_sends == []
+        assert lean.endswith(b"\r\n\r\n" + BODY)
+        assert HEADER not in lean
 
 
 def test_a_refused_file_is_sent_by_the_standard_library(
     body_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(response, "send_file", lambda *_: 0)  # as for EINVAL on the first call
-    lean = wire_of(LeanResponse, GET, "200 OK", SIZED, body_file)
     stock = wire_of(STOCK, GET, "200 OK", SIZED, body_file)
-    assert without_date(lean) == without_date(stock)
+    for span in (False, True):  # a span's bytes copied by pread
+        lean = wire_of(LeanResponse, GET, "200 OK", SIZED, body_file, span=span)
+        assert without_date(lean) == without_date(stock), span
 
 
-@pytest.mark.parametrize("refused", [False, True], ids=["sendfile", "standard-library"])
+@pytest.mark.parametrize("span", [False, True], ids=["open-file", "span"])
+@pytest.mark.parametrize("refused", [False, True], ids=["sendfile", "copied"])
 def test_a_file_shorter_than_its_length_is_never_sent_as_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool, span: bool
 ) -> None:
     if refused:
         monkeypatch.setattr(response, "send_file", lambda *_: 0)
     short = tmp_path / "short"
     short.write_bytes(HEADER + b"only these bytes")
     with pytest.raises(CacheDamaged, match="84 bytes short"):
-        wire_of(LeanResponse, GET, "200 OK", [("Content-Length", "100")], short)
+        wire_of(LeanResponse, GET, "200 OK", [("Content-Length", "100")], short, span=span,
+                span_size=100)  # fmt: skip
 
 
 @pytest.mark.parametrize(
