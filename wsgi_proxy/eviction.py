@@ -9,6 +9,8 @@ Invariants:
 - The scan's memory does not grow with the cache: one walk counts; over the high-water
   mark a second walk keeps only the oldest files that hold the excess, in a heap.
 - ``walk_files`` is the one walk of the cache folder (purge.py's scans use it too).
+- Each pass also lets go of the worker's held files that can no longer be given
+  (``OpenFiles.prune``): a removed entry's disk blocks are free within one interval.
 - Temporary files of writers that died (pid gone, or older than ``STALE_TMP_AGE``) are
   removed by the scan; those of live writers are counted and left alone.
 """
@@ -96,7 +98,9 @@ class Evictor:
 
     def tick(self, now: float) -> None:
         """Fold this worker's size changes into the counter; scan when over the high-water
-        mark or when the last full scan is old."""
+        mark or when the last full scan is old. And let go of the held files that can no
+        longer be given (openfiles.py), so that a removed entry's disk space is freed."""
+        self.store.open_files.prune(now)
         total = self.store.usage.flush()
         first, self._started = not self._started, True
         if total <= self.max_size * HIGH_WATER and not first and not self._is_resync_due(now):

@@ -18,11 +18,15 @@ Invariants:
   is never reused while a ``sendfile`` may still use it.
 - Bounded per worker: at most ``MAX_FILES`` files, each of at most ``MAX_BODY`` bytes
   (a larger one is opened per answer and closed after it: its ``open`` costs nothing next
-  to its sending); the oldest opened goes first. A file is dropped when an answer finds
-  its path changed or gone, or its LRU touch due; and at each file opened, every held file
-  whose touch is due goes (the touch gives the path a new stamp, so it can never be given
-  again). A file removed from the cache (evicted, purged, replaced) keeps its disk blocks
-  while a worker holds it: until one of these drops it, or newer files push it out.
+  to its sending); the oldest opened goes first.
+- A file that can no longer be given is let go: at once when a ready answer's check
+  finds its path changed, gone or due for its LRU touch, and otherwise by ``prune``,
+  which the worker's evictor thread calls every half second (eviction.py). So a file
+  removed from the cache (evicted, purged, replaced, cleared) keeps its disk blocks for
+  about half a second at most after its removal, and a file whose touch is due (the
+  touch gives the path a new stamp) is not kept.
+
+Part of the store (store.py holds one per worker), as hotset.py is.
 """
 
 from __future__ import annotations
@@ -86,25 +90,26 @@ class OpenFiles:
     def __init__(
         self, lifetime: float, max_files: int = MAX_FILES, max_size: int = MAX_BODY
     ) -> None:
-        self.lifetime = lifetime  # seconds after its mtime that a file may be given
+        self.lifetime = lifetime  # seconds after its mtime that a file may be given (LRU)
         self.max_files = max_files
         self.max_size = max_size
         self._by_path: dict[str, OpenFile] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: str, stamp: Stamp, now: float) -> OpenFile | None:
+    def get(self, path: str, stamp: Stamp) -> OpenFile | None:
         """The file at ``path`` with ``stamp``, held, or opened now (and held if it is not
         too large); None if what opens there has another stamp (it changed since the
         caller's ``stat``) or cannot be opened."""
         held = self._by_path.get(path)
-        if held is not None and held.stamp == stamp:
-            return held
+        if held is not None:
+            if held.stamp == stamp:
+                return held
+            self.forget(path)
         opened = _open(path)
         if opened is None or opened.stamp != stamp:
             return None  # closed with its last reference, now
         if opened.stamp[2] <= self.max_size and self.max_files > 0:
             with self._lock:
-                self._drop_expired(now)
                 self._by_path.pop(path, None)
                 while len(self._by_path) >= self.max_files:
                     del self._by_path[next(iter(self._by_path))]
@@ -116,15 +121,26 @@ class OpenFiles:
             with self._lock:
                 self._by_path.pop(path, None)
 
+    def prune(self, now: float) -> None:
+        """Let go of the files that can no longer be given: their LRU touch is due, or their
+        path shows another file or none. One ``stat`` per file held."""
+        oldest = (now - self.lifetime) * 1e9
+        for path, held in list(self._by_path.items()):  # a copy: other threads change it
+            if held.stamp[3] >= oldest and _shows(path, held.stamp):
+                continue
+            with self._lock:
+                if self._by_path.get(path) is held:
+                    del self._by_path[path]
+
     def __len__(self) -> int:
         return len(self._by_path)
 
-    def _drop_expired(self, now: float) -> None:
-        """Drop the files that can no longer be given: their LRU touch was due (the touch
-        gives the path a new stamp). Holding the lock."""
-        oldest = (now - self.lifetime) * 1e9
-        for path in [path for path, held in self._by_path.items() if held.stamp[3] < oldest]:
-            del self._by_path[path]
+
+def _shows(path: str, stamp: Stamp) -> bool:
+    try:
+        return stamp_of(os.stat(path)) == stamp
+    except OSError:
+        return False
 
 
 def _open(path: str) -> OpenFile | None:

@@ -136,6 +136,9 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
         if type(file) is FileSpan:
             # A held file is shared by the threads: gunicorn's sendfile would send it from
             # its position, so a span goes from its offset here, or is read (iterated).
+            if self._omits_body:
+                self.send_headers()  # as gunicorn's sendfile: nothing of the file is read
+                return True
             return bool(direct) and self._send_span(file, timeout)
         if not direct or not util.has_fileno(file):
             return bool(super().sendfile(respiter))

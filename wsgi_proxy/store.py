@@ -88,6 +88,7 @@ class Store:
         self.fine_timestamps = kept
         if kept:
             self.hot = HotSet(HOT_ENTRIES)
+            self.open_files = OpenFiles(TOUCH_INTERVAL)
 
     def lose_fine_timestamps(self, exc: OSError) -> None:
         """A publish could not set its nanosecond mtime: this worker's memos go off."""
@@ -199,7 +200,7 @@ class Store:
         if not self.is_unchanged(location, stamp, now):
             self.open_files.forget(location)
             return None
-        return self.open_files.get(location, stamp, now)
+        return self.open_files.get(location, stamp)
 
     def is_verified(self, hit: Hit) -> bool:
         return self.checked.is_checked(hit.identity, hit.body_crc)

@@ -26,11 +26,6 @@ def _entry(folder: Path, name: str, data: bytes = HEADER + BODY) -> str:
     return str(path)
 
 
-def _now(path: str) -> float:
-    """A time at which ``path``'s file may still be given."""
-    return os.stat(path).st_mtime + 1
-
-
 def _is_open(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -43,9 +38,9 @@ def test_a_file_is_opened_once_and_given_for_its_stamp(tmp_path: Path) -> None:
     files = OpenFiles(LIFETIME)
     path = _entry(tmp_path, "a")
     stamp = stamp_of(os.stat(path))
-    first = files.get(path, stamp, _now(path))
+    first = files.get(path, stamp)
     assert first is not None and first.stamp == stamp
-    assert files.get(path, stamp, _now(path)) is first
+    assert files.get(path, stamp) is first
     assert len(files) == 1
 
 
@@ -65,14 +60,13 @@ def test_a_file_is_given_only_for_the_stamp_the_caller_saw(
     files = OpenFiles(LIFETIME)
     path = _entry(tmp_path, "a")
     seen = stamp_of(os.stat(path))
-    now = _now(path)
     if change == "replaced":
         os.replace(_entry(tmp_path, "new"), path)
     elif change == "removed":
         os.unlink(path)
     elif change == "touched":
         os.utime(path, ns=(seen[3] + 1000, seen[3] + 1000))
-    opened = files.get(path, seen, now)
+    opened = files.get(path, seen)
     assert (opened is not None) == given
     assert len(files) == int(given)
 
@@ -80,9 +74,9 @@ def test_a_file_is_given_only_for_the_stamp_the_caller_saw(
 def test_a_new_stamp_at_the_path_replaces_the_held_file(tmp_path: Path) -> None:
     files = OpenFiles(LIFETIME)
     path = _entry(tmp_path, "a")
-    old = files.get(path, stamp_of(os.stat(path)), _now(path))
+    old = files.get(path, stamp_of(os.stat(path)))
     os.replace(_entry(tmp_path, "b", b"other bytes"), path)
-    new = files.get(path, stamp_of(os.stat(path)), _now(path))
+    new = files.get(path, stamp_of(os.stat(path)))
     assert old is not None and new is not None and new is not old
     assert os.pread(new.fd, 5, 0) == b"other"
     assert os.pread(old.fd, 6, 0) == HEADER  # the old file, still whole for its holders
@@ -107,34 +101,64 @@ def test_held_files_are_bounded(
 ) -> None:
     files = OpenFiles(LIFETIME, max_files, max_size)
     paths = {name: _entry(tmp_path, name) for name in "abcde"}
+    given: dict[str, OpenFile] = {}
     for name in asked:
         path = paths[name]
-        given = files.get(path, stamp_of(os.stat(path)), _now(path))
-        assert given is not None
-        assert os.pread(given.fd, len(HEADER), 0) == HEADER
+        file = files.get(path, stamp_of(os.stat(path)))
+        assert file is not None
+        assert os.pread(file.fd, len(HEADER), 0) == HEADER
+        if name in given:  # held all along: the same file, not opened again
+            assert file is given[name]
+        given[name] = file
     assert len(files) == len(held)
-    for name in held:  # a held file is given without opening another
+    for name in held:  # given again without opening
         path = paths[name]
-        stamp = stamp_of(os.stat(path))
-        assert files.get(path, stamp, _now(path)) is files.get(path, stamp, _now(path))
+        assert files.get(path, stamp_of(os.stat(path))) is given[name], name
+    for name in set(asked) - set(held):  # opened anew
+        path = paths[name]
+        assert files.get(path, stamp_of(os.stat(path))) is not given[name], name
 
 
-def test_files_whose_touch_is_due_go_when_another_is_opened(tmp_path: Path) -> None:
+# What happens to a held file before a prune, and whether the prune keeps it.
+PRUNES = [
+    ("nothing", True),
+    ("replaced", False),  # evicted, purged or refreshed, and published anew
+    ("removed", False),  # evicted, purged, cleared: its disk space must come free
+    ("touched", False),  # the LRU touch: a new stamp at the path
+    ("touch due", False),  # nothing changed, but its answers stop and it can never be given
+]
+
+
+@pytest.mark.parametrize(("change", "kept"), PRUNES, ids=[c for c, _ in PRUNES])
+def test_prune_lets_go_of_files_that_can_no_longer_be_given(
+    tmp_path: Path, change: str, kept: bool
+) -> None:
     files = OpenFiles(LIFETIME)
-    old, young = _entry(tmp_path, "old"), _entry(tmp_path, "young")
-    past = time.time() - LIFETIME - 5
-    os.utime(old, (past, past))
-    assert files.get(old, stamp_of(os.stat(old)), past + 1) is not None
-    assert len(files) == 1
-    assert files.get(young, stamp_of(os.stat(young)), time.time()) is not None
-    assert len(files) == 1  # only the young one: the old can never be given again
-    assert files.get(young, stamp_of(os.stat(young)), time.time()) is not None
+    path, other = _entry(tmp_path, "a"), _entry(tmp_path, "b")
+    if change == "touch due":
+        past = time.time() - LIFETIME - 5
+        os.utime(path, (past, past))
+    stamp = stamp_of(os.stat(path))
+    held = files.get(path, stamp)
+    other_held = files.get(other, stamp_of(os.stat(other)))
+    assert held is not None and other_held is not None
+    if change == "replaced":
+        os.replace(_entry(tmp_path, "new"), path)
+    elif change == "removed":
+        os.unlink(path)
+    elif change == "touched":
+        os.utime(path, ns=(stamp[3] + 1000, stamp[3] + 1000))
+    files.prune(time.time())
+    assert len(files) == 1 + int(kept)
+    assert files.get(other, stamp_of(os.stat(other))) is other_held
+    if kept:
+        assert files.get(path, stamp) is held
 
 
 def test_forget_drops_a_held_file(tmp_path: Path) -> None:
     files = OpenFiles(LIFETIME)
     path = _entry(tmp_path, "a")
-    assert files.get(path, stamp_of(os.stat(path)), _now(path)) is not None
+    assert files.get(path, stamp_of(os.stat(path))) is not None
     files.forget(path)
     files.forget(path)  # twice, or never held: no error
     assert len(files) == 0
@@ -143,7 +167,7 @@ def test_forget_drops_a_held_file(tmp_path: Path) -> None:
 def test_a_file_is_closed_with_its_last_reference_only(tmp_path: Path) -> None:
     files = OpenFiles(LIFETIME)
     path = _entry(tmp_path, "a")
-    held = files.get(path, stamp_of(os.stat(path)), _now(path))
+    held = files.get(path, stamp_of(os.stat(path)))
     assert held is not None
     fd = held.fd
     span = FileSpan(held, len(HEADER), len(BODY))
@@ -163,7 +187,7 @@ def test_a_file_with_another_stamp_is_closed_at_once(tmp_path: Path) -> None:
     seen = stamp_of(os.stat(path))
     before = len(os.listdir("/proc/self/fd"))
     os.replace(_entry(tmp_path, "b"), path)
-    assert files.get(path, seen, _now(path)) is None
+    assert files.get(path, seen) is None
     assert len(os.listdir("/proc/self/fd")) == before
 
 
@@ -183,7 +207,7 @@ def test_a_span_reads_its_bytes_by_offset(
     tmp_path: Path, offset: int, size: int, asked: list[int], expected: list[bytes]
 ) -> None:
     path = _entry(tmp_path, "a")
-    held = OpenFiles(LIFETIME).get(path, stamp_of(os.stat(path)), _now(path))
+    held = OpenFiles(LIFETIME).get(path, stamp_of(os.stat(path)))
     assert held is not None
     span = FileSpan(held, offset, size)
     assert [span.read(n) for n in asked] == expected
@@ -192,7 +216,7 @@ def test_a_span_reads_its_bytes_by_offset(
 
 def test_a_span_past_the_files_end_is_damage(tmp_path: Path) -> None:
     path = _entry(tmp_path, "a")
-    held = OpenFiles(LIFETIME).get(path, stamp_of(os.stat(path)), _now(path))
+    held = OpenFiles(LIFETIME).get(path, stamp_of(os.stat(path)))
     assert held is not None
     span = FileSpan(held, len(HEADER), len(BODY) + 50)
     assert span.read(len(BODY)) == BODY
