@@ -26,6 +26,19 @@ def _entry(folder: Path, name: str, data: bytes = HEADER + BODY) -> str:
     return str(path)
 
 
+def _make(change: str, path: str) -> None:
+    """What happens at ``path`` after a stamp was taken of it: a new file takes the path
+    (a publish), it goes (an eviction, a purge), it gets a new mtime (the LRU touch), or
+    nothing (any other name)."""
+    if change == "replaced":
+        os.replace(_entry(Path(path).parent, "new"), path)
+    elif change == "removed":
+        os.unlink(path)
+    elif change == "touched":
+        mtime = os.stat(path).st_mtime_ns + 1000
+        os.utime(path, ns=(mtime, mtime))
+
+
 def _is_open(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -60,12 +73,7 @@ def test_a_file_is_given_only_for_the_stamp_the_caller_saw(
     files = OpenFiles(LIFETIME)
     path = _entry(tmp_path, "a")
     seen = stamp_of(os.stat(path))
-    if change == "replaced":
-        os.replace(_entry(tmp_path, "new"), path)
-    elif change == "removed":
-        os.unlink(path)
-    elif change == "touched":
-        os.utime(path, ns=(seen[3] + 1000, seen[3] + 1000))
+    _make(change, path)
     opened = files.get(path, seen)
     assert (opened is not None) == given
     assert len(files) == int(given)
@@ -142,12 +150,7 @@ def test_prune_lets_go_of_files_that_can_no_longer_be_given(
     held = files.get(path, stamp)
     other_held = files.get(other, stamp_of(os.stat(other)))
     assert held is not None and other_held is not None
-    if change == "replaced":
-        os.replace(_entry(tmp_path, "new"), path)
-    elif change == "removed":
-        os.unlink(path)
-    elif change == "touched":
-        os.utime(path, ns=(stamp[3] + 1000, stamp[3] + 1000))
+    _make(change, path)
     files.prune(time.time())
     assert len(files) == 1 + int(kept)
     assert files.get(other, stamp_of(os.stat(other))) is other_held
