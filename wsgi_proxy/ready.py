@@ -84,16 +84,14 @@ def file_body(environ: Mapping[str, Any], file: BinaryIO, offset: int) -> Iterab
     """``file`` from ``offset``, by ``wsgi.file_wrapper``: gunicorn sends as many bytes as
     the response's Content-Length with ``sendfile``, then closes the file."""
     file.seek(offset)
-    wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
-    body: Iterable[bytes] = wrapper(file, FILE_BLOCK)
-    return body
+    return wrapped(environ, file)
 
 
-def span_body(environ: Mapping[str, Any], span: FileSpan) -> Iterable[bytes]:
-    """A held file's span, by ``wsgi.file_wrapper``: the worker's writer sends it with
-    ``sendfile`` from its offset (response.py); any other reads it by ``pread``."""
+def wrapped(environ: Mapping[str, Any], filelike: BinaryIO | FileSpan) -> Iterable[bytes]:
+    """``filelike`` by ``wsgi.file_wrapper``. A held file's span is sent by the worker's
+    writer with ``sendfile`` from its offset (response.py), read by ``pread`` by any other."""
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
-    body: Iterable[bytes] = wrapper(span, FILE_BLOCK)
+    body: Iterable[bytes] = wrapper(filelike, FILE_BLOCK)
     return body
 
 
@@ -158,7 +156,7 @@ class ReadyAnswers:
         if file is None:
             return [ready.body or b""]
         # The file needs no closing: openfiles.py closes it with its last reference.
-        return span_body(environ, FileSpan(file, ready.body_offset, ready.size))
+        return wrapped(environ, FileSpan(file, ready.body_offset, ready.size))
 
     def make(
         self,

@@ -39,9 +39,11 @@ worker's HTTP/1 responses; gunicorn's HTTP/2 writer is not touched.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import select
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn import util
@@ -150,30 +152,37 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
                 size = os.fstat(fileno).st_size - offset
         except OSError:
             return False  # gunicorn then iterates the wrapper
-        self.send_headers()
-        if size > 0:
-            sent = send_file(self.sock.fileno(), fileno, offset, size, timeout)
-            if sent == 0:  # the kernel refused this file: the stdlib falls back to send()
-                sent = self.sock.sendfile(file, offset=offset, count=size)
-            if sent < size:
-                raise CacheDamaged(f"file ended {size - sent} bytes short of the response")
-        return True
+        # Refused, the file goes by the stdlib's sendfile, which falls back to send().
+        copy = functools.partial(self.sock.sendfile, file, offset=offset, count=size)
+        return self._send_from(fileno, offset, size, timeout, copy)
 
     def _send_span(self, span: FileSpan, timeout: float) -> bool:
         size = span.size - span.position
         if self.response_length is not None and self.response_length != size:
             return False  # iterated: gunicorn's write() keeps to the length
+        copy = functools.partial(self._copy_span, span)  # refused: read by pread
+        return self._send_from(span.file.fd, span.offset + span.position, size, timeout, copy)
+
+    def _send_from(
+        self, fileno: int, offset: int, size: int, timeout: float, copy: Callable[[], int]
+    ) -> bool:
+        """The head, then ``size`` bytes of ``fileno`` from ``offset`` by ``send_file``, or
+        by ``copy()`` (which returns the bytes it sent) if the kernel refuses the file."""
         self.send_headers()
         if size > 0:
-            sent = send_file(self.sock.fileno(), span.file.fd, span.offset + span.position,
-                             size, timeout)  # fmt: skip
-            if sent == 0:  # the kernel refused this file: copied, as the stdlib's would be
-                while chunk := span.read(COPY_BLOCK):
-                    self.sock.sendall(chunk)
-                    sent += len(chunk)
+            sent = send_file(self.sock.fileno(), fileno, offset, size, timeout)
+            if sent == 0:
+                sent = copy()
             if sent < size:
                 raise CacheDamaged(f"file ended {size - sent} bytes short of the response")
         return True
+
+    def _copy_span(self, span: FileSpan) -> int:
+        sent = 0
+        while chunk := span.read(COPY_BLOCK):
+            self.sock.sendall(chunk)
+            sent += len(chunk)
+        return sent
 
 
 def send_file(sockno: int, fileno: int, offset: int, size: int, timeout: float) -> int:
