@@ -182,6 +182,8 @@ WIRE_CASES = {
     "304": (GET, "304 Not Modified", [("ETag", '"a"')], False, False),
     "204": (GET, "204 No Content", [], False, False),
     "chunked": (GET, "200 OK", UNSIZED, False, False),  # gunicorn's way
+    # A head larger than the socket's buffers: written in part, then sent in full.
+    "large-head": (GET, "200 OK", [*SIZED, ("X-Large", "a" * 300_000)], True, True),
 }
 
 
@@ -399,3 +401,74 @@ def test_install_makes_gunicorn_build_lean_responses(monkeypatch: pytest.MonkeyP
     built, _environ = wsgi.create(parsed(GET), None, ("127.0.0.1", 1), ("127.0.0.1", 80),
                                   GunicornConfig())  # fmt: skip
     assert type(built) is LeanResponse
+
+
+# Field lists a response may be started with: (fields, remembered as plain afterwards).
+HIT_FIELDS = [("Content-Type", "text/plain"), ("Content-Length", "5"), ("ETag", '"a"'),
+              ("Age", "3"), ("Cache-Status", "wsgi_proxy; hit; ttl=57")]  # fmt: skip
+FIELD_CASES: dict[str, tuple[list[Any], set[tuple[str, str]]]] = {
+    "hit": (HIT_FIELDS, {f for f in HIT_FIELDS if f[0] != "Content-Length"}),
+    "hop-by-hop": ([("Connection", "close"), ("Keep-Alive", "timeout=5"),
+                    ("Transfer-Encoding", "chunked"), ("X-A", "1")], {("X-A", "1")}),
+    "connection-upgrade": ([("Connection", "Upgrade"), ("Upgrade", "websocket")], set()),
+    "spaces": ([("X-A", " padded\t"), ("X-B", "in side")], {("X-B", "in side")}),
+    "list-pair": ([["X-A", "1"], ("X-B", "2")], {("X-B", "2")}),
+    "bad-name": ([("X-A", "1"), ("Bad Name", "v"), ("X-C", "3")], {("X-A", "1")}),
+    "bad-value": ([("X-A", "1"), ("X-B", "a\r\nX-Evil: 1")], {("X-A", "1")}),
+    "bytes-name": ([(b"X-A", "1")], set()),
+    "bad-length": ([("Content-Length", "x")], set()),
+}  # fmt: skip
+
+
+def started(cls: type, fields: list[Any]) -> tuple[Any, ...]:
+    """What ``cls`` made of ``fields``: the kept lines, the length, the upgrade flag, the
+    error (its type and text)."""
+    server, peer = small_pair()
+    with server, peer:
+        resp = cls(parsed(GET), server, GunicornConfig())
+        error: tuple[type[Exception], str] | None = None
+        try:
+            resp.start_response("200 OK", list(fields))
+        except Exception as exc:  # compared with gunicorn's
+            error = (type(exc), str(exc))
+        return list(resp.headers), resp.response_length, resp.upgrade, error
+
+
+@pytest.mark.parametrize(
+    ("fields", "remembered"), list(FIELD_CASES.values()), ids=list(FIELD_CASES)
+)
+def test_field_lines_are_checked_as_gunicorn_does_then_remembered(
+    monkeypatch: pytest.MonkeyPatch, fields: list[Any], remembered: set[tuple[str, str]]
+) -> None:
+    monkeypatch.setattr(response, "_plain_fields", set())
+    stock = started(STOCK, fields)
+    assert started(LeanResponse, fields) == stock  # checked
+    assert response._plain_fields == remembered
+    assert started(LeanResponse, fields) == stock  # remembered lines appended unchecked
+    assert response._plain_fields == remembered
+
+
+def test_remembered_lines_skip_the_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(response, "_plain_fields", set())
+    started(LeanResponse, HIT_FIELDS)
+    calls: list[Any] = []
+    real = STOCK.process_headers
+
+    def counted(self: Any, headers: Any) -> None:
+        calls.extend(headers)
+        real(self, headers)
+
+    monkeypatch.setattr(STOCK, "process_headers", counted)
+    kept = started(LeanResponse, HIT_FIELDS)[0]
+    assert kept == HIT_FIELDS
+    assert calls == [("Content-Length", "5")]  # the one line that sets the length
+
+
+def test_the_remembered_lines_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(response, "_plain_fields", set())
+    monkeypatch.setattr(response, "PLAIN_FIELDS_MAX", 10)
+    for age in range(25):
+        fields = [("Age", str(age)), ("X-A", "1")]
+        assert started(LeanResponse, fields)[0] == fields
+        assert len(response._plain_fields) <= 10
+    assert ("Age", "24") in response._plain_fields
