@@ -13,7 +13,13 @@ from gunicorn.workers import gthread
 from wsgi_proxy.config import Config, Origin, ServerConfig, parse_size
 from wsgi_proxy.errors import ConfigError
 from wsgi_proxy.logs import JsonLogger, ProxyLogger
-from wsgi_proxy.server import ProxyWorker, gunicorn_settings, shared_socket_where_needed
+from wsgi_proxy.server import (
+    ProxyWorker,
+    SettledConfig,
+    gunicorn_settings,
+    settle,
+    shared_socket_where_needed,
+)
 
 
 def test_defaults_need_nothing() -> None:
@@ -226,3 +232,57 @@ def test_a_dead_workers_gauges_are_forgotten_and_a_failure_only_logged(
     hook(master, _Worker())
     assert len(master.log.warnings) == 1
     assert "4242" in master.log.warnings[0]
+
+
+def _configs() -> tuple[GunicornConfig, GunicornConfig]:
+    """Two alike gunicorn settings objects, the second settled, as the worker's."""
+    pair = []
+    for _ in range(2):
+        cfg = GunicornConfig()
+        for name, value in gunicorn_settings(ServerConfig.from_env({})).items():
+            cfg.set(name, value)
+        cfg.set("forwarded_allow_ips", "10.0.0.1,127.0.0.1")
+        pair.append(cfg)
+    settle(pair[1])
+    return pair[0], pair[1]
+
+
+def test_settled_settings_read_as_gunicorns() -> None:
+    stock, settled = _configs()
+    assert type(settled) is SettledConfig
+    names = [*stock.settings, "is_ssl", "sendfile", "reuse_port", "address"]
+    for _ in range(2):  # looked up, then kept
+        for name in names:
+            assert getattr(settled, name) == getattr(stock, name), name
+    assert settled.limit_request_line == stock.limit_request_line
+    assert "limit_request_line" in vars(settled)
+    assert settled.forwarded_allow_networks() == stock.forwarded_allow_networks()
+    with pytest.raises(AttributeError):
+        settled.no_such_setting  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "read", "expected"),
+    [
+        ("limit_request_line", 100, "limit_request_line", 100),
+        ("certfile", "/etc/x.pem", "is_ssl", "/etc/x.pem"),
+        ("sendfile", False, "sendfile", False),  # gunicorn's --no-sendfile
+    ],
+)
+def test_a_settled_setting_set_again_is_read_anew(
+    name: str, value: object, read: str, expected: object
+) -> None:
+    stock, settled = _configs()
+    assert getattr(settled, read) == getattr(stock, read) != expected
+    settled.set(name, value)
+    stock.set(name, value)
+    assert getattr(settled, read) == getattr(stock, read) == expected
+
+
+def test_only_gunicorns_own_settings_object_is_settled() -> None:
+    class Other(GunicornConfig):  # type: ignore[misc]
+        pass
+
+    other = Other()
+    settle(other)
+    assert type(other) is Other
