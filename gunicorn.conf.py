@@ -10,10 +10,12 @@ section) where it says so; the rest is reasoned, not measured:
   hold many slow origin requests per process, and gunicorn's gthread poller keeps idle
   keep-alive connections off the threads. Hits are sent with sendfile, which gthread
   supports. Its responses are written by wsgi_proxy/response.py: gunicorn's writer with
-  the Date field formatted once a second, the head sent with the body, and sendfile called
-  directly; the origin's response heads are parsed by wsgi_proxy/head_parser.py, not by
-  the email package (each measured side by side, README). (The shared benchmark found
-  gevent no faster for a bare app and its p99 worse, and sync has no keep-alive.)
+  the Date field formatted once a second, the head sent with the body, each field line
+  checked once, and sendfile called directly; gunicorn's settings are read once per worker
+  (SettledConfig, wsgi_proxy/server.py); the origin's response heads are parsed by
+  wsgi_proxy/head_parser.py, not by the email package (each measured side by side,
+  README). (The shared benchmark found gevent no faster for a bare app and its p99 worse,
+  and sync has no keep-alive.)
 - workers 2: one per core. Measured before the pool (plain gthread) against 3 workers x 16
   threads and 4 x 12 (48 threads in each), one quick benchmark run each: HIT and
   pass-through ratios moved within the noise, each count winning some rows and losing

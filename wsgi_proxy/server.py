@@ -129,7 +129,7 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker with the proxy's thread pool (pool.py): ``--threads``
     threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once; its
     responses written by ``response.LeanResponse``; the origin's response heads parsed by
-    ``head_parser``."""
+    ``head_parser``; its settings read as a ``SettledConfig``."""
 
     _listeners_closed = False  # by set_accept_enabled, when stopping with reuse_port
 
