@@ -115,6 +115,11 @@ class Config:
     redis_url: str
     """WSGI_PROXY_REDIS_URL: the shared tier (``redis://host:port/db``): purge log, tag
     index, cross-node coalescing (empty: off)."""
+    early_hints: bool
+    """WSGI_PROXY_EARLY_HINTS: ``on`` passes the origin's ``103 Early Hints`` on to HTTP/1.1
+    clients as interim responses; ``off`` (the default) drops them, as every other interim
+    response is dropped. nginx before 1.29 and urllib3-based clients (pip, requests) take
+    a 103 for the final response, so only turn it on where the clients in front take 1xx."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -149,6 +154,7 @@ class Config:
             peers=_read(env, "PEERS", "", parse_base_urls),
             node_url=_read(env, "NODE_URL", "", parse_base_url_or_empty),
             redis_url=_read(env, "REDIS_URL", "", parse_redis_url),
+            early_hints=_read(env, "EARLY_HINTS", "off", _on_off),
         )
         _check_cluster(config)
         if config.max_object_size > config.max_size:

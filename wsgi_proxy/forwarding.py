@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable, Iterable
 
@@ -19,7 +20,9 @@ from wsgi_proxy.config import Config
 from wsgi_proxy.errors import ProxyError
 from wsgi_proxy.exchange import Environ, Exchange
 from wsgi_proxy.metrics import Metrics
-from wsgi_proxy.upstream import OriginResponse, Upstream
+from wsgi_proxy.upstream import InterimHandler, OriginResponse, Upstream
+
+log = logging.getLogger(__name__)
 
 # Request fields never passed to the origin: those meaning something to this hop only
 # (gunicorn answers Expect itself), those this proxy sets, and those that would let a client
@@ -81,8 +84,10 @@ class Forwarder:
         """Send to the origin; (response, (request time, response time)). Records the
         origin's latency in the metrics and, for gunicorn's access log, in the environ."""
         request_time = self.clock()
+        on_interim = self._early_hints(environ) if self.config.early_hints else None
         try:
-            resp = self.upstream.send(method, target, fields, body, chunked=chunked)
+            resp = self.upstream.send(method, target, fields, body, chunked=chunked,
+                                      on_interim=on_interim)  # fmt: skip
         except ProxyError:
             self.metrics.count_origin("error")
             raise
@@ -92,6 +97,25 @@ class Forwarder:
         if environ is not None:
             environ["wsgi_proxy.origin_ms"] = f"{(response_time - request_time) * 1000:.1f}"
         return resp, (request_time, response_time)
+
+    def _early_hints(self, environ: Environ | None) -> InterimHandler | None:
+        """A handler passing the origin's 103s on to the client through gunicorn's
+        ``wsgi.early_hints`` (which writes nothing to HTTP/1.0 clients or once the
+        response has started), their hop-by-hop fields left out; None without the hook."""
+        send = environ.get("wsgi.early_hints") if environ is not None else None
+        if send is None:
+            return None
+
+        def on_interim(status: int, fields: h.Headers) -> None:
+            if status != 103:
+                return  # 102 Processing and the like mean nothing to the client
+            try:
+                send(list(h.end_to_end(fields)))
+            except Exception as exc:  # noqa: BLE001 - a client gone, a field gunicorn refuses:
+                # hints are an optimisation, the final response still goes out
+                log.info("early hints not passed on: %s", exc)
+
+        return on_interim
 
     def _scheme(self, environ: Environ) -> str:
         """The scheme the client used. gunicorn takes it from X-Forwarded-Proto when the

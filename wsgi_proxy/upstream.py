@@ -14,6 +14,9 @@ Invariants:
   two regular expressions; the common cases (a GET or HEAD without a body whose fields
   are plain, or one ``str`` value) skip their Python layers, every other case goes
   through them (``OriginConnection``).
+- Interim (1xx) responses are never taken for the final one (RFC 9110 section 15.2): the
+  response is read past any number of them (up to ``MAX_INTERIM``), each handed to the
+  request's ``on_interim`` if it has one; a ``101`` nobody asked for is ``OriginBroken``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
@@ -72,6 +75,43 @@ _FIELDS_OPEN = http.client._CS_REQ_STARTED  # type: ignore[attr-defined]
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
 # Methods for which urllib3 adds no Content-Length when there is no body.
 _AT_ONCE_METHODS = frozenset({"GET", "HEAD"})
+# Interim responses read past before the final one: more is a broken (or hostile) origin.
+MAX_INTERIM = 100
+
+# Called with each interim response's status and fields, as it arrives.
+InterimHandler = Callable[[int, Headers], None]
+
+
+class InterimResponse(http.client.HTTPResponse):
+    """http.client's response, read past interim (1xx) responses.
+
+    http.client's ``begin`` skips ``100 Continue`` only: any other 1xx (``103 Early
+    Hints`` from Rails, Node or h2o; ``102 Processing``) would be taken for the final
+    response, and the real one left unread on the connection. This ``begin`` runs
+    http.client's own again after each interim response, which it first hands to
+    ``on_interim``. ``101 Switching Protocols`` ends the exchange: the proxy never asks
+    for an upgrade (``Upgrade`` is hop-by-hop), so the connection now speaks something
+    else."""
+
+    def __init__(
+        self, sock: socket.socket, *args: Any, on_interim: InterimHandler | None, **kwargs: Any
+    ) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.on_interim = on_interim
+
+    def begin(self) -> None:
+        for _ in range(MAX_INTERIM + 1):
+            super().begin()
+            if not 100 <= self.status < 200:
+                return
+            if self.status == 101:
+                raise http.client.HTTPException("the origin switched protocols unasked (101)")
+            log.debug("read past an interim response: %d %s", self.status, self.reason)
+            if self.on_interim is not None:
+                self.on_interim(self.status, tuple(self.msg.items()))
+            # http.client's begin reads a new status line only while it has no fields.
+            self.headers = self.msg = None  # type: ignore[assignment]
+        raise http.client.HTTPException(f"more than {MAX_INTERIM} interim responses")
 
 
 def _put_field_line(conn: HTTPConnection, name: object, values: tuple[object, ...]) -> bool:
@@ -129,7 +169,18 @@ class OriginConnection(HTTPConnection):
     when its fields are plain (``_field_block``); other fields line by line, by
     ``_put_field_line``. urllib3 checks each name against its lists and http.client each
     line, in three layers of Python: about 70,000 instructions of a pass-through's
-    1,000,000 (callgrind)."""
+    1,000,000 (callgrind). Its responses are ``InterimResponse``s, whose interim
+    responses go to ``on_interim``, set for the request under way."""
+
+    on_interim: InterimHandler | None = None
+
+    def response_class(  # type: ignore[override]
+        self, sock: socket.socket, *args: Any, **kwargs: Any
+    ) -> InterimResponse:
+        """http.client makes each response by calling ``self.response_class(sock, ...)``
+        (the hook urllib3 documents in its ``getresponse``): a method here gives the
+        response this connection's current ``on_interim``."""
+        return InterimResponse(sock, *args, on_interim=self.on_interim, **kwargs)
 
     def request(  # type: ignore[override]
         self,
@@ -299,8 +350,10 @@ class Upstream:
         body: Iterable[bytes] | None,
         *,
         chunked: bool,
+        on_interim: InterimHandler | None = None,
     ) -> OriginResponse:
-        """Send the request; the response head has arrived when this returns."""
+        """Send the request; the final response's head has arrived when this returns.
+        ``on_interim`` is called with each interim (1xx) response read past before it."""
         headers = _origin_headers(fields)
         retry = method in _RETRYABLE and body is None
         while True:
@@ -311,6 +364,8 @@ class Upstream:
                 # gunicorn after 2 s): a new connection costs less than a spurious 502.
                 conn.close()
             reused = not conn.is_closed
+            if isinstance(conn, OriginConnection):
+                conn.on_interim = on_interim
             try:
                 with waiting():  # on the origin: the worker's pool runs other requests
                     raw = self._request(conn, method=method, target=target, headers=headers,
@@ -325,6 +380,9 @@ class Upstream:
             except BaseException:
                 self._discard(conn)
                 raise
+            finally:
+                if isinstance(conn, OriginConnection):
+                    conn.on_interim = None  # the next request on it has its own
             try:
                 return OriginResponse(raw)
             except OriginBroken:
