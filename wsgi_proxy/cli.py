@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from wsgi_proxy.config import PREFIX, Config, ServerConfig
 from wsgi_proxy.errors import ConfigError
@@ -138,8 +137,15 @@ def purge(args: list[str]) -> int:
     from wsgi_proxy import purge as purging  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="caching-proxy purge")
-    parser.add_argument("url", nargs="?", help="a path such as /a/b?c (all its variants)")
-    parser.add_argument("--prefix", help="every URL whose path starts with this")
+    parser.add_argument(
+        "url",
+        nargs="?",
+        help="a path such as /a/b?c (all its variants, "
+        "every host), or a URL such as https://shop.example/a (that host)",
+    )
+    parser.add_argument(
+        "--prefix", help="every URL whose path starts with this (a path, or a URL for one host)"
+    )
     parser.add_argument("--tag", help="every response tagged with this surrogate key")
     parser.add_argument("--all", action="store_true", help="everything")
     parser.add_argument("--soft", action="store_true", help="mark stale instead of removing")
@@ -152,13 +158,17 @@ def purge(args: list[str]) -> int:
         return 2
     config, store = opened
     if options.url is not None:
-        order = purging.Purge("url", _as_target(options.url), options.soft)
+        order = purging.Purge("url", options.url, options.soft)
     elif options.prefix is not None:
         order = purging.Purge("prefix", options.prefix, options.soft)
     elif options.tag is not None:
         order = purging.Purge("tag", options.tag, options.soft)
     else:
         order = purging.Purge("all", "", options.soft)
+    try:
+        purging.check(order)
+    except ValueError as exc:
+        parser.error(str(exc))
     if config.peers or config.redis_url:
         from wsgi_proxy.cluster import Cluster  # noqa: PLC0415
 
@@ -167,14 +177,6 @@ def purge(args: list[str]) -> int:
         return 1 if report.failed else 0
     print(f"purged {purging.apply(store, config.origin.url, order).purged}")
     return 0
-
-
-def _as_target(url: str) -> str:
-    """A path, or a full URL whose path and query are taken."""
-    if url.startswith("/"):
-        return url
-    parts = urlsplit(url)
-    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 def stats() -> int:

@@ -20,6 +20,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from wsgi_proxy.errors import ConfigError
+from wsgi_proxy.sites import parse_allowed_hosts
 
 T = TypeVar("T")
 
@@ -98,7 +99,14 @@ class Config:
     and purge without the token (empty: none). Health and readiness are always open."""
     trusted_proxies: int
     """WSGI_PROXY_TRUSTED_PROXIES: proxies in front (nginx: 1) whose ``X-Forwarded-For``
-    entries are passed on; what the client itself wrote there is dropped."""
+    entries are passed on, and whose ``X-Forwarded-Proto`` gives the scheme the client used;
+    what the client itself wrote there is dropped. The admin interface's address check
+    applies to every address on that path."""
+    allowed_hosts: tuple[str, ...]
+    """WSGI_PROXY_ALLOWED_HOSTS: comma-separated host names (``shop.example``, any port),
+    ``.example.com`` (it and every name under it), ``*.example.com`` (the names under it)
+    or ``*``; a request for any other host gets 421 and never reaches the origin (empty:
+    every host, each cached apart)."""
     via_name: str
     """WSGI_PROXY_VIA_NAME: this proxy's name in ``Via`` and ``Cache-Status``, and its device
     token in ``Surrogate-Capability`` and ``;token``-targeted ``Surrogate-Control``."""
@@ -147,6 +155,7 @@ class Config:
             admin_token=env.get(PREFIX + "ADMIN_TOKEN", ""),
             admin_allow=_read(env, "ADMIN_ALLOW", "", parse_networks),
             trusted_proxies=_read(env, "TRUSTED_PROXIES", "0", _non_negative_int),
+            allowed_hosts=_read(env, "ALLOWED_HOSTS", "", parse_allowed_hosts),
             via_name=_read(env, "VIA_NAME", "wsgi_proxy", parse_token),
             targeted_fields=_read(
                 env, "TARGETED_FIELDS", "CDN-Cache-Control, Surrogate-Control", parse_field_list

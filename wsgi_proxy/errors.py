@@ -40,6 +40,13 @@ class BadRequest(ProxyError):
     reason = "Bad Request"
 
 
+class MisdirectedRequest(ProxyError):
+    """A host this proxy does not serve (``WSGI_PROXY_ALLOWED_HOSTS``; RFC 9110 15.5.20)."""
+
+    status = 421
+    reason = "Misdirected Request"
+
+
 class MethodNotAllowed(ProxyError):
     """CONNECT: a reverse proxy opens no tunnels."""
 

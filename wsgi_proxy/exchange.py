@@ -28,6 +28,7 @@ from wsgi_proxy.errors import (
 )
 from wsgi_proxy.hits import Hit
 from wsgi_proxy.model import RequestHead
+from wsgi_proxy.sites import Site
 from wsgi_proxy.upstream import OriginResponse
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class Exchange:
     req: RequestHead
     environ: Environ
     start_response: StartResponse
+    site: Site
+    ready_key: str | None = None  # sites.raw_key: where a ready answer to it is kept
     primary: str = ""
     found: Hit | None = None
     lock: FileLock | None = None

@@ -12,7 +12,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable, Iterable
 
 from wsgi_proxy import headers as h
@@ -63,10 +62,12 @@ class Forwarder:
             *h.without(req.headers, _NOT_FORWARDED),
             ("Host", self.upstream.host),
             ("X-Forwarded-For", chain),
-            ("X-Forwarded-Proto", self._scheme(environ)),
+            # Exactly the site the cache key holds (keys.py): nothing the origin may answer
+            # differently by is left out of the key.
+            ("X-Forwarded-Proto", ex.site.scheme),
         ]
-        if environ.get("HTTP_HOST"):
-            fields.append(("X-Forwarded-Host", str(environ["HTTP_HOST"])))
+        if ex.site.host:
+            fields.append(("X-Forwarded-Host", ex.site.host))
         fields.append(("Via", f"{protocol} {self.name}"))
         fields.append(("Surrogate-Capability", self.capability))
         return tuple(fields)
@@ -116,11 +117,3 @@ class Forwarder:
                 log.info("early hints not passed on: %s", exc)
 
         return on_interim
-
-    def _scheme(self, environ: Environ) -> str:
-        """The scheme the client used. gunicorn takes it from X-Forwarded-Proto when the
-        peer is in its forwarded_allow_ips (loopback by default); that is nginx only when
-        proxies are trusted, so without them the connection itself decides."""
-        if self.config.trusted_proxies > 0:
-            return str(environ.get("wsgi.url_scheme", "http"))
-        return "https" if isinstance(environ.get("gunicorn.socket"), ssl.SSLSocket) else "http"

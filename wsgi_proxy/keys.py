@@ -1,9 +1,12 @@
 """Cache keys (RFC 9111 section 2 and 4.1). Pure.
 
 Invariants:
-- The primary key is the method class and the full target URI that the origin receives:
-  the configured origin and the request target byte for byte, so two targets the origin
-  may treat differently never share an entry.
+- The primary key is the method class, the full target URI that the origin receives (the
+  configured origin and the request target byte for byte, so two targets the origin may
+  treat differently never share an entry), and the site the request was for (the
+  ``scheme://host`` sent as ``X-Forwarded-Proto`` and ``X-Forwarded-Host``, sites.py), so
+  nothing the origin is told and may answer differently stays out of the key:
+  ``GET http://127.0.0.1:8000/a?b https://shop.example``. A target holds no space.
 - File names are SHA-256 digests of keys, never derived from the path: no URL can escape
   the cache folder or collide with a reserved name.
 - A variant is selected by the request's values of the fields the response's ``Vary``
@@ -20,9 +23,25 @@ from wsgi_proxy import headers as h
 from wsgi_proxy.headers import Headers
 
 
-def primary_key(origin_url: str, target: str) -> str:
-    """GET and HEAD share the GET entry; other methods are never looked up."""
-    return f"GET {origin_url}{target}"
+def primary_key(origin_url: str, target: str, site: str) -> str:
+    """GET and HEAD share the GET entry; other methods are never looked up. ``site`` is
+    the request's ``scheme://host`` (``Site.url``)."""
+    return f"GET {origin_url}{target} {site}"
+
+
+def split_key(key: str, origin_url: str) -> tuple[str, str] | None:
+    """(target, site) of a primary key made for ``origin_url``; None for any other key
+    (another origin's, or one written before sites were keyed)."""
+    start = f"GET {origin_url}"
+    if not key.startswith(start):
+        return None
+    target, space, site = key[len(start) :].rpartition(" ")
+    return (target, site) if space and target.startswith("/") else None
+
+
+def site_of_key(key: str) -> str:
+    """The ``scheme://host`` a primary key ends with."""
+    return key.rpartition(" ")[2]
 
 
 # Every hit needs its key's file name: the hot keys are hashed once per worker. Small, as a

@@ -26,10 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import assert_never
 
 from wsgi_proxy import headers as h
-from wsgi_proxy import keys, policy, validation
+from wsgi_proxy import keys, policy, sites, validation
 from wsgi_proxy.admin import Admin
 from wsgi_proxy.config import Config
-from wsgi_proxy.errors import NotInCache, OriginBroken, ProxyError
+from wsgi_proxy.errors import (
+    BadRequest,
+    MisdirectedRequest,
+    NotInCache,
+    OriginBroken,
+    ProxyError,
+)
 from wsgi_proxy.exchange import (
     Environ,
     Exchange,
@@ -113,11 +119,16 @@ class ProxyApp:
             # gunicorn's gthread sockets block without limit: a client that stops reading
             # or sending would hold this thread forever. gunicorn resets it after the request.
             client.settimeout(self.config.client_timeout)
-        answer = self._ready_answer(environ, start_response)
-        if answer is not None:
-            return answer
+        # Ready answers are kept by the request's raw site and target, and made only after
+        # the flow below has checked that site: they need no check of their own.
+        ready_key = sites.raw_key(environ, self.config.trusted_proxies)
+        if ready_key is not None:
+            answer = self._ready_answer(ready_key, environ, start_response)
+            if answer is not None:
+                return answer
         try:
-            ex = Exchange(request_head(environ), environ, start_response)
+            site = self._site(environ)
+            ex = Exchange(request_head(environ), environ, start_response, site, ready_key)
             if ex.req.method in ("GET", "HEAD"):
                 return self._cached(ex)
             return self._forward(ex)
@@ -129,19 +140,29 @@ class ProxyApp:
 
     # ---- GET and HEAD -------------------------------------------------------------------
 
+    def _site(self, environ: Environ) -> sites.Site:
+        """The request's site (sites.py): 400 for a missing or invalid ``Host``, 421 for
+        a host not in ``WSGI_PROXY_ALLOWED_HOSTS``; nothing reaches the origin then."""
+        site = sites.request_site(environ, self.config.trusted_proxies)
+        if site is None:
+            raise BadRequest("missing or invalid Host")
+        if not sites.is_allowed(site.host, self.config.allowed_hosts):
+            raise MisdirectedRequest(f"this proxy does not serve the host {site.host!r}")
+        return site
+
     def _ready_answer(
-        self, environ: Environ, start_response: StartResponse
+        self, key: str, environ: Environ, start_response: StartResponse
     ) -> Iterable[bytes] | None:
         """A plain fresh hit answered as the last time (ready.py), or None: the general flow
         answers (and may make the answer ready again)."""
-        return self.ready.answer(environ, start_response, self.clock, self.store,
+        return self.ready.answer(key, environ, start_response, self.clock, self.store,
                                  marks=self._ready_marks, sent=self._count_cache_bytes)  # fmt: skip
 
     def _ready_marks(self, age: float, ttl: float) -> h.Headers:
         return (("Age", str(int(age))), *self._marks("HIT", self._hit_status(ttl), "hit"))
 
     def _cached(self, ex: Exchange) -> Iterable[bytes]:
-        ex.primary = keys.primary_key(self.origin_url, ex.req.target)
+        ex.primary = keys.primary_key(self.origin_url, ex.req.target, ex.site.url)
         now = self.clock()
         found = self.store.lookup(ex.primary, ex.req.headers, now)
         if isinstance(found, PassMarker):
@@ -356,8 +377,13 @@ class ProxyApp:
         resp, _ = self.forwarder.send(ex.req.method, ex.req.target, fields, body, ex.environ,
                              chunked=chunked)  # fmt: skip
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
-        for target in validation.invalidated_targets(ex.req, head, self.origin_url):
-            self.store.invalidate(keys.primary_key(self.origin_url, target))
+        # The target and same-origin Location and Content-Location, for both schemes of the
+        # request's host: the other scheme's entry of the same resource is as outdated.
+        same_origin = (self.origin_url, ex.site.url)
+        for target in validation.invalidated_targets(ex.req, head, same_origin):
+            for scheme in sites.SCHEMES:
+                site = ex.site.with_scheme(scheme).url
+                self.store.invalidate(keys.primary_key(self.origin_url, target, site))
         status = h.format_cache_status(self.name, fwd="method", fwd_status=head.status)
         stream = StreamingBody(resp, None, None, self._count_origin_bytes)
         _prefetch(stream)

@@ -3,8 +3,10 @@
 Invariants:
 - Works on the shared folder only, so a purge from any worker or from the CLI takes effect
   in every worker at once; it needs no lock (entries are replaced or unlinked atomically).
-- A URL purge touches only that URL's files; prefix and tag purges scan the folder, off the
-  request path (admin endpoint or CLI), reading each entry's header block.
+- A URL purge touches only that URL's files, for each site in the list of sites
+  (sitelist.py) or the one host it names; prefix and tag purges, and a URL purge when the
+  list of sites is incomplete, scan the folder, off the request path (admin endpoint or
+  CLI), reading each entry's header block.
 - A soft purge keeps the body and marks the entry stale: the next request revalidates it,
   and it can still be served if the origin fails (stale-if-error).
 - ``Purge`` is the one description of a purge order; the cluster (cluster.py) sends it to
@@ -14,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -21,12 +24,14 @@ from pathlib import Path
 from typing import Any, Literal, assert_never
 from urllib.parse import urlencode
 
-from wsgi_proxy import keys
+from wsgi_proxy import keys, sites
 from wsgi_proxy.entryfile import TMP_PREFIX, CorruptEntry, entry_of, read_header
 from wsgi_proxy.eviction import walk_files
 from wsgi_proxy.hits import Hit
 from wsgi_proxy.hotset import stamp_of
 from wsgi_proxy.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +91,21 @@ class Purge:
         return None
 
 
+def check(purge: Purge) -> None:
+    """``ValueError`` saying why, if ``purge``'s URL or prefix is neither a path nor an
+    http(s) URL (the admin interface's 400, the CLI's error)."""
+    if purge.kind in ("url", "prefix"):
+        parse_purge_url(purge.value, prefix=purge.kind == "prefix")
+
+
 def apply(store: Store, origin_url: str, purge: Purge) -> PurgeResult:
-    """Carry out ``purge`` on this node's cache folder."""
+    """Carry out ``purge`` on this node's cache folder. One that fails ``check`` (from an
+    older node, or the purge log) purges nothing, logged."""
+    try:
+        check(purge)
+    except ValueError as exc:
+        log.warning("purge %s ignored: %s", purge.label, exc)
+        return PurgeResult(0)
     match purge.kind:
         case "url":
             return purge_url(store, origin_url, purge.value, soft=purge.soft)
@@ -101,24 +119,78 @@ def apply(store: Store, origin_url: str, purge: Purge) -> PurgeResult:
             assert_never(purge.kind)
 
 
-def purge_url(store: Store, origin_url: str, target: str, *, soft: bool) -> PurgeResult:
-    """The stored responses for one URL, every Vary variant included."""
-    primary = keys.primary_key(origin_url, target)
-    path = store.primary_path(primary)
-    paths = [path]
-    variants = path.with_name(path.name + ".d")
-    if variants.is_dir():
-        paths += [Path(e.path) for e in os.scandir(variants) if not e.name.startswith(TMP_PREFIX)]
-    count = sum(_purge_file(store, p, soft=soft) for p in paths)
-    if not soft:
-        store.invalidate(primary)
+def purge_url(store: Store, origin_url: str, url: str, *, soft: bool) -> PurgeResult:
+    """The stored responses for one URL, every Vary variant included. ``url`` is a request
+    target (``/path?q``: the entries of every site, found by the list of sites, or by a
+    scan of the folder when that list is incomplete) or an absolute URL
+    (``https://host/path?q``: that host's entries, for both schemes)."""
+    target, host = parse_purge_url(url)
+    listed = _sites(store, host)
+    if listed is None:
+        return _purge_matching(store, _key_matches(origin_url, target, None, exact=True), soft)
+    count = 0
+    for site in listed:
+        primary = keys.primary_key(origin_url, target, site)
+        path = store.primary_path(primary)
+        paths = [path]
+        variants = path.with_name(path.name + ".d")
+        if variants.is_dir():
+            paths += [
+                Path(e.path) for e in os.scandir(variants) if not e.name.startswith(TMP_PREFIX)
+            ]
+        count += sum(_purge_file(store, p, soft=soft) for p in paths)
+        if not soft:
+            store.invalidate(primary)
     return PurgeResult(count)
 
 
 def purge_prefix(store: Store, origin_url: str, prefix: str, *, soft: bool) -> PurgeResult:
-    """Every stored response whose target starts with ``prefix``."""
-    start = keys.primary_key(origin_url, prefix)
-    return _purge_matching(store, lambda meta: str(meta.get("key", "")).startswith(start), soft)
+    """Every stored response whose target starts with ``prefix``: a path prefix (every
+    site) or an absolute URL prefix (that host's entries, both schemes)."""
+    target, host = parse_purge_url(prefix, prefix=True)
+    return _purge_matching(store, _key_matches(origin_url, target, host, exact=False), soft)
+
+
+def parse_purge_url(url: str, *, prefix: bool = False) -> tuple[str, str | None]:
+    """(target, normalised host or None for every site) of a purge's URL or prefix."""
+    if url.startswith("/"):
+        return url, None
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in sites.SCHEMES:
+        raise ValueError(f"not a path or an http(s) URL: {url[:80]!r}")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    host = sites.normalise_host(rest[:cut], scheme)
+    if host is None or not host:
+        raise ValueError(f"not a valid host in {url[:80]!r}")
+    target = rest[cut:]
+    if target.startswith("?") or (not target and not prefix):
+        target = "/" + target
+    return target, host
+
+
+def _sites(store: Store, host: str | None) -> list[str] | None:
+    """The sites a purge covers: ``host``'s for both schemes, else every listed site (None
+    when the list is incomplete)."""
+    if host is not None:
+        return [sites.Site(scheme, host).url for scheme in sites.SCHEMES]
+    return store.sites.sites()
+
+
+def _key_matches(
+    origin_url: str, target: str, host: str | None, *, exact: bool
+) -> Callable[[dict[str, Any]], bool]:
+    """A match on a stored entry's key: its target equal to (or, not ``exact``, starting
+    with) ``target``, for ``host`` (both schemes) or every site."""
+    wanted = None if host is None else {sites.Site(s, host).url for s in sites.SCHEMES}
+
+    def matches(meta: dict[str, Any]) -> bool:
+        parts = keys.split_key(str(meta.get("key", "")), origin_url)
+        if parts is None or (wanted is not None and parts[1] not in wanted):
+            return False
+        return parts[0] == target if exact else parts[0].startswith(target)
+
+    return matches
 
 
 def purge_tag(store: Store, tag: str, *, soft: bool) -> PurgeResult:

@@ -1,6 +1,7 @@
 """Ready answers: each worker keeps the last answer it gave to a plain fresh hit, and gives
 it again without running the general flow, with ``Age`` and ``Cache-Status`` brought up to
-date.
+date. They are kept by the request's scheme, ``Host`` and target as they arrived
+(``sites.raw_key``), which tell its site and so its cache key.
 
 A plain request is a GET or HEAD in origin form with none of the fields a reuse decision
 reads (``policy.REUSE_REQUEST_FIELDS``); for a stored response that does not vary, the flow
@@ -107,7 +108,7 @@ def is_plain(environ: Mapping[str, object]) -> bool:
 
 
 class ReadyAnswers:
-    """Ready answers by request target. Reads take no lock; changes take one."""
+    """Ready answers by raw site and target. Reads take no lock; changes take one."""
 
     def __init__(self, max_bytes: int, max_answers: int) -> None:
         self.max_bytes = max_bytes
@@ -123,6 +124,7 @@ class ReadyAnswers:
 
     def answer(
         self,
+        key: str,
         environ: Mapping[str, Any],
         start_response: Callable[..., Any],
         clock: Callable[[], float],
@@ -131,12 +133,12 @@ class ReadyAnswers:
         marks: Callable[[float, float], Headers],
         sent: Callable[[int], None],
     ) -> Iterable[bytes] | None:
-        """The ready answer to ``environ``'s request, or None when there is none, or it ran
-        stale, or its file changed (it is then forgotten), or the store lost its nanosecond
-        mtimes. ``marks(age, ttl)`` gives the per-request fields and counts the hit;
-        ``sent(size)`` counts the body's bytes."""
-        target = environ.get("RAW_URI")
-        ready = self._by_target.get(target) if isinstance(target, str) else None
+        """The ready answer kept under ``key`` (the request's ``sites.raw_key``) for
+        ``environ``'s request, or None when there is none, or it ran stale, or its file
+        changed (it is then forgotten), or the store lost its nanosecond mtimes.
+        ``marks(age, ttl)`` gives the per-request fields and counts the hit; ``sent(size)``
+        counts the body's bytes."""
+        ready = self._by_target.get(key)
         if ready is None or not is_plain(environ) or not store.fine_timestamps:
             return None
         now = clock()
@@ -145,9 +147,9 @@ class ReadyAnswers:
         head = environ["REQUEST_METHOD"] == "HEAD"
         unchanged, file = _still_good(ready, store, now, fresh=ttl > 0, opened=not head)
         if not unchanged:
-            self.forget(environ["RAW_URI"])
+            self.forget(key)
             return None
-        log.debug("hit %s (ready) age=%.0f ttl=%.0f", target, age, ttl)
+        log.debug("hit %s (ready) age=%.0f ttl=%.0f", key, age, ttl)
         self.given += 1
         start_response(ready.status_line, [*ready.fields, *marks(age, ttl)])
         if head:
@@ -160,7 +162,7 @@ class ReadyAnswers:
 
     def make(
         self,
-        target: str,
+        key: str,
         environ: Mapping[str, object],
         found: Hit,
         fields: Headers,
@@ -168,14 +170,14 @@ class ReadyAnswers:
         *,
         targeting: policy.Targeting,
     ) -> None:
-        """Keep the answer just given to ``environ``'s request from ``found`` (read from
-        the store, fresh, its body checked), if the next plain request may be given the
-        same: whole, or with ``body`` None to be sent from the file again."""
+        """Keep under ``key`` the answer just given to ``environ``'s request from ``found``
+        (read from the store, fresh, its body checked), if the next plain request may be
+        given the same: whole, or with ``body`` None to be sent from the file again."""
         freshness = policy.plain_freshness(found.entry, targeting)
         if freshness is None or not is_plain(environ):
             return
         entry = found.entry
-        self.add(target, Ready(found.stamp, found.location, entry.head.status_line, fields,
+        self.add(key, Ready(found.stamp, found.location, entry.head.status_line, fields,
                                body, found.body_offset, entry.body_length,
                                entry.response_time, freshness))  # fmt: skip
 

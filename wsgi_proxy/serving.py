@@ -136,9 +136,11 @@ class Serving:
     def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, held: bytes | None) -> None:
         """Keep the answer to a GET of a fresh entry, served whole, for the next plain
         request (ready.py), once its body is checked (a large one: by a later answer)."""
-        if ex.req.method == "GET" and self.store.fine_timestamps and self.store.is_verified(found):
-            self.ready.make(ex.req.target, ex.environ, found, fields, held,
-                            targeting=self.targeting)  # fmt: skip
+        key = ex.ready_key
+        if key is None or ex.req.method != "GET" or not self.store.fine_timestamps:
+            return
+        if self.store.is_verified(found):
+            self.ready.make(key, ex.environ, found, fields, held, targeting=self.targeting)
 
 
 class CheckedStream:

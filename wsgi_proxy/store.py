@@ -5,6 +5,7 @@ Layout under the cache folder (the format is versioned by the ``v1`` folder and 
     v1/objects/ab/<sha256>.d/<sha256 of variant>   responses selected by Vary
     v1/locks/<n>.lock                              striped per-key locks (locks.py)
     v1/state/usage                                 bytes stored, shared by all workers (usage.py)
+    v1/state/sites                                 the sites entries were stored for (sitelist.py)
 
 Invariants:
 - An entry is one file, written and published whole (entryfile.py); readers take no lock.
@@ -45,6 +46,7 @@ from wsgi_proxy.hotset import HotSet, Remembered, Stamp, stamp_of
 from wsgi_proxy.locks import KeyLock, key_lock
 from wsgi_proxy.model import Entry
 from wsgi_proxy.openfiles import OpenFile, OpenFiles
+from wsgi_proxy.sitelist import SiteList
 from wsgi_proxy.usage import UsageCounter
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class Store:
         self.lock_stripes = lock_stripes
         self.max_variants = max_variants
         self.usage = UsageCounter(self.state)
+        self.sites = SiteList(self.state)
         self._objects = str(self.objects)
         self._locks = str(self.locks)
         self.checked = CheckedBodies()
@@ -246,7 +249,10 @@ class Store:
         self, entry: Entry, *, expected_length: int | None, max_body: int
     ) -> EntryWriter | None:
         """A writer for ``entry``'s body, or None when the disk refuses (logged). A response
-        that varies goes to its variant's file, selected by ``entry.vary``."""
+        that varies goes to its variant's file, selected by ``entry.vary``. Its site is
+        listed first (sitelist.py), so that purges by path find it."""
+        if not self.sites.note(keys.site_of_key(entry.key)):
+            return None
         path = self.primary_path(entry.key)
         if entry.vary:
             path = _variants_dir(path) / keys.variant_digest(entry.vary)

@@ -83,10 +83,13 @@ def is_range_applicable(req: RequestHead, head: ResponseHead) -> bool:
 # ---- invalidation (RFC 9111 section 4.4) --------------------------------------------------
 
 
-def invalidated_targets(req: RequestHead, resp: ResponseHead, origin_url: str) -> list[str]:
+def invalidated_targets(
+    req: RequestHead, resp: ResponseHead, same_origin: tuple[str, ...]
+) -> list[str]:
     """Section 4.4: a non-error response to an unsafe method, or one whose safety is
     unknown, invalidates the target URI and the same-origin ``Location`` and
-    ``Content-Location``."""
+    ``Content-Location``: a path, or an absolute URL under one of ``same_origin``'s
+    ``scheme://authority`` bases (the origin's own, and the site the client asked for)."""
     if req.method in SAFE_METHODS or not 200 <= resp.status < 400:
         return []
     targets = [req.target]
@@ -94,8 +97,9 @@ def invalidated_targets(req: RequestHead, resp: ResponseHead, origin_url: str) -
         value = resp.get(field)
         if value is None:
             continue
-        if value.startswith(origin_url + "/"):
-            targets.append(value[len(origin_url) :])
+        base = next((b for b in same_origin if value.startswith(b + "/")), None)
+        if base is not None:
+            targets.append(value[len(base) :])
         elif value.startswith("/") and not value.startswith("//"):
             targets.append(value)
     return targets

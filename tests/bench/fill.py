@@ -2,7 +2,8 @@
 scan of it.
 
 ``fill`` writes entries exactly where and as the proxy would after fetching them: primary
-key ``GET <origin><target>``, the origin's end-to-end response fields, request and response
+key ``GET <origin><target> http://<FILL_HOST>`` (requests for them must send that ``Host``:
+``FILL_HOST_FIELDS``), the origin's end-to-end response fields, request and response
 times of now (so ``max-age=3600`` keeps them fresh for an hour), published by
 ``Store.begin(...).write(...).commit()``.
 """
@@ -25,6 +26,9 @@ from wsgi_proxy.store import Store
 # layout of an entry without Vary).
 _LOCK_STRIPES = 1024
 _MAX_VARIANTS = 32
+# The site the filled entries are stored for (the proxy's port is not known yet).
+FILL_HOST = "bench.example"
+FILL_HOST_FIELDS = {"Host": FILL_HOST}
 
 
 def fill(
@@ -39,7 +43,8 @@ def fill(
     now = time.time()
     head = ResponseHead(200, "OK", fields)
     for i, target in enumerate(targets):
-        entry = Entry(keys.primary_key(origin_url, target), head, now, now, (), 0)
+        key = keys.primary_key(origin_url, target, f"http://{FILL_HOST}")
+        entry = Entry(key, head, now, now, (), 0)
         writer = store.begin(entry, expected_length=body_size, max_body=body_size)
         if writer is None:
             raise SystemExit(f"cannot write to {cache_dir} (see the warning above)")

@@ -262,7 +262,7 @@ def size_phase(
                         settings)  # fmt: skip
     print(describe(big), describe(small), sep="\n")
     for target in (targets[0], targets[-1]):  # the proxy finds what fill() stored
-        status, found, _ = get(big.port, target)
+        status, found, _ = get(big.port, target, headers=fill.FILL_HOST_FIELDS)
         if found.get("x-cache") != "HIT":
             raise SystemExit(f"{target}: {status}, X-Cache {found.get('x-cache')}, not a HIT: "
                              "the filled entries are not where the proxy looks")  # fmt: skip

@@ -30,6 +30,10 @@ TOKEN = "cluster-token"
 AUTH = [("Authorization", f"Bearer {TOKEN}")]
 CACHED = [("Cache-Control", "max-age=600")]
 NODES = 3
+# The Host nginx's site sends the nodes ($host: the client's, without the port): asked with
+# it, a node finds the entries stored for requests that came through nginx.
+SITE_HOST = "127.0.0.1"
+AS_NGINX = [("Host", SITE_HOST)]
 
 
 class Cluster:
@@ -92,8 +96,9 @@ class Cluster:
             subprocess.run(["kill", "-9", str(pid)], check=False)
 
     def holders(self, target: str) -> list[int]:
-        """The nodes whose cache folder holds the response for ``target``."""
-        digest = keys.digest(keys.primary_key(self.origin_url, target))
+        """The nodes whose cache folder holds the response for ``target`` (asked through
+        nginx, which sends the nodes ``Host: $host``: the client's host without its port)."""
+        digest = keys.digest(keys.primary_key(self.origin_url, target, f"http://{SITE_HOST}"))
         return [
             i
             for i in range(NODES)
@@ -281,11 +286,13 @@ def test_a_purge_issued_while_a_node_is_down_is_applied_when_it_is_back(
     assert "purge log: 1" in out
     back = nodes.restart(dead)
     for path in tagged:
-        reply = back.get(path) if nodes.holders(path) == [dead] else nginx.get(path)
+        reply = back.get(path, AS_NGINX) if nodes.holders(path) == [dead] else nginx.get(path)
         assert (reply.status, reply.x_cache, origin.count(path)) == (200, "MISS", 2), path
     on_dead = [p for p in plain if nodes.holder(p) == dead]
     assert on_dead, "no untagged URL landed on the node"
-    assert [(back.get(p).x_cache, origin.count(p)) for p in on_dead] == [("HIT", 1)] * len(on_dead)
+    assert [(back.get(p, AS_NGINX).x_cache, origin.count(p)) for p in on_dead] == [
+        ("HIT", 1)
+    ] * len(on_dead)
     assert nodes.status(dead)["purge_log_applied"] == "1"
 
 
@@ -331,7 +338,7 @@ def test_redis_down_and_back(cluster: tuple[Cluster, Nginx], origin: Origin) -> 
     # The nodes that watched Redis go away kept their caches.
     kept = [p for p in plain if held[p] in alive]
     for path in kept:
-        reply = nodes.nodes[held[path]].get(path)
+        reply = nodes.nodes[held[path]].get(path, AS_NGINX)
         assert (reply.x_cache, origin.count(path)) == ("HIT", 1), path
     # The node that was down when Redis lost the log cannot know what it missed: it
     # empties its cache before it serves again.
@@ -340,7 +347,7 @@ def test_redis_down_and_back(cluster: tuple[Cluster, Nginx], origin: Origin) -> 
     assert mine
     counts = {p: origin.count(p) for p in mine}
     for path in mine:
-        reply = back.get(path)
+        reply = back.get(path, AS_NGINX)
         assert (reply.status, reply.x_cache) == (200, "MISS"), path
         assert origin.count(path) == counts[path] + 1
     assert nodes.status(dead)["purge_log_epoch"] == epoch
@@ -357,7 +364,7 @@ def test_two_nodes_fetching_one_cold_url_make_one_origin_request(
     replies: dict[int, client.Response] = {}
 
     def ask(index: int) -> None:
-        replies[index] = nodes.nodes[index].get(slow)
+        replies[index] = nodes.nodes[index].get(slow, AS_NGINX)
 
     first = threading.Thread(target=ask, args=(0,))
     first.start()

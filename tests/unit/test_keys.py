@@ -9,12 +9,39 @@ from wsgi_proxy import keys
 
 def test_targets_that_differ_byte_for_byte_have_different_keys() -> None:
     targets = ["/a", "/a?", "/a?x=1", "/A", "/a%2Fb", "/a/b", "/a%2fb", "//a"]
-    digests = {keys.digest(keys.primary_key("http://o", t)) for t in targets}
+    digests = {keys.digest(keys.primary_key("http://o", t, "http://s")) for t in targets}
     assert len(digests) == len(targets)
 
 
+def test_sites_have_different_keys() -> None:
+    site_urls = ["http://shop.example", "https://shop.example", "http://evil.example",
+                 "http://shop.example:8080", "http://"]  # fmt: skip
+    digests = {keys.digest(keys.primary_key("http://o", "/a", s)) for s in site_urls}
+    assert len(digests) == len(site_urls)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("GET http://o/a?b https://shop.example", ("/a?b", "https://shop.example")),
+        ("GET http://o/ http://", ("/", "http://")),
+        ("GET http://o/a", None),  # written before sites were keyed
+        ("GET http://other/a http://s", None),
+        ("GET http://o:81/a http://s", None),
+    ],
+)
+def test_split_key(key: str, expected: tuple[str, str] | None) -> None:
+    assert keys.split_key(key, "http://o") == expected
+
+
+def test_split_key_undoes_primary_key() -> None:
+    key = keys.primary_key("http://o:8000", "/x%20y?q=1", "https://[::1]:8443")
+    assert keys.split_key(key, "http://o:8000") == ("/x%20y?q=1", "https://[::1]:8443")
+    assert keys.site_of_key(key) == "https://[::1]:8443"
+
+
 def test_digest_is_a_safe_file_name() -> None:
-    name = keys.digest(keys.primary_key("http://o", "/../../etc/passwd\x00"))
+    name = keys.digest(keys.primary_key("http://o", "/../../etc/passwd\x00", "http://s"))
     assert len(name) == 64
     assert set(name) <= set("0123456789abcdef")
 

@@ -79,6 +79,8 @@ INVALIDATION_CASES: list[tuple[str, str, int, Headers, list[str]]] = [
     ("POST error does not invalidate", "POST", 500, (), []),
     ("GET never invalidates", "GET", 200, (), []),
     ("same-origin Location", "PUT", 201, (("Location", "http://o/y"),), ["/x", "/y"]),
+    ("the site's Location", "PUT", 201, (("Location", "https://s/y?q"),), ["/x", "/y?q"]),
+    ("another site's Location", "PUT", 201, (("Location", "https://s2/y"),), ["/x"]),
     ("relative Content-Location", "DELETE", 204, (("Content-Location", "/z"),), ["/x", "/z"]),
     ("foreign Location ignored", "POST", 303, (("Location", "http://evil/y"),), ["/x"]),
     ("scheme-relative Location ignored", "PATCH", 200, (("Location", "//evil/y"),), ["/x"]),
@@ -90,7 +92,8 @@ def test_invalidated_targets(
     case: str, method: str, status: int, fields: Headers, expected: list[str]
 ) -> None:
     response = ResponseHead(status, "", fields)
-    targets = validation.invalidated_targets(req(method=method), response, "http://o")
+    same_origin = ("http://o", "https://s")
+    targets = validation.invalidated_targets(req(method=method), response, same_origin)
     assert targets == expected, case
 
 
