@@ -9,7 +9,9 @@
     {prefix}/tags      GET ?tag=t: the nodes and URLs the tag index holds for a tag
 
 Invariants: closed by default (no token, no allowed address: 403); the token is compared in
-constant time; answers are short plain text, never forwarded to the origin. In a cluster
+constant time; without it, every address the request came through (the peer and each
+``X-Forwarded-For`` entry) must be allowed; answers are short plain text, never forwarded
+to the origin. In a cluster
 (cluster.py) a purge goes to every node, unless it came from a node (``PEER_HEADER``):
 then it is applied here only.
 """
@@ -19,10 +21,11 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterable
-from ipaddress import ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from wsgi_proxy import headers as h
 from wsgi_proxy import purge as purging
 from wsgi_proxy.config import Config
 from wsgi_proxy.exchange import Environ, StartResponse
@@ -62,8 +65,9 @@ class Admin:
         if not self._is_allowed(environ):
             return _text(start_response, 403, "admin interface: forbidden")
         if method == "PURGE" and action is None:
-            query = str(environ.get("QUERY_STRING", ""))
-            target = path + (f"?{query}" if query else "")
+            # The target as sent: a path (every site's entries) or an absolute URL (that
+            # host's). PATH_INFO is decoded, and /a%2Fb is not /a/b.
+            target = str(environ.get("RAW_URI") or path)
             return self._purge(environ, start_response, Purge("url", target), {})
         if action == "/metrics" and method == "GET":
             body, content_type = self.metrics.render()
@@ -84,15 +88,21 @@ class Admin:
         return _text(start_response, 404, "admin interface: no such endpoint")
 
     def _is_allowed(self, environ: Environ) -> bool:
+        """The token, or an allowed address for every hop: the peer and each address in
+        ``X-Forwarded-For``. A request through nginx comes from 127.0.0.1, but nginx names
+        the client there, and the client is who asks; an entry a client forged can only
+        refuse it. So an allowed loopback opens nothing to the public through a local
+        nginx, whatever ``WSGI_PROXY_TRUSTED_PROXIES`` says."""
         token = self.config.admin_token
         given = str(environ.get("HTTP_AUTHORIZATION", ""))
         if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return True
-        try:
-            peer = ip_address(str(environ.get("REMOTE_ADDR", "")))
-        except ValueError:
+        allowed = self.config.admin_allow
+        if not allowed:
             return False
-        return any(peer in network for network in self.config.admin_allow)
+        hops = [str(environ.get("REMOTE_ADDR", ""))]
+        hops += h.parse_list(str(environ.get("HTTP_X_FORWARDED_FOR") or ""))
+        return all(_is_in(hop, allowed) for hop in hops)
 
     def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -108,6 +118,10 @@ class Admin:
         purge: Purge,
         params: dict[str, list[str]],
     ) -> Iterable[bytes]:
+        try:
+            purging.check(purge)
+        except ValueError as exc:
+            return _text(start_response, 400, f"purge: {exc}")
         cluster = self.cluster
         if cluster is not None and cluster.is_clustered and environ.get(_PEER_ENVIRON) is None:
             report = cluster.broadcast(purge, issuer=self.config.node_url or "admin")
@@ -134,6 +148,14 @@ class Admin:
             return _text(start_response, 503, "the tag index is unavailable (Redis)")
         lines = [f"{node}\t{target}" for node, target in members]
         return _text(start_response, 200, "\n".join([f"{len(lines)} stored", *lines]))
+
+
+def _is_in(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        ip = ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def _text(start_response: StartResponse, status: int, text: str) -> Iterable[bytes]:

@@ -13,22 +13,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.origin import Origin
+from support.origin import Origin, Recorded, Reply
 from support.proxy import REPO, ProxyFactory, ProxyProcess, free_port
 from support.services import Nginx
 
 SITE = REPO / "deploy" / "nginx" / "wsgi-proxy.conf"
 
 
-@pytest.fixture
-def stack(proxy_factory: ProxyFactory, tmp_path: Path) -> Iterator[tuple[Nginx, ProxyProcess]]:
-    proxy = proxy_factory({"WSGI_PROXY_TRUSTED_PROXIES": "1", "WSGI_PROXY_ADMIN_TOKEN": "tk"})
+def _start_nginx(proxy: ProxyProcess, root: Path) -> Nginx:
+    """nginx with the shipped site, only its two addresses replaced."""
     port = free_port()
     site = SITE.read_text()
     assert "server 127.0.0.1:8080;" in site and "listen 80;" in site
     site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{proxy.port};")
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    nginx = Nginx.start(site, port, tmp_path / "nginx")
+    return Nginx.start(site, port, root)
+
+
+@pytest.fixture
+def stack(proxy_factory: ProxyFactory, tmp_path: Path) -> Iterator[tuple[Nginx, ProxyProcess]]:
+    proxy = proxy_factory({"WSGI_PROXY_TRUSTED_PROXIES": "1", "WSGI_PROXY_ADMIN_TOKEN": "tk"})
+    nginx = _start_nginx(proxy, tmp_path / "nginx")
     try:
         yield nginx, proxy
     finally:
@@ -41,7 +46,7 @@ def test_hit_and_miss_through_nginx_with_the_client_address(
     nginx, _proxy = stack
     path = origin.route("/n", headers=[("Cache-Control", "max-age=60")], body=b"via nginx")
     first = nginx.get(path, [("X-Forwarded-For", "6.6.6.6"), ("Host", "shop.example")])
-    second = nginx.get(path)
+    second = nginx.get(path, [("Host", "shop.example")])
     assert (first.x_cache, second.x_cache) == ("MISS", "HIT")
     assert first.body == second.body == b"via nginx"
     seen = origin.last(path)
@@ -52,6 +57,27 @@ def test_hit_and_miss_through_nginx_with_the_client_address(
     assert seen.header("X-Forwarded-Proto") == "http"
     assert seen.header("Host") == origin.host
     assert origin.count(path) == 1
+
+
+def test_a_poisoning_attempt_through_nginx_stays_with_its_host(
+    stack: tuple[Nginx, ProxyProcess], origin: Origin
+) -> None:
+    """The shipped site passes the client's host on; with no setting at all, a page built
+    for evil.example (its links from X-Forwarded-Host) is never served to shop.example."""
+    nginx, _proxy = stack
+
+    def page(request: Recorded) -> Reply:
+        host = request.header("X-Forwarded-Host")
+        return Reply(headers=[("Cache-Control", "max-age=60")], body=f"//{host}/a".encode())
+
+    path = origin.respond("/page", page)
+    evil = nginx.get(path, [("Host", "evil.example")])
+    clean = nginx.get(path, [("Host", "shop.example")])
+    clean_again = nginx.get(path, [("Host", "Shop.Example")])
+    assert (evil.body, evil.x_cache) == (b"//evil.example/a", "MISS")
+    assert (clean.body, clean.x_cache) == (b"//shop.example/a", "MISS")
+    assert (clean_again.body, clean_again.x_cache) == (b"//shop.example/a", "HIT")
+    assert origin.count(path) == 2
 
 
 def test_admin_is_not_reachable_through_nginx_but_health_is(
@@ -112,3 +138,76 @@ def test_graceful_reload_under_load_fails_no_request_and_keeps_the_cache(
     assert origin.count(cached) == 1  # the cache outlived both reloads
     assert nginx.get(cached).x_cache == "HIT"
     proxy.assert_alive()
+
+
+PUBLIC = "127.0.0.2"  # a client address that is not in WSGI_PROXY_ADMIN_ALLOW
+ADMIN_ROUTES = [
+    ("PURGE", "{path}"),
+    ("PURGE", "http://shop.example{path}"),
+    ("POST", "/_wsgi_proxy/purge?url={path}"),
+    ("POST", "/_wsgi_proxy/purge?all=1"),
+    ("PURGE", "/_wsgi_proxy/purge?prefix=/"),
+    ("GET", "/_wsgi_proxy/metrics"),
+    ("GET", "/_wsgi_proxy/cluster"),
+    ("GET", "/_wsgi_proxy/tags?tag=t"),
+    ("GET", "/_wsgi_proxy"),
+    ("GET", "//_wsgi_proxy/metrics"),
+    ("GET", "/%5Fwsgi_proxy/metrics"),
+    ("GET", "/x/../_wsgi_proxy/metrics"),
+]
+
+
+@pytest.mark.parametrize("trusted", ["1", "0"])
+def test_no_admin_action_through_nginx_even_from_an_allowed_loopback(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path, trusted: str
+) -> None:
+    """ADMIN_ALLOW=127.0.0.1 behind a local nginx, as deploy/wsgi-proxy.env once presented
+    as safe (and with TRUSTED_PROXIES left at 0): every request through nginx comes from
+    127.0.0.1, yet none may purge, read metrics or the cluster. Straight to gunicorn from
+    loopback, the same requests work."""
+    proxy = proxy_factory(
+        {"WSGI_PROXY_TRUSTED_PROXIES": trusted, "WSGI_PROXY_ADMIN_ALLOW": "127.0.0.1"}
+    )
+    nginx = _start_nginx(proxy, tmp_path / "nginx")
+    try:
+        path = origin.route("/kept", headers=[("Cache-Control", "max-age=600")], body=b"kept")
+        host = [("Host", "shop.example")]
+        assert nginx.request("GET", path, host).x_cache == "MISS"
+        for method, target in ADMIN_ROUTES:
+            reply = nginx.request(method, target.format(path=path), host, source=PUBLIC)
+            assert reply.status in (403, 404, 405), (method, target, reply.describe())
+            assert b"purged" not in reply.body and b"wsgi_proxy_" not in reply.body
+            assert nginx.request("GET", path, host).x_cache == "HIT", (method, target)
+        assert origin.count(path) == 1
+        metrics = proxy.get("/_wsgi_proxy/metrics")
+        assert metrics.status == 200 and b"wsgi_proxy_" in metrics.body
+        purged = proxy.request("PURGE", path, host)
+        assert (purged.status, purged.body) == (200, b"purged 1\n")
+        assert nginx.request("GET", path, host).x_cache == "MISS"
+    finally:
+        nginx.stop()
+
+
+def test_a_custom_admin_prefix_through_nginx_still_needs_the_token(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """nginx's site blocks only the default prefix: the address check holds the rest."""
+    settings = {"WSGI_PROXY_TRUSTED_PROXIES": "1", "WSGI_PROXY_ADMIN_ALLOW": "127.0.0.1",
+                "WSGI_PROXY_ADMIN_PREFIX": "/ops", "WSGI_PROXY_ADMIN_TOKEN": "tk"}  # fmt: skip
+    proxy = proxy_factory(settings)
+    nginx = _start_nginx(proxy, tmp_path / "nginx")
+    try:
+        path = origin.route("/custom", headers=[("Cache-Control", "max-age=600")], body=b"c")
+        nginx.get(path)
+        # A public client (127.0.0.2: not in ADMIN_ALLOW), its own X-Forwarded-For forged.
+        forged = [("X-Forwarded-For", "127.0.0.1")]
+        refused = nginx.request("POST", f"/ops/purge?url={path}", forged, source=PUBLIC)
+        assert refused.status == 403, refused.describe()
+        assert nginx.get(path).x_cache == "HIT"
+        token = nginx.request(
+            "POST", f"/ops/purge?url={path}", [("Authorization", "Bearer tk")], source=PUBLIC
+        )
+        assert (token.status, token.body) == (200, b"purged 1\n")
+        assert origin.count(path) == 1
+    finally:
+        nginx.stop()

@@ -79,14 +79,17 @@ def request(
     headers: Headers = (),
     body: bytes | Iterable[bytes] | None = None,
     timeout: float = TIMEOUT,
+    source: str | None = None,
 ) -> Response:
     """Send one request on a new connection to 127.0.0.1:`port` and read the whole answer.
 
     A bytes `body` gets a Content-Length; any other iterable is sent chunked. `Host` is
-    127.0.0.1:`port` unless `headers` has one. Framing errors (a short body, a cut
-    connection) raise `http.client.HTTPException` or `OSError`.
+    127.0.0.1:`port` unless `headers` has one. The connection comes from `source` if given
+    (another loopback address). Framing errors (a short body, a cut connection) raise
+    `http.client.HTTPException` or `OSError`.
     """
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    address = None if source is None else (source, 0)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=address)
     try:
         _send(conn, method, target, headers, body)
         reply = conn.getresponse()

@@ -51,6 +51,13 @@ class Nginx:
     def get(self, target: str, headers: client.Headers = ()) -> client.Response:
         return client.request(self.port, "GET", target, headers, None, client.TIMEOUT)
 
+    def request(
+        self, method: str, target: str, headers: client.Headers = (), source: str | None = None
+    ) -> client.Response:
+        """``method`` ``target`` from ``source`` (another loopback address, as a client
+        that is not this machine), or from 127.0.0.1."""
+        return client.request(self.port, method, target, headers, None, client.TIMEOUT, source)
+
     def stop(self) -> None:
         stop_process(self.process)
 
