@@ -41,7 +41,7 @@ def test_pipelined_requests_are_answered_in_order(origin: Origin, proxy: ProxyPr
     the origin sees each pass-through once."""
     cached = origin.route("/piped-cached", headers=CACHED, body=b"cached body")
     passed = origin.route("/piped-passed", headers=UNCACHEABLE, body=b"passed body")
-    assert proxy.get(cached).x_cache == "MISS"
+    assert proxy.get(cached, [("Host", "example.test")]).x_cache == "MISS"
     targets = [cached, passed, cached, passed, passed, cached]
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         sock.sendall(b"".join(_get(target) for target in targets))

@@ -10,17 +10,20 @@ from support.origin import Origin
 from support.proxy import ProxyFactory, free_port
 
 BODY = b"kept across restarts"
+# Each server listens on a port of its own; clients name the site they ask for (the Host
+# nginx would send), which keys the entry whatever port answered.
+SITE = [("Host", "shop.example")]
 
 
 def test_cached_entry_survives_a_restart(origin: Origin, proxy_factory: ProxyFactory) -> None:
     path = origin.route("/kept", headers=[("Cache-Control", "max-age=600")], body=BODY)
     first = proxy_factory()
-    assert_response(first.get(path), cache="MISS", body=BODY)
+    assert_response(first.get(path, SITE), cache="MISS", body=BODY)
     first.stop()
 
-    second = proxy_factory()  # same cache folder, new gunicorn
+    second = proxy_factory()  # same cache folder, new gunicorn (on another port)
 
-    assert_response(second.get(path), cache="HIT", body=BODY)
+    assert_response(second.get(path, SITE), cache="HIT", body=BODY)
     assert origin.count(path) == 1
 
 
@@ -28,8 +31,8 @@ def test_two_servers_share_one_cache_folder(origin: Origin, proxy_factory: Proxy
     path = origin.route("/both", headers=[("Cache-Control", "max-age=600")], body=BODY)
     one, two = proxy_factory(), proxy_factory()
 
-    assert_response(one.get(path), cache="MISS", body=BODY)
-    assert_response(two.get(path), cache="HIT", body=BODY)
+    assert_response(one.get(path, SITE), cache="MISS", body=BODY)
+    assert_response(two.get(path, SITE), cache="HIT", body=BODY)
     assert origin.count(path) == 1
 
 

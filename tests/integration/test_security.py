@@ -110,7 +110,7 @@ def test_unkeyed_headers_cannot_poison_the_cache(proxy: ProxyProcess, origin: Or
     for name, value in POISON:
         assert value not in seen.header_values(name), (name, seen.headers)
     assert seen.header("X-Forwarded-Host") == "client.example"  # set by the proxy itself
-    victim = proxy.get(path)
+    victim = proxy.get(path, [("Host", "client.example")])  # the same site: the same entry
     assert_response(victim, cache="HIT", body=b"clean for everyone")
     assert attacker.body == victim.body
     assert origin.count(path) == 1
