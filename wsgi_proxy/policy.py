@@ -26,7 +26,6 @@ UNDERSTOOD_STATUSES = frozenset(
 )
 HEURISTIC_FRACTION = 0.1  # RFC 9111 section 4.2.2: "typically ... 10%"
 HEURISTIC_MAX = 86400.0
-INVALID_AGE = 2**31  # RFC 9111 section 1.2.2: the largest delta-seconds a cache must handle
 
 
 # ---- which field speaks to this cache (RFC 9213) -----------------------------------------
@@ -214,14 +213,15 @@ def _corrected_initial_age(head: ResponseHead, request_time: float, response_tim
 
 
 def _age_value(head: ResponseHead) -> int:
-    """The ``Age`` field (RFC 9111 section 5.1): one line of delta-seconds. Anything else
-    (a list, two lines, a sign, a fraction, a parameter) is invalid and makes the response
-    stale, as the age it claims cannot be trusted."""
-    lines = [v for k, v in head.headers if k.lower() == "age"]
-    if not lines:
+    """The ``Age`` field, section 5.1: of a list (one line with commas, or several lines)
+    the first member counts, the others are discarded; if that member is not delta-seconds
+    (a non-negative integer: not a sign, a fraction, a parameter) the field is ignored (0).
+    Section 1.2.2: 2147483648 and beyond count as 2^31, which makes the response stale."""
+    members = h.parse_list(head.get("age"))
+    if not members:
         return 0
-    value = h.parse_delta_seconds(lines[0].strip()) if len(lines) == 1 else None
-    return value if value is not None else INVALID_AGE
+    value = h.parse_delta_seconds(members[0])
+    return value if value is not None else 0
 
 
 # ---- reuse (RFC 9111 section 4) -----------------------------------------------------------

@@ -134,12 +134,26 @@ AGE_CASES: list[tuple[str, Headers, float, float, float, float]] = [
     ("Age field counts", (("Age", "100"),), T0, T0, T0 + 30, 130),
     ("response delay corrects Age", (("Age", "100"),), T0 - 5, T0, T0, 105),
     ("apparent age from Date", (), T0 + 50, T0 + 50, T0 + 50, 50),
-    ("non-numeric Age: stale", (("Age", "abc"),), T0, T0, T0, 2**31),
-    ("negative Age: stale", (("Age", "-10"),), T0, T0, T0, 2**31),
-    ("float Age: stale", (("Age", "10.0"),), T0, T0, T0, 2**31),
-    ("Age list: stale", (("Age", "0, 0"),), T0, T0, T0, 2**31),
-    ("two Age lines: stale", (("Age", "0"), ("Age", "0")), T0, T0, T0, 2**31),
-    ("Age with parameter: stale", (("Age", "5;a=1"),), T0, T0, T0, 2**31),
+    # section 5.1: of a list the first member counts; an invalid value is ignored
+    ("Age list: the first member", (("Age", "0, 7200"),), T0, T0, T0, 0),
+    ("Age list, first member old", (("Age", "7200,0"),), T0, T0, T0, 7200),
+    ("Age list of equal members", (("Age", "0, 0"),), T0, T0, T0, 0),
+    ("two Age lines: the first", (("Age", "0"), ("Age", "7200")), T0, T0, T0, 0),
+    ("two Age lines, first old", (("Age", "7200"), ("Age", "0")), T0, T0, T0, 7200),
+    ("empty members do not count", (("Age", ", 30"),), T0, T0, T0, 30),
+    ("OWS around the value", (("Age", " 30 "),), T0, T0, T0, 30),
+    ("non-numeric Age: ignored", (("Age", "abc"),), T0, T0, T0, 0),
+    ("negative Age: ignored", (("Age", "-10"),), T0, T0, T0, 0),
+    ("float Age: ignored", (("Age", "10.0"),), T0, T0, T0, 0),
+    ("Age with a parameter: ignored", (("Age", "5;a=1"),), T0, T0, T0, 0),
+    ("first member invalid: ignored", (("Age", "abc, 7200"),), T0, T0, T0, 0),
+    ("empty Age: ignored", (("Age", ""),), T0, T0, T0, 0),
+    ("non-ASCII digits: ignored", (("Age", "\u0663"),), T0, T0, T0, 0),
+    ("ignored Age still adds the response delay", (("Age", "abc"),), T0 - 5, T0, T0, 5),
+    # section 1.2.2: delta-seconds of 2^31 or more count as 2^31
+    ("Age 2^31 - 1", (("Age", "2147483647"),), T0, T0, T0, 2**31 - 1),
+    ("Age 2^31", (("Age", "2147483648"),), T0, T0, T0, 2**31),
+    ("Age past 2^31", (("Age", "99999999999"),), T0, T0, T0, 2**31),
 ]
 
 
@@ -246,7 +260,8 @@ PLAIN_ENTRIES: list[tuple[str, Entry, bool]] = [
     ("Expires", entry(("Expires", format_http_date(T0 + 30))), True),
     ("heuristic", entry(("Last-Modified", format_http_date(T0 - 1000))), True),
     ("stored with an Age", entry(("Cache-Control", "max-age=60"), ("Age", "50")), True),
-    ("an invalid Age", entry(("Cache-Control", "max-age=60"), ("Age", "-3")), True),
+    ("an invalid Age, ignored", entry(("Cache-Control", "max-age=60"), ("Age", "-3")), True),
+    ("an Age of 2^31", entry(("Cache-Control", "max-age=60"), ("Age", "2147483648")), True),
     ("received late (apparent age)",
      Entry("GET http://o/x", resp(("Cache-Control", "max-age=60")), T0 + 20, T0 + 25, (), 0),
      True),
@@ -264,7 +279,7 @@ PLAIN_ENTRIES: list[tuple[str, Entry, bool]] = [
     ("varies", replace(entry(("Cache-Control", "max-age=60"), ("Vary", "Accept")),
                        vary=(("accept", "a"),)), False),
 ]  # fmt: skip
-NEVER_FRESH = {"an invalid Age", "no freshness at all"}  # cases fresh at no time of the table
+NEVER_FRESH = {"an Age of 2^31", "no freshness at all"}  # cases fresh at no time of the table
 PLAIN_REQUESTS = [
     req(),
     req(("Accept", "*/*"), ("User-Agent", "wrk"), ("Authorization", "Basic x")),
