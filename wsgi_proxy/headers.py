@@ -8,8 +8,15 @@ Invariants:
 - ``Cache-Control`` is parsed here, by hand, as RFC 9111 section 5.2 says: directive names
   are case-insensitive, values may be quoted, and the first of duplicate directives wins
   (section 4.2.1). werkzeug's parser does none of these, so it is not used.
-- werkzeug's date parser answers ``None`` both for a missing and an invalid date; callers
+- Dates: a field whose definition gives an invalid date a meaning is read strictly, by the
+  HTTP-date grammar alone (``parse_http_date``, httpdate.py): ``Expires`` (invalid means
+  already expired, RFC 9111 section 5.3), ``If-Modified-Since`` and the date of
+  ``If-Range`` (invalid means ignored, RFC 9110 sections 13.1.3 and 13.1.5). ``Date`` and
+  ``Last-Modified`` are read robustly, as RFC 9110 section 5.6.7 encourages where a field
+  says nothing else (``parse_robust_date``): the grammar first, then werkzeug's
+  ``parse_date``. Both answer ``None`` for a missing and an invalid date alike; callers
   that must tell them apart (``Expires``) check for the field first.
+- werkzeug's parsers are called from this module only.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 
 from werkzeug.http import parse_date, parse_range_header
+
+from wsgi_proxy import httpdate
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -44,6 +53,13 @@ def get(headers: Headers, name: str) -> str | None:
     lname = name.lower()
     values = [v for k, v in headers if k.lower() == lname]
     return ", ".join(values) if values else None
+
+
+def field_lines(headers: Headers, name: str) -> list[str]:
+    """The value of each ``name`` field line, in order: for a field that is not a list,
+    whose values cannot be told apart once joined (an HTTP-date holds a comma)."""
+    lname = name.lower()
+    return [v for k, v in headers if k.lower() == lname]
 
 
 def has(headers: Headers, name: str) -> bool:
@@ -195,10 +211,27 @@ def parse_delta_seconds(value: str | None) -> int | None:
     return min(int(value), 2**31)
 
 
-def parse_http_date(value: str | None) -> float | None:
-    """An HTTP-date as a POSIX timestamp, or None when missing or invalid."""
+def parse_http_date(value: str | None, reference: float) -> float | None:
+    """An HTTP-date (RFC 9110 section 5.6.7) as POSIX seconds, or None when missing or
+    not one of its three forms exactly (httpdate.py). For the fields whose definitions give
+    an invalid date a meaning: ``Expires``, ``If-Modified-Since``, ``If-Range``.
+    ``reference`` is now, against which a two-digit year is read."""
+    if value is None:
+        return None
+    return httpdate.parse_http_date(value, reference)
+
+
+def parse_robust_date(value: str | None, reference: float) -> float | None:
+    """A date as POSIX seconds, read robustly (RFC 9110 section 5.6.7: "Recipients of
+    timestamp values are encouraged to be robust in parsing timestamps unless otherwise
+    restricted by the field definition"): an HTTP-date, else whatever werkzeug's
+    ``parse_date`` makes of it; None when missing or neither. For ``Date`` and
+    ``Last-Modified``."""
     if not value:
         return None
+    strict = httpdate.parse_http_date(value, reference)
+    if strict is not None:
+        return strict
     parsed = parse_date(value)
     return parsed.timestamp() if parsed is not None else None
 

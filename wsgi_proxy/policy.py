@@ -172,17 +172,23 @@ def freshness_lifetime(
 ) -> float:
     """Section 4.2.1, shared cache: ``s-maxage``, then ``max-age``, then ``Expires`` minus
     ``Date``, then the heuristic of section 4.2.2. An invalid value means stale (0).
-    A targeted field (RFC 9213) stands in for Cache-Control and silences Expires."""
+    A targeted field (RFC 9213) stands in for Cache-Control and silences Expires.
+
+    ``Expires`` is read by the HTTP-date grammar alone (section 5.3: an invalid date means
+    already expired). Of several ``Expires`` field lines the first is used, as the first of
+    duplicate directives is (section 4.2.1 allows this or stale for both, in one sentence):
+    the lines are read one by one, since an HTTP-date holds a comma.
+    """
     directives = response_directives(resp, targeting)
     cc = directives.cc
     for directive in ("s-maxage", "max-age"):
         if directive in cc:
             seconds = h.parse_delta_seconds(cc[directive])
             return float(seconds) if seconds is not None else 0.0
-    date = h.parse_http_date(resp.get("date")) or response_time
-    expires_field = resp.get("expires") if directives.use_expires else None
-    if expires_field is not None:
-        expires = h.parse_http_date(expires_field)
+    date = h.parse_robust_date(resp.get("date"), response_time) or response_time
+    expires_lines = h.field_lines(resp.headers, "expires") if directives.use_expires else []
+    if expires_lines:
+        expires = h.parse_http_date(expires_lines[0], response_time)
         return max(0.0, expires - date) if expires is not None else 0.0
     return heuristic_lifetime(resp, date, cc)
 
@@ -192,7 +198,7 @@ def heuristic_lifetime(resp: ResponseHead, date: float, cc: dict[str, str | None
     are heuristically cacheable or marked ``public``; capped at a day."""
     if resp.status not in HEURISTIC_STATUSES and "public" not in cc:
         return 0.0
-    last_modified = h.parse_http_date(resp.get("last-modified"))
+    last_modified = h.parse_robust_date(resp.get("last-modified"), date)
     if last_modified is None or last_modified >= date:
         return 0.0
     return min(HEURISTIC_MAX, (date - last_modified) * HEURISTIC_FRACTION)
@@ -206,7 +212,7 @@ def current_age(entry: Entry, now: float) -> float:
 
 @functools.lru_cache(maxsize=_MEMO)
 def _corrected_initial_age(head: ResponseHead, request_time: float, response_time: float) -> float:
-    date = h.parse_http_date(head.get("date"))
+    date = h.parse_robust_date(head.get("date"), response_time)
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     response_delay = max(0.0, response_time - request_time)
     return max(apparent_age, _age_value(head) + response_delay)

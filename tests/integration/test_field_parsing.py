@@ -1,5 +1,6 @@
 """How the proxy reads the fields whose parsing decides caching, end to end: ``Age`` (RFC 9111
-section 5.1). Real
+section 5.1), ``Expires`` (RFC 9111 section 5.3, RFC 9110 section 5.6.7),
+and ``If-Modified-Since`` (RFC 9110 section 13.1.3). Real
 gunicorn with two workers in front of the recording origin; each test asserts on what the
 client received and on how often the origin was asked.
 
@@ -9,9 +10,13 @@ is "not reused" when the origin saw both (the proxy found it stale, or did not s
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from support.origin import Origin
 from support.proxy import ProxyProcess
+
+from wsgi_proxy.headers import format_http_date
 
 
 def reused(proxy: ProxyProcess, origin: Origin, path: str) -> bool:
@@ -47,3 +52,46 @@ def test_age_uses_its_first_member_and_an_invalid_age_is_ignored(
     fields = [("Cache-Control", "max-age=3600"), *(("Age", line) for line in lines)]
     path = origin.route("/age", headers=fields, body=b"aged")
     assert reused(proxy, origin, path) is expected, case
+
+
+# ---- Expires (RFC 9111 section 5.3, RFC 9110 section 5.6.7) -------------------------------
+
+
+def _expires_cases() -> list[tuple[str, list[str], bool]]:
+    later = time.time() + 3600
+    imf = format_http_date(later)  # "Thu, 18 Aug 2050 02:01:18 GMT"
+    day, rest = imf.split(", ", 1)
+    return [
+        ("IMF-fixdate", [imf], True),
+        ("asctime-date", [time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(later))], True),
+        ("no comma after the day name", [f"{day} {rest}"], False),
+        ("a zone other than GMT", [imf.replace("GMT", "UTC")], False),
+        ("upper-case month", [imf.replace(rest[3:6], rest[3:6].upper())], False),
+        ("two lines, the first valid", [imf, "0"], True),
+        ("two lines, the first invalid", ["0", imf], False),
+    ]
+
+
+@pytest.mark.parametrize(("case", "lines", "expected"), _expires_cases())
+def test_expires_follows_the_http_date_grammar(
+    proxy: ProxyProcess, origin: Origin, case: str, lines: list[str], expected: bool
+) -> None:
+    path = origin.route("/expires", headers=[("Expires", line) for line in lines], body=b"e")
+    assert reused(proxy, origin, path) is expected, (case, lines)
+
+
+def test_an_invalid_if_modified_since_is_ignored(proxy: ProxyProcess, origin: Origin) -> None:
+    modified = format_http_date(time.time() - 86400)
+    path = origin.route(
+        "/ims",
+        headers=[("Cache-Control", "max-age=600"), ("Last-Modified", modified)],
+        body=b"ims",
+    )
+    proxy.get(path)
+    later = format_http_date(time.time())
+    valid = proxy.get(path, [("If-Modified-Since", later)])
+    assert (valid.status, valid.body, valid.x_cache) == (304, b"", "HIT"), valid.describe()
+    for invalid in (later.replace(",", ""), later.replace("GMT", "+0000")):
+        reply = proxy.get(path, [("If-Modified-Since", invalid)])
+        assert (reply.status, reply.body, reply.x_cache) == (200, b"ims", "HIT"), invalid
+    assert origin.count(path) == 1

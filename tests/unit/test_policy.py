@@ -112,6 +112,23 @@ LIFETIME_CASES: list[tuple[str, Headers, float]] = [
     ("Expires minus Date", (("Expires", format_http_date(T0 + 500)),), 500),
     ("Expires in the past", (("Expires", format_http_date(T0 - 500)),), 0),
     ("invalid Expires", (("Expires", "never"),), 0),
+    # section 5.3 with RFC 9110 section 5.6.7: only an HTTP-date is valid, else expired
+    ("Expires as an rfc850-date", (("Expires", "Tuesday, 14-Nov-23 22:21:40 GMT"),), 500),
+    ("Expires as an asctime-date", (("Expires", "Tue Nov 14 22:21:40 2023"),), 500),
+    ("Expires without the comma: expired",
+     (("Expires", format_http_date(T0 + 500).replace(",", "")),), 0),
+    ("Expires in UTC: expired", (("Expires", format_http_date(T0 + 500).replace("GMT", "UTC")),),
+     0),
+    ("Expires in lower case: expired", (("Expires", format_http_date(T0 + 500).lower()),), 0),
+    ("Expires empty: expired", (("Expires", ""),), 0),
+    # section 4.2.1: of two Expires lines, the first
+    ("two Expires lines: the first", (("Expires", format_http_date(T0 + 500)),
+                                      ("Expires", format_http_date(T0 + 900))), 500),
+    ("two Expires lines, the first invalid", (("Expires", "0"),
+                                              ("Expires", format_http_date(T0 + 900))), 0),
+    ("two Expires lines, the second invalid", (("Expires", format_http_date(T0 + 500)),
+                                               ("Expires", "0")), 500),
+
     ("first duplicate max-age wins", (("Cache-Control", "max-age=10, max-age=100"),), 10),
     ("negative max-age is invalid: stale", (("Cache-Control", "max-age=-5"),), 0),
     ("quoted max-age", (("Cache-Control", 'max-age="20"'),), 20),
@@ -126,6 +143,21 @@ LIFETIME_CASES: list[tuple[str, Headers, float]] = [
 @pytest.mark.parametrize(("case", "fields", "expected"), LIFETIME_CASES)
 def test_freshness_lifetime(case: str, fields: Headers, expected: float) -> None:
     assert policy.freshness_lifetime(resp(*fields), T0) == pytest.approx(expected), case
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        (format_http_date(T0 - 100), 600),
+        (format_http_date(T0 - 100).replace(",", ""), 600),  # not an HTTP-date, but a date
+        ("soon", 500),  # invalid: the time the response was received
+    ],
+)
+def test_date_is_read_robustly(date: str, expected: float) -> None:
+    """RFC 9110 section 5.6.7: robust parsing, as Date's definition does not restrict it;
+    Expires, whose definition does, is read strictly (LIFETIME_CASES)."""
+    head = ResponseHead(200, "OK", (("Date", date), ("Expires", format_http_date(T0 + 500))))
+    assert policy.freshness_lifetime(head, T0) == pytest.approx(expected)
 
 
 AGE_CASES: list[tuple[str, Headers, float, float, float, float]] = [
