@@ -31,14 +31,27 @@ HEURISTIC_MAX = 86400.0
 # ---- which field speaks to this cache (RFC 9213) -----------------------------------------
 
 
+# Edge Architecture 1.0's targeted field: not an RFC 9213 field (its syntax is Cache-Control's
+# with ";device" targets), and removed by the surrogate it targets.
+SURROGATE_CONTROL = "surrogate-control"
+
+
 @dataclass(frozen=True, slots=True)
 class Targeting:
-    """Targeted cache-control fields this cache obeys, first present wins (RFC 9213
-    section 2.2), and its device token for ``;token``-targeted ``Surrogate-Control``
-    directives (Edge Architecture 1.0)."""
+    """The target list (RFC 9213 section 2.2): targeted cache-control fields this cache
+    obeys, the first with a valid, non-empty value wins; and its device token for
+    ``;token``-targeted ``Surrogate-Control`` directives (Edge Architecture 1.0)."""
 
     fields: tuple[str, ...] = ()
     token: str = ""
+
+    @property
+    def removed_fields(self) -> tuple[str, ...]:
+        """The fields of the list that are not passed on: ``Surrogate-Control`` (Edge
+        Architecture 1.0: a surrogate removes the controls aimed at it). RFC 9213 fields
+        are passed on, for the caches after this one (RFC 9213 section 3: a CDN "will
+        typically forward" CDN-Cache-Control)."""
+        return tuple(f.lower() for f in self.fields if f.lower() == SURROGATE_CONTROL)
 
 
 NO_TARGETING = Targeting()
@@ -60,10 +73,22 @@ _MEMO = 4096
 
 @functools.lru_cache(maxsize=_MEMO)
 def response_directives(resp: ResponseHead, targeting: Targeting) -> Directives:
+    """RFC 9213 section 2.2: the first field of the target list with a valid, non-empty
+    value (section 2.1: a Structured Field dictionary whose known directives have the
+    right types) gives the directives, and Cache-Control and Expires are ignored; with
+    none, Cache-Control and Expires apply. ``Surrogate-Control`` is read as Edge
+    Architecture 1.0 has it: any non-empty value counts."""
     for field in targeting.fields:
         value = resp.get(field)
-        if value is not None and value.strip():
-            return Directives(h.parse_targeted_control(value, targeting.token), False)
+        if value is None:
+            continue
+        if field.lower() == SURROGATE_CONTROL:
+            if value.strip():
+                return Directives(h.parse_surrogate_control(value, targeting.token), False)
+            continue
+        directives = h.parse_targeted_cache_control(value)
+        if directives is not None:
+            return Directives(directives, False)
     return Directives(h.parse_cache_control(resp.get("cache-control")), True)
 
 

@@ -1,6 +1,6 @@
 """How the proxy reads the fields whose parsing decides caching, end to end: ``Age`` (RFC 9111
 section 5.1), ``Expires`` (RFC 9111 section 5.3, RFC 9110 section 5.6.7),
-and ``If-Modified-Since`` (RFC 9110 section 13.1.3). Real
+``If-Modified-Since`` (RFC 9110 section 13.1.3) and the targeted fields (RFC 9213). Real
 gunicorn with two workers in front of the recording origin; each test asserts on what the
 client received and on how often the origin was asked.
 
@@ -94,4 +94,60 @@ def test_an_invalid_if_modified_since_is_ignored(proxy: ProxyProcess, origin: Or
     for invalid in (later.replace(",", ""), later.replace("GMT", "+0000")):
         reply = proxy.get(path, [("If-Modified-Since", invalid)])
         assert (reply.status, reply.body, reply.x_cache) == (200, b"ims", "HIT"), invalid
+    assert origin.count(path) == 1
+
+
+# ---- targeted fields (RFC 9213 section 2) -------------------------------------------------
+
+TARGETED_CASES = [
+    # (case, CDN-Cache-Control, Cache-Control, reused)
+    ("valid: it wins over Cache-Control", "max-age=600", "no-store", True),
+    ("an extension directive is ignored", "foobar, max-age=600", "no-store", True),
+    ("not a dictionary: Cache-Control applies", "max-age=600, &&&&&", "no-store", False),
+    ("not a dictionary, the other way", "no-store, &&&&&", "max-age=600", True),
+    ("a String max-age: wrong type", 'max-age="600"', "no-store", False),
+    ("a Decimal max-age: wrong type", "max-age=600.0", "no-store", False),
+    ("space before =: invalid", "max-age =600", "no-store", False),
+    ("upper-case key: invalid", "Max-Age=600", "no-store", False),
+    ("a parameter is ignored", "max-age=600;a=1", "no-store", True),
+]
+
+
+@pytest.mark.parametrize(("case", "targeted", "cache_control", "expected"), TARGETED_CASES)
+def test_an_invalid_cdn_cache_control_is_ignored_as_a_whole(
+    proxy: ProxyProcess,
+    origin: Origin,
+    case: str,
+    targeted: str,
+    cache_control: str,
+    expected: bool,
+) -> None:
+    fields = [("Cache-Control", cache_control), ("CDN-Cache-Control", targeted)]
+    path = origin.route("/cdn", headers=fields, body=b"cdn")
+    assert reused(proxy, origin, path) is expected, case
+
+
+def test_cdn_cache_control_reaches_the_client_and_surrogate_control_does_not(
+    proxy: ProxyProcess, origin: Origin
+) -> None:
+    """RFC 9213 section 3: a CDN passes CDN-Cache-Control on for the caches after it;
+    Surrogate-Control (Edge Architecture 1.0) and the purge tags are this cache's alone."""
+    path = origin.route(
+        "/passed",
+        headers=[
+            ("Cache-Control", "no-store"),
+            ("CDN-Cache-Control", "max-age=600"),
+            ("Surrogate-Control", "max-age=600"),
+            ("Surrogate-Key", "tag-a"),
+        ],
+        body=b"passed",
+    )
+    first = proxy.get(path)
+    second = proxy.get(path)
+    assert (first.x_cache, second.x_cache) == ("MISS", "HIT")
+    for reply in (first, second):
+        assert reply.header_values("CDN-Cache-Control") == ["max-age=600"], reply.describe()
+        assert reply.header("Surrogate-Control") is None, reply.describe()
+        assert reply.header("Surrogate-Key") is None, reply.describe()
+        assert reply.header("Cache-Control") == "no-store"
     assert origin.count(path) == 1

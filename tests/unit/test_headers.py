@@ -183,6 +183,79 @@ def test_parse_robust_date_takes_other_date_forms(
     assert h.parse_robust_date(value, NOW) == expected
 
 
+# ---- targeted fields: RFC 9213 section 2.1 (Structured Field dictionaries) ----------------
+
+TARGETED_CASES: list[tuple[str, str | None, dict[str, str | None] | None]] = [
+    ("max-age", "max-age=60", {"max-age": "60"}),
+    ("several directives", "max-age=60, stale-while-revalidate=30, must-revalidate",
+     {"max-age": "60", "stale-while-revalidate": "30", "must-revalidate": None}),
+    ("no value is Boolean true", "no-store", {"no-store": None}),
+    ("?1 is Boolean true too", "no-store=?1", {"no-store": None}),
+    ("no-cache with field names", 'no-cache="Set-Cookie, X-A"', {"no-cache": "Set-Cookie, X-A"}),
+    ("private with one field name as a Token", "private=Set-Cookie", {"private": "Set-Cookie"}),
+    ("an Integer past 2^31 is valid (delta-seconds caps it)", "max-age=99999999999",
+     {"max-age": "99999999999"}),
+    ("an extension directive is ignored", "foobar, max-age=3600", {"max-age": "3600"}),
+    ("an extension directive of any type", 'foo=(1 2), bar=:AQID:, baz="x", max-age=1',
+     {"max-age": "1"}),
+    ("parameters are ignored", "max-age=60;a=1, no-store;b", {"max-age": "60", "no-store": None}),
+    ("of duplicate keys the last counts", "max-age=1, max-age=2", {"max-age": "2"}),
+    ("OWS around the commas", "max-age=1 ,\ts-maxage=2", {"max-age": "1", "s-maxage": "2"}),
+    ("leading and trailing spaces", "  max-age=1  ", {"max-age": "1"}),
+    ("lines joined by the caller", "max-age=1, no-store", {"max-age": "1", "no-store": None}),
+    ("a directive this cache obeys nowhere is dropped", "none", {}),
+    # ignored as a whole: empty, or not a dictionary (section 2.1)
+    ("absent", None, None),
+    ("empty", "", None),
+    ("only spaces", "   ", None),
+    ("not a key", "max-age=10000, &&&&&", None),
+    ("upper-case key", "MaX-aGe=1", None),
+    ("space before =", "max-age =100", None),
+    ("space after =", "max-age= 100", None),
+    ("trailing comma", "max-age=1,", None),
+    ("an Integer of 16 digits", "max-age=9999999999999999", None),
+    ("an unterminated String", 'no-cache="a', None),
+    ("non-ASCII", 'no-cache="caf\u00e9"', None),
+    ("a leading tab", "\tmax-age=1", None),
+    # ignored as a whole: a known directive of the wrong type (section 2.1, "SHOULD NOT
+    # consume values that violate these inferred constraints")
+    ("max-age as a String", 'max-age="10000"', None),
+    ("max-age as a Decimal", "max-age=1.5", None),
+    ("max-age as a Token", "max-age=ten", None),
+    ("max-age as a Boolean", "max-age=?1", None),
+    ("max-age negative", "max-age=-1", None),
+    ("s-maxage as a String", 's-maxage="5"', None),
+    ("stale-while-revalidate as a Decimal", "stale-while-revalidate=1.0", None),
+    ("no-store false", "no-store=?0", None),
+    ("no-store with an Integer", "no-store=1", None),
+    ("public with a String", 'public="x"', None),
+    ("no-cache as an Integer", "no-cache=1", None),
+    ("private as an inner list", "private=(a b)", None),
+    ("one wrong directive spoils the valid ones", 'max-age=60, s-maxage="5"', None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "value", "expected"), TARGETED_CASES)
+def test_parse_targeted_cache_control(
+    case: str, value: str | None, expected: dict[str, str | None] | None
+) -> None:
+    assert h.parse_targeted_cache_control(value) == expected, case
+
+
+SURROGATE_CASES: list[tuple[str, str, dict[str, str | None]]] = [
+    ("Cache-Control's syntax", 'Max-Age=60, no-cache="a"', {"max-age": "60", "no-cache": "a"}),
+    ("a directive for this device", "max-age=7;me", {"max-age": "7"}),
+    ("for another device: ignored", "max-age=7;other", {}),
+    ("targeted beats untargeted", "max-age=9;me, max-age=1", {"max-age": "9"}),
+    ("the device token is case-insensitive", "no-store;ME", {"no-store": None}),
+]
+
+
+@pytest.mark.parametrize(("case", "value", "expected"), SURROGATE_CASES)
+def test_parse_surrogate_control(case: str, value: str, expected: dict[str, str | None]) -> None:
+    assert h.parse_surrogate_control(value, "me") == expected, case
+
+
 def test_field_lines_keep_each_line() -> None:
     fields = (("Expires", IMF), ("X", "1"), ("expires", "0"))
     assert h.field_lines(fields, "EXPIRES") == [IMF, "0"]

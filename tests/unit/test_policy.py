@@ -266,6 +266,30 @@ TARGETED_CASES: list[tuple[str, Headers, float]] = [
     ("targeted beats untargeted", (("Surrogate-Control", "max-age=1, max-age=9;me"),), 9),
     ("empty targeted field falls back", (("CDN-Cache-Control", " "),
                                          ("Cache-Control", "max-age=4")), 4),
+    # RFC 9213 section 2.1: an invalid field is ignored as a whole; the next valid field
+    # of the target list applies, else Cache-Control and Expires
+    ("not a dictionary: Cache-Control", (("CDN-Cache-Control", "max-age=100, &&&&&"),
+                                         ("Cache-Control", "max-age=4")), 4),
+    ("not a dictionary: Expires again", (("CDN-Cache-Control", "max-age=100, &&&&&"),
+                                         ("Expires", format_http_date(T0 + 50))), 50),
+    ("wrong type: Cache-Control", (("CDN-Cache-Control", 'max-age="100"'),
+                                   ("Cache-Control", "max-age=4")), 4),
+    ("invalid: the next field of the list", (("CDN-Cache-Control", "max-age =100"),
+                                             ("Surrogate-Control", "max-age=6"),
+                                             ("Cache-Control", "max-age=4")), 6),
+    ("upper-case key: Cache-Control", (("CDN-Cache-Control", "MaX-aGe=100"),
+                                       ("Cache-Control", "max-age=4")), 4),
+    ("an extension directive: valid", (("CDN-Cache-Control", "foobar, max-age=100"),
+                                       ("Cache-Control", "max-age=4")), 100),
+    ("an Integer beyond 2^31 counts as 2^31", (("CDN-Cache-Control", "max-age=99999999999"),),
+     2**31),
+    ("a parameter is ignored, no device targeting", (("CDN-Cache-Control", "max-age=100;other"),
+                                                     ("Cache-Control", "max-age=4")), 100),
+    ("the last of duplicate keys", (("CDN-Cache-Control", "max-age=1, max-age=100"),), 100),
+    ("two lines are one dictionary", (("CDN-Cache-Control", "no-cache"),
+                                      ("CDN-Cache-Control", "max-age=100")), 100),
+    ("valid without a directive for freshness: Cache-Control silenced",
+     (("CDN-Cache-Control", "none"), ("Cache-Control", "max-age=4")), 0),
 ]  # fmt: skip
 
 
@@ -282,6 +306,21 @@ def test_targeted_no_store_beats_fresh_cache_control() -> None:
 def test_targeted_max_age_beats_cache_control_no_store() -> None:
     response = resp(("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=100;me"))
     assert isinstance(policy.decide_store(req(), response, T0, TARGETING), policy.Store)
+
+
+def test_an_invalid_targeted_no_store_is_ignored() -> None:
+    response = resp(("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "no-store, &&"))
+    assert isinstance(policy.decide_store(req(), response, T0, TARGETING), policy.Store)
+    valid = resp(("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "no-store"))
+    assert policy.decide_store(req(), valid, T0, TARGETING) == policy.NotStorable("no-store")
+
+
+def test_rfc_9213_fields_are_passed_on_and_surrogate_control_is_not() -> None:
+    """RFC 9213 section 3: CDN-Cache-Control goes on for the caches downstream; a surrogate
+    removes the Surrogate-Control aimed at it (Edge Architecture 1.0)."""
+    assert TARGETING.removed_fields == ("surrogate-control",)
+    assert policy.Targeting(("Akamai-Cache-Control", "CDN-Cache-Control")).removed_fields == ()
+    assert policy.Targeting(("SURROGATE-CONTROL",)).removed_fields == ("surrogate-control",)
 
 
 # ---- plain requests: decide_lookup as a function of time (the ready answers, ready.py) ----
