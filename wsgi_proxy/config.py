@@ -112,7 +112,8 @@ class Config:
     token in ``Surrogate-Capability`` and ``;token``-targeted ``Surrogate-Control``."""
     targeted_fields: tuple[str, ...]
     """WSGI_PROXY_TARGETED_FIELDS: comma-separated targeted cache-control fields (RFC 9213)
-    obeyed instead of Cache-Control, first present wins; never sent on to clients."""
+    obeyed instead of Cache-Control, the first with a valid value wins. RFC 9213 fields
+    (CDN-Cache-Control) are passed on to clients; Surrogate-Control is not."""
     peers: tuple[str, ...]
     """WSGI_PROXY_PEERS: comma-separated base URLs (``http://host:port``) of every node's
     admin interface, this one included; a purge is sent to all of them (empty: purges stay

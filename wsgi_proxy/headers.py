@@ -8,8 +8,18 @@ Invariants:
 - ``Cache-Control`` is parsed here, by hand, as RFC 9111 section 5.2 says: directive names
   are case-insensitive, values may be quoted, and the first of duplicate directives wins
   (section 4.2.1). werkzeug's parser does none of these, so it is not used.
-- werkzeug's date parser answers ``None`` both for a missing and an invalid date; callers
+- Dates: a field whose definition gives an invalid date a meaning is read strictly, by the
+  HTTP-date grammar alone (``parse_http_date``, httpdate.py): ``Expires`` (invalid means
+  already expired, RFC 9111 section 5.3), ``If-Modified-Since`` and the date of
+  ``If-Range`` (invalid means ignored, RFC 9110 sections 13.1.3 and 13.1.5). ``Date`` and
+  ``Last-Modified`` are read robustly, as RFC 9110 section 5.6.7 encourages where a field
+  says nothing else (``parse_robust_date``): the grammar first, then werkzeug's
+  ``parse_date``. Both answer ``None`` for a missing and an invalid date alike; callers
   that must tell them apart (``Expires``) check for the field first.
+- Targeted fields (RFC 9213) are Structured Field dictionaries (RFC 9651, which obsoletes
+  RFC 8941), parsed by ``http_sf``; ``Surrogate-Control`` keeps the Edge Architecture 1.0
+  syntax of Cache-Control with ``;device`` targets.
+- werkzeug's parsers are called from this module only.
 """
 
 from __future__ import annotations
@@ -18,7 +28,10 @@ import functools
 from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 
+import http_sf
 from werkzeug.http import parse_date, parse_range_header
+
+from wsgi_proxy import httpdate
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -44,6 +57,13 @@ def get(headers: Headers, name: str) -> str | None:
     lname = name.lower()
     values = [v for k, v in headers if k.lower() == lname]
     return ", ".join(values) if values else None
+
+
+def field_lines(headers: Headers, name: str) -> list[str]:
+    """The value of each ``name`` field line, in order: for a field that is not a list,
+    whose values cannot be told apart once joined (an HTTP-date holds a comma)."""
+    lname = name.lower()
+    return [v for k, v in headers if k.lower() == lname]
 
 
 def has(headers: Headers, name: str) -> bool:
@@ -124,12 +144,10 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
     return directives
 
 
-def parse_targeted_control(value: str, token: str) -> dict[str, str | None]:
-    """A targeted field (``CDN-Cache-Control``, ``Surrogate-Control``) for device ``token``.
-
-    Edge Architecture 1.0: a directive may end in ``;device``; it then applies only to that
-    device, and such a targeted directive wins over an untargeted one of the same name.
-    """
+def parse_surrogate_control(value: str, token: str) -> dict[str, str | None]:
+    """``Surrogate-Control`` (Edge Architecture 1.0) for device ``token``: Cache-Control's
+    syntax, where a directive may end in ``;device``; it then applies only to that device,
+    and such a targeted directive wins over an untargeted one of the same name."""
     targeted: dict[str, str | None] = {}
     general: dict[str, str | None] = {}
     for name, arg in _split_directives(value):
@@ -143,6 +161,61 @@ def parse_targeted_control(value: str, token: str) -> dict[str, str | None]:
         elif target.strip().lower() == token.lower():
             targeted.setdefault(key, parsed_arg)
     return {**general, **targeted}
+
+
+# RFC 9213 section 2.1: the Structured Field type each directive's value must have, inferred
+# from RFC 9111 section 5.2.2 (and RFC 5861): delta-seconds are non-negative Integers,
+# directives without an argument are Boolean true, and no-cache and private are Boolean
+# true or a list of field names (a String, or a Token, as a Cache-Control token would be).
+_INTEGER_DIRECTIVES = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
+_FIELD_NAMES_DIRECTIVES = frozenset({"no-cache", "private"})
+_TRUE_DIRECTIVES = frozenset(
+    {"no-store", "no-transform", "must-revalidate", "proxy-revalidate", "must-understand",
+     "public", "immutable"}
+)  # fmt: skip
+
+
+def parse_targeted_cache_control(value: str | None) -> dict[str, str | None] | None:
+    """An RFC 9213 targeted field (``CDN-Cache-Control``) as Cache-Control directives (a
+    value as ``parse_cache_control`` gives it), or None when the field must be ignored.
+
+    Section 2.1: the field is a Dictionary Structured Field; when it is empty or does not
+    parse as one, it is ignored, and so it is when a known directive's value has the wrong
+    type ("Implementations SHOULD NOT consume values that violate these inferred
+    constraints": one such value and the field as a whole goes). Parameters are ignored,
+    and so are directives this cache does not know (section 2.2). Of duplicate keys the
+    last counts (RFC 9651 section 4.2.2), unlike Cache-Control.
+    """
+    if value is None or not value.isascii():  # a Structured Field is ASCII
+        return None
+    try:
+        parsed = http_sf.parse(value.encode("ascii"), tltype="dictionary")
+    except http_sf.StructuredFieldError:
+        return None
+    if not isinstance(parsed, dict) or not parsed:
+        return None
+    directives: dict[str, str | None] = {}
+    for name, member in parsed.items():
+        arg = _bare_value(member)
+        if name in _INTEGER_DIRECTIVES:
+            # type(), not isinstance(): a Boolean (?1) is an int in Python
+            if type(arg) is not int or arg < 0:
+                return None
+            directives[name] = str(arg)
+        elif name in _FIELD_NAMES_DIRECTIVES:
+            if arg is not True and not isinstance(arg, str | http_sf.Token):
+                return None
+            directives[name] = None if arg is True else str(arg)
+        elif name in _TRUE_DIRECTIVES:
+            if arg is not True:
+                return None
+            directives[name] = None
+    return directives
+
+
+def _bare_value(member: object) -> object:
+    """A dictionary member's value without its parameters (http_sf gives (value, params))."""
+    return member[0] if isinstance(member, tuple) else member
 
 
 def _split_directives(text: str) -> Iterable[tuple[str, str | None]]:
@@ -195,10 +268,27 @@ def parse_delta_seconds(value: str | None) -> int | None:
     return min(int(value), 2**31)
 
 
-def parse_http_date(value: str | None) -> float | None:
-    """An HTTP-date as a POSIX timestamp, or None when missing or invalid."""
+def parse_http_date(value: str | None, reference: float) -> float | None:
+    """An HTTP-date (RFC 9110 section 5.6.7) as POSIX seconds, or None when missing or
+    not one of its three forms exactly (httpdate.py). For the fields whose definitions give
+    an invalid date a meaning: ``Expires``, ``If-Modified-Since``, ``If-Range``.
+    ``reference`` is now, against which a two-digit year is read."""
+    if value is None:
+        return None
+    return httpdate.parse_http_date(value, reference)
+
+
+def parse_robust_date(value: str | None, reference: float) -> float | None:
+    """A date as POSIX seconds, read robustly (RFC 9110 section 5.6.7: "Recipients of
+    timestamp values are encouraged to be robust in parsing timestamps unless otherwise
+    restricted by the field definition"): an HTTP-date, else whatever werkzeug's
+    ``parse_date`` makes of it; None when missing or neither. For ``Date`` and
+    ``Last-Modified``."""
     if not value:
         return None
+    strict = httpdate.parse_http_date(value, reference)
+    if strict is not None:
+        return strict
     parsed = parse_date(value)
     return parsed.timestamp() if parsed is not None else None
 

@@ -26,20 +26,32 @@ UNDERSTOOD_STATUSES = frozenset(
 )
 HEURISTIC_FRACTION = 0.1  # RFC 9111 section 4.2.2: "typically ... 10%"
 HEURISTIC_MAX = 86400.0
-INVALID_AGE = 2**31  # RFC 9111 section 1.2.2: the largest delta-seconds a cache must handle
 
 
 # ---- which field speaks to this cache (RFC 9213) -----------------------------------------
 
 
+# Edge Architecture 1.0's targeted field: not an RFC 9213 field (its syntax is Cache-Control's
+# with ";device" targets), and removed by the surrogate it targets.
+SURROGATE_CONTROL = "surrogate-control"
+
+
 @dataclass(frozen=True, slots=True)
 class Targeting:
-    """Targeted cache-control fields this cache obeys, first present wins (RFC 9213
-    section 2.2), and its device token for ``;token``-targeted ``Surrogate-Control``
-    directives (Edge Architecture 1.0)."""
+    """The target list (RFC 9213 section 2.2): targeted cache-control fields this cache
+    obeys, the first with a valid, non-empty value wins; and its device token for
+    ``;token``-targeted ``Surrogate-Control`` directives (Edge Architecture 1.0)."""
 
     fields: tuple[str, ...] = ()
     token: str = ""
+
+    @property
+    def removed_fields(self) -> tuple[str, ...]:
+        """The fields of the list that are not passed on: ``Surrogate-Control`` (Edge
+        Architecture 1.0: a surrogate removes the controls aimed at it). RFC 9213 fields
+        are passed on, for the caches after this one (RFC 9213 section 3: a CDN "will
+        typically forward" CDN-Cache-Control)."""
+        return tuple(f.lower() for f in self.fields if f.lower() == SURROGATE_CONTROL)
 
 
 NO_TARGETING = Targeting()
@@ -61,10 +73,22 @@ _MEMO = 4096
 
 @functools.lru_cache(maxsize=_MEMO)
 def response_directives(resp: ResponseHead, targeting: Targeting) -> Directives:
+    """RFC 9213 section 2.2: the first field of the target list with a valid, non-empty
+    value (section 2.1: a Structured Field dictionary whose known directives have the
+    right types) gives the directives, and Cache-Control and Expires are ignored; with
+    none, Cache-Control and Expires apply. ``Surrogate-Control`` is read as Edge
+    Architecture 1.0 has it: any non-empty value counts."""
     for field in targeting.fields:
         value = resp.get(field)
-        if value is not None and value.strip():
-            return Directives(h.parse_targeted_control(value, targeting.token), False)
+        if value is None:
+            continue
+        if field.lower() == SURROGATE_CONTROL:
+            if value.strip():
+                return Directives(h.parse_surrogate_control(value, targeting.token), False)
+            continue
+        directives = h.parse_targeted_cache_control(value)
+        if directives is not None:
+            return Directives(directives, False)
     return Directives(h.parse_cache_control(resp.get("cache-control")), True)
 
 
@@ -173,17 +197,23 @@ def freshness_lifetime(
 ) -> float:
     """Section 4.2.1, shared cache: ``s-maxage``, then ``max-age``, then ``Expires`` minus
     ``Date``, then the heuristic of section 4.2.2. An invalid value means stale (0).
-    A targeted field (RFC 9213) stands in for Cache-Control and silences Expires."""
+    A targeted field (RFC 9213) stands in for Cache-Control and silences Expires.
+
+    ``Expires`` is read by the HTTP-date grammar alone (section 5.3: an invalid date means
+    already expired). Of several ``Expires`` field lines the first is used, as the first of
+    duplicate directives is (section 4.2.1 allows this or stale for both, in one sentence):
+    the lines are read one by one, since an HTTP-date holds a comma.
+    """
     directives = response_directives(resp, targeting)
     cc = directives.cc
     for directive in ("s-maxage", "max-age"):
         if directive in cc:
             seconds = h.parse_delta_seconds(cc[directive])
             return float(seconds) if seconds is not None else 0.0
-    date = h.parse_http_date(resp.get("date")) or response_time
-    expires_field = resp.get("expires") if directives.use_expires else None
-    if expires_field is not None:
-        expires = h.parse_http_date(expires_field)
+    date = h.parse_robust_date(resp.get("date"), response_time) or response_time
+    expires_lines = h.field_lines(resp.headers, "expires") if directives.use_expires else []
+    if expires_lines:
+        expires = h.parse_http_date(expires_lines[0], response_time)
         return max(0.0, expires - date) if expires is not None else 0.0
     return heuristic_lifetime(resp, date, cc)
 
@@ -193,7 +223,7 @@ def heuristic_lifetime(resp: ResponseHead, date: float, cc: dict[str, str | None
     are heuristically cacheable or marked ``public``; capped at a day."""
     if resp.status not in HEURISTIC_STATUSES and "public" not in cc:
         return 0.0
-    last_modified = h.parse_http_date(resp.get("last-modified"))
+    last_modified = h.parse_robust_date(resp.get("last-modified"), date)
     if last_modified is None or last_modified >= date:
         return 0.0
     return min(HEURISTIC_MAX, (date - last_modified) * HEURISTIC_FRACTION)
@@ -207,21 +237,22 @@ def current_age(entry: Entry, now: float) -> float:
 
 @functools.lru_cache(maxsize=_MEMO)
 def _corrected_initial_age(head: ResponseHead, request_time: float, response_time: float) -> float:
-    date = h.parse_http_date(head.get("date"))
+    date = h.parse_robust_date(head.get("date"), response_time)
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     response_delay = max(0.0, response_time - request_time)
     return max(apparent_age, _age_value(head) + response_delay)
 
 
 def _age_value(head: ResponseHead) -> int:
-    """The ``Age`` field (RFC 9111 section 5.1): one line of delta-seconds. Anything else
-    (a list, two lines, a sign, a fraction, a parameter) is invalid and makes the response
-    stale, as the age it claims cannot be trusted."""
-    lines = [v for k, v in head.headers if k.lower() == "age"]
-    if not lines:
+    """The ``Age`` field, section 5.1: of a list (one line with commas, or several lines)
+    the first member counts, the others are discarded; if that member is not delta-seconds
+    (a non-negative integer: not a sign, a fraction, a parameter) the field is ignored (0).
+    Section 1.2.2: 2147483648 and beyond count as 2^31, which makes the response stale."""
+    members = h.parse_list(head.get("age"))
+    if not members:
         return 0
-    value = h.parse_delta_seconds(lines[0].strip()) if len(lines) == 1 else None
-    return value if value is not None else INVALID_AGE
+    value = h.parse_delta_seconds(members[0])
+    return value if value is not None else 0
 
 
 # ---- reuse (RFC 9111 section 4) -----------------------------------------------------------

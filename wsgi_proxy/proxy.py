@@ -82,10 +82,10 @@ class ProxyApp:
         self.origin_url = config.origin.url
         self.name = config.via_name
         self.targeting = policy.Targeting(config.targeted_fields, config.via_name)
-        # Fields the client never sees: targeted ones are for this cache (RFC 9213), and
-        # the purge tags are for the admin interface.
-        self.private_fields = (*(f.lower() for f in config.targeted_fields),
-                               config.tag_header.lower())  # fmt: skip
+        # Fields the client never sees: Surrogate-Control is for this cache (RFC 9213
+        # fields such as CDN-Cache-Control go on, for the caches after it), and the purge
+        # tags are for the admin interface.
+        self.private_fields = (*self.targeting.removed_fields, config.tag_header.lower())
         # stale-while-revalidate refreshes; a few threads, since each needs the URL's lock.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
         # Ready answers tell files apart as the hot set does: only where it is on.

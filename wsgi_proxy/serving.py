@@ -73,7 +73,7 @@ class Serving:
         store and found fresh, so a GET served whole may be made a ready answer."""
         entry = found.entry
         fields = _client_fields(entry.head.headers, self.private_fields)
-        if validation.is_not_modified(ex.req, entry.head):
+        if validation.is_not_modified(ex.req, entry.head, entry.response_time):
             ex.release()
             ex.start_response("304 Not Modified", [*fields, *marks])
             return []
@@ -197,7 +197,9 @@ class CheckedStream:
 def _wanted_range(ex: Exchange, entry: Entry) -> tuple[int, int] | None:
     """The byte range a GET asks of a stored 200 (RFC 9110 section 14.2), None for the
     whole body; ``RangeNotSatisfiable`` (416) for one that lies outside it."""
-    if entry.head.status != 200 or not validation.is_range_applicable(ex.req, entry.head):
+    if entry.head.status != 200 or not validation.is_range_applicable(
+        ex.req, entry.head, entry.response_time
+    ):
         return None
     wanted = h.parse_byte_range(ex.req.get("range"), entry.body_length)
     if wanted is False:

@@ -46,11 +46,13 @@ def updated_head(stored: ResponseHead, fresh: ResponseHead) -> ResponseHead:
     return ResponseHead(stored.status, stored.reason, kept + added)
 
 
-def is_not_modified(req: RequestHead, head: ResponseHead) -> bool:
+def is_not_modified(req: RequestHead, head: ResponseHead, reference: float) -> bool:
     """Section 4.3.2: does the client's own conditional GET/HEAD match the stored response?
 
     ``If-None-Match`` (weak comparison) takes precedence; ``If-Modified-Since`` is used only
-    without it, against ``Last-Modified`` or else ``Date``.
+    without it, against ``Last-Modified`` or else ``Date``, and only when it is one valid
+    HTTP-date (RFC 9110 section 13.1.3: otherwise it is ignored). ``reference`` is when the
+    stored response was received: two-digit years are read against it.
     """
     if req.method not in ("GET", "HEAD") or head.status != 200:
         return False
@@ -59,16 +61,19 @@ def is_not_modified(req: RequestHead, head: ResponseHead) -> bool:
         etag = head.get("etag")
         tags = h.parse_etags(if_none_match)
         return etag is not None and any(t == "*" or h.is_weak_match(t, etag) for t in tags)
-    since = h.parse_http_date(req.get("if-modified-since"))
+    since = h.parse_http_date(req.get("if-modified-since"), reference)
     if since is None:
         return False
-    modified = h.parse_http_date(head.get("last-modified")) or h.parse_http_date(head.get("date"))
+    modified = h.parse_robust_date(head.get("last-modified"), reference)
+    if modified is None:
+        modified = h.parse_robust_date(head.get("date"), reference)
     return modified is not None and modified <= since
 
 
-def is_range_applicable(req: RequestHead, head: ResponseHead) -> bool:
+def is_range_applicable(req: RequestHead, head: ResponseHead, reference: float) -> bool:
     """RFC 9110 section 13.1.5: without ``If-Range`` a Range applies; with it, only if the
-    entity tag matches strongly or the date equals ``Last-Modified``."""
+    entity tag matches strongly or the date, a valid HTTP-date, equals ``Last-Modified``.
+    ``reference`` as for ``is_not_modified``."""
     if_range = req.get("if-range")
     if if_range is None:
         return True
@@ -76,8 +81,8 @@ def is_range_applicable(req: RequestHead, head: ResponseHead) -> bool:
     if if_range.startswith(('"', "W/")):
         etag = head.get("etag")
         return etag is not None and not if_range.startswith("W/") and if_range == etag.strip()
-    last_modified = h.parse_http_date(head.get("last-modified"))
-    return last_modified is not None and h.parse_http_date(if_range) == last_modified
+    last_modified = h.parse_robust_date(head.get("last-modified"), reference)
+    return last_modified is not None and h.parse_http_date(if_range, reference) == last_modified
 
 
 # ---- invalidation (RFC 9111 section 4.4) --------------------------------------------------

@@ -25,10 +25,21 @@ from . import processes
 from .scoring import Failure, Kind, Score, score
 from .suite import PACKAGE, REPO, VERSION, Suite, install
 
-# of 165 required tests. 156, not the 157 once reached: headers-store-Transfer-Encoding wants
-# a 200 for an origin response in a transfer coding other than chunked; the proxy cannot
-# undo an unknown coding and answers 502, as Squid and Varnish do (upstream.py).
-REQUIRED_FLOOR = 156
+# of 165 required tests. 148, not the 157 once reached:
+# - headers-store-Transfer-Encoding wants a 200 for an origin response in a transfer coding
+#   other than chunked; the proxy cannot undo an unknown coding and answers 502, as Squid
+#   and Varnish do (upstream.py).
+# - 156 -> 148 with RFC 9111 section 5.1's Age (issue 21): of a list the first member
+#   counts, and an Age that is not a non-negative integer is ignored. The 0.4.5 suite
+#   expects the opposite, a stale response, so these 9 now fail: age-parse-nonnumeric
+#   ("abc"), -negative ("-7200"), -float ("7200.0"), -parameter ("7200;foo=bar"),
+#   -numeric-parameter ("7200;foo=111") are ignored, so fresh; age-parse-prefix-twoline
+#   ("0" then "7200"), -dup-0 ("0, 0"), -dup-0-twoline ("0" twice) and -dup-old
+#   ("3600, 3600" with max-age=10000) take their first member, so fresh. And
+#   age-parse-prefix ("0,7200": first member 0, fresh) now passes. The newer upstream
+#   suite (tests/age-parse.mjs, no longer scored) reads Age as RFC 9111 does.
+# The strict Expires grammar changes only "check" tests, which are not scored.
+REQUIRED_FLOOR = 148
 OPTIMAL_FLOOR = 85  # of 95 optional ("optimal") tests
 CLIENT_TIMEOUT = 300.0  # seconds; a full run takes about 20, bounded by the suite's pauses
 FLOORS: tuple[tuple[Kind, str, int], ...] = (

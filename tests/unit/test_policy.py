@@ -112,6 +112,23 @@ LIFETIME_CASES: list[tuple[str, Headers, float]] = [
     ("Expires minus Date", (("Expires", format_http_date(T0 + 500)),), 500),
     ("Expires in the past", (("Expires", format_http_date(T0 - 500)),), 0),
     ("invalid Expires", (("Expires", "never"),), 0),
+    # section 5.3 with RFC 9110 section 5.6.7: only an HTTP-date is valid, else expired
+    ("Expires as an rfc850-date", (("Expires", "Tuesday, 14-Nov-23 22:21:40 GMT"),), 500),
+    ("Expires as an asctime-date", (("Expires", "Tue Nov 14 22:21:40 2023"),), 500),
+    ("Expires without the comma: expired",
+     (("Expires", format_http_date(T0 + 500).replace(",", "")),), 0),
+    ("Expires in UTC: expired", (("Expires", format_http_date(T0 + 500).replace("GMT", "UTC")),),
+     0),
+    ("Expires in lower case: expired", (("Expires", format_http_date(T0 + 500).lower()),), 0),
+    ("Expires empty: expired", (("Expires", ""),), 0),
+    # section 4.2.1: of two Expires lines, the first
+    ("two Expires lines: the first", (("Expires", format_http_date(T0 + 500)),
+                                      ("Expires", format_http_date(T0 + 900))), 500),
+    ("two Expires lines, the first invalid", (("Expires", "0"),
+                                              ("Expires", format_http_date(T0 + 900))), 0),
+    ("two Expires lines, the second invalid", (("Expires", format_http_date(T0 + 500)),
+                                               ("Expires", "0")), 500),
+
     ("first duplicate max-age wins", (("Cache-Control", "max-age=10, max-age=100"),), 10),
     ("negative max-age is invalid: stale", (("Cache-Control", "max-age=-5"),), 0),
     ("quoted max-age", (("Cache-Control", 'max-age="20"'),), 20),
@@ -128,18 +145,47 @@ def test_freshness_lifetime(case: str, fields: Headers, expected: float) -> None
     assert policy.freshness_lifetime(resp(*fields), T0) == pytest.approx(expected), case
 
 
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        (format_http_date(T0 - 100), 600),
+        (format_http_date(T0 - 100).replace(",", ""), 600),  # not an HTTP-date, but a date
+        ("soon", 500),  # invalid: the time the response was received
+    ],
+)
+def test_date_is_read_robustly(date: str, expected: float) -> None:
+    """RFC 9110 section 5.6.7: robust parsing, as Date's definition does not restrict it;
+    Expires, whose definition does, is read strictly (LIFETIME_CASES)."""
+    head = ResponseHead(200, "OK", (("Date", date), ("Expires", format_http_date(T0 + 500))))
+    assert policy.freshness_lifetime(head, T0) == pytest.approx(expected)
+
+
 AGE_CASES: list[tuple[str, Headers, float, float, float, float]] = [
     # (case, fields, request_time, response_time, now, expected age)
     ("resident time only", (), T0, T0, T0 + 30, 30),
     ("Age field counts", (("Age", "100"),), T0, T0, T0 + 30, 130),
     ("response delay corrects Age", (("Age", "100"),), T0 - 5, T0, T0, 105),
     ("apparent age from Date", (), T0 + 50, T0 + 50, T0 + 50, 50),
-    ("non-numeric Age: stale", (("Age", "abc"),), T0, T0, T0, 2**31),
-    ("negative Age: stale", (("Age", "-10"),), T0, T0, T0, 2**31),
-    ("float Age: stale", (("Age", "10.0"),), T0, T0, T0, 2**31),
-    ("Age list: stale", (("Age", "0, 0"),), T0, T0, T0, 2**31),
-    ("two Age lines: stale", (("Age", "0"), ("Age", "0")), T0, T0, T0, 2**31),
-    ("Age with parameter: stale", (("Age", "5;a=1"),), T0, T0, T0, 2**31),
+    # section 5.1: of a list the first member counts; an invalid value is ignored
+    ("Age list: the first member", (("Age", "0, 7200"),), T0, T0, T0, 0),
+    ("Age list, first member old", (("Age", "7200,0"),), T0, T0, T0, 7200),
+    ("Age list of equal members", (("Age", "0, 0"),), T0, T0, T0, 0),
+    ("two Age lines: the first", (("Age", "0"), ("Age", "7200")), T0, T0, T0, 0),
+    ("two Age lines, first old", (("Age", "7200"), ("Age", "0")), T0, T0, T0, 7200),
+    ("empty members do not count", (("Age", ", 30"),), T0, T0, T0, 30),
+    ("OWS around the value", (("Age", " 30 "),), T0, T0, T0, 30),
+    ("non-numeric Age: ignored", (("Age", "abc"),), T0, T0, T0, 0),
+    ("negative Age: ignored", (("Age", "-10"),), T0, T0, T0, 0),
+    ("float Age: ignored", (("Age", "10.0"),), T0, T0, T0, 0),
+    ("Age with a parameter: ignored", (("Age", "5;a=1"),), T0, T0, T0, 0),
+    ("first member invalid: ignored", (("Age", "abc, 7200"),), T0, T0, T0, 0),
+    ("empty Age: ignored", (("Age", ""),), T0, T0, T0, 0),
+    ("non-ASCII digits: ignored", (("Age", "\u0663"),), T0, T0, T0, 0),
+    ("ignored Age still adds the response delay", (("Age", "abc"),), T0 - 5, T0, T0, 5),
+    # section 1.2.2: delta-seconds of 2^31 or more count as 2^31
+    ("Age 2^31 - 1", (("Age", "2147483647"),), T0, T0, T0, 2**31 - 1),
+    ("Age 2^31", (("Age", "2147483648"),), T0, T0, T0, 2**31),
+    ("Age past 2^31", (("Age", "99999999999"),), T0, T0, T0, 2**31),
 ]
 
 
@@ -220,6 +266,30 @@ TARGETED_CASES: list[tuple[str, Headers, float]] = [
     ("targeted beats untargeted", (("Surrogate-Control", "max-age=1, max-age=9;me"),), 9),
     ("empty targeted field falls back", (("CDN-Cache-Control", " "),
                                          ("Cache-Control", "max-age=4")), 4),
+    # RFC 9213 section 2.1: an invalid field is ignored as a whole; the next valid field
+    # of the target list applies, else Cache-Control and Expires
+    ("not a dictionary: Cache-Control", (("CDN-Cache-Control", "max-age=100, &&&&&"),
+                                         ("Cache-Control", "max-age=4")), 4),
+    ("not a dictionary: Expires again", (("CDN-Cache-Control", "max-age=100, &&&&&"),
+                                         ("Expires", format_http_date(T0 + 50))), 50),
+    ("wrong type: Cache-Control", (("CDN-Cache-Control", 'max-age="100"'),
+                                   ("Cache-Control", "max-age=4")), 4),
+    ("invalid: the next field of the list", (("CDN-Cache-Control", "max-age =100"),
+                                             ("Surrogate-Control", "max-age=6"),
+                                             ("Cache-Control", "max-age=4")), 6),
+    ("upper-case key: Cache-Control", (("CDN-Cache-Control", "MaX-aGe=100"),
+                                       ("Cache-Control", "max-age=4")), 4),
+    ("an extension directive: valid", (("CDN-Cache-Control", "foobar, max-age=100"),
+                                       ("Cache-Control", "max-age=4")), 100),
+    ("an Integer beyond 2^31 counts as 2^31", (("CDN-Cache-Control", "max-age=99999999999"),),
+     2**31),
+    ("a parameter is ignored, no device targeting", (("CDN-Cache-Control", "max-age=100;other"),
+                                                     ("Cache-Control", "max-age=4")), 100),
+    ("the last of duplicate keys", (("CDN-Cache-Control", "max-age=1, max-age=100"),), 100),
+    ("two lines are one dictionary", (("CDN-Cache-Control", "no-cache"),
+                                      ("CDN-Cache-Control", "max-age=100")), 100),
+    ("valid without a directive for freshness: Cache-Control silenced",
+     (("CDN-Cache-Control", "none"), ("Cache-Control", "max-age=4")), 0),
 ]  # fmt: skip
 
 
@@ -238,6 +308,21 @@ def test_targeted_max_age_beats_cache_control_no_store() -> None:
     assert isinstance(policy.decide_store(req(), response, T0, TARGETING), policy.Store)
 
 
+def test_an_invalid_targeted_no_store_is_ignored() -> None:
+    response = resp(("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "no-store, &&"))
+    assert isinstance(policy.decide_store(req(), response, T0, TARGETING), policy.Store)
+    valid = resp(("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "no-store"))
+    assert policy.decide_store(req(), valid, T0, TARGETING) == policy.NotStorable("no-store")
+
+
+def test_rfc_9213_fields_are_passed_on_and_surrogate_control_is_not() -> None:
+    """RFC 9213 section 3: CDN-Cache-Control goes on for the caches downstream; a surrogate
+    removes the Surrogate-Control aimed at it (Edge Architecture 1.0)."""
+    assert TARGETING.removed_fields == ("surrogate-control",)
+    assert policy.Targeting(("Akamai-Cache-Control", "CDN-Cache-Control")).removed_fields == ()
+    assert policy.Targeting(("SURROGATE-CONTROL",)).removed_fields == ("surrogate-control",)
+
+
 # ---- plain requests: decide_lookup as a function of time (the ready answers, ready.py) ----
 
 PLAIN_ENTRIES: list[tuple[str, Entry, bool]] = [
@@ -246,7 +331,8 @@ PLAIN_ENTRIES: list[tuple[str, Entry, bool]] = [
     ("Expires", entry(("Expires", format_http_date(T0 + 30))), True),
     ("heuristic", entry(("Last-Modified", format_http_date(T0 - 1000))), True),
     ("stored with an Age", entry(("Cache-Control", "max-age=60"), ("Age", "50")), True),
-    ("an invalid Age", entry(("Cache-Control", "max-age=60"), ("Age", "-3")), True),
+    ("an invalid Age, ignored", entry(("Cache-Control", "max-age=60"), ("Age", "-3")), True),
+    ("an Age of 2^31", entry(("Cache-Control", "max-age=60"), ("Age", "2147483648")), True),
     ("received late (apparent age)",
      Entry("GET http://o/x", resp(("Cache-Control", "max-age=60")), T0 + 20, T0 + 25, (), 0),
      True),
@@ -264,7 +350,7 @@ PLAIN_ENTRIES: list[tuple[str, Entry, bool]] = [
     ("varies", replace(entry(("Cache-Control", "max-age=60"), ("Vary", "Accept")),
                        vary=(("accept", "a"),)), False),
 ]  # fmt: skip
-NEVER_FRESH = {"an invalid Age", "no freshness at all"}  # cases fresh at no time of the table
+NEVER_FRESH = {"an Age of 2^31", "no freshness at all"}  # cases fresh at no time of the table
 PLAIN_REQUESTS = [
     req(),
     req(("Accept", "*/*"), ("User-Agent", "wrk"), ("Authorization", "Basic x")),

@@ -64,6 +64,18 @@ NOT_MODIFIED_CASES: list[tuple[str, RequestHead, bool]] = [
      req(("If-Modified-Since", format_http_date(T0 - 500))), False),
     ("If-None-Match wins over If-Modified-Since", req(("If-None-Match", '"v2"'),
      ("If-Modified-Since", format_http_date(T0))), False),
+    # RFC 9110 section 13.1.3: an If-Modified-Since that is not one valid HTTP-date is
+    # ignored (each of these is a date later than Last-Modified to a lenient parser)
+    ("If-Modified-Since without the comma: ignored",
+     req(("If-Modified-Since", format_http_date(T0).replace(",", ""))), False),
+    ("If-Modified-Since in +0000: ignored",
+     req(("If-Modified-Since", format_http_date(T0).replace("GMT", "+0000"))), False),
+    ("If-Modified-Since in lower case: ignored",
+     req(("If-Modified-Since", format_http_date(T0).lower())), False),
+    ("two If-Modified-Since lines: ignored", req(("If-Modified-Since", format_http_date(T0)),
+     ("If-Modified-Since", format_http_date(T0))), False),
+    ("If-Modified-Since as an rfc850-date", req(("If-Modified-Since",
+     "Tuesday, 14-Nov-23 22:13:20 GMT")), True),
     ("no conditional", req(), False),
 ]  # fmt: skip
 
@@ -71,7 +83,7 @@ NOT_MODIFIED_CASES: list[tuple[str, RequestHead, bool]] = [
 @pytest.mark.parametrize(("case", "request_", "expected"), NOT_MODIFIED_CASES)
 def test_is_not_modified(case: str, request_: RequestHead, expected: bool) -> None:
     stored = resp(ETAG, ("Last-Modified", format_http_date(T0 - 100)))
-    assert validation.is_not_modified(request_, stored) is expected, case
+    assert validation.is_not_modified(request_, stored, T0) is expected, case
 
 
 INVALIDATION_CASES: list[tuple[str, str, int, Headers, list[str]]] = [
@@ -105,10 +117,15 @@ IF_RANGE_CASES: list[tuple[str, Headers, bool]] = [
     ("weak etag never matches", (("If-Range", 'W/"v1"'),), False),
     ("date equal to Last-Modified", (("If-Range", LM),), True),
     ("other date", (("If-Range", format_http_date(T0)),), False),
+    (
+        "Last-Modified's date, but not an HTTP-date",
+        (("If-Range", LM.replace("GMT", "UTC")),),
+        False,
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "fields", "expected"), IF_RANGE_CASES)
 def test_is_range_applicable(case: str, fields: Headers, expected: bool) -> None:
     stored = resp(ETAG, ("Last-Modified", LM))
-    assert validation.is_range_applicable(req(*fields), stored) is expected, case
+    assert validation.is_range_applicable(req(*fields), stored, T0) is expected, case
