@@ -296,11 +296,13 @@ class Upstream:
         method: str,
         target: str,
         fields: Headers,
-        body: Iterable[bytes] | None,
+        body: bytes | Iterable[bytes] | None,
         *,
         chunked: bool,
     ) -> OriginResponse:
-        """Send the request; the response head has arrived when this returns."""
+        """Send the request; the response head has arrived when this returns. Whatever
+        fails meanwhile, the origin's error or the body's own (a client's, raised while it
+        is sent), closes the connection: it never goes back to the pool half used."""
         headers = _origin_headers(fields)
         retry = method in _RETRYABLE and body is None
         while True:
@@ -339,7 +341,7 @@ class Upstream:
         method: str,
         target: str,
         headers: Mapping[str, str],
-        body: Iterable[bytes] | None,
+        body: bytes | Iterable[bytes] | None,
         chunked: bool,
     ) -> HTTPResponse:
         try:

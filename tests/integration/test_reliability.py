@@ -85,6 +85,8 @@ def test_a_client_that_stops_sending_its_body_gets_408(
     assert "X-Cache: MISS" in answer
     reply = client.request(proxy.port, "POST", path, body=b"whole body", timeout=10)
     assert (reply.status, reply.body) == (200, b"whole body")
+    # The stalled body was waited for before the origin was asked: it saw one request.
+    assert [(h.method, h.target) for h in origin.heads()] == [("POST", path)]
     proxy.assert_alive()
 
 
