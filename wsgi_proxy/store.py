@@ -14,16 +14,19 @@ Invariants:
 - Lock files are a bounded set and are never deleted: unlinking a held lock file would break
   mutual exclusion.
 - Every disk error is contained here: the cache degrades to pass-through, never to an error
-  for the client.
+  for the client. A write refused for want of room (``ENOSPC``, ``EDQUOT``) raises
+  ``disk_full``: the worker's evictor then makes room as if the size limit were reached.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -79,6 +82,8 @@ class Store:
         # touch is not due: a due touch goes through the file itself.
         self.touch_interval = touch_interval
         self.usage = UsageCounter(self.state)
+        # Set by a write that found the disk full; the evictor (eviction.py) clears it.
+        self.disk_full = threading.Event()
         self._objects = str(self.objects)
         self._locks = str(self.locks)
         self.checked = CheckedBodies()
@@ -108,6 +113,12 @@ class Store:
         self.fine_timestamps = False
         self.hot = HotSet(0)
         self.open_files = OpenFiles(self.touch_interval, max_files=0)  # let go of any held
+
+    def note_write_error(self, exc: OSError) -> None:
+        """A write to the cache failed (the caller logs it and passes through); when for
+        want of room, ``disk_full`` asks the evictor to make some."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.disk_full.set()
 
     def primary_path(self, primary: str) -> Path:
         return Path(self._primary_location(primary))
@@ -267,6 +278,7 @@ class Store:
             return EntryWriter(self, path, meta, expected_length, max_body)
         except OSError as exc:
             log.warning("cannot write to the cache (%s): passing through", exc)
+            self.note_write_error(exc)
             return None
 
     def publish_marker(self, primary: str, meta: dict[str, Any]) -> None:
@@ -280,6 +292,7 @@ class Store:
             return EntryWriter(self, path, meta, None, 0)
         except OSError as exc:
             log.warning("cannot write to the cache (%s)", exc)
+            self.note_write_error(exc)
             return None
 
     def after_publish(self, path: Path, entry_meta: dict[str, Any]) -> None:
@@ -321,6 +334,7 @@ class Store:
                 hit.file.seek(hit.body_offset)
         except OSError as exc:
             log.warning("cache refresh failed for %s: %s", hit.path, exc)
+            self.note_write_error(exc)
             writer.abort()
             return
         writer.commit()

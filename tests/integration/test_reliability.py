@@ -203,6 +203,34 @@ def test_a_full_disk_degrades_to_pass_through(
     assert "cache write failed" in proxy.stderr(400) or "No space left" in proxy.stderr(400)
 
 
+def test_a_disk_full_before_the_size_limit_is_made_room_on(
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
+) -> None:
+    """The disk (1 MiB) fills long before WSGI_PROXY_MAX_SIZE (64 MiB): a write that finds
+    no room makes the proxy evict as if the limit were reached, and it stores again."""
+    proxy = proxy_factory(
+        {"WSGI_PROXY_MAX_SIZE": "64M", "WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m")},
+        cache_dir=tiny_disk.path / "cache",
+        command=proxy_on(tiny_disk),
+    )
+    bodies = {i: pattern_bytes(300_000 + i) for i in range(6)}  # three fill the disk
+    paths = {i: origin.route(f"/fill{i}", headers=CACHED, body=b) for i, b in bodies.items()}
+    for i, path in paths.items():
+        assert_response(proxy.get(path), cache="MISS", body=bodies[i])
+    answers: list[client.Response] = []
+
+    def stored_again() -> bool:  # each MISS tries to store it: once there is room, it is
+        answers.append(proxy.get(paths[5]))
+        return answers[-1].x_cache == "HIT"
+
+    assert poll(stored_again, timeout=20, interval=0.5), proxy.stderr(40)
+    for i, path in paths.items():  # whole, from the cache or from the origin: never partial
+        reply = proxy.get(path)
+        assert (reply.status, reply.body) == (200, bodies[i]), reply.describe()
+    assert all((a.status, a.body) == (200, bodies[5]) for a in answers)
+    proxy.assert_alive()
+
+
 def test_a_read_only_cache_folder(
     proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
 ) -> None:
