@@ -34,7 +34,10 @@ def create_app(config: Config | None = None) -> Any:
 
     config = config or Config.from_env()
     store = Store(
-        config.cache_dir, lock_stripes=config.lock_stripes, max_variants=config.max_variants
+        config.cache_dir,
+        lock_stripes=config.lock_stripes,
+        max_variants=config.max_variants,
+        touch_interval=config.touch_interval,
     )
     try:
         store.prepare()

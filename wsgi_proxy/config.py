@@ -64,6 +64,10 @@ class Config:
     """WSGI_PROXY_MAX_SIZE: bytes the cache may keep on disk (k, M, G suffixes: 1024 powers)."""
     max_object_size: int
     """WSGI_PROXY_MAX_OBJECT_SIZE: the largest body stored; larger ones pass through."""
+    touch_interval: float
+    """WSGI_PROXY_TOUCH_INTERVAL: seconds between a stored file's LRU touches: a hit
+    refreshes the file's mtime, which eviction goes by, when it is older than this. Each
+    touch is a write to the disk; files used within it count as equally recent."""
     connect_timeout: float
     """WSGI_PROXY_CONNECT_TIMEOUT: seconds to connect to the origin before answering 502."""
     read_timeout: float
@@ -142,6 +146,7 @@ class Config:
             metrics_dir=_read(env, "METRICS_DIR", f"{cache_dir}.metrics", parse_dir),
             max_size=max_size,
             max_object_size=_read(env, "MAX_OBJECT_SIZE", str(max_size // 2), parse_size),
+            touch_interval=_read(env, "TOUCH_INTERVAL", "60", parse_seconds),
             connect_timeout=_read(env, "CONNECT_TIMEOUT", "5", parse_seconds),
             read_timeout=_read(env, "READ_TIMEOUT", "30", parse_seconds),
             client_timeout=_read(env, "CLIENT_TIMEOUT", "60", parse_seconds),

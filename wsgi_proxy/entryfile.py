@@ -101,6 +101,7 @@ class EntryWriter:
             _write_all(self.fd, chunk)
         except OSError as exc:
             log.warning("cache write failed (%s): passing through", exc)
+            self.store.note_write_error(exc)
             self.abort()
             return
         self.crc = zlib.crc32(chunk, self.crc)
@@ -151,6 +152,7 @@ class EntryWriter:
             os.replace(self.tmp, self.path)
         except OSError as exc:
             log.warning("cannot publish cache entry %s: %s", self.path, exc)
+            self.store.note_write_error(exc)
             self.abort()
             return False
         self.store.usage.add(self.header_size + self.length - replaced)

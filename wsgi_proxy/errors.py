@@ -35,40 +35,48 @@ class ProxyError(Exception):
         return f"{self.status} {self.reason}: {self.detail}\n".encode()
 
 
-class BadRequest(ProxyError):
+class ClientError(ProxyError):
+    """The request itself is at fault (RFC 9110 section 15.5): answered as it is, never
+    with a stale entry, which stands in for an origin that failed."""
+
     status = 400
     reason = "Bad Request"
 
 
-class MisdirectedRequest(ProxyError):
+class BadRequest(ClientError):
+    """Malformed: the target, the framing of the body, a body that ended early or a
+    connection lost while it was read; a missing or invalid Host."""
+
+
+class MisdirectedRequest(ClientError):
     """A host this proxy does not serve (``WSGI_PROXY_ALLOWED_HOSTS``; RFC 9110 15.5.20)."""
 
     status = 421
     reason = "Misdirected Request"
 
 
-class MethodNotAllowed(ProxyError):
+class MethodNotAllowed(ClientError):
     """CONNECT: a reverse proxy opens no tunnels."""
 
     status = 405
     reason = "Method Not Allowed"
 
 
-class PayloadTooLarge(ProxyError):
+class PayloadTooLarge(ClientError):
     """The request body is over ``WSGI_PROXY_MAX_BODY_SIZE``."""
 
     status = 413
     reason = "Content Too Large"
 
 
-class UnsupportedCoding(ProxyError):
+class UnsupportedCoding(ClientError):
     """A request transfer coding this proxy cannot pass on (RFC 9112 section 6.1)."""
 
     status = 501
     reason = "Not Implemented"
 
 
-class ClientTimeout(ProxyError):
+class ClientTimeout(ClientError):
     """The client stopped sending its request body for ``WSGI_PROXY_CLIENT_TIMEOUT``."""
 
     status = 408

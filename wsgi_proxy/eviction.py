@@ -6,6 +6,9 @@ Invariants:
 - The shared usage counter decides when to scan; the scan measures the truth, evicts by
   mtime (the LRU clock that hits refresh) down to the low-water mark, and resets the
   counter. A full scan also runs every ``RESYNC_INTERVAL`` to correct drift.
+- A disk that fills before the limit (a write met ``ENOSPC``: ``Store.disk_full``) is
+  scanned at the next pass with the bytes stored then as the limit, so the cache comes
+  down to its low-water mark of that; the pass writes nothing before it has evicted.
 - The scan's memory does not grow with the cache: one walk counts; over the high-water
   mark a second walk keeps only the oldest files that hold the excess, in a heap.
 - ``walk_files`` is the one walk of the cache folder (purge.py's scans use it too).
@@ -98,20 +101,28 @@ class Evictor:
 
     def tick(self, now: float) -> None:
         """Fold this worker's size changes into the counter; scan when over the high-water
-        mark or when the last full scan is old. And let go of the held files that can no
-        longer be given (openfiles.py), so that a removed entry's disk space is freed."""
+        mark, when the last full scan is old, or when a write found the disk full. And let
+        go of the held files that can no longer be given (openfiles.py), so that a removed
+        entry's disk space is freed."""
         self.store.open_files.prune(now)
+        if self.store.disk_full.is_set():
+            # Before the counter's flush, which writes a file: a full disk has no room for it.
+            self._evict_alone(now, full=True)
         total = self.store.usage.flush()
         first, self._started = not self._started, True
         if total <= self.max_size * HIGH_WATER and not first and not self._is_resync_due(now):
             return
+        self._evict_alone(now)
+
+    def _evict_alone(self, now: float, *, full: bool = False) -> None:
+        """``evict`` unless another worker's scan runs (then the next pass tries again)."""
         lock = FileLock(
             self.store.state / "evict.lock", thread_local=False, preserve_lock_file=True
         )
         if not try_acquire(lock, 0):
             return
         try:
-            self.evict(now)
+            self.evict(now, full=full)
         finally:
             lock.release()
 
@@ -121,14 +132,21 @@ class Evictor:
         except FileNotFoundError:
             return True
 
-    def evict(self, now: float) -> int:
+    def evict(self, now: float, *, full: bool = False) -> int:
         """Scan, remove dead writers' temporary files, evict LRU files down to the low-water
-        mark if over the high-water mark; return the bytes stored afterwards."""
-        self._scanned_marker.touch()
+        mark if over the high-water mark; return the bytes stored afterwards. ``full``: a
+        write found the disk full, the bytes stored now are the limit (if lower)."""
+        if full:
+            # Cleared before the scan: a write refused from now on asks for another pass.
+            self.store.disk_full.clear()
         scan = scan_objects(self.store.objects, now)
         total, entries = scan.total, scan.entries
-        if total > self.max_size * HIGH_WATER:
-            target = self.max_size * LOW_WATER
+        limit = min(self.max_size, total) if full else self.max_size
+        if full and limit < self.max_size:
+            log.warning("the cache disk is full at %d bytes (limit %d): evicting as if that "
+                        "were the limit", total, self.max_size)  # fmt: skip
+        if total > limit * HIGH_WATER:
+            target = limit * LOW_WATER
             evicted = 0
             for item in oldest_files(self.store.objects, now, total - target):
                 if total <= target:
@@ -142,6 +160,8 @@ class Evictor:
                 self.on_evict(evicted)
             log.info("evicted %d files, down to %d bytes (limit %d)", evicted, total,
                      self.max_size)  # fmt: skip
+        # The state files are written after the eviction: a full disk has room for them now.
+        self._scanned_marker.touch()
         self.store.usage.reset(total)
         (self.store.state / "entries").write_text(str(entries))
         return total

@@ -77,7 +77,7 @@ class Forwarder:
         method: str,
         target: str,
         fields: h.Headers,
-        body: Iterable[bytes] | None,
+        body: bytes | Iterable[bytes] | None,
         environ: Environ | None,
         *,
         chunked: bool,

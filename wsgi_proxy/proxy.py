@@ -31,6 +31,7 @@ from wsgi_proxy.admin import Admin
 from wsgi_proxy.config import Config
 from wsgi_proxy.errors import (
     BadRequest,
+    ClientError,
     MisdirectedRequest,
     NotInCache,
     OriginBroken,
@@ -256,6 +257,9 @@ class ProxyApp:
             body, chunked = request_body(ex.environ, self.config.max_body_size)
             resp, times = self.forwarder.send(ex.req.method, ex.req.target, fields, body,
                                               ex.environ, chunked=chunked)  # fmt: skip
+        except ClientError:
+            ex.release()  # the request is at fault, not the origin: no stale answer
+            raise
         except ProxyError as exc:
             if self._is_stale_usable(ex):
                 return self._serve_stale(ex, exc.detail)

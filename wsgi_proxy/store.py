@@ -15,16 +15,19 @@ Invariants:
 - Lock files are a bounded set and are never deleted: unlinking a held lock file would break
   mutual exclusion.
 - Every disk error is contained here: the cache degrades to pass-through, never to an error
-  for the client.
+  for the client. A write refused for want of room (``ENOSPC``, ``EDQUOT``) raises
+  ``disk_full``: the worker's evictor then makes room as if the size limit were reached.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,7 +54,8 @@ from wsgi_proxy.usage import UsageCounter
 
 log = logging.getLogger(__name__)
 
-# A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall.
+# A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall
+# (the default of WSGI_PROXY_TOUCH_INTERVAL).
 TOUCH_INTERVAL = 60.0
 # Small entries each worker remembers (hotset.py): each holds its file's first read (8 KiB)
 # and its decoded header (shared with entryfile's memo of decoded headers).
@@ -62,20 +66,32 @@ class Store:
     """The cache folder. Create it in each worker after the fork; it opens no file until
     used."""
 
-    def __init__(self, root: Path, *, lock_stripes: int, max_variants: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        lock_stripes: int,
+        max_variants: int,
+        touch_interval: float = TOUCH_INTERVAL,
+    ) -> None:
         self.root = root / "v1"
         self.objects = self.root / "objects"
         self.locks = self.root / "locks"
         self.state = self.root / "state"
         self.lock_stripes = lock_stripes
         self.max_variants = max_variants
+        # The memos (hot set, ready answers, held files) are trusted only while the file's
+        # touch is not due: a due touch goes through the file itself.
+        self.touch_interval = touch_interval
         self.usage = UsageCounter(self.state)
         self.sites = SiteList(self.state)
+        # Set by a write that found the disk full; the evictor (eviction.py) clears it.
+        self.disk_full = threading.Event()
         self._objects = str(self.objects)
         self._locks = str(self.locks)
         self.checked = CheckedBodies()
         self.hot = HotSet(0)  # off until prepare() finds fine-grained timestamps
-        self.open_files = OpenFiles(TOUCH_INTERVAL)
+        self.open_files = OpenFiles(touch_interval)
         self.fine_timestamps = False
 
     def prepare(self) -> None:
@@ -91,7 +107,7 @@ class Store:
         self.fine_timestamps = kept
         if kept:
             self.hot = HotSet(HOT_ENTRIES)
-            self.open_files = OpenFiles(TOUCH_INTERVAL)
+            self.open_files = OpenFiles(self.touch_interval)
 
     def lose_fine_timestamps(self, exc: OSError) -> None:
         """A publish could not set its nanosecond mtime: this worker's memos go off."""
@@ -99,7 +115,13 @@ class Store:
             log.warning("cannot set nanosecond mtimes in %s (%s): memos off", self.objects, exc)
         self.fine_timestamps = False
         self.hot = HotSet(0)
-        self.open_files = OpenFiles(TOUCH_INTERVAL, max_files=0)  # let go of any held
+        self.open_files = OpenFiles(self.touch_interval, max_files=0)  # let go of any held
+
+    def note_write_error(self, exc: OSError) -> None:
+        """A write to the cache failed (the caller logs it and passes through); when for
+        want of room, ``disk_full`` asks the evictor to make some."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.disk_full.set()
 
     def primary_path(self, primary: str) -> Path:
         return Path(self._primary_location(primary))
@@ -151,7 +173,8 @@ class Store:
         if hot is not None:
             remembered, stat = hot
             # An LRU touch that is due goes through the file itself, opened below.
-            if remembered.meta.get("key") == primary and now - stat.st_mtime <= TOUCH_INTERVAL:
+            due = now - stat.st_mtime > self.touch_interval
+            if remembered.meta.get("key") == primary and not due:
                 meta, offset = remembered.meta, remembered.body_offset
                 return meta, None, offset, remembered.stamp, remembered.early
         try:
@@ -173,7 +196,7 @@ class Store:
             log.warning("removing corrupt cache entry %s: %s", path, exc)
             self.remove(Path(path))
             return None
-        stat = _touched(file, stat, now)
+        stat = _touched(file, stat, now, self.touch_interval)
         if self._is_worth_remembering(meta, stat, early):
             self.hot.add(path, Remembered(stamp_of(stat), meta, offset, early))
         return meta, file, offset, stamp_of(stat), early
@@ -195,7 +218,7 @@ class Store:
             stat = os.stat(location)
         except OSError:
             return False
-        return stamp_of(stat) == stamp and now - stat.st_mtime <= TOUCH_INTERVAL
+        return stamp_of(stat) == stamp and now - stat.st_mtime <= self.touch_interval
 
     def hold_unchanged(self, location: str, stamp: Stamp, now: float) -> OpenFile | None:
         """``is_unchanged``, for a body about to be sent from the file: that file, open
@@ -261,6 +284,7 @@ class Store:
             return EntryWriter(self, path, meta, expected_length, max_body)
         except OSError as exc:
             log.warning("cannot write to the cache (%s): passing through", exc)
+            self.note_write_error(exc)
             return None
 
     def publish_marker(self, primary: str, meta: dict[str, Any]) -> None:
@@ -274,6 +298,7 @@ class Store:
             return EntryWriter(self, path, meta, None, 0)
         except OSError as exc:
             log.warning("cannot write to the cache (%s)", exc)
+            self.note_write_error(exc)
             return None
 
     def after_publish(self, path: Path, entry_meta: dict[str, Any]) -> None:
@@ -315,6 +340,7 @@ class Store:
                 hit.file.seek(hit.body_offset)
         except OSError as exc:
             log.warning("cache refresh failed for %s: %s", hit.path, exc)
+            self.note_write_error(exc)
             writer.abort()
             return
         writer.commit()
@@ -387,10 +413,10 @@ def _variants_dir(primary_path: Path) -> Path:
     return primary_path.with_name(primary_path.name + ".d")
 
 
-def _touched(file: BinaryIO, stat: os.stat_result, now: float) -> os.stat_result:
+def _touched(file: BinaryIO, stat: os.stat_result, now: float, interval: float) -> os.stat_result:
     """The open file's ``stat`` after refreshing its mtime (the LRU clock) if that is over
-    ``TOUCH_INTERVAL`` old; ``stat`` itself when it is not, or when the disk refuses."""
-    if now - stat.st_mtime <= TOUCH_INTERVAL:
+    ``interval`` old; ``stat`` itself when it is not, or when the disk refuses."""
+    if now - stat.st_mtime <= interval:
         return stat
     try:
         os.utime(file.fileno())

@@ -347,13 +347,15 @@ class Upstream:
         method: str,
         target: str,
         fields: Headers,
-        body: Iterable[bytes] | None,
+        body: bytes | Iterable[bytes] | None,
         *,
         chunked: bool,
         on_interim: InterimHandler | None = None,
     ) -> OriginResponse:
         """Send the request; the final response's head has arrived when this returns.
-        ``on_interim`` is called with each interim (1xx) response read past before it."""
+        ``on_interim`` is called with each interim (1xx) response read past before it.
+        Whatever fails meanwhile, the origin's error or the body's own (a client's, raised
+        while it is sent), closes the connection: it never goes back to the pool half used."""
         headers = _origin_headers(fields)
         retry = method in _RETRYABLE and body is None
         while True:
@@ -397,7 +399,7 @@ class Upstream:
         method: str,
         target: str,
         headers: Mapping[str, str],
-        body: Iterable[bytes] | None,
+        body: bytes | Iterable[bytes] | None,
         chunked: bool,
     ) -> HTTPResponse:
         try:

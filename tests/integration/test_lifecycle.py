@@ -3,11 +3,15 @@ proxy."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from importlib.metadata import entry_points
+from pathlib import Path
 
 from support.checks import assert_response
 from support.origin import Origin
-from support.proxy import ProxyFactory, free_port
+from support.proxy import ProxyFactory, free_port, proxy_env
 
 BODY = b"kept across restarts"
 # Each server listens on a port of its own; clients name the site they ask for (the Host
@@ -60,3 +64,45 @@ def test_cli_with_a_bare_port_serves(origin: Origin, proxy_factory: ProxyFactory
     assert_response(proxy.get(path), cache="MISS", body=BODY)
     assert_response(proxy.get(path), cache="HIT", body=BODY)
     assert origin.count(path) == 1
+
+
+def installed_script() -> str:
+    """The ``caching-proxy`` executable pip made from the package's entry point, in the
+    environment's bin folder beside its python (not resolved: a venv's python is a link)."""
+    (script,) = entry_points(group="console_scripts", name="caching-proxy")
+    assert script.value == "wsgi_proxy.cli:main"
+    path = Path(sys.executable).parent / "caching-proxy"
+    assert os.access(path, os.X_OK), f"{path} is not installed: pip install -e ."
+    return str(path)
+
+
+def test_the_installed_caching_proxy_command(
+    origin: Origin, proxy_factory: ProxyFactory, tmp_path: Path
+) -> None:
+    """Run as a user would: serve with flags, empty the cache, check a bad setting."""
+    command = installed_script()
+    path = origin.route("/script", headers=[("Cache-Control", "max-age=60")], body=BODY)
+    cache = tmp_path / "script-cache"
+    proxy = proxy_factory(
+        origin=f"http://127.0.0.1:{free_port()}",  # the --origin flag must win
+        cache_dir=cache,
+        command=lambda port: [command, "--port", str(port), "--origin", origin.url],
+    )
+    assert_response(proxy.get(path), cache="MISS", body=BODY)
+    assert_response(proxy.get(path), cache="HIT", body=BODY)
+    assert origin.count(path) == 1
+
+    env = proxy_env(origin.url, cache)
+    cleared = subprocess.run(
+        [command, "--clear-cache"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert (cleared.returncode, cleared.stdout) == (0, f"cleared {cache}\n"), cleared.stderr
+    assert_response(proxy.get(path), cache="MISS", body=BODY)
+    assert origin.count(path) == 2
+
+    bad = {**env, "WSGI_PROXY_MAX_SIZE": "lots"}
+    checked = subprocess.run(
+        [command, "check-config"], env=bad, capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "WSGI_PROXY_MAX_SIZE" in checked.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +23,12 @@ LIMIT = 200_000
 ENTRY = 20_000
 
 
-def _fill(origin: Origin, proxy: ProxyProcess, count: int) -> list[str]:
-    """GET `count` distinct cacheable URLs of ENTRY bytes, one after another (all MISS)."""
+def _fill(origin: Origin, proxy: ProxyProcess, count: int, first: int = 0) -> list[str]:
+    """GET `count` distinct cacheable URLs of ENTRY bytes, one after another (all MISS),
+    numbered from `first`."""
     paths = [
-        origin.route(f"/e{n}", headers=CACHEABLE, body=pattern_bytes(ENTRY)) for n in range(count)
+        origin.route(f"/e{n}", headers=CACHEABLE, body=pattern_bytes(ENTRY))
+        for n in range(first, first + count)
     ]
     for path in paths:
         assert_response(proxy.get(path), cache="MISS", body=pattern_bytes(ENTRY))
@@ -44,23 +47,30 @@ def test_cache_folder_stays_within_max_size(origin: Origin, proxy_factory: Proxy
 def test_eviction_removes_the_least_recently_used_entries(
     origin: Origin, proxy_factory: ProxyFactory
 ) -> None:
-    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)})
-    paths = _fill(origin, proxy, 40)
+    """Four entries written together; one of them read again once its LRU touch is due;
+    then seven more. Eviction (85 % of the limit: 8 of these entries, or 9 if the evictor
+    ran at 10) keeps the newest by use: the re-read one outlives its neighbours, which a
+    first-in, first-out eviction would keep in its place."""
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT), "WSGI_PROXY_TOUCH_INTERVAL": "1"})
+    old = _fill(origin, proxy, 4)
+    time.sleep(1.5)  # past the touch interval: the next hit refreshes the file's mtime
+    assert_response(proxy.get(old[1]), cache="HIT", body=pattern_bytes(ENTRY))
+    new = _fill(origin, proxy, 7, first=4)
     # Eviction is done once the folder holds less than was written and stops shrinking
     # (the evictor runs every half second); the layout inside it is the proxy's business.
     samples = [cache_bytes(proxy.cache_dir)]
 
     def settled() -> bool:
         samples.append(cache_bytes(proxy.cache_dir))
-        return samples[-1] == samples[-2] < 40 * ENTRY
+        return samples[-1] == samples[-2] < 11 * ENTRY
 
     assert poll(settled, timeout=10, interval=0.6), cache_breakdown(proxy.cache_dir)
-    for path in paths[-3:]:
+    for path in [old[1], *new[-3:]]:  # before any MISS below stores (and evicts) again
         assert_response(proxy.get(path), cache="HIT", body=pattern_bytes(ENTRY))
-    for path in paths[:3]:
+    for path in (old[0], old[2]):
         assert_response(proxy.get(path), cache="MISS", body=pattern_bytes(ENTRY))
-    assert [origin.count(path) for path in paths[-3:]] == [1, 1, 1]
-    assert [origin.count(path) for path in paths[:3]] == [2, 2, 2]
+    assert [origin.count(path) for path in [old[1], *new[-3:]]] == [1, 1, 1, 1]
+    assert [origin.count(path) for path in (old[0], old[2])] == [2, 2]
 
 
 def test_responses_over_max_object_size_pass_through_uncached(

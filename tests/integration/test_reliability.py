@@ -9,16 +9,16 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support import client
 from support.bodies import Digest, pattern_bytes, pattern_digest
 from support.checks import assert_response, poll
+from support.disks import DiskUnavailable, SmallDisk, small_disk
 from support.origin import Origin
-from support.proxy import ProxyFactory, ProxyProcess
+from support.proxy import ProxyFactory, ProxyProcess, gunicorn_command
 
 CACHED = [("Cache-Control", "max-age=600")]
 BIG = 16 * 1024 * 1024
@@ -35,21 +35,25 @@ def download(proxy: ProxyProcess, path: str) -> tuple[str | None, Digest]:
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs for the cache folder (needs root, as CI and tests/run.sh have)."""
+def tiny_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 1 MiB tmpfs for the cache folder: in a namespace of its own where unprivileged user
+    namespaces are allowed, else mounted by root (support/disks.py). Proxies on it are
+    started with ``proxy_on``."""
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
-        yield mount_point
+        disk = small_disk(mount_point, "1m")
+    except DiskUnavailable as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        yield disk
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        disk.close()
+
+
+def proxy_on(disk: SmallDisk) -> Callable[[int], list[str]]:
+    """The gunicorn command line, run where ``disk`` is mounted."""
+    return lambda port: [*disk.enter(), *gunicorn_command(port)]
 
 
 def test_slow_readers_do_not_hold_the_threads(proxy_factory: ProxyFactory, origin: Origin) -> None:
@@ -85,6 +89,8 @@ def test_a_client_that_stops_sending_its_body_gets_408(
     assert "X-Cache: MISS" in answer
     reply = client.request(proxy.port, "POST", path, body=b"whole body", timeout=10)
     assert (reply.status, reply.body) == (200, b"whole body")
+    # The stalled body was waited for before the origin was asked: it saw one request.
+    assert [(h.method, h.target) for h in origin.heads()] == [("POST", path)]
     proxy.assert_alive()
 
 
@@ -179,11 +185,12 @@ def test_a_body_failing_its_checksum_is_a_miss_and_is_removed(
 
 
 def test_a_full_disk_degrades_to_pass_through(
-    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: Path
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
 ) -> None:
     proxy = proxy_factory(
-        {"WSGI_PROXY_MAX_SIZE": "64M", "WSGI_PROXY_METRICS_DIR": str(tiny_disk.parent / "m")},
-        cache_dir=tiny_disk / "cache",
+        {"WSGI_PROXY_MAX_SIZE": "64M", "WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m")},
+        cache_dir=tiny_disk.path / "cache",
+        command=proxy_on(tiny_disk),
     )
     bodies = {i: pattern_bytes(300_000 + i) for i in range(6)}  # 1.8 MB for a 1 MiB disk
     paths = {i: origin.route(f"/full{i}", headers=CACHED, body=b) for i, b in bodies.items()}
@@ -196,23 +203,54 @@ def test_a_full_disk_degrades_to_pass_through(
     assert "cache write failed" in proxy.stderr(400) or "No space left" in proxy.stderr(400)
 
 
+def test_a_disk_full_before_the_size_limit_is_made_room_on(
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
+) -> None:
+    """The disk (1 MiB) fills long before WSGI_PROXY_MAX_SIZE (64 MiB): a write that finds
+    no room makes the proxy evict as if the limit were reached, and it stores again."""
+    proxy = proxy_factory(
+        {"WSGI_PROXY_MAX_SIZE": "64M", "WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m")},
+        cache_dir=tiny_disk.path / "cache",
+        command=proxy_on(tiny_disk),
+    )
+    bodies = {i: pattern_bytes(300_000 + i) for i in range(6)}  # three fill the disk
+    paths = {i: origin.route(f"/fill{i}", headers=CACHED, body=b) for i, b in bodies.items()}
+    for i, path in paths.items():
+        assert_response(proxy.get(path), cache="MISS", body=bodies[i])
+    answers: list[client.Response] = []
+
+    def stored_again() -> bool:  # each MISS tries to store it: once there is room, it is
+        answers.append(proxy.get(paths[5]))
+        return answers[-1].x_cache == "HIT"
+
+    assert poll(stored_again, timeout=20, interval=0.5), proxy.stderr(40)
+    for i, path in paths.items():  # whole, from the cache or from the origin: never partial
+        reply = proxy.get(path)
+        assert (reply.status, reply.body) == (200, bodies[i]), reply.describe()
+    assert all((a.status, a.body) == (200, bodies[5]) for a in answers)
+    proxy.assert_alive()
+
+
 def test_a_read_only_cache_folder(
-    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: Path
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
 ) -> None:
     proxy = proxy_factory(
-        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.parent / "m")}, cache_dir=tiny_disk / "cache"
+        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m")},
+        cache_dir=tiny_disk.path / "cache",
+        command=proxy_on(tiny_disk),
     )
     stored = origin.route("/ro-stored", headers=CACHED, body=b"stored before")
     proxy.get(stored)
-    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    tiny_disk.remount_read_only()
     fresh = origin.route("/ro-new", headers=CACHED, body=b"passed through")
     for _ in range(2):
         assert_response(proxy.get(fresh), cache="MISS", body=b"passed through")
     assert_response(proxy.get(stored), cache="HIT", body=b"stored before")
     assert origin.count(fresh) == 2
     refused = proxy_factory(
-        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.parent / "m2")},
-        cache_dir=tiny_disk / "other",
+        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m2")},
+        cache_dir=tiny_disk.path / "other",
+        command=proxy_on(tiny_disk),
         ready=False,
     )
     assert refused.wait_exit(30) not in (None, 0)

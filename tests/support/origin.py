@@ -9,12 +9,17 @@ Invariants:
 - every request is recorded before it is answered: method, the request target exactly as
   it arrived, the header lines in order with duplicates, and the decoded body (chunked
   uploads are de-chunked and flagged);
+- every request line is also recorded as soon as its head has arrived, before its body is
+  read, so a request whose body never comes whole is seen too (`Origin.heads`);
+- each TCP connection has a number, recorded with its requests and heads, and its end
+  (the proxy closed it, or it broke) is recorded (`Origin.has_ended`);
 - the answer is the `Reply` routed to (method, path), or a `no-store` 404 if none is;
 - state is shared by handler threads and the test thread: one lock guards it.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +42,7 @@ class Recorded:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     chunked: bool
+    connection: int = 0  # the number of the TCP connection it came on
 
     @property
     def path(self) -> str:
@@ -51,6 +57,16 @@ class Recorded:
         """The values of `name` joined with ", ", or None when absent."""
         values = self.header_values(name)
         return ", ".join(values) if values else None
+
+
+@dataclass(frozen=True)
+class Head:
+    """A request line as soon as its head arrived (the body not read yet), and the number
+    of the TCP connection it came on."""
+
+    connection: int
+    method: str
+    target: str
 
 
 @dataclass(frozen=True)
@@ -88,7 +104,10 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     routes: dict[tuple[str | None, str], Responder] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    heads: list[Head] = field(default_factory=list)
+    ended: set[int] = field(default_factory=set)  # numbers of the connections that ended
     errors: list[BaseException] = field(default_factory=list)
+    connections: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
 
 class _Server(ThreadingHTTPServer):
@@ -114,11 +133,25 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    connection_number = 0  # set per connection by handle()
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # silence: the records are the log
 
+    def handle(self) -> None:
+        state = self.server.state
+        with state.lock:
+            self.connection_number = next(state.connections)
+        try:
+            super().handle()
+        finally:
+            with state.lock:
+                state.ended.add(self.connection_number)
+
     def _serve(self) -> None:
+        state = self.server.state
+        with state.lock:
+            state.heads.append(Head(self.connection_number, self.command, self.path))
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         body = self._read_chunked() if chunked else self._read_length()
         record = Recorded(
@@ -127,8 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
             headers=tuple((key, value) for key, value in self.headers.items()),
             body=body,
             chunked=chunked,
+            connection=self.connection_number,
         )
-        state = self.server.state
         with state.lock:
             state.requests.append(record)
             responder = state.routes.get((record.method, record.path)) or state.routes.get(
@@ -147,7 +180,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_length(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # not a whole request: it is not recorded
+            raise ConnectionError(f"the body ended after {len(body)} of {length} bytes")
+        return body
 
     def _read_chunked(self) -> bytes:
         parts: list[bytes] = []
@@ -282,6 +318,18 @@ class Origin:
         if path is not None:
             return [record for record in records if record.path == path]
         return [record for record in records if record.path.startswith(self.prefix + "/")]
+
+    def heads(self) -> list[Head]:
+        """Request lines under this view as their heads arrived, whether or not a whole
+        request followed, in order."""
+        with self._state.lock:
+            heads = list(self._state.heads)
+        return [head for head in heads if head.target.startswith(self.prefix + "/")]
+
+    def has_ended(self, connection: int) -> bool:
+        """Has TCP connection number `connection` ended (closed by the proxy, or broken)?"""
+        with self._state.lock:
+            return connection in self._state.ended
 
     def count(self, path: str, method: str | None = None) -> int:
         """How many requests for the full `path` (any query) arrived, of `method` if given."""

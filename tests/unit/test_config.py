@@ -28,6 +28,7 @@ def test_defaults_need_nothing() -> None:
     assert config.cache_dir == Path("/home/u/.cache/wsgi_proxy")
     assert config.max_object_size <= config.max_size
     assert config.early_hints is False
+    assert config.touch_interval == 60.0
 
 
 @pytest.mark.parametrize(
@@ -54,6 +55,8 @@ def test_parse_size(raw: str, expected: int) -> None:
         ("WSGI_PROXY_POOL_SIZE", "1.5"),
         ("WSGI_PROXY_VIA_NAME", "two words"),
         ("WSGI_PROXY_EARLY_HINTS", "yes"),
+        ("WSGI_PROXY_TOUCH_INTERVAL", "0"),
+        ("WSGI_PROXY_TOUCH_INTERVAL", "a minute"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:

@@ -188,6 +188,21 @@ def test_an_old_file_is_touched_and_forgotten_once(store: Store) -> None:
     assert hit(store).file is None  # remembered with its new mtime
 
 
+@pytest.mark.parametrize(("interval", "age", "touched"), [(2.0, 3.0, True), (2.0, 1.0, False),
+                                                         (600.0, 300.0, False)])  # fmt: skip
+def test_the_touch_interval_is_the_stores_setting(
+    tmp_path: Path, interval: float, age: float, touched: bool
+) -> None:
+    store = Store(tmp_path, lock_stripes=8, max_variants=2, touch_interval=interval)
+    store.prepare()
+    path = put(store, b"lru")
+    old = NOW - age
+    os.utime(path, (old, old))
+    assert store.is_unchanged(str(path), stamp_of(path.stat()), NOW) is not touched
+    hit(store)
+    assert (path.stat().st_mtime > NOW - 0.5) is touched
+
+
 def test_is_unchanged(store: Store) -> None:
     path = put(store, b"z")
     stamp = stamp_of(path.stat())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 import zlib
@@ -166,6 +167,32 @@ def test_eviction_removes_least_recently_used_and_dead_temp_files(store: Store) 
     assert oldest not in survivors
     assert scan_objects(store.objects, NOW).total == total
     assert store.usage.read() == total
+
+
+@pytest.mark.parametrize(
+    ("error", "full"),
+    [(errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EACCES, False), (errno.EROFS, False)],
+)
+def test_a_write_refused_for_want_of_room_makes_room_as_if_at_the_limit(
+    store: Store, error: int, full: bool
+) -> None:
+    for i in range(10):  # 10 files far below the limit, the oldest first
+        assert put(store, b"x" * 1000, entry(key=f"GET http://o/{i}"))
+        path = store.primary_path(f"GET http://o/{i}")
+        os.utime(path, (NOW - 1000 + i, NOW - 1000 + i))
+    before = scan_objects(store.objects, NOW).total
+    store.note_write_error(OSError(error, os.strerror(error)))
+    assert store.disk_full.is_set() is full
+
+    Evictor(store, max_size=10**9).tick(NOW)
+
+    after = scan_objects(store.objects, NOW).total
+    survivors = {p.name for p in files(store)}
+    assert (after <= before * 0.85) is full
+    assert (store.primary_path("GET http://o/0").name not in survivors) is full
+    assert store.primary_path("GET http://o/9").name in survivors
+    assert not store.disk_full.is_set()
+    assert store.usage.read() == after
 
 
 def early_hit(body: bytes, inode: int) -> Hit:
