@@ -11,9 +11,8 @@
 Invariants: closed by default (no token, no allowed address: 403); the token is compared in
 constant time; without it, every address the request came through (the peer and each
 ``X-Forwarded-For`` entry) must be allowed; answers are short plain text, never forwarded
-to the origin. In a cluster
-(cluster.py) a purge goes to every node, unless it came from a node (``PEER_HEADER``):
-then it is applied here only.
+to the origin. In a cluster (cluster.py) a purge goes to every node, unless it came from a
+node (``PEER_HEADER``): then it is applied here only.
 """
 
 from __future__ import annotations
