@@ -209,6 +209,7 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
     def _answer(self, conn: Any, answer: bytes) -> None:
         """Send ``answer`` if the socket takes it at once (it is short), then close."""
         with contextlib.suppress(OSError):
+            conn.sock.setblocking(False)  # blocking after a pipelined request (the thread's)
             conn.sock.send(answer)
         self._linger(conn)
 
