@@ -13,16 +13,21 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import selectors
+import shutil
 import signal
 import socket
+import ssl
+import subprocess
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
+import pytest
 from support import client
 from support.checks import assert_response, poll
 from support.origin import Origin
-from support.proxy import ProxyFactory, ProxyProcess
+from support.proxy import ProxyFactory, ProxyProcess, gunicorn_command
 
 CACHED = [("Cache-Control", "max-age=600")]
 HEAD = b"GET /slow HTTP/1.1\r\nHost: example.test\r\nX-Trickle: " + b"t" * 200 + b"\r\n\r\n"
@@ -295,3 +300,47 @@ def test_clients_holding_their_connection_after_an_error_do_not_stall_the_worker
     finally:
         for sock in held:
             sock.close()
+
+
+def test_on_tls_gunicorn_reads_the_head_and_a_silent_connection_is_closed_in_time(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """gunicorn's own TLS (--certfile), whose heads gunicorn reads itself: requests are
+    served kept alive, and closed when asked; a connection that never starts its handshake
+    waits for it in the main loop, closed once the timeout has passed (README, Security)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make a certificate with")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    timeout = 2.0
+    proxy = proxy_factory(
+        {"WSGI_PROXY_CLIENT_TIMEOUT": str(timeout)},
+        command=lambda port: [
+            *gunicorn_command(port), "--certfile", str(cert), "--keyfile", str(key)
+        ],
+    )  # fmt: skip
+    path = origin.route("/tls", headers=CACHED, body=b"over tls")
+    context = ssl.create_default_context(cafile=str(cert))
+    request = f"GET {path} HTTP/1.1\r\nHost: example.test\r\n\r\n".encode()
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        for cache in (b"MISS", b"HIT"):
+            sock.sendall(request)
+            answer = read_response(sock)
+            assert answer.endswith(b"\r\n\r\nover tls"), answer
+            assert b"\r\nX-Cache: " + cache + b"\r\n" in answer, answer
+        sock.sendall(request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        assert read_response(sock).endswith(b"\r\n\r\nover tls")
+        assert sock.recv(100) == b""
+    with Trickler.connect(proxy.port, 2, head=b"") as silent:
+        assert poll(silent.all_closed, 3 * timeout), f"{silent.open_count()} still open"
+        assert silent.answers == [b"", b""]
+        lifetimes = silent.lifetimes()
+        assert 0.9 * timeout < min(lifetimes) <= max(lifetimes) < 3 * timeout, lifetimes
+    assert origin.count(path) == 1
