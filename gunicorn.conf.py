@@ -8,14 +8,19 @@ section) where it says so; the rest is reasoned, not measured:
 - worker_class wsgi_proxy.server.ProxyWorker: gunicorn's gthread worker with the proxy's
   thread pool (wsgi_proxy/pool.py). A proxy mostly waits on the origin and the disk; threads
   hold many slow origin requests per process, and gunicorn's gthread poller keeps idle
-  keep-alive connections off the threads. Hits are sent with sendfile, which gthread
-  supports. Its responses are written by wsgi_proxy/response.py: gunicorn's writer with
-  the Date field formatted once a second, the head sent with the body, each field line
-  checked once, and sendfile called directly; gunicorn's settings are read once per worker
-  (SettledConfig, wsgi_proxy/server.py); the origin's response heads are parsed by
-  wsgi_proxy/head_parser.py, not by the email package (each measured side by side,
-  README). (The shared benchmark found gevent no faster for a bare app and its p99 worse,
-  and sync has no keep-alive.)
+  keep-alive connections off the threads. Request heads are read in the worker's main loop
+  too (wsgi_proxy/gathering.py): a connection reaches a thread only once its head is whole,
+  within WSGI_PROXY_CLIENT_TIMEOUT (else 408), so clients sending theirs slowly hold no
+  thread (gunicorn alone reads each head on a thread, without a time limit); connections
+  to close wait there for their client's end, without stopping the loop. Hits are sent
+  with sendfile, which gthread supports. Its responses are written by
+  wsgi_proxy/response.py: gunicorn's writer with the Date field formatted once a second,
+  the head sent with the body, each field line checked once, and sendfile called directly;
+  gunicorn's settings are read once per worker (SettledConfig, wsgi_proxy/server.py); the
+  origin's response heads are parsed by wsgi_proxy/head_parser.py, not by the email
+  package (each measured side by side, README). (The shared benchmark found gevent no
+  faster for a bare app and its p99 worse, and sync has no keep-alive and reads each head
+  on its only thread.)
 - workers 2: one per core. Measured before the pool (plain gthread) against 3 workers x 16
   threads and 4 x 12 (48 threads in each), one quick benchmark run each: HIT and
   pass-through ratios moved within the noise, each count winning some rows and losing
@@ -24,8 +29,8 @@ section) where it says so; the rest is reasoned, not measured:
   threads a worker that wins more than 24 of them serves three rounds). The shared
   benchmark found 4 workers of a bare app no faster than 2 on 2 cores either.
 - threads 64, of which 4 active (WSGI_PROXY_ACTIVE_THREADS): the pool starts a request when
-  fewer than 4 run in the worker; one waiting on the origin, on another request's fetch or
-  on a new connection's first bytes, or running for over 50 to 70 ms, does not count.
+  fewer than 4 run in the worker; one waiting on the origin or on another request's fetch,
+  or running for over 50 to 70 ms, does not count.
   Measured before the pool, with plain gthread: a worker accepts whatever connections it
   wins, so 50 concurrent misses of different URLs whose origin takes 0.5 s took 3.6 s with 4
   threads, 2.1 s with 8, 1.1 to 1.6 s with 16 and 1.1 s with 24; but every running thread

@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = ["LazyApp", "create_app"]
 
+# gunicorn started without -c gunicorn.conf.py, away from the folder holding it (README).
+SINGLE_THREADED = (
+    "gunicorn runs wsgi_proxy without its settings (gunicorn.conf.py), in a single-threaded "
+    "worker: one request at a time per process, which a client slow to send its request "
+    "stops until the worker timeout; start gunicorn with -c gunicorn.conf.py, or caching-proxy"
+)
+
 
 def create_app(config: Config | None = None) -> Any:
     """Build the proxy for this process: store folder checked, evictor started."""
@@ -82,6 +89,8 @@ class LazyApp:
                     self._app = create_app(self.config)
                     if self.pool is not None:
                         self._app.metrics.watch_pool(self.pool)
+                    elif "gunicorn.socket" in environ and not environ.get("wsgi.multithread"):
+                        logging.getLogger(__name__).warning(SINGLE_THREADED)
                 app = self._app
         result: Iterable[bytes] = app(environ, start_response)
         return result

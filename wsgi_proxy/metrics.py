@@ -32,7 +32,7 @@ POOL_GAUGES = (
     ("wsgi_proxy_pool_running", "running",
      "Requests running, not waiting (WSGI_PROXY_ACTIVE_THREADS per worker start at once)"),
     ("wsgi_proxy_pool_waiting", "waiting",
-     "Requests waiting on the origin, on another's fetch or for a new connection's first bytes"),
+     "Requests waiting on the origin or on another's fetch"),
     ("wsgi_proxy_pool_queue_length", "queued", "Requests waiting for a turn to start"),
 )  # fmt: skip
 POOL_COUNTERS = (

@@ -53,7 +53,7 @@ class PoolStats:
 
     threads: int  # threads alive, idle or not (at most ``limit``)
     running: int  # requests running and not waiting: what ``active`` bounds
-    waiting: int  # requests inside ``waiting()``: the origin, a fetch, a new connection
+    waiting: int  # requests inside ``waiting()``: the origin, another request's fetch
     queued: int  # requests waiting for a turn
     queued_total: int  # requests (gunicorn's tasks) that found no turn free when they came
     limited_total: int  # of those, the ones that found a turn but no thread

@@ -10,12 +10,12 @@ from typing import Any
 from gunicorn import config as gunicorn_config
 from gunicorn import systemd
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers import gthread
 
 from wsgi_proxy import LazyApp, head_parser, response
 from wsgi_proxy.config import Config, ServerConfig
+from wsgi_proxy.gathering import GatheringWorker
 from wsgi_proxy.logs import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
-from wsgi_proxy.pool import ElasticPool, waiting
+from wsgi_proxy.pool import ElasticPool
 
 # Seconds a stopping worker with its own listening socket still accepts: a reload's new
 # workers bind theirs right after their fork, well within it (ProxyWorker.set_accept_enabled).
@@ -125,9 +125,10 @@ def settle(cfg: Any) -> None:
         cfg.__class__ = SettledConfig
 
 
-class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
+class ProxyWorker(GatheringWorker):
     """gunicorn's gthread worker with the proxy's thread pool (pool.py): ``--threads``
-    threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once; its
+    threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once; request
+    heads gathered in the main loop within WSGI_PROXY_CLIENT_TIMEOUT (gathering.py); its
     responses written by ``response.LeanResponse``; the origin's response heads parsed by
     ``head_parser``; its settings read as a ``SettledConfig``."""
 
@@ -138,6 +139,7 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
         response.install()
         head_parser.install()
         settle(self.cfg)
+        self.head_timeout = Config.from_env().client_timeout
         super().init_process()
 
     def get_thread_pool(self) -> ElasticPool:
@@ -187,19 +189,6 @@ class ProxyWorker(gthread.ThreadWorker):  # type: ignore[misc]
                 return
             if self.nr_conns == before:
                 return
-
-    def handle(self, conn: Any) -> Any:
-        """gunicorn's, with the wait for a new connection's first bytes (up to 5 s) marked
-        as a wait, so that a client that connects and says nothing holds no active turn."""
-        if not conn.initialized and not conn.data_ready:
-            try:
-                with waiting():
-                    ready = conn.wait_for_data(gthread.DEFAULT_WORKER_DATA_TIMEOUT)
-            except OSError:  # no selector (out of file descriptors): close, as gunicorn would
-                return False
-            if not ready:
-                return gthread._DEFER  # gunicorn's "back to the poller" (pinned gunicorn)
-        return super().handle(conn)
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]

@@ -106,3 +106,25 @@ def test_the_installed_caching_proxy_command(
     )
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "WSGI_PROXY_MAX_SIZE" in checked.stderr
+
+
+def test_plain_gunicorn_without_the_settings_says_so(
+    origin: Origin, proxy_factory: ProxyFactory, tmp_path: Path
+) -> None:
+    """Started away from gunicorn.conf.py without ``-c`` (a file without the proxy's settings
+    here stands for none), gunicorn runs its sync worker: the proxy serves, and warns at its
+    first request that a slow client can stop it (README, Running it)."""
+    path = origin.route("/plain", headers=[("Cache-Control", "max-age=60")], body=BODY)
+    no_settings = tmp_path / "none.conf.py"
+    no_settings.write_text("control_socket_disable = True  # one path per user: not shared\n")
+
+    proxy = proxy_factory(
+        command=lambda port: [
+            sys.executable, "-m", "gunicorn", "-c", str(no_settings), "wsgi_proxy:app",
+            "-b", f"127.0.0.1:{port}",
+        ],
+    )  # fmt: skip
+
+    assert_response(proxy.get(path), cache="MISS", body=BODY)
+    assert "Using worker: sync" in proxy.stderr(200)
+    assert "without its settings (gunicorn.conf.py)" in proxy.stderr(200)
