@@ -28,9 +28,16 @@ log = logging.getLogger(__name__)
 # change what the origin answers without changing the cache key (cache poisoning).
 _NOT_FORWARDED = (
     "host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-    "surrogate-capability", "forwarded", "x-forwarded-scheme", "x-forwarded-port",
-    "x-forwarded-server", "x-forwarded-prefix", "x-host", "x-original-url", "x-rewrite-url",
-    "x-original-host", "x-http-method-override", "x-http-method", "x-method-override",
+    "surrogate-capability", "forwarded", "x-forwarded-port", "x-forwarded-server",
+    "x-forwarded-prefix", "x-host", "x-original-url", "x-rewrite-url", "x-original-host",
+    "x-http-method-override", "x-http-method", "x-method-override",
+    # the scheme, as Rack, Spring, IIS and gunicorn read it besides X-Forwarded-Proto
+    "x-forwarded-scheme", "x-forwarded-ssl", "x-forwarded-protocol", "front-end-https",
+    "x-url-scheme", "x-scheme",
+    # the path, as ingress controllers pass it on
+    "x-forwarded-uri", "x-original-uri", "x-forwarded-path",
+    # the client's address, which only a proxy in front may tell (X-Forwarded-For does)
+    "x-real-ip", "client-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip",
     "x-wsgi-proxy-peer",  # between nodes of a cluster only (shared_tier.PEER_HEADER)
 )  # fmt: skip
 # The client's validators, replaced by the stored entry's when this proxy revalidates.

@@ -38,6 +38,9 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "limit_request_fields": server.max_headers,
         "limit_request_field_size": server.max_header_size,
         "worker_connections": 1000,
+        # The scheme is the proxy's to decide (sites.py, from the trusted proxy's
+        # X-Forwarded-Proto): gunicorn reads no scheme header, from anyone.
+        "secure_scheme_headers": {},
         "preload_app": False,
         # gunicorn 25+ opens a control socket at one path per user: two instances would
         # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.

@@ -100,6 +100,20 @@ POISON = [
     ("X-HTTP-Method-Override", "DELETE"),
     ("Surrogate-Capability", 'wsgi_proxy="Surrogate/1.0 ESI/1.0"'),
     ("X-WSGI-Proxy-Peer", "http://node.example"),
+    # the scheme as Rack (Rails), Spring and IIS read it besides X-Forwarded-Proto
+    ("X-Forwarded-Ssl", "on"),
+    ("X-Forwarded-Protocol", "https"),
+    ("Front-End-Https", "on"),
+    ("X-Url-Scheme", "https"),
+    ("X-Scheme", "https"),
+    ("X-Forwarded-Uri", "/admin"),
+    ("X-Original-Uri", "/admin"),
+    ("X-Forwarded-Path", "/admin"),
+    ("X-Real-IP", "6.6.6.6"),
+    ("Client-IP", "6.6.6.6"),
+    ("X-Client-IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.6"),
+    ("X-Cluster-Client-IP", "6.6.6.6"),
 ]
 
 

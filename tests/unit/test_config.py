@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import runpy
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,12 @@ def test_only_gunicorns_own_settings_object_is_settled() -> None:
     other = Other()
     settle(other)
     assert type(other) is Other
+
+
+def test_gunicorn_conf_sets_every_setting_of_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn.conf.py names each setting by hand: one left out there is not applied."""
+    for name in [k for k in os.environ if k.startswith("WSGI_PROXY_")]:
+        monkeypatch.delenv(name)
+    loaded = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+    expected = gunicorn_settings(ServerConfig.from_env({}))
+    assert {name: loaded.get(name) for name in expected} == expected
