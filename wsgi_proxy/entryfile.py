@@ -29,6 +29,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from wsgi_proxy.keys import site_of_key
 from wsgi_proxy.model import Entry, ResponseHead
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ class EntryWriter:
                 replaced = self.path.stat().st_size
             except FileNotFoundError:
                 replaced = 0
+            if self.meta.get("kind") == "response":
+                # Its site listed first, now that the temporary file exists (sitelist.py).
+                self.store.sites.note(site_of_key(str(self.meta["key"])))
             os.replace(self.tmp, self.path)
         except OSError as exc:
             log.warning("cannot publish cache entry %s: %s", self.path, exc)

@@ -9,9 +9,10 @@ normalised values the key holds: a request for ``evil.example`` can only fill
 
 Invariants:
 - The host is the request target's authority for an absolute-form target (RFC 9112
-  section 3.2.2), else the ``Host`` field; its syntax is RFC 3986's (a reg-name or an IP
-  literal, then an optional port); anything else, two ``Host`` lines (which gunicorn
-  joins with a comma) or an HTTP/1.1 request without one is ``None``: a 400.
+  section 3.2.2), else the ``Host`` field; its syntax is RFC 3986's (a reg-name of at
+  most 253 characters, as a DNS name, or an IP literal; then an optional port); anything
+  else, two ``Host`` lines (which gunicorn joins with a comma) or an HTTP/1.1 request
+  without one is ``None``: a 400.
 - Normalised as RFC 3986 section 6.2.3 allows: the name lower-cased, an empty or default
   port (80 for http, 443 for https) dropped. Nothing else is changed.
 - The scheme is ``http`` or ``https``: the one the trusted proxy in front reports in
@@ -32,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 SCHEMES = ("http", "https")
+MAX_NAME = 253  # characters of a DNS name (RFC 1035's 255 octets, written out)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # RFC 3986 reg-name characters (unreserved, pct-encoded, sub-delims) but the comma, which
 # no DNS name holds and which is how gunicorn joins two Host lines.
@@ -69,7 +71,7 @@ def normalise_host(value: str, scheme: str) -> str | None:
         port = rest[1:]
     else:
         name, _, port = value.partition(":")
-        if not _REG_NAME.fullmatch(name):
+        if len(name) > MAX_NAME or not _REG_NAME.fullmatch(name):
             return None
     if not _PORT.fullmatch(port) or (port and int(port) > 65535):
         return None

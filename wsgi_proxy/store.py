@@ -98,6 +98,7 @@ class Store:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
         for folder in (self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.sites.start(self.objects)
         # Probed where entries are published: objects/ may be another mount than state/.
         kept = keeps_fine_timestamps(self.objects)
         # The memos of small entries and ready answers tell files apart by inode and mtime,
@@ -273,9 +274,7 @@ class Store:
     ) -> EntryWriter | None:
         """A writer for ``entry``'s body, or None when the disk refuses (logged). A response
         that varies goes to its variant's file, selected by ``entry.vary``. Its site is
-        listed first (sitelist.py), so that purges by path find it."""
-        if not self.sites.note(keys.site_of_key(entry.key)):
-            return None
+        listed as it is published (sitelist.py), so that purges by path find it."""
         path = self.primary_path(entry.key)
         if entry.vary:
             path = _variants_dir(path) / keys.variant_digest(entry.vary)
@@ -357,8 +356,11 @@ class Store:
 
     def clear(self) -> None:
         """Empty the cache while workers serve: the objects folder is swapped for an empty
-        one in one rename; open files stay readable; in-flight writes fail to publish."""
+        one in one rename; open files stay readable; in-flight writes fail to publish. The
+        list of sites starts anew first: a response published meanwhile is either listed
+        anew or swept away with the old folder (sitelist.py)."""
         self.prepare()
+        self.sites.reset()
         trash = self.root / f"trash.{secrets.token_hex(6)}"
         os.rename(self.objects, trash)
         self.objects.mkdir(mode=0o700)

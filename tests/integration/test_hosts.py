@@ -202,3 +202,35 @@ def test_a_purge_by_path_reaches_every_host_and_by_url_one(
     bad = proxy.request("POST", "/_wsgi_proxy/purge?url=ftp://x/y", AUTH)
     assert bad.status == 400, bad.describe()
     assert origin.count(path) == 3 * 2 + 1
+
+
+def test_purges_by_path_stay_whole_when_the_list_of_sites_is_lost_or_cleared(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    path = origin.respond("/listed", _page)
+    proxy = proxy_factory({"WSGI_PROXY_ADMIN_TOKEN": TOKEN})
+    listing = proxy.cache_dir / "v1" / "state" / "sites"
+    for host in ("a.example", "b.example"):
+        assert_response(proxy.get(path, [("Host", host)]), cache="MISS")
+    listing.unlink()  # lost while serving: which sites are stored is unknown now
+    assert_response(proxy.get(path, [("Host", "c.example")]), cache="MISS")
+    assert listing.read_text() == "*\n"
+    purged = proxy.request("PURGE", path, AUTH)  # a scan of the folder
+    assert (purged.status, purged.body) == (200, b"purged 3\n")
+    assert_response(proxy.get(path, [("Host", "a.example")]), cache="MISS")
+
+    cleared = proxy.request("POST", "/_wsgi_proxy/purge?all=1", AUTH)
+    assert cleared.status == 200, cleared.describe()
+    assert listing.read_text() == ""  # an empty cache: a list complete again
+    assert_response(proxy.get(path, [("Host", "b.example")]), cache="MISS")
+    assert listing.read_text() == "http://b.example\n"
+    assert proxy.request("PURGE", path, AUTH).body == b"purged 1\n"
+    assert_response(proxy.get(path, [("Host", "b.example")]), cache="MISS")
+
+
+def test_a_host_longer_than_a_dns_name_is_a_400(proxy: ProxyProcess, origin: Origin) -> None:
+    path = origin.respond("/long", _page)
+    longest = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61  # 253 characters
+    assert_response(proxy.get(path, [("Host", longest)]), cache="MISS")
+    assert_proxy_error(proxy.get(path, [("Host", longest + "e")]), 400)
+    assert origin.count(path) == 1

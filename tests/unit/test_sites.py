@@ -185,33 +185,78 @@ def test_parse_purge_url_refuses(url: str) -> None:
 
 def test_the_list_of_sites_is_shared_and_bounded(tmp_path: Path) -> None:
     first, second = sitelist.SiteList(tmp_path), sitelist.SiteList(tmp_path)
+    assert first.sites() is None  # no list at all: unknown
+    first.start(tmp_path / "objects")
     assert first.sites() == []
-    assert first.note("http://a.example") and second.note("https://a.example")
-    assert second.note("http://a.example")  # known from the file: not written again
+    first.note("http://a.example")
+    second.note("https://a.example")
+    second.note("http://a.example")  # read from the file: not written again
+    first.note("https://a.example")  # the other worker's line, read: not written again
     assert first.sites() == ["http://a.example", "https://a.example"]
     assert (tmp_path / "sites").read_text().count("\n") == 2
-    assert first.note("http://" + "x" * sitelist.MAX_LINE)  # too long: the list is incomplete
+    first.note("http://" + "x" * sitelist.MAX_LINE)  # too long: the list is incomplete
     assert second.sites() is None
-    assert second.note("http://b.example")  # read anew: incomplete, nothing more to write
+    second.note("http://b.example")  # read anew: incomplete, nothing more to write
     assert (tmp_path / "sites").read_text().count("\n") == 3
 
 
 def test_the_list_of_sites_is_incomplete_past_its_bound(tmp_path: Path) -> None:
-    listing = sitelist.SiteList(tmp_path)
-    threads = [
-        threading.Thread(target=lambda n=n: [listing.note(f"http://h{n}-{i}") for i in range(260)])
-        for n in range(4)
-    ]
+    listings = [sitelist.SiteList(tmp_path), sitelist.SiteList(tmp_path)]
+    listings[0].start(tmp_path / "objects")
+
+    def note_many(n: int) -> None:
+        for i in range(260):
+            listings[n % 2].note(f"http://h{n}-{i}")
+
+    threads = [threading.Thread(target=note_many, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     lines = (tmp_path / "sites").read_text().splitlines()
-    assert len(lines) == sitelist.MAX_SITES + 1
-    assert lines[-1] == sitelist.INCOMPLETE
+    assert sitelist.INCOMPLETE in lines
+    # Each worker counts what it read: a few lines more than the bound at most, no more.
+    assert sitelist.MAX_SITES <= len(lines) <= sitelist.MAX_SITES + len(listings)
+    assert listings[1].sites() is None
+
+
+def test_a_list_deleted_while_serving_becomes_incomplete(tmp_path: Path) -> None:
+    listing = sitelist.SiteList(tmp_path)
+    listing.start(tmp_path / "objects")
+    listing.note("http://a.example")
+    (tmp_path / "sites").unlink()
     assert listing.sites() is None
+    listing.note("http://a.example")  # remembered, but the file it was in is gone
+    assert (tmp_path / "sites").read_text() == "*\n"
+    assert listing.sites() is None
+
+
+def test_a_reset_list_is_written_anew_by_every_worker(tmp_path: Path) -> None:
+    first, second = sitelist.SiteList(tmp_path), sitelist.SiteList(tmp_path)
+    first.start(tmp_path / "objects")
+    first.note("http://a.example")
+    second.note("http://" + "x" * sitelist.MAX_LINE)  # incomplete
+    assert second.sites() is None
+    second.reset()  # a clear: the cache is empty now
+    assert first.sites() == []
+    first.note("http://a.example")  # known from the old file: listed again in the new one
+    assert first.sites() == ["http://a.example"]
+
+
+def test_a_missing_list_starts_empty_only_for_an_empty_cache(tmp_path: Path) -> None:
+    objects = tmp_path / "objects"
+    (objects / "ab").mkdir(parents=True)  # folders, but no entry
+    sitelist.SiteList(tmp_path).start(objects)
+    assert sitelist.SiteList(tmp_path).sites() == []
+    (tmp_path / "sites").unlink()
+    (objects / "ab" / "entry").write_bytes(b"x")  # an entry nobody listed
+    sitelist.SiteList(tmp_path).start(objects)
+    assert sitelist.SiteList(tmp_path).sites() is None
+    sitelist.SiteList(tmp_path).start(objects)  # there: left as it is
+    assert (tmp_path / "sites").read_text() == "*\n"
 
 
 def test_a_site_that_cannot_be_listed_is_refused(tmp_path: Path) -> None:
     listing = sitelist.SiteList(tmp_path / "missing-folder")
-    assert listing.note("http://a.example") is False
+    with pytest.raises(OSError):
+        listing.note("http://a.example")
