@@ -1,5 +1,7 @@
 """gunicorn's gthread worker, with request heads gathered and connections closed in its main
-loop, so that no thread waits on a slow client for either. Checked on gunicorn 27.0.1.
+loop, so that no thread waits on a slow client for either. Checked on gunicorn 27.0.1; on
+a gunicorn it was not checked on (``CHECKED_ON``) it stands aside, logging so, and gunicorn's
+own worker runs.
 
 gunicorn hands a connection to its thread pool as soon as it is accepted, or readable again
 after a response; the thread reads the request head with blocking reads and no time limit,
@@ -42,11 +44,15 @@ import time
 from functools import partial
 from typing import Any
 
+import gunicorn
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
 from wsgi_proxy.request_heads import TIMEOUT_ANSWER, TOO_LARGE_ANSWER, HeadScan, scan_head
 
+# gunicorn versions whose gthread worker this class was read against (its enqueue_req,
+# finish_request, murder_pending, nr_conns, poller, TConn); on others it stands aside.
+CHECKED_ON = ("27.0.",)
 LINGER = 2.0  # seconds a closed connection's client gets to close its end (close_graceful's)
 LINGER_BYTES = 64 * 1024  # bytes read and dropped meanwhile, at most (close_graceful's)
 READ_SIZE = 8192  # bytes per read (gunicorn's unreader reads as much)
@@ -72,6 +78,13 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
     head_timeout = 60.0  # seconds for a whole request head (set before init_process)
 
     def init_process(self) -> None:
+        # gunicorn's worker, read for what this class overrides, on these versions only;
+        # on any other, gunicorn's own behaviour (heads read on threads, unbounded).
+        self._gathers = gunicorn.__version__.startswith(CHECKED_ON)
+        if not self._gathers:
+            self.log.warning("gunicorn %s: request heads are read by gunicorn's threads, "
+                             "without WSGI_PROXY_CLIENT_TIMEOUT's bound (checked on %s)",
+                             gunicorn.__version__, ", ".join(CHECKED_ON))  # fmt: skip
         self._heads: dict[Any, _Waiting] = {}  # insertion order is deadline order
         self._closing: dict[Any, _Waiting] = {}  # likewise
         self._stopping = False  # the deadlines have been brought forward
@@ -86,6 +99,9 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
 
     def enqueue_req(self, conn: Any) -> None:
         """gunicorn's, once the connection's head is whole; see the module's docstring."""
+        if not self._gathers:
+            super().enqueue_req(conn)
+            return
         if not self._reads_head(conn):
             if conn.initialized or conn.data_ready:
                 super().enqueue_req(conn)
@@ -102,7 +118,7 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
     def finish_request(self, conn: Any, fs: Any) -> None:
         """gunicorn's, but a connection to close lingers in the poller (``_linger``)
         instead of in gunicorn's blocking ``close_graceful``."""
-        if not fs.cancelled() and fs.exception() is None and not fs.result():
+        if self._gathers and not fs.cancelled() and fs.exception() is None and not fs.result():
             self._linger(conn)
             return
         super().finish_request(conn, fs)
@@ -110,6 +126,8 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
     def murder_pending(self) -> None:
         """gunicorn's, and the deadlines here (see the module's docstring)."""
         super().murder_pending()
+        if not self._gathers:
+            return
         if not self.alive and not self._stopping:
             self._stopping = True
             latest = time.monotonic() + gthread.STOP_KEEPALIVE_LINGER
