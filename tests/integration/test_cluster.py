@@ -199,6 +199,28 @@ def test_keys_are_spread_over_the_nodes(cluster: tuple[Cluster, Nginx], origin: 
     assert [served_by(r) for r in second] == [f"node{i}" for i in holders]
 
 
+def test_no_admin_action_through_the_cluster_site(
+    cluster: tuple[Cluster, Nginx], origin: Origin
+) -> None:
+    """The cluster's nginx site refuses PURGE and the admin prefix, as the single node's:
+    the token is needed on a node's own address (and nowhere else)."""
+    nodes, nginx = cluster
+    path = routes(origin, "admin", 1)[0]
+    fetch_all(nginx.get, [path])
+    for method, target in [
+        ("PURGE", path),
+        ("POST", f"/_wsgi_proxy/purge?url={path}"),
+        ("GET", "/_wsgi_proxy/metrics"),
+        ("GET", "/_wsgi_proxy/cluster"),
+    ]:
+        reply = nginx.request(method, target, AUTH)
+        assert reply.status in (404, 405), (method, target, reply.describe())
+    assert nginx.get(path).x_cache == "HIT"
+    assert origin.count(path) == 1
+    purged = nodes.admin(nodes.holder(path), "PURGE", path)
+    assert purged.body.decode().splitlines()[0] == "purged 1 on 3 of 3 nodes"
+
+
 def test_a_killed_node_moves_only_its_slice(cluster: tuple[Cluster, Nginx], origin: Origin) -> None:
     nodes, nginx = cluster
     paths = routes(origin, "kill", 30)
