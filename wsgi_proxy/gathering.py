@@ -102,6 +102,8 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
         if not self._gathers:
             super().enqueue_req(conn)
             return
+        if conn.initialized and self._plain and not conn.is_http2 and self._at_once(conn):
+            return
         if not self._reads_head(conn):
             if conn.initialized or conn.data_ready:
                 super().enqueue_req(conn)
@@ -115,19 +117,45 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
                 return
         self._read(conn, head)
 
+    def _at_once(self, conn: Any) -> bool:
+        """The common case, quicker: a kept-alive connection, readable again, nothing held
+        of its next head, which one read brings whole. Whether it went to the pool; if
+        not, what the read brought is in its parser's buffer for the general way."""
+        unreader = conn.parser.unreader
+        sock = conn.sock
+        if sock.getblocking() or unreader.buf.getvalue():
+            return False
+        try:
+            chunk = sock.recv(READ_SIZE)
+        except OSError:  # nothing after all (BlockingIOError), or a reset: the general way
+            return False
+        if chunk:
+            unreader.unread(chunk)
+            if scan_head(chunk, 0) is not HeadScan.READY:
+                return False
+            super().enqueue_req(conn)
+        else:  # the client has gone
+            self._close(conn)
+        return True
+
     def finish_request(self, conn: Any, fs: Any) -> None:
         """gunicorn's, but a connection to close lingers in the poller (``_linger``)
         instead of in gunicorn's blocking ``close_graceful``."""
-        if self._gathers and not fs.cancelled() and fs.exception() is None and not fs.result():
-            self._linger(conn)
-            return
+        if self._gathers:
+            try:
+                keep = fs.result(0)  # done: the pool calls this once it is
+            except Exception:  # noqa: BLE001 - cancelled or failed: gunicorn's own way below
+                keep = True
+            if not keep:
+                self._linger(conn)
+                return
         super().finish_request(conn, fs)
 
     def murder_pending(self) -> None:
         """gunicorn's, and the deadlines here (see the module's docstring)."""
         super().murder_pending()
-        if not self._gathers:
-            return
+        if not self._gathers or not (self._heads or self._closing):
+            return  # called at every turn of the loop: nothing to do, the usual case
         if not self.alive and not self._stopping:
             self._stopping = True
             latest = time.monotonic() + gthread.STOP_KEEPALIVE_LINGER
