@@ -8,11 +8,12 @@ section) where it says so; the rest is reasoned, not measured:
 - worker_class wsgi_proxy.server.ProxyWorker: gunicorn's gthread worker with the proxy's
   thread pool (wsgi_proxy/pool.py). A proxy mostly waits on the origin and the disk; threads
   hold many slow origin requests per process, and gunicorn's gthread poller keeps idle
-  keep-alive connections off the threads. Request heads are read in the worker's main loop
-  too (wsgi_proxy/gathering.py): a connection reaches a thread only once its head is whole,
-  within WSGI_PROXY_CLIENT_TIMEOUT (else 408), so clients sending theirs slowly hold no
-  thread (gunicorn alone reads each head on a thread, without a time limit); connections
-  to close wait there for their client's end, without stopping the loop. Hits are sent
+  keep-alive connections off the threads. No thread waits on a request head either
+  (wsgi_proxy/gathering.py): a thread looks at what has come, and a head not whole yet
+  waits in the poller, within WSGI_PROXY_CLIENT_TIMEOUT (else 408), so clients sending
+  theirs slowly hold no thread (gunicorn alone reads each head on a thread, without a
+  time limit); connections to close wait there for their client's end, without stopping
+  the loop. Hits are sent
   with sendfile, which gthread supports. Its responses are written by
   wsgi_proxy/response.py: gunicorn's writer with the Date field formatted once a second,
   the head sent with the body, each field line checked once, and sendfile called directly;

@@ -131,7 +131,7 @@ def settle(cfg: Any) -> None:
 class ProxyWorker(GatheringWorker):
     """gunicorn's gthread worker with the proxy's thread pool (pool.py): ``--threads``
     threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once; request
-    heads gathered in the main loop within WSGI_PROXY_CLIENT_TIMEOUT (gathering.py); its
+    heads bounded by WSGI_PROXY_CLIENT_TIMEOUT, no thread waiting on one (gathering.py); its
     responses written by ``response.LeanResponse``; the origin's response heads parsed by
     ``head_parser``; its settings read as a ``SettledConfig``."""
 
