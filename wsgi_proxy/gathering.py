@@ -87,7 +87,7 @@ class _Waiting:
 
 
 class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
-    """The gthread worker, its heads gathered and its closes lingering in the main loop."""
+    """The gthread worker, no thread waiting on a head, its closes lingering in the loop."""
 
     head_timeout = 60.0  # seconds for a whole request head (set before init_process)
 
@@ -142,9 +142,11 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
         to close (the client gone; a head over the limit, or out of time, answered)."""
         conn.init()  # a new connection's parser: for plain HTTP/1, no I/O
         unreader = conn.parser.unreader
-        if not unreader.buf.getvalue():
+        if not unreader.buf.getvalue() and not conn.sock.gettimeout():
             # Nothing held: the usual case, a head that came whole, is seen without being
-            # read (gunicorn reads it), nor the socket's mode changed.
+            # read (gunicorn reads it), nor the socket's mode changed. (Not on a socket with
+            # a timeout, which Python waits on first whatever the flags: the app sets one
+            # for a request's life, and a pipelined head comes before gunicorn resets it.)
             try:
                 peeked = conn.sock.recv(READ_SIZE, _PEEK)
             except BlockingIOError:

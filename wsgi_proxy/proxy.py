@@ -122,13 +122,14 @@ class ProxyApp:
             client.settimeout(self.config.client_timeout)
         # Ready answers are kept by the request's raw site and target, and made only after
         # the flow below has checked that site: they need no check of their own.
-        ready_key = sites.raw_key(environ, self.config.trusted_proxies)
+        scheme = sites.request_scheme(environ, self.config.trusted_proxies)
+        ready_key = sites.raw_key(environ, scheme)
         if ready_key is not None:
             answer = self._ready_answer(ready_key, environ, start_response)
             if answer is not None:
                 return answer
         try:
-            site = self._site(environ)
+            site = self._site(environ, scheme)
             ex = Exchange(request_head(environ), environ, start_response, site, ready_key)
             if ex.req.method in ("GET", "HEAD"):
                 return self._cached(ex)
@@ -141,13 +142,14 @@ class ProxyApp:
 
     # ---- GET and HEAD -------------------------------------------------------------------
 
-    def _site(self, environ: Environ) -> sites.Site:
+    def _site(self, environ: Environ, scheme: str) -> sites.Site:
         """The request's site (sites.py): 400 for a missing or invalid ``Host``, 421 for
         a host not in ``WSGI_PROXY_ALLOWED_HOSTS``; nothing reaches the origin then."""
-        site = sites.request_site(environ, self.config.trusted_proxies)
+        site = sites.request_site(environ, scheme)
         if site is None:
             raise BadRequest("missing or invalid Host")
-        if not sites.is_allowed(site.host, self.config.allowed_hosts):
+        allowed = self.config.allowed_hosts
+        if allowed and not sites.is_allowed(site.host, allowed):
             raise MisdirectedRequest(f"this proxy does not serve the host {site.host!r}")
         return site
 

@@ -25,10 +25,11 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,15 +47,15 @@ _HOST_NAME = re.compile(r"[a-z0-9\-_]+(\.[a-z0-9\-_]+)*\.?")
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """The scheme and normalised host (``""`` for a request without one) of a request."""
+    """The scheme and normalised host (``""`` for a request without one) of a request, and
+    ``url``, ``scheme://host``, as it ends every cache key."""
 
     scheme: str
     host: str
+    url: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def url(self) -> str:
-        """``scheme://host``, as it ends every cache key."""
-        return f"{self.scheme}://{self.host}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", f"{self.scheme}://{self.host}")
 
     def with_scheme(self, scheme: str) -> Site:
         return Site(scheme, self.host)
@@ -148,23 +149,32 @@ def request_scheme(environ: Mapping[str, Any], trusted: int) -> str:
         connection = "https" if isinstance(sock, ssl.SSLSocket) else "http"
     else:
         connection = "https" if environ.get("wsgi.url_scheme") == "https" else "http"
+    if not trusted:
+        return connection
     proto = environ.get("HTTP_X_FORWARDED_PROTO")
     return forwarded_scheme(proto if isinstance(proto, str) else None, connection, trusted)
 
 
-def request_site(environ: Mapping[str, Any], trusted: int) -> Site | None:
-    """The site of a WSGI request (``site_of``); None for an invalid or missing host."""
+def request_site(environ: Mapping[str, Any], scheme: str) -> Site | None:
+    """The site of a WSGI request whose scheme is ``scheme`` (``site_of``); None for an
+    invalid or missing host. An origin-form target's site depends on the scheme, the
+    ``Host`` and the version alone: those are looked up in a small memo (clients send few
+    of them: a hit costs no parsing)."""
     host = environ.get("HTTP_HOST")
     raw = environ.get("RAW_URI")
-    return site_of(
-        request_scheme(environ, trusted),
-        host if isinstance(host, str) else None,
-        raw if isinstance(raw, str) else "",
-        http11=environ.get("SERVER_PROTOCOL") != "HTTP/1.0",
-    )
+    host = host if isinstance(host, str) else None
+    http11 = environ.get("SERVER_PROTOCOL") != "HTTP/1.0"
+    if isinstance(raw, str) and not raw.startswith("/"):
+        return site_of(scheme, host, raw, http11=http11)
+    return _site_of_host(scheme, host, http11)
 
 
-def raw_key(environ: Mapping[str, Any], trusted: int) -> str | None:
+@functools.lru_cache(maxsize=256)
+def _site_of_host(scheme: str, host: str | None, http11: bool) -> Site | None:
+    return site_of(scheme, host, "/", http11=http11)
+
+
+def raw_key(environ: Mapping[str, Any], scheme: str) -> str | None:
     """The scheme, ``Host`` and target of a request with a ``Host``, as they arrived: two
     requests with the same ``raw_key`` are for the same site and target (a key for answers
     kept per worker, made only after the request's site was checked). None without Host."""
@@ -172,4 +182,4 @@ def raw_key(environ: Mapping[str, Any], trusted: int) -> str | None:
     target = environ.get("RAW_URI")
     if not isinstance(host, str) or not isinstance(target, str):
         return None
-    return f"{request_scheme(environ, trusted)}://{host}{target}"
+    return f"{scheme}://{host}{target}"

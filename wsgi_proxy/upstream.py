@@ -93,11 +93,7 @@ class InterimResponse(http.client.HTTPResponse):
     for an upgrade (``Upgrade`` is hop-by-hop), so the connection now speaks something
     else."""
 
-    def __init__(
-        self, sock: socket.socket, *args: Any, on_interim: InterimHandler | None, **kwargs: Any
-    ) -> None:
-        super().__init__(sock, *args, **kwargs)
-        self.on_interim = on_interim
+    on_interim: InterimHandler | None = None  # set by the connection that made it
 
     def begin(self) -> None:
         for _ in range(MAX_INTERIM + 1):
@@ -180,7 +176,10 @@ class OriginConnection(HTTPConnection):
         """http.client makes each response by calling ``self.response_class(sock, ...)``
         (the hook urllib3 documents in its ``getresponse``): a method here gives the
         response this connection's current ``on_interim``."""
-        return InterimResponse(sock, *args, on_interim=self.on_interim, **kwargs)
+        response = InterimResponse(sock, *args, **kwargs)
+        if self.on_interim is not None:
+            response.on_interim = self.on_interim
+        return response
 
     def request(  # type: ignore[override]
         self,

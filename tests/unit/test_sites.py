@@ -16,6 +16,7 @@ from wsgi_proxy.sites import (
     normalise_host,
     parse_allowed_hosts,
     raw_key,
+    request_scheme,
     request_site,
     site_of,
 )
@@ -155,10 +156,18 @@ def test_request_site_and_raw_key_from_an_environ() -> None:
         "wsgi.url_scheme": "http",
         "HTTP_X_FORWARDED_PROTO": "https",
     }
-    assert request_site(environ, 1) == Site("https", "shop.example")
-    assert request_site(environ, 0) == Site("http", "shop.example")
-    assert raw_key(environ, 1) == "https://Shop.example/a?b"
-    assert raw_key({**environ, "HTTP_HOST": None}, 1) is None
+    assert request_scheme(environ, 1) == "https"
+    assert request_scheme(environ, 0) == "http"
+    assert request_site(environ, "https") == Site("https", "shop.example")
+    normalised = request_site({**environ, "HTTP_HOST": "Shop.example:443"}, "https")
+    assert normalised is not None and normalised.url == "https://shop.example"
+    assert request_site({**environ, "HTTP_HOST": "bad host"}, "http") is None
+    assert request_site({**environ, "RAW_URI": "http://Other/a"}, "http") == Site("http", "other")
+    assert request_site({**environ, "HTTP_HOST": None}, "http") is None  # HTTP/1.1
+    old = {**environ, "HTTP_HOST": None, "SERVER_PROTOCOL": "HTTP/1.0"}
+    assert request_site(old, "http") == Site("http", "")
+    assert raw_key(environ, "https") == "https://Shop.example/a?b"
+    assert raw_key({**environ, "HTTP_HOST": None}, "https") is None
 
 
 PURGE_URLS: list[tuple[str, bool, tuple[str, str | None]]] = [
