@@ -5,7 +5,7 @@ wsgi_proxy/config.py (ServerConfig), and `-b`/`--workers` flags win over this fi
 
 Measured with the benchmark (tests/bench/run.py; figures in the README's Performance
 section) where it says so; the rest is reasoned, not measured:
-- worker_class wsgi_proxy.server.ProxyWorker: gunicorn's gthread worker with the proxy's
+- worker_class wsgi_proxy.server.settings.ProxyWorker: gunicorn's gthread worker with the proxy's
   thread pool (wsgi_proxy/pool.py). A proxy mostly waits on the origin and the disk; threads
   hold many slow origin requests per process, and gunicorn's gthread poller keeps idle
   keep-alive connections off the threads. No thread waits on a request head either
@@ -72,8 +72,8 @@ section) where it says so; the rest is reasoned, not measured:
   trip it; it only catches a stuck worker.
 """
 
-from wsgi_proxy.config import ServerConfig
-from wsgi_proxy.server import gunicorn_settings
+from wsgi_proxy.core.config import ServerConfig
+from wsgi_proxy.server.settings import gunicorn_settings
 
 _settings = gunicorn_settings(ServerConfig.from_env())
 bind = _settings["bind"]

@@ -22,11 +22,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from wsgi_proxy.config import PREFIX, Config, ServerConfig
-from wsgi_proxy.errors import ConfigError
+from wsgi_proxy.core.config import PREFIX, Config, ServerConfig
+from wsgi_proxy.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from wsgi_proxy.store import Store
+    from wsgi_proxy.store.cache import Store
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,14 +82,14 @@ def _port(raw: str) -> int:
 
 
 def serve(server: ServerConfig) -> int:
-    from wsgi_proxy.server import GunicornApp, gunicorn_settings  # noqa: PLC0415
+    from wsgi_proxy.server.settings import GunicornApp, gunicorn_settings  # noqa: PLC0415
 
     GunicornApp(gunicorn_settings(server)).run()
     return 0
 
 
 def clear_cache(config: Config) -> int:
-    from wsgi_proxy.store import Store  # noqa: PLC0415
+    from wsgi_proxy.store.cache import Store  # noqa: PLC0415
 
     store = Store(config.cache_dir, lock_stripes=config.lock_stripes, max_variants=1)
     try:
@@ -103,7 +103,7 @@ def clear_cache(config: Config) -> int:
 
 def check_config() -> int:
     """Print every setting; exit 1 naming the first invalid one."""
-    from wsgi_proxy.store import check_folder  # noqa: PLC0415
+    from wsgi_proxy.store.cache import check_folder  # noqa: PLC0415
 
     try:
         config = Config.from_env()
@@ -118,7 +118,7 @@ def check_config() -> int:
 
 
 def _open_store() -> tuple[Config, Store] | None:
-    from wsgi_proxy.store import Store, check_folder  # noqa: PLC0415
+    from wsgi_proxy.store.cache import Store, check_folder  # noqa: PLC0415
 
     try:
         config = Config.from_env()
@@ -134,7 +134,7 @@ def _open_store() -> tuple[Config, Store] | None:
 
 def purge(args: list[str]) -> int:
     """Purge from the shared folder directly: every running worker sees it at once."""
-    from wsgi_proxy import purge as purging  # noqa: PLC0415
+    from wsgi_proxy.store import purge as purging  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="caching-proxy purge")
     parser.add_argument(
@@ -170,7 +170,7 @@ def purge(args: list[str]) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if config.peers or config.redis_url:
-        from wsgi_proxy.cluster import Cluster  # noqa: PLC0415
+        from wsgi_proxy.cluster.nodes import Cluster  # noqa: PLC0415
 
         report = Cluster(config, store).broadcast(order, issuer="cli")
         print(report.format())
@@ -180,7 +180,7 @@ def purge(args: list[str]) -> int:
 
 
 def stats() -> int:
-    from wsgi_proxy.eviction import cache_gauges, scan_objects  # noqa: PLC0415
+    from wsgi_proxy.store.eviction import cache_gauges, scan_objects  # noqa: PLC0415
 
     opened = _open_store()
     if opened is None:

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsgi_proxy import headers as h
-from wsgi_proxy import keys
-from wsgi_proxy.headers import Headers
-from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.store import Store
+from wsgi_proxy.core import headers as h
+from wsgi_proxy.core import keys
+from wsgi_proxy.core.headers import Headers
+from wsgi_proxy.core.model import Entry, ResponseHead
+from wsgi_proxy.store.cache import Store
 
 # As the proxy's defaults (WSGI_PROXY_LOCK_STRIPES and MAX_VARIANTS do not change the
 # layout of an entry without Vary).

@@ -22,7 +22,7 @@ from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess, free_port, gunicorn_command, proxy_env
 from support.services import Nginx, RedisServer
 
-from wsgi_proxy import keys
+from wsgi_proxy.core import keys
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "cluster" / "nginx-cluster.conf"

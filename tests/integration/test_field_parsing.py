@@ -16,7 +16,7 @@ import pytest
 from support.origin import Origin
 from support.proxy import ProxyProcess
 
-from wsgi_proxy.headers import format_http_date
+from wsgi_proxy.core.headers import format_http_date
 
 
 def reused(proxy: ProxyProcess, origin: Origin, path: str) -> bool:

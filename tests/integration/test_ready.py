@@ -24,12 +24,12 @@ from support.client import Response
 from support.origin import Origin, Recorded, Reply
 from support.proxy import ProxyFactory, ProxyProcess
 
-from wsgi_proxy.config import Config
-from wsgi_proxy.metrics import Metrics
-from wsgi_proxy.openfiles import MAX_FILES
-from wsgi_proxy.proxy import ProxyApp
-from wsgi_proxy.store import Store
-from wsgi_proxy.upstream import Upstream
+from wsgi_proxy.core.config import Config
+from wsgi_proxy.flow.proxy_app import ProxyApp
+from wsgi_proxy.ops.metrics import Metrics
+from wsgi_proxy.store.cache import Store
+from wsgi_proxy.store.open_files import MAX_FILES
+from wsgi_proxy.upstream.origin_client import Upstream
 
 CACHED = [("Cache-Control", "max-age=600"), ("ETag", '"v1"'), ("X-Kind", "ready")]
 TOKEN = "t0ken"

@@ -16,7 +16,7 @@ from support.origin import Origin, Recorded, Reply
 from support.proxy import ProxyFactory, ProxyProcess
 from support.raw_origin import RawOrigin
 
-from wsgi_proxy.headers import format_http_date
+from wsgi_proxy.core.headers import format_http_date
 
 STALE = ("Age", "100")  # with max-age=60: stored, but stale on arrival
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.store import Store
+from wsgi_proxy.store.cache import Store
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsgi_proxy.clock import PerSecond
+from wsgi_proxy.tuning.per_second import PerSecond
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from wsgi_proxy.cluster import NodeResult, Report
-from wsgi_proxy.config import Config
-from wsgi_proxy.errors import ConfigError
-from wsgi_proxy.purge import Purge
-from wsgi_proxy.purge_log import (
+from wsgi_proxy.cluster.nodes import NodeResult, Report
+from wsgi_proxy.cluster.purge_log import (
     CONTINUITY,
     Adopt,
     Decision,
@@ -22,6 +19,9 @@ from wsgi_proxy.purge_log import (
     UpToDate,
     decide,
 )
+from wsgi_proxy.core.config import Config
+from wsgi_proxy.core.errors import ConfigError
+from wsgi_proxy.store.purge import Purge
 
 NODES = "http://10.0.0.1:8080, HTTP://10.0.0.2:8080/"
 

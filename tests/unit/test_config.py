@@ -11,16 +11,12 @@ import pytest
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.workers import gthread
 
-from wsgi_proxy.config import Config, Origin, ServerConfig, parse_size
-from wsgi_proxy.errors import ConfigError
-from wsgi_proxy.logs import JsonLogger, ProxyLogger
-from wsgi_proxy.server import (
-    ProxyWorker,
-    SettledConfig,
-    gunicorn_settings,
-    settle,
-    shared_socket_where_needed,
-)
+from wsgi_proxy.core.config import Config, Origin, ServerConfig, parse_size
+from wsgi_proxy.core.errors import ConfigError
+from wsgi_proxy.ops.access_log import JsonLogger, ProxyLogger
+from wsgi_proxy.server.settings import gunicorn_settings, shared_socket_where_needed
+from wsgi_proxy.server.worker import ProxyWorker
+from wsgi_proxy.tuning.gunicorn_config import SettledConfig, settle
 
 
 def test_defaults_need_nothing() -> None:

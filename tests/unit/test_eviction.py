@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.eviction import oldest_files, scan_objects
+from wsgi_proxy.store.eviction import oldest_files, scan_objects
 
 NOW = time.time()
 # name: (size, age in seconds); spread over two folders, as the store's objects are.

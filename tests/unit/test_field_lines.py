@@ -13,8 +13,8 @@ from support.sockets import read_all
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util import SKIP_HEADER
 
-from wsgi_proxy.config import Config
-from wsgi_proxy.upstream import (
+from wsgi_proxy.core.config import Config
+from wsgi_proxy.upstream.origin_client import (
     OriginConnection,
     OriginHTTPSConnection,
     Upstream,

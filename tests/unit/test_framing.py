@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wsgi_proxy.errors import OriginBroken
-from wsgi_proxy.upstream import checked_framing
+from wsgi_proxy.core.errors import OriginBroken
+from wsgi_proxy.upstream.origin_client import checked_framing
 
 FRAMING_CASES: list[tuple[tuple[tuple[str, str], ...], object]] = [
     ((("Content-Length", "5"),), (("Content-Length", "5"),)),

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from wsgi_proxy import head_parser
-from wsgi_proxy.head_parser import (
+from wsgi_proxy.tuning import origin_heads as head_parser
+from wsgi_proxy.tuning.origin_heads import (
     PlainMessage,
     parse_headers,
     plain_fields,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsgi_proxy import headers as h
+from wsgi_proxy.core import headers as h
 
 CC_CASES: list[tuple[str, dict[str, str | None]]] = [
     ("max-age=60", {"max-age": "60"}),

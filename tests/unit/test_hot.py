@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy import policy
-from wsgi_proxy.hits import Hit, PassMarker
-from wsgi_proxy.hotset import HotSet, Remembered, stamp_of
-from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.ready import Ready, ReadyAnswers, is_plain
-from wsgi_proxy.store import TOUCH_INTERVAL, Store
+from wsgi_proxy.core import policy
+from wsgi_proxy.core.model import Entry, ResponseHead
+from wsgi_proxy.flow.ready_answers import Ready, ReadyAnswers, is_plain
+from wsgi_proxy.store.cache import TOUCH_INTERVAL, Store
+from wsgi_proxy.store.hits import Hit, PassMarker
+from wsgi_proxy.store.hot_set import HotSet, Remembered, stamp_of
 
 KEY = "GET http://o/x"
 NOW = time.time()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsgi_proxy import keys
+from wsgi_proxy.core import keys
 
 
 def test_targets_that_differ_byte_for_byte_have_different_keys() -> None:

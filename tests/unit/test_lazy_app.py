@@ -10,7 +10,7 @@ from pathlib import Path
 FORK = """
 import os, sys
 from wsgi_proxy import LazyApp
-from wsgi_proxy.config import Config
+from wsgi_proxy.core.config import Config
 
 lazy = LazyApp(Config.from_env({"WSGI_PROXY_CACHE_DIR": sys.argv[1]}))
 built, lock = object(), lazy._lock

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy import locks
-from wsgi_proxy.locks import (
+from wsgi_proxy.store import fetch_locks as locks
+from wsgi_proxy.store.fetch_locks import (
     FetchWaits,
     KeyLock,
     held_for_other,

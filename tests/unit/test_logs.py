@@ -12,7 +12,7 @@ import pytest
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.glogging import Logger, SafeAtoms
 
-from wsgi_proxy.logs import ACCESS_LOG_FORMAT, ProxyLogger, _Atoms, _default_line
+from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT, ProxyLogger, _Atoms, _default_line
 
 
 @dataclass

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from wsgi_proxy.pool import PoolStats
+from wsgi_proxy.core.threads import PoolStats
 
 RECORD = """
 import json, sys
 from pathlib import Path
-from wsgi_proxy.metrics import Metrics
-from wsgi_proxy.pool import PoolStats
+from wsgi_proxy.ops.metrics import Metrics
+from wsgi_proxy.core.threads import PoolStats
 metrics = Metrics(Path(sys.argv[1]), lambda: ())
 for counts in json.loads(sys.argv[2]):
     metrics.record_pool(PoolStats(**counts))

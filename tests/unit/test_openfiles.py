@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.errors import CacheDamaged
-from wsgi_proxy.hotset import stamp_of
-from wsgi_proxy.openfiles import FileSpan, OpenFile, OpenFiles
+from wsgi_proxy.core.errors import CacheDamaged
+from wsgi_proxy.store.hot_set import stamp_of
+from wsgi_proxy.store.open_files import OpenFile, OpenFiles
+from wsgi_proxy.tuning.file_spans import FileSpan
 
 LIFETIME = 60.0
 HEADER = b"HEADER"

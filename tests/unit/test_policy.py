@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from wsgi_proxy import policy
-from wsgi_proxy.headers import Headers, format_http_date
-from wsgi_proxy.model import Entry, RequestHead, ResponseHead
+from wsgi_proxy.core import policy
+from wsgi_proxy.core.headers import Headers, format_http_date
+from wsgi_proxy.core.model import Entry, RequestHead, ResponseHead
 
 T0 = 1_700_000_000.0
 DATE = ("Date", format_http_date(T0))

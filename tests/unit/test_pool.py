@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from wsgi_proxy.pool import TICK, ElasticPool, PoolStats, waiting
+from wsgi_proxy.core.threads import PoolStats, waiting
+from wsgi_proxy.server.thread_pool import TICK, ElasticPool
 
 SETTLE = 0.2  # seconds for a pool's threads to reach what they block on
 
@@ -219,7 +220,7 @@ def test_the_watchdog_reports_the_counts_when_they_change(
             time.sleep(TICK)
         return False
 
-    caplog.set_level(logging.DEBUG, logger="wsgi_proxy.pool")
+    caplog.set_level(logging.DEBUG, logger="wsgi_proxy.server.thread_pool")
     pool.reporter = reporter
     assert pool.submit(lambda: "done").result(5) == "done"
     assert reported(lambda stats: stats.threads == 1)

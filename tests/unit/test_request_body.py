@@ -11,14 +11,14 @@ import pytest
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.unreader import IterUnreader
 
-from wsgi_proxy.errors import (
+from wsgi_proxy.core.errors import (
     BadRequest,
     ClientTimeout,
     PayloadTooLarge,
     ProxyError,
     UnsupportedCoding,
 )
-from wsgi_proxy.exchange import LimitedBody, request_body
+from wsgi_proxy.request.exchange import LimitedBody, request_body
 
 BLOCK = LimitedBody.BLOCK
 LIMIT = 1 << 20

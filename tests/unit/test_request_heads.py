@@ -9,8 +9,8 @@ from gunicorn.config import Config
 from gunicorn.http.errors import NoMoreData
 from gunicorn.http.parser import RequestParser
 
-from wsgi_proxy import gathering
-from wsgi_proxy.request_heads import (
+from wsgi_proxy.tuning import head_gathering as gathering
+from wsgi_proxy.tuning.request_heads import (
     HEAD_LIMIT,
     TIMEOUT_ANSWER,
     TOO_LARGE_ANSWER,

@@ -20,11 +20,12 @@ from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
 from support.sockets import read_all, small_pair
 
-from wsgi_proxy import response
-from wsgi_proxy.errors import CacheDamaged
-from wsgi_proxy.hotset import stamp_of
-from wsgi_proxy.openfiles import FileSpan, OpenFile
-from wsgi_proxy.response import LeanResponse, http_date, send_file
+from wsgi_proxy.core.errors import CacheDamaged
+from wsgi_proxy.store.hot_set import stamp_of
+from wsgi_proxy.store.open_files import OpenFile
+from wsgi_proxy.tuning import gunicorn_response as response
+from wsgi_proxy.tuning.file_spans import FileSpan
+from wsgi_proxy.tuning.gunicorn_response import LeanResponse, http_date, send_file
 
 STOCK = LeanResponse.__bases__[0]  # gunicorn's Response, whatever install() did since
 BODY = bytes(range(256)) * 4096  # 1 MiB

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from support.sockets import BUFFER, read_all, read_exactly, small_pair
 
-from wsgi_proxy import response
-from wsgi_proxy.response import send_file, send_rest
-from wsgi_proxy.writes import write_now
+from wsgi_proxy.tuning import gunicorn_response as response
+from wsgi_proxy.tuning.gunicorn_response import send_file, send_rest
+from wsgi_proxy.tuning.socket_writes import write_now
 
 BODY = bytes(range(256)) * 4096  # 1 MiB, many times the buffers
 HEADER = b"HEADER-BLOCK"  # before the body in the file, as a cache entry's header is

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from wsgi_proxy.errors import CacheDamaged
-from wsgi_proxy.hits import Hit
-from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.serving import CHECK_BLOCK, FIRST_BLOCK, CheckedStream
-from wsgi_proxy.store import Store
+from wsgi_proxy.core.errors import CacheDamaged
+from wsgi_proxy.core.model import Entry, ResponseHead
+from wsgi_proxy.flow.serving import CHECK_BLOCK, FIRST_BLOCK, CheckedStream
+from wsgi_proxy.store.cache import Store
+from wsgi_proxy.store.hits import Hit
 
 KEY = "GET http://o/big"
 BLOCK = 1000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.config import PREFIX, Config, ServerConfig
+from wsgi_proxy.core.config import PREFIX, Config, ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIABLES = [PREFIX + f.name.upper() for cls in (Config, ServerConfig) for f in fields(cls)]

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy import sitelist
-from wsgi_proxy.purge import parse_purge_url
-from wsgi_proxy.sites import (
+from wsgi_proxy.core.sites import (
     Site,
     forwarded_scheme,
     is_allowed,
@@ -20,6 +18,8 @@ from wsgi_proxy.sites import (
     request_site,
     site_of,
 )
+from wsgi_proxy.store import site_list as sitelist
+from wsgi_proxy.store.purge import parse_purge_url
 
 HOSTS: list[tuple[str, str, str | None]] = [
     ("shop.example", "http", "shop.example"),

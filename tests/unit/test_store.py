@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.eviction import Evictor, scan_objects
-from wsgi_proxy.hits import CheckedBodies, Hit, PassMarker
-from wsgi_proxy.model import Entry, ResponseHead
-from wsgi_proxy.store import Store
+from wsgi_proxy.core.model import Entry, ResponseHead
+from wsgi_proxy.store.cache import Store
+from wsgi_proxy.store.eviction import Evictor, scan_objects
+from wsgi_proxy.store.hits import CheckedBodies, Hit, PassMarker
 
 KEY = "GET http://o/x"
 NOW = time.time()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from wsgi_proxy import validation
-from wsgi_proxy.headers import Headers, format_http_date
-from wsgi_proxy.model import RequestHead, ResponseHead
+from wsgi_proxy.core import validation
+from wsgi_proxy.core.headers import Headers, format_http_date
+from wsgi_proxy.core.model import RequestHead, ResponseHead
 
 T0 = 1_700_000_000.0
 DATE = ("Date", format_http_date(T0))

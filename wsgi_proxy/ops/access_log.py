@@ -1,0 +1,215 @@
+"""Access logging for gunicorn: the cache status and the origin's latency on every line.
+
+``ACCESS_LOG_FORMAT`` extends gunicorn's combined format; ``JsonLogger`` writes one JSON
+object per request instead (``WSGI_PROXY_LOG_FORMAT=json``). The origin latency comes from
+the ``wsgi_proxy.origin_ms`` environ key that proxy.py sets ("-" when the origin was not
+asked).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from wsgi_proxy.tuning.per_second import PerSecond
+
+ACCESS_LOG_FORMAT = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
+    "cache=%({x-cache}o)s origin_ms=%({wsgi_proxy.origin_ms}e)s ms=%(M)s "
+    '"%({cache-status}o)s"'
+)
+
+
+class ProxyLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, with an access log that computes only the atoms its format uses.
+
+    gunicorn's own ``atoms()`` copies every request header, response header and environ
+    key into a dict on every request; on a cache hit that was a fifth of the worker's time
+    (py-spy, see the README's performance section). ``_Atoms`` answers the same names,
+    escaped the same way (gunicorn's ``SafeAtoms``), computing each when the format asks.
+    """
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        try:
+            fmt = self.cfg.access_log_format
+            if fmt == ACCESS_LOG_FORMAT:
+                self._write(_default_line(resp, environ, request_time))
+            else:
+                self._write(fmt % _Atoms(resp, req, environ, request_time))
+        except Exception:  # noqa: BLE001 - logging must never break a request
+            self.error(traceback.format_exc())
+
+    def _write(self, line: str) -> None:
+        """One access-log line. gunicorn's own set-up (one stream handler, the bare message
+        format) is written straight to its stream under its lock, as logging would, minus
+        the LogRecord; any other set-up goes through logging."""
+        handlers = self.access_log.handlers
+        if len(handlers) == 1 and type(handlers[0]) is logging.StreamHandler:
+            handler = handlers[0]
+            formatter = handler.formatter
+            if formatter is not None and formatter._fmt == self.access_fmt:
+                with handler.lock:  # type: ignore[union-attr]
+                    handler.stream.write(line + "\n")
+                    handler.stream.flush()
+                return
+        self.access_log.info("%s", line)
+
+
+class JsonLogger(ProxyLogger):
+    """gunicorn's logger with one JSON object per access-log line."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        try:
+            atoms = _Atoms(resp, req, environ, request_time, escape=False)
+            record = {
+                "time": atoms["t"],
+                "remote": atoms["h"],
+                "method": atoms["m"],
+                "path": atoms["U"],
+                "query": atoms["q"],
+                "status": atoms["s"],
+                "bytes": atoms["B"],
+                "ms": request_time.total_seconds() * 1000,
+                "cache": atoms["{x-cache}o"],
+                "cache_status": atoms["{cache-status}o"],
+                "origin_ms": environ.get("wsgi_proxy.origin_ms"),
+                "referer": atoms["f"],
+                "user_agent": atoms["a"],
+            }
+            self._write(json.dumps(record))
+        except Exception:  # noqa: BLE001 - logging must never break a request
+            self.error(traceback.format_exc())
+
+
+def _default_line(resp: Any, environ: dict[str, Any], rt: Any) -> str:
+    """``ACCESS_LOG_FORMAT`` % ``_Atoms(...)``, written out: the same line (a unit test
+    compares them) without a lookup per atom: the default set-up logs every request."""
+    x_cache = cache_status = "-"
+    for key, value in resp.headers:
+        name = key.lower()
+        if name == "x-cache":
+            x_cache = value
+        elif name == "cache-status":
+            cache_status = value
+    status = resp.status
+    if isinstance(status, str):
+        status = _q(status.split(None, 1)[0])
+    sent = getattr(resp, "sent", None)
+    user = _basic_user(environ.get("HTTP_AUTHORIZATION")) or "-"
+    request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
+    return (
+        f'{_q(environ.get("REMOTE_ADDR", "-"))} - {_q(user)} {_now()} "{_q(request)}" '
+        f'{status} {"-" if sent is None else sent} "{_q(environ.get("HTTP_REFERER", "-"))}" '
+        f'"{_q(environ.get("HTTP_USER_AGENT", "-"))}" cache={_q(x_cache)} '
+        f"origin_ms={_q(environ.get('wsgi_proxy.origin_ms', '-'))} "
+        f'ms={rt.seconds * 1000 + rt.microseconds // 1000} "{_q(cache_status)}"'
+    )
+
+
+def _q(value: Any) -> Any:
+    return value.replace('"', '\\"') if isinstance(value, str) else value
+
+
+class _Atoms(Mapping[str, Any]):
+    """gunicorn's access-log atoms (``%(h)s``, ``%({name}i)s`` ...), computed on demand;
+    "-" for an unknown one, and ``"`` escaped in text values, as gunicorn does."""
+
+    def __init__(
+        self, resp: Any, req: Any, environ: dict[str, Any], rt: Any, *, escape: bool = True
+    ) -> None:
+        self.resp, self.req, self.environ, self.rt, self.escape = resp, req, environ, rt, escape
+
+    def __len__(self) -> int:
+        return 1  # logging passes a mapping argument on only if it is non-empty
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())  # computed on demand: nothing to list
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._value(key)
+        if self.escape and isinstance(value, str):
+            return value.replace('"', '\\"')
+        return value
+
+    def _value(self, key: str) -> Any:
+        env, rt = self.environ, self.rt
+        if key.startswith("{"):
+            return self._field(key[1:-2].lower(), key[-1:])
+        if key == "h":
+            return env.get("REMOTE_ADDR", "-")
+        if key == "t":
+            return _now()
+        if key == "r":
+            return f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
+        if key == "s":
+            status = self.resp.status
+            return status.split(None, 1)[0] if isinstance(status, str) else status
+        if key in ("b", "B"):
+            sent = getattr(self.resp, "sent", None)
+            return sent if key == "B" else ("-" if sent is None else str(sent))
+        if key == "M":
+            return rt.seconds * 1000 + rt.microseconds // 1000
+        if key in _ENVIRON_ATOMS:
+            name, default = _ENVIRON_ATOMS[key]
+            return env.get(name, default)
+        if key == "u":
+            return _basic_user(env.get("HTTP_AUTHORIZATION")) or "-"
+        if key == "T":
+            return rt.seconds
+        if key == "D":
+            return rt.seconds * 1000000 + rt.microseconds
+        if key == "L":
+            return f"{rt.seconds}.{rt.microseconds:06d}"
+        if key == "p":
+            return f"<{os.getpid()}>"
+        return "-"  # "l" and anything unknown
+
+    def _field(self, name: str, kind: str) -> Any:
+        if kind == "e":
+            for key, value in self.environ.items():
+                if key.lower() == name:
+                    return value
+            return "-"
+        headers = self.resp.headers if kind == "o" else getattr(self.req, "headers", ())
+        found = "-"
+        for key, value in headers:
+            if key.lower() == name:
+                found = value  # the last of repeated fields, as gunicorn's dict keeps it
+        return found
+
+
+_ENVIRON_ATOMS = {
+    "m": ("REQUEST_METHOD", None),
+    "U": ("PATH_INFO", None),
+    "q": ("QUERY_STRING", None),
+    "H": ("SERVER_PROTOCOL", None),
+    "f": ("HTTP_REFERER", "-"),
+    "a": ("HTTP_USER_AGENT", "-"),
+}
+# The Common Log Format time, formatted once a second.
+_now = PerSecond(lambda second: time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second)))
+
+
+def _basic_user(authorization: str | None) -> str | None:
+    if not authorization or not authorization.lower().startswith("basic"):
+        return None
+    parts = authorization.split(" ", 1)
+    if len(parts) != 2:
+        return None
+    try:
+        return base64.b64decode(parts[1].strip().encode()).split(b":", 1)[0].decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None

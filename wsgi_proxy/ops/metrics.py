@@ -1,0 +1,166 @@
+"""Prometheus metrics, summed across gunicorn workers.
+
+prometheus_client's multiprocess mode keeps each process's values in memory-mapped files in
+one folder and adds them up at scrape time, which is what a pre-fork server needs. It
+chooses that mode when it is imported, from ``PROMETHEUS_MULTIPROC_DIR``; so this module
+imports it only inside ``Metrics()``, after pointing that variable at
+``WSGI_PROXY_METRICS_DIR`` (which the master empties at start, see server.py). The folder is
+not inside the cache folder: it is not cache content and must not count against its size.
+
+Invariants: recording never raises into the request path; nothing is created at import.
+The master imports prometheus_client too, without the variable, to forget a dead worker's
+files (``mark_worker_dead``); workers forked after that still record in the folder, since
+``Metrics()`` sets the value class itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsgi_proxy.core.threads import PoolStats, ReportingPool
+
+# Origin latency buckets, in seconds: loopback to slow backends.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# The thread pools' metrics: (name, field of pool.PoolStats, help).
+POOL_GAUGES = (
+    ("wsgi_proxy_pool_threads", "threads", "Threads of the workers' pools"),
+    ("wsgi_proxy_pool_running", "running",
+     "Requests running, not waiting (WSGI_PROXY_ACTIVE_THREADS per worker start at once)"),
+    ("wsgi_proxy_pool_waiting", "waiting",
+     "Requests waiting on the origin or on another's fetch"),
+    ("wsgi_proxy_pool_queue_length", "queued", "Requests waiting for a turn to start"),
+)  # fmt: skip
+POOL_COUNTERS = (
+    ("wsgi_proxy_pool_queued_requests", "queued_total", "Requests that waited for a turn"),
+    ("wsgi_proxy_pool_thread_limited_requests", "limited_total",
+     "Requests that waited because every thread was taken (WSGI_PROXY_THREADS)"),
+    ("wsgi_proxy_pool_long_runs", "long_total",
+     "Stints of over 50 ms without a wait, after which a request stops counting as running"),
+)  # fmt: skip
+
+
+def mark_worker_dead(folder: Path, pid: int) -> None:
+    """Forget a dead worker's gauges (the pools'), which are summed over live ones."""
+    from prometheus_client import multiprocess  # noqa: PLC0415 - see the module docstring
+
+    multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
+def reset_metrics_dir(folder: Path) -> None:
+    """Empty the folder at server start: files of processes from an earlier run would
+    otherwise be summed in forever."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class Metrics:
+    """The proxy's counters and histograms. One instance per worker process."""
+
+    def __init__(self, folder: Path, gauges: Callable[[], Iterable[tuple[str, str, float]]]):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        from prometheus_client import Counter, Gauge, Histogram, values  # noqa: PLC0415 - see docstring
+
+        # Each value asks for the process id on every increment, to notice a fork: one
+        # getpid syscall each. A worker never forks after this object exists (it is built
+        # after gunicorn's fork), so its id is read once.
+        pid = os.getpid()
+        values.ValueClass = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]
+        self.folder = folder
+        self._gauges = gauges
+        self._children: dict[tuple[int, str], Any] = {}
+        self.requests = Counter(
+            "wsgi_proxy_requests", "Requests answered, by cache outcome", ["cache"]
+        )
+        self.origin_requests = Counter(
+            "wsgi_proxy_origin_requests", "Requests sent to the origin, by status", ["status"]
+        )
+        self.origin_seconds = Histogram(
+            "wsgi_proxy_origin_seconds",
+            "Time until the origin's response head arrived",
+            buckets=LATENCY_BUCKETS,
+        )
+        self.bytes = Counter(
+            "wsgi_proxy_body_bytes", "Body bytes sent to clients, by source", ["source"]
+        )
+        self.evictions = Counter("wsgi_proxy_evictions", "Files removed to keep the size limit")
+        self.purges = Counter("wsgi_proxy_purges", "Stored responses purged, by kind", ["kind"])
+        self.revalidations = Counter(
+            "wsgi_proxy_revalidations", "Revalidations with the origin, by result", ["result"]
+        )
+        self.coalesced = Counter(
+            "wsgi_proxy_coalesced_waits", "Requests that waited for another's fetch"
+        )
+        self.errors = Counter("wsgi_proxy_errors", "Errors, by kind", ["kind"])
+        # The workers' thread pools (pool.py), reported by each pool's watchdog. "livesum":
+        # the sum over live workers; the master forgets a dead one's (mark_worker_dead).
+        self.pool_gauges = {
+            field: Gauge(name, doc, multiprocess_mode="livesum") for name, field, doc in POOL_GAUGES
+        }
+        self.pool_counters = {field: Counter(name, doc) for name, field, doc in POOL_COUNTERS}
+        self._pool_last: PoolStats | None = None
+
+    def count_request(self, outcome: str) -> None:
+        self._child(self.requests, outcome).inc()
+
+    def count_origin(self, status: str) -> None:
+        """One origin request, by its status code (at most 500 of them) or "error"."""
+        self._child(self.origin_requests, status).inc()
+
+    def count_bytes(self, source: str, count: int) -> None:
+        self._child(self.bytes, source).inc(count)
+
+    def watch_pool(self, pool: ReportingPool) -> None:
+        """Report ``pool``'s counts from now on (from its watchdog's thread)."""
+        pool.reporter = self.record_pool
+
+    def record_pool(self, stats: PoolStats) -> None:
+        """Set the gauges, and add to the counters what the pool's totals grew by since
+        the last call. The totals are taken as recorded first: a failure halfway loses
+        increments, and a retry of the same counts cannot add them twice."""
+        last, self._pool_last = self._pool_last, stats
+        for field, counter in self.pool_counters.items():
+            grown = getattr(stats, field) - (0 if last is None else getattr(last, field))
+            if grown > 0:
+                counter.inc(grown)
+        for field, gauge in self.pool_gauges.items():
+            gauge.set(getattr(stats, field))
+
+    def _child(self, metric: Any, label: str) -> Any:
+        """``metric.labels(label)``, kept: labels() costs more than the increment."""
+        child = self._children.get((id(metric), label))
+        if child is None:
+            child = self._children[id(metric), label] = metric.labels(label)
+        return child
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text of all workers, plus the cache's size gauges."""
+        from prometheus_client import (  # noqa: PLC0415
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+        )
+        from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.folder))  # type: ignore[no-untyped-call]
+        registry.register(_GaugeCollector(self._gauges))
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _GaugeCollector:
+    """Gauges computed at scrape time (from the shared folder, not per process)."""
+
+    def __init__(self, gauges: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+        for name, doc, value in self.gauges():
+            yield GaugeMetricFamily(name, doc, value=value)

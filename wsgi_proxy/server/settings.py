@@ -1,0 +1,101 @@
+"""gunicorn's settings for the proxy, shared by ``gunicorn.conf.py`` and the CLI, its server
+hooks, and the programmatic gunicorn application the CLI runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn import systemd
+from gunicorn.app.base import BaseApplication
+
+from wsgi_proxy.core.config import Config, ServerConfig
+from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
+
+
+def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
+    """gunicorn settings from ``server``. Why each default, see gunicorn.conf.py."""
+    return {
+        "bind": [server.bind],
+        "worker_class": "wsgi_proxy.server.worker.ProxyWorker",
+        "workers": server.workers,
+        "threads": server.threads,
+        "timeout": server.worker_timeout,
+        "graceful_timeout": server.graceful_timeout,
+        "keepalive": server.keepalive,
+        "backlog": server.backlog,
+        "reuse_port": server.reuse_port,
+        "limit_request_line": server.max_url_length,
+        "limit_request_fields": server.max_headers,
+        "limit_request_field_size": server.max_header_size,
+        "worker_connections": 1000,
+        # The scheme is the proxy's to decide (sites.py, from the trusted proxy's
+        # X-Forwarded-Proto): gunicorn reads no scheme header, from anyone.
+        "secure_scheme_headers": {},
+        "preload_app": False,
+        # gunicorn 25+ opens a control socket at one path per user: two instances would
+        # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.
+        "control_socket_disable": True,
+        "on_starting": on_starting,
+        "on_reload": shared_socket_where_needed,
+        "child_exit": child_exit,
+        "accesslog": None if server.log_format == "off" else "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": JsonLogger if server.log_format == "json" else ProxyLogger,
+    }
+
+
+def on_starting(server: Any) -> None:
+    """Validate the proxy's settings and cache folder in the master, before any worker
+    forks, so a bad value stops start-up with one clear error naming the variable."""
+    from wsgi_proxy.ops.metrics import reset_metrics_dir  # noqa: PLC0415
+    from wsgi_proxy.store.cache import check_folder  # noqa: PLC0415
+
+    config = Config.from_env()
+    check_folder(config.cache_dir)
+    reset_metrics_dir(config.metrics_dir)
+    shared_socket_where_needed(server)
+
+
+def shared_socket_where_needed(server: Any) -> None:
+    """``reuse_port`` off unless the workers are to bind every address themselves over
+    TCP: with it each worker binds its own socket, so a Unix socket's path would be taken
+    over by the last worker to bind it, and sockets the master holds (passed by systemd,
+    inherited by a re-executed master, or made at a reload that changed the address)
+    would get connections nobody accepts. In the master, at start (before any socket is
+    made) and after each reload, which reads the settings again."""
+    cfg = server.cfg
+    if not cfg.reuse_port:
+        return
+    held = bool(server.LISTENERS) or server.master_pid != 0 or systemd.listen_fds(False) > 0
+    if held or not all(isinstance(address, tuple) for address in cfg.address):
+        server.log.info("WSGI_PROXY_REUSE_PORT: one socket shared by the workers (not a "
+                        "TCP address, or sockets passed to the master)")  # fmt: skip
+        cfg.set("reuse_port", False)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, when a worker has exited: its pool's gauges no longer count. Any
+    failure is only logged: gunicorn stops the master on an exception from a hook."""
+    from wsgi_proxy.ops.metrics import mark_worker_dead  # noqa: PLC0415
+
+    try:
+        mark_worker_dead(Config.from_env().metrics_dir, worker.pid)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        server.log.warning("cannot forget worker %s's metrics: %s", worker.pid, exc)
+
+
+class GunicornApp(BaseApplication):  # type: ignore[misc]
+    """gunicorn run from Python by ``caching-proxy``, with the settings above."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        import wsgi_proxy  # noqa: PLC0415 - loaded in the worker, after the fork
+
+        return wsgi_proxy.app

@@ -1,0 +1,485 @@
+"""The filesystem cache shared by every worker: lookup, publishing, removal, locks.
+
+Layout under the cache folder (the format is versioned by the ``v1`` folder and the magic):
+    v1/objects/ab/<sha256 of primary key>          a response, a Vary marker or a pass marker
+    v1/objects/ab/<sha256>.d/<sha256 of variant>   responses selected by Vary
+    v1/locks/<n>.lock                              striped per-key locks (locks.py)
+    v1/state/usage                                 bytes stored, shared by all workers (usage.py)
+    v1/state/sites                                 the sites entries were stored for (sitelist.py)
+
+Invariants:
+- An entry is one file, written and published whole (entryfile.py); readers take no lock.
+- The header records the body's length and CRC-32; a reader checks the length against the
+  file size on every open, and each worker checks a body's CRC-32 once. A file that fails
+  the checks is removed and treated as a miss.
+- Lock files are a bounded set and are never deleted: unlinking a held lock file would break
+  mutual exclusion.
+- Every disk error is contained here: the cache degrades to pass-through, never to an error
+  for the client. A write refused for want of room (``ENOSPC``, ``EDQUOT``) raises
+  ``disk_full``: the worker's evictor then makes room as if the size limit were reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import shutil
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from wsgi_proxy.core import keys
+from wsgi_proxy.core.errors import ConfigError
+from wsgi_proxy.core.headers import Headers
+from wsgi_proxy.core.model import Entry
+from wsgi_proxy.store.entry_file import (
+    TMP_PREFIX,
+    CorruptEntry,
+    EntryWriter,
+    Published,
+    entry_of,
+    keeps_fine_timestamps,
+    meta_of,
+    read_header,
+)
+from wsgi_proxy.store.fetch_locks import KeyLock, key_lock
+from wsgi_proxy.store.hits import CheckedBodies, Hit, PassMarker, identity_of
+from wsgi_proxy.store.hot_set import HotSet, Remembered, Stamp, stamp_of
+from wsgi_proxy.store.open_files import OpenFile, OpenFiles
+from wsgi_proxy.store.site_list import SiteList
+from wsgi_proxy.store.usage import UsageCounter
+
+log = logging.getLogger(__name__)
+
+# A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall
+# (the default of WSGI_PROXY_TOUCH_INTERVAL).
+TOUCH_INTERVAL = 60.0
+# Small entries each worker remembers (hotset.py): each holds its file's first read (8 KiB)
+# and its decoded header (shared with entryfile's memo of decoded headers).
+HOT_ENTRIES = 4096
+
+
+class Store:
+    """The cache folder. Create it in each worker after the fork; it opens no file until
+    used."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        lock_stripes: int,
+        max_variants: int,
+        touch_interval: float = TOUCH_INTERVAL,
+    ) -> None:
+        self.root = root / "v1"
+        self.objects = self.root / "objects"
+        self.locks = self.root / "locks"
+        self.state = self.root / "state"
+        self.lock_stripes = lock_stripes
+        self.max_variants = max_variants
+        # The memos (hot set, ready answers, held files) are trusted only while the file's
+        # touch is not due: a due touch goes through the file itself.
+        self.touch_interval = touch_interval
+        self.usage = UsageCounter(self.state)
+        self.sites = SiteList(self.state)
+        # Set by a write that found the disk full; the evictor (eviction.py) clears it.
+        self.disk_full = threading.Event()
+        self._objects = str(self.objects)
+        self._locks = str(self.locks)
+        self.checked = CheckedBodies()
+        self.hot = HotSet(0)  # off until prepare() finds fine-grained timestamps
+        self.open_files = OpenFiles(touch_interval)
+        self.fine_timestamps = False
+
+    def prepare(self) -> None:
+        """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
+        for folder in (self.objects, self.locks, self.state):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.sites.start(self.objects)
+        # Probed where entries are published: objects/ may be another mount than state/.
+        kept = keeps_fine_timestamps(self.objects)
+        # The memos of small entries and ready answers tell files apart by inode and mtime,
+        # which each publish sets to the nanosecond (entryfile.py). Where the filesystem
+        # keeps coarser times, a file published into a reused inode could pass for the one
+        # it replaced: they stay off.
+        self.fine_timestamps = kept
+        if kept:
+            self.hot = HotSet(HOT_ENTRIES)
+            self.open_files = OpenFiles(self.touch_interval)
+
+    def lose_fine_timestamps(self, exc: OSError) -> None:
+        """A publish could not set its nanosecond mtime: this worker's memos go off."""
+        if self.fine_timestamps:
+            log.warning("cannot set nanosecond mtimes in %s (%s): memos off", self.objects, exc)
+        self.fine_timestamps = False
+        self.hot = HotSet(0)
+        self.open_files = OpenFiles(self.touch_interval, max_files=0)  # let go of any held
+
+    def note_write_error(self, exc: OSError) -> None:
+        """A write to the cache failed (the caller logs it and passes through); when for
+        want of room, ``disk_full`` asks the evictor to make some."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.disk_full.set()
+
+    def primary_path(self, primary: str) -> Path:
+        return Path(self._primary_location(primary))
+
+    def _primary_location(self, primary: str) -> str:
+        digest = keys.digest(primary)
+        return os.path.join(self._objects, digest[:2], digest)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def lookup(self, primary: str, request_headers: Headers, now: float) -> Hit | PassMarker | None:
+        """The stored response for ``primary`` whose Vary matches the request."""
+        path = self._primary_location(primary)
+        opened = self._open(path, primary, now)
+        if opened is None:
+            return None
+        meta, file, offset, stamp, early = opened
+        kind = meta.get("kind")
+        if kind == "response":
+            crc = int(meta["body_crc"], 16)
+            return Hit(entry_of(meta), path, file, offset, crc, stamp, early)
+        if file is not None:
+            file.close()
+        if kind == "pass":
+            until = float(meta["until"])
+            return PassMarker(until) if until > now else None
+        names = tuple(meta["names"])
+        values = keys.vary_values(names, request_headers)
+        variant_path = os.path.join(f"{path}.d", keys.variant_digest(values))
+        opened = self._open(variant_path, primary, now)
+        if opened is None:
+            return None
+        meta, file, offset, stamp, early = opened
+        entry = entry_of(meta)
+        if entry.vary != values:
+            if file is not None:
+                file.close()
+            return None
+        crc = int(meta["body_crc"], 16)
+        return Hit(entry, variant_path, file, offset, crc, stamp, early)
+
+    def _open(
+        self, path: str, primary: str, now: float
+    ) -> tuple[dict[str, Any], BinaryIO | None, int, Stamp, bytes] | None:
+        """The header of the entry at ``path``, the file open at no particular position
+        (None when the hot set had it whole), where the body begins, the file's stamp and
+        the body bytes read with the header."""
+        hot = self.hot.get(path)
+        if hot is not None:
+            remembered, stat = hot
+            # An LRU touch that is due goes through the file itself, opened below.
+            due = now - stat.st_mtime > self.touch_interval
+            if remembered.meta.get("key") == primary and not due:
+                meta, offset = remembered.meta, remembered.body_offset
+                return meta, None, offset, remembered.stamp, remembered.early
+        try:
+            file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cache read failed for %s: %s", path, exc)
+            return None
+        try:
+            meta, offset, early = read_header(file)
+            if meta.get("key") != primary:
+                raise CorruptEntry("key mismatch")
+            stat = os.fstat(file.fileno())
+            if stat.st_size != offset + int(meta.get("body_length", "0")):
+                raise CorruptEntry("length mismatch")
+        except (CorruptEntry, OSError, ValueError, KeyError, TypeError) as exc:
+            file.close()
+            log.warning("removing corrupt cache entry %s: %s", path, exc)
+            self.remove(Path(path))
+            return None
+        stat = _touched(file, stat, now, self.touch_interval)
+        if self._is_worth_remembering(meta, stat, early):
+            self.hot.add(path, Remembered(stamp_of(stat), meta, offset, early))
+        return meta, file, offset, stamp_of(stat), early
+
+    def _is_worth_remembering(
+        self, meta: dict[str, Any], stat: os.stat_result, early: bytes
+    ) -> bool:
+        """Markers; responses whose whole body came with the header, once checked."""
+        if meta.get("kind") != "response":
+            return True
+        length = int(meta["body_length"])
+        checked = self.checked.is_checked(identity_of(stat), int(meta["body_crc"], 16))
+        return len(early) >= length and checked
+
+    def is_unchanged(self, location: str, stamp: Stamp, now: float) -> bool:
+        """Is the file at ``location`` still the one ``stamp`` was taken of, its LRU touch
+        not yet due? One ``stat``; a file gone or replaced is no error, just False."""
+        try:
+            stat = os.stat(location)
+        except OSError:
+            return False
+        return stamp_of(stat) == stamp and now - stat.st_mtime <= self.touch_interval
+
+    def hold_unchanged(self, location: str, stamp: Stamp, now: float) -> OpenFile | None:
+        """``is_unchanged``, for a body about to be sent from the file: that file, open
+        (held by this worker, openfiles.py), or None."""
+        if not self.is_unchanged(location, stamp, now):
+            self.open_files.forget(location)
+            return None
+        return self.open_files.get(location, stamp)
+
+    def is_verified(self, hit: Hit) -> bool:
+        return self.checked.is_checked(hit.identity, hit.body_crc)
+
+    def verify(self, hit: Hit, body: bytes | None = None) -> bool:
+        """Does ``hit``'s body match the CRC-32 its header records (hits.py)? ``body`` is the
+        whole body if the caller read it already. A mismatch (a machine crash can leave a
+        published file with zeros: entries are not fsynced) removes the file."""
+        try:
+            matches = self.checked.check(hit, body)
+        except OSError as exc:
+            log.warning("cannot check cache entry %s: %s", hit.location, exc)
+            return False
+        if not matches:
+            self._drop_mismatch(hit)
+        return matches
+
+    def settle(self, hit: Hit, crc: int) -> bool:
+        """``verify`` for a CRC-32 a reader computed over the whole body as it sent it."""
+        matches = self.checked.settle(hit, crc)
+        if not matches:
+            self._drop_mismatch(hit)
+        return matches
+
+    def _drop_mismatch(self, hit: Hit) -> None:
+        log.warning("removing cache entry %s: body checksum mismatch", hit.location)
+        self.remove_if_same(hit)
+
+    def verify_later(self, hit: Hit) -> None:
+        """``verify`` on a file of its own (for a background thread): ``hit``'s file is
+        being sent to the client meanwhile."""
+        try:
+            file: BinaryIO = open(hit.location, "rb", buffering=0)  # noqa: SIM115
+        except OSError:
+            return
+        with file:
+            if identity_of(os.fstat(file.fileno())) == hit.identity:
+                self.verify(replace(hit, file=file))
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def begin(
+        self, entry: Entry, *, expected_length: int | None, max_body: int
+    ) -> PendingEntry | None:
+        """A writer for ``entry``'s body, or None when the disk refuses (logged). A response
+        that varies goes to its variant's file, selected by ``entry.vary``. Its site is
+        listed as it is published (sitelist.py), so that purges by path find it."""
+        path = self.primary_path(entry.key)
+        if entry.vary:
+            path = _variants_dir(path) / keys.variant_digest(entry.vary)
+        meta = meta_of(entry)
+        try:
+            return PendingEntry(self, EntryWriter(path, meta, expected_length, max_body))
+        except OSError as exc:
+            log.warning("cannot write to the cache (%s): passing through", exc)
+            self.note_write_error(exc)
+            return None
+
+    def publish_marker(self, primary: str, meta: dict[str, Any]) -> None:
+        """Publish a Vary or pass marker (a header-only entry) at the primary path."""
+        writer = self.begin_raw(self.primary_path(primary), {"key": primary, **meta})
+        if writer is not None:
+            writer.commit()
+
+    def begin_raw(self, path: Path, meta: dict[str, Any]) -> PendingEntry | None:
+        try:
+            return PendingEntry(self, EntryWriter(path, meta, None, 0))
+        except OSError as exc:
+            log.warning("cannot write to the cache (%s)", exc)
+            self.note_write_error(exc)
+            return None
+
+    def record(self, published: Published) -> None:
+        """Account for an entry just published: the folder's size, then its markers."""
+        self.usage.add(published.added)
+        self.after_publish(published.path, published.meta)
+
+    def after_publish(self, path: Path, entry_meta: dict[str, Any]) -> None:
+        """Keep the folder consistent after ``path`` was published: a Vary marker for a
+        variant (capped at ``max_variants``), no stale variants beside a plain entry."""
+        primary_path = self.primary_path(entry_meta["key"])
+        if path == primary_path:
+            variants = _variants_dir(path)
+            if entry_meta.get("kind") == "response" and variants.is_dir():
+                self._remove_tree(variants)
+            return
+        names = [n for n, _ in entry_meta["vary"]]
+        self.publish_marker(entry_meta["key"], {"kind": "vary", "names": names})
+        self._cap_variants(path.parent)
+
+    def _cap_variants(self, folder: Path) -> None:
+        try:
+            files = [e for e in os.scandir(folder) if not e.name.startswith(TMP_PREFIX)]
+            if len(files) <= self.max_variants:
+                return
+            files.sort(key=lambda e: e.stat().st_mtime)
+            for extra in files[: len(files) - self.max_variants]:
+                self.remove(Path(extra.path))
+        except OSError as exc:
+            log.warning("variant cap failed in %s: %s", folder, exc)
+
+    def refresh(self, hit: Hit, entry: Entry) -> None:
+        """Publish ``hit``'s body under the updated header of ``entry`` (after a 304)."""
+        writer = self.begin_raw(hit.path, meta_of(entry))
+        if writer is None:
+            return
+        try:
+            if hit.file is None:  # from the hot set: the body is whole in early, checked
+                writer.writer.max_body = hit.entry.body_length
+                writer.write(hit.early[: hit.entry.body_length])
+            else:
+                src = hit.file.fileno()
+                writer.copy_from(src, hit.body_offset, hit.entry.body_length, hit.body_crc)
+                hit.file.seek(hit.body_offset)
+        except OSError as exc:
+            log.warning("cache refresh failed for %s: %s", hit.path, exc)
+            self.note_write_error(exc)
+            writer.abort()
+            return
+        writer.commit()
+
+    # ---- removal ------------------------------------------------------------------------
+
+    def invalidate(self, primary: str) -> None:
+        """Remove the stored responses for ``primary``, every variant included."""
+        path = self.primary_path(primary)
+        self.remove(path)
+        variants = _variants_dir(path)
+        if variants.is_dir():
+            self._remove_tree(variants)
+
+    def clear(self) -> None:
+        """Empty the cache while workers serve: the objects folder is swapped for an empty
+        one in one rename; open files stay readable; in-flight writes fail to publish. The
+        list of sites starts anew first: a response published meanwhile is either listed
+        anew or swept away with the old folder (sitelist.py)."""
+        self.prepare()
+        self.sites.reset()
+        trash = self.root / f"trash.{secrets.token_hex(6)}"
+        os.rename(self.objects, trash)
+        self.objects.mkdir(mode=0o700)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.usage.reset(0)
+
+    def remove_if_same(self, hit: Hit) -> None:
+        """Remove ``hit``'s file unless another entry was published there since."""
+        with contextlib.suppress(OSError):
+            if identity_of(os.stat(hit.location)) == hit.identity:
+                self.remove(Path(hit.location))
+
+    def remove(self, path: Path) -> None:
+        """Remove the file at ``path``, if there, and count its bytes out of the usage."""
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", path, exc)
+            return
+        self.usage.add(-size)
+
+    def _remove_tree(self, folder: Path) -> None:
+        with contextlib.suppress(OSError):
+            for item in os.scandir(folder):
+                self.remove(Path(item.path))
+            folder.rmdir()
+
+    # ---- locks --------------------------------------------------------------------------
+
+    def key_lock(self, primary: str, timeout: float) -> KeyLock:
+        """The lock stripe for ``primary`` (shared with its variants), marked with its
+        digest while held (locks.py)."""
+        digest = keys.digest(primary)
+        stripe = int(digest[:8], 16) % self.lock_stripes
+        return key_lock(os.path.join(self._locks, f"{stripe}.lock"), digest, timeout)
+
+
+def check_folder(cache_dir: Path) -> None:
+    """Create and probe the cache folder; a ``ConfigError`` naming it if it is unusable."""
+    try:
+        Store(cache_dir, lock_stripes=1, max_variants=1).prepare()
+    except OSError as exc:
+        raise ConfigError(
+            "WSGI_PROXY_CACHE_DIR", f"cannot use {cache_dir}: {exc.strerror or exc}"
+        ) from None
+
+
+def _variants_dir(primary_path: Path) -> Path:
+    return primary_path.with_name(primary_path.name + ".d")
+
+
+def _touched(file: BinaryIO, stat: os.stat_result, now: float, interval: float) -> os.stat_result:
+    """The open file's ``stat`` after refreshing its mtime (the LRU clock) if that is over
+    ``interval`` old; ``stat`` itself when it is not, or when the disk refuses."""
+    if now - stat.st_mtime <= interval:
+        return stat
+    try:
+        os.utime(file.fileno())
+        return os.fstat(file.fileno())
+    except OSError:
+        return stat
+
+
+class PendingEntry:
+    """An entry being written, held by whoever streams its body (request/exchange.py) and
+    owned by the store: what its writer reports (a failed write, a refused mtime, what it
+    published) is recorded here, in the store, and nowhere else."""
+
+    __slots__ = ("store", "writer")
+
+    def __init__(self, store: Store, writer: EntryWriter) -> None:
+        self.store = store
+        self.writer = writer
+
+    def write(self, chunk: bytes) -> None:
+        writer = self.writer
+        writer.write(chunk)
+        if writer.error is not None:
+            self._note_failure()
+
+    def copy_from(self, src_fd: int, offset: int, count: int, crc: int) -> None:
+        self.writer.copy_from(src_fd, offset, count, crc)
+
+    def commit(self) -> bool:
+        """Publish the entry if its body is whole, and record it; True when published."""
+        writer, store = self.writer, self.store
+        sealed = writer.seal()
+        if writer.coarse_mtime is not None:
+            store.lose_fine_timestamps(writer.coarse_mtime)
+        if not sealed:
+            self._note_failure()
+            return False
+        if writer.meta.get("kind") == "response":
+            # Its site listed first, before the entry can be found (site_list.py).
+            try:
+                store.sites.note(keys.site_of_key(str(writer.meta["key"])))
+            except OSError as exc:
+                writer.drop(exc)
+                self._note_failure()
+                return False
+        published = writer.publish()
+        if published is None:
+            self._note_failure()
+            return False
+        store.record(published)
+        return True
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+    def _note_failure(self) -> None:
+        if self.writer.error is not None:
+            self.store.note_write_error(self.writer.error)

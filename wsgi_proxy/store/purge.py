@@ -1,0 +1,264 @@
+"""Purging: remove, or mark stale ("soft"), stored responses by URL, prefix, tag or all.
+
+Invariants:
+- Works on the shared folder only, so a purge from any worker or from the CLI takes effect
+  in every worker at once; it needs no lock (entries are replaced or unlinked atomically).
+- A URL purge touches only that URL's files, for each site in the list of sites
+  (sitelist.py) or the one host it names; prefix and tag purges, and a URL purge when the
+  list of sites is incomplete, scan the folder, off the request path (admin endpoint or
+  CLI), reading each entry's header block.
+- A soft purge keeps the body and marks the entry stale: the next request revalidates it,
+  and it can still be served if the origin fails (stale-if-error).
+- ``Purge`` is the one description of a purge order; the cluster (cluster.py) sends it to
+  the other nodes and the purge log (purge_log.py) keeps it, both as ``Purge`` values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, assert_never
+from urllib.parse import urlencode
+
+from wsgi_proxy.core import keys, sites
+from wsgi_proxy.store.cache import Store
+from wsgi_proxy.store.entry_file import TMP_PREFIX, CorruptEntry, entry_of, read_header
+from wsgi_proxy.store.eviction import walk_files
+from wsgi_proxy.store.hits import Hit
+from wsgi_proxy.store.hot_set import stamp_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """How many stored responses were removed or marked stale."""
+
+    purged: int
+
+
+PurgeKind = Literal["url", "prefix", "tag", "all"]
+_KINDS: tuple[PurgeKind, ...] = ("url", "prefix", "tag", "all")
+_YES = ("1", "true", "yes")
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """One purge order, as the admin interface, the CLI, the peers and the purge log
+    carry it: ``value`` is the target, prefix or tag (empty for ``all``)."""
+
+    kind: PurgeKind
+    value: str
+    soft: bool = False
+
+    @property
+    def label(self) -> str:
+        """The metrics label: ``tag``, ``tag-soft`` ..."""
+        return self.kind + ("-soft" if self.soft else "")
+
+    def query(self) -> str:
+        """The admin interface's query string for this purge."""
+        pairs: list[tuple[str, str]] = [(self.kind, "1" if self.kind == "all" else self.value)]
+        if self.soft:
+            pairs.append(("soft", "1"))
+        return urlencode(pairs)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "value": self.value, "soft": self.soft})
+
+    @classmethod
+    def from_json(cls, text: str) -> Purge:
+        """Parse ``to_json``'s output; ``ValueError`` if it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("kind") not in _KINDS:
+            raise ValueError(f"not a purge: {text[:80]!r}")
+        kind: PurgeKind = data["kind"]
+        return cls(kind, str(data.get("value", "")), bool(data.get("soft", False)))
+
+    @classmethod
+    def from_query(cls, query: dict[str, list[str]]) -> Purge | None:
+        """From the admin interface's parsed query; None when it names no purge."""
+        soft = query.get("soft", ["0"])[0] in _YES
+        for kind in ("url", "prefix", "tag"):
+            if kind in query and query[kind][0]:
+                return cls(kind, query[kind][0], soft)
+        if query.get("all", ["0"])[0] in _YES:
+            return cls("all", "", soft)
+        return None
+
+
+def check(purge: Purge) -> None:
+    """``ValueError`` saying why, if ``purge``'s URL or prefix is neither a path nor an
+    http(s) URL (the admin interface's 400, the CLI's error)."""
+    if purge.kind in ("url", "prefix"):
+        parse_purge_url(purge.value, prefix=purge.kind == "prefix")
+
+
+def apply(store: Store, origin_url: str, purge: Purge) -> PurgeResult:
+    """Carry out ``purge`` on this node's cache folder. One that fails ``check`` (from an
+    older node, or the purge log) purges nothing, logged."""
+    try:
+        check(purge)
+    except ValueError as exc:
+        log.warning("purge %s ignored: %s", purge.label, exc)
+        return PurgeResult(0)
+    match purge.kind:
+        case "url":
+            return purge_url(store, origin_url, purge.value, soft=purge.soft)
+        case "prefix":
+            return purge_prefix(store, origin_url, purge.value, soft=purge.soft)
+        case "tag":
+            return purge_tag(store, purge.value, soft=purge.soft)
+        case "all":
+            return purge_all(store, soft=purge.soft)
+        case _:
+            assert_never(purge.kind)
+
+
+def purge_url(store: Store, origin_url: str, url: str, *, soft: bool) -> PurgeResult:
+    """The stored responses for one URL, every Vary variant included. ``url`` is a request
+    target (``/path?q``: the entries of every site, found by the list of sites, or by a
+    scan of the folder when that list is incomplete) or an absolute URL
+    (``https://host/path?q``: that host's entries, for both schemes)."""
+    target, host = parse_purge_url(url)
+    listed = _sites(store, host)
+    if listed is None:
+        return _purge_matching(store, _key_matches(origin_url, target, None, exact=True), soft)
+    count = 0
+    for site in listed:
+        primary = keys.primary_key(origin_url, target, site)
+        path = store.primary_path(primary)
+        paths = [path]
+        variants = path.with_name(path.name + ".d")
+        if variants.is_dir():
+            paths += [
+                Path(e.path) for e in os.scandir(variants) if not e.name.startswith(TMP_PREFIX)
+            ]
+        count += sum(_purge_file(store, p, soft=soft) for p in paths)
+        if not soft:
+            store.invalidate(primary)
+    return PurgeResult(count)
+
+
+def purge_prefix(store: Store, origin_url: str, prefix: str, *, soft: bool) -> PurgeResult:
+    """Every stored response whose target starts with ``prefix``: a path prefix (every
+    site) or an absolute URL prefix (that host's entries, both schemes)."""
+    target, host = parse_purge_url(prefix, prefix=True)
+    return _purge_matching(store, _key_matches(origin_url, target, host, exact=False), soft)
+
+
+def parse_purge_url(url: str, *, prefix: bool = False) -> tuple[str, str | None]:
+    """(target, normalised host or None for every site) of a purge's URL or prefix."""
+    if url.startswith("/"):
+        return url, None
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in sites.SCHEMES:
+        raise ValueError(f"not a path or an http(s) URL: {url[:80]!r}")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    host = sites.normalise_host(rest[:cut], scheme)
+    if host is None or not host:
+        raise ValueError(f"not a valid host in {url[:80]!r}")
+    target = rest[cut:]
+    if target.startswith("?") or (not target and not prefix):
+        target = "/" + target
+    return target, host
+
+
+def _sites(store: Store, host: str | None) -> list[str] | None:
+    """The sites a purge covers: ``host``'s for both schemes, else every listed site (None
+    when the list is incomplete)."""
+    if host is not None:
+        return [sites.Site(scheme, host).url for scheme in sites.SCHEMES]
+    return store.sites.sites()
+
+
+def _key_matches(
+    origin_url: str, target: str, host: str | None, *, exact: bool
+) -> Callable[[dict[str, Any]], bool]:
+    """A match on a stored entry's key: its target equal to (or, not ``exact``, starting
+    with) ``target``, for ``host`` (both schemes) or every site."""
+    wanted = None if host is None else {sites.Site(s, host).url for s in sites.SCHEMES}
+
+    def matches(meta: dict[str, Any]) -> bool:
+        parts = keys.split_key(str(meta.get("key", "")), origin_url)
+        if parts is None or (wanted is not None and parts[1] not in wanted):
+            return False
+        return parts[0] == target if exact else parts[0].startswith(target)
+
+    return matches
+
+
+def purge_tag(store: Store, tag: str, *, soft: bool) -> PurgeResult:
+    """Every stored response the origin tagged with ``tag`` (``Surrogate-Key``)."""
+    return _purge_matching(store, lambda meta: tag in meta.get("tags", ()), soft)
+
+
+def purge_all(store: Store, *, soft: bool) -> PurgeResult:
+    if not soft:
+        count = sum(1 for _ in _entry_files(store))
+        store.clear()
+        return PurgeResult(count)
+    return _purge_matching(store, lambda _meta: True, soft)
+
+
+def _purge_matching(
+    store: Store, matches: Callable[[dict[str, Any]], bool], soft: bool
+) -> PurgeResult:
+    count = 0
+    for path in _entry_files(store):
+        meta = _read_meta(path)
+        if meta is not None and meta.get("kind") == "response" and matches(meta):
+            count += _purge_file(store, path, soft=soft)
+    return PurgeResult(count)
+
+
+def _purge_file(store: Store, path: Path, *, soft: bool) -> int:
+    if soft:
+        return int(_soft_purge(store, path))
+    meta = _read_meta(path)
+    if meta is None or meta.get("kind") != "response":
+        return 0
+    store.remove(path)
+    return 1
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """The header block of the entry at ``path``, or None if it is gone or damaged."""
+    try:
+        with path.open("rb", buffering=0) as file:
+            meta, _, _ = read_header(file)
+    except (OSError, CorruptEntry, ValueError, KeyError, TypeError):
+        return None
+    return meta
+
+
+def _soft_purge(store: Store, path: Path) -> bool:
+    """Mark the stored response at ``path`` stale, keeping it for revalidation: published
+    anew under the same body (``Store.refresh``), as a 304 would be."""
+    try:
+        file = path.open("rb", buffering=0)
+    except OSError:
+        return False
+    with file:
+        try:
+            meta, offset, _ = read_header(file)
+            if meta.get("kind") != "response":
+                return False
+            entry = replace(entry_of(meta), soft_purged=True)
+            stamp = stamp_of(os.fstat(file.fileno()))
+            hit = Hit(entry, str(path), file, offset, int(meta["body_crc"], 16), stamp)
+        except (CorruptEntry, OSError, ValueError, KeyError, TypeError):
+            return False
+        store.refresh(hit, entry)
+    return True
+
+
+def _entry_files(store: Store) -> Iterator[Path]:
+    for item in walk_files(store.objects):
+        if not item.name.startswith(TMP_PREFIX):
+            yield Path(item.path)
