@@ -7,12 +7,10 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from wsgi_proxy.core import threads
 from wsgi_proxy.core.config import Config
-
-if TYPE_CHECKING:
-    from wsgi_proxy.core.threads import ReportingPool
 
 __all__ = ["LazyApp", "create_app"]
 
@@ -64,7 +62,6 @@ class LazyApp:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.pool: ReportingPool | None = None  # the worker's thread pool (server.ProxyWorker)
         self._app: Any = None
         self._lock = threading.Lock()
         # A fork (gunicorn's, after --preload) forgets the app: the child builds its own.
@@ -81,8 +78,9 @@ class LazyApp:
             with self._lock:
                 if self._app is None:
                     self._app = create_app(self.config)
-                    if self.pool is not None:
-                        self._app.metrics.watch_pool(self.pool)
+                    pool = threads.process_pool()  # the worker's (server/worker.py)
+                    if pool is not None:
+                        self._app.metrics.watch_pool(pool)
                     elif "gunicorn.socket" in environ and not environ.get("wsgi.multithread"):
                         logging.getLogger(__name__).warning(SINGLE_THREADED)
                 app = self._app

@@ -14,9 +14,10 @@ from gunicorn.workers import gthread
 from wsgi_proxy.core.config import Config, Origin, ServerConfig, parse_size
 from wsgi_proxy.core.errors import ConfigError
 from wsgi_proxy.ops.access_log import JsonLogger, ProxyLogger
-from wsgi_proxy.server.settings import gunicorn_settings, shared_socket_where_needed
+from wsgi_proxy.server.settings import gunicorn_settings
 from wsgi_proxy.server.worker import ProxyWorker
 from wsgi_proxy.tuning.gunicorn_config import SettledConfig, settle
+from wsgi_proxy.tuning.gunicorn_sockets import shared_socket_where_needed
 
 
 def test_defaults_need_nothing() -> None:

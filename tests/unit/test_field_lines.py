@@ -1,4 +1,4 @@
-"""The origin connection's request head (upstream.OriginConnection): the same lines and the
+"""The seam's origin connection's request head (upstream.TunedConnection): the same lines and the
 same errors as urllib3's ``request`` and http.client's ``putheader``, and each short path
 (the whole head at once, one line) taken exactly in its common case."""
 
@@ -14,14 +14,12 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util import SKIP_HEADER
 
 from wsgi_proxy.core.config import Config
+from wsgi_proxy.tuning.origin_requests import PlainFields, _field_block, _put_field_line
 from wsgi_proxy.upstream.origin_client import (
-    OriginConnection,
-    OriginHTTPSConnection,
+    TunedConnection,
+    TunedHTTPSConnection,
     Upstream,
-    _field_block,
     _origin_headers,
-    _PlainFields,
-    _put_field_line,
 )
 
 # (name, values, taken by the short path)
@@ -82,8 +80,8 @@ def _outcome(conn: HTTPConnection, name: object, values: tuple[object, ...]) -> 
 @pytest.mark.parametrize(("name", "values"), [case[:2] for case in LINE_CASES])
 def test_lines_and_errors_are_urllib3s(name: object, values: tuple[object, ...]) -> None:
     expected = _outcome(_opened(HTTPConnection), name, values)
-    assert _outcome(_opened(OriginConnection), name, values) == expected
-    assert _outcome(_opened(OriginHTTPSConnection), name, values) == expected
+    assert _outcome(_opened(TunedConnection), name, values) == expected
+    assert _outcome(_opened(TunedHTTPSConnection), name, values) == expected
 
 
 @pytest.mark.parametrize(("name", "values", "short"), LINE_CASES)
@@ -98,7 +96,7 @@ def test_short_path_only_in_the_common_case(
 
 
 def test_fields_before_the_request_line_are_refused_as_http_client_does() -> None:
-    for cls in (OriginConnection, OriginHTTPSConnection):
+    for cls in (TunedConnection, TunedHTTPSConnection):
         conn = cls("127.0.0.1", 9)
         assert not _put_field_line(conn, "Host", ("example.com",))
         with pytest.raises(http.client.CannotSendHeader):
@@ -110,7 +108,7 @@ def test_a_whole_request_head_is_the_same() -> None:
     fields = {"Host": "origin:80", "User-Agent": SKIP_HEADER, "Accept-Encoding": SKIP_HEADER,
               "X-Forwarded-For": "192.0.2.1", "Via": "1.1 wsgi_proxy"}  # fmt: skip
     heads = []
-    for cls in (HTTPConnection, OriginConnection):
+    for cls in (HTTPConnection, TunedConnection):
         conn = cls("127.0.0.1", 9)
         ours, theirs = socket.socketpair()
         with ours, theirs:
@@ -128,8 +126,8 @@ def test_a_whole_request_head_is_the_same() -> None:
 @pytest.mark.parametrize(
     ("origin", "cls", "base"),
     [
-        ("http://127.0.0.1:8000", OriginConnection, HTTPConnection),
-        ("https://127.0.0.1:8443", OriginHTTPSConnection, HTTPSConnection),
+        ("http://127.0.0.1:8000", TunedConnection, HTTPConnection),
+        ("https://127.0.0.1:8443", TunedHTTPSConnection, HTTPSConnection),
     ],
 )
 def test_the_pool_makes_origin_connections(
@@ -198,7 +196,7 @@ def _sent(
         return bytes(sent)
 
 
-class _Counted(OriginConnection):
+class _Counted(TunedConnection):
     """An origin connection that counts the lines written one by one."""
 
     lines = 0
@@ -214,7 +212,7 @@ def test_requests_are_urllib3s(
 ) -> None:
     headers = _origin_headers((*FORWARDED, *extra))
     expected = _sent(HTTPConnection, method, headers, body)
-    for cls in (OriginConnection, OriginHTTPSConnection):
+    for cls in (TunedConnection, TunedHTTPSConnection):
         assert _sent(cls, method, headers, body) == expected
     _Counted.lines = 0
     assert _sent(_Counted, method, headers, body) == expected
@@ -227,8 +225,8 @@ def test_requests_are_urllib3s(
 
 def test_without_host_urllib3_adds_it() -> None:
     headers = _origin_headers(FORWARDED[1:])
-    assert type(headers) is not _PlainFields
-    sent = _sent(OriginConnection, "GET", headers, None)
+    assert type(headers) is not PlainFields
+    sent = _sent(TunedConnection, "GET", headers, None)
     assert sent == _sent(HTTPConnection, "GET", headers, None)
     assert isinstance(sent, bytes)
     assert b"\r\nHost: 127.0.0.1:9\r\n" in sent
@@ -247,7 +245,7 @@ def test_chunked_without_a_body_goes_urllib3s_way() -> None:
 def test_a_new_connection_is_opened_and_sent_on() -> None:
     """No socket yet: http.client's send connects, then the head goes as on an open one."""
     heads = []
-    for cls in (HTTPConnection, OriginConnection):
+    for cls in (HTTPConnection, TunedConnection):
         with socket.create_server(("127.0.0.1", 0)) as listener:
             conn = cls("127.0.0.1", listener.getsockname()[1], timeout=5.0)
             conn.request("GET", "/new", headers=_origin_headers(FORWARDED))

@@ -13,6 +13,7 @@ import pytest
 
 from wsgi_proxy.tuning import origin_heads as head_parser
 from wsgi_proxy.tuning.origin_heads import (
+    PlainHeadsResponse,
     PlainMessage,
     parse_headers,
     plain_fields,
@@ -143,10 +144,76 @@ def test_http_clients_limits_hold(head: bytes, error: type[Exception]) -> None:
             parse(io.BytesIO(head))
 
 
-def test_install_makes_http_client_parse_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An HTTPResponse read from a socket, as urllib3 reads the origin's, is parsed by
-    ``parse_headers`` once installed, and gives the same fields."""
-    monkeypatch.setattr(http.client, "parse_headers", stdlib_parse_headers)  # put back after
+# Responses for PlainHeadsResponse.begin against http.client's: (method, bytes on the wire).
+BEGIN_CASES = {
+    "nginx": ("GET", b"HTTP/1.1 200 OK\r\n" + NGINX.replace(b"1024", b"4") + b"BODY"),
+    "continue-first": (
+        "GET",
+        b"HTTP/1.1 100 Continue\r\nX-A: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    "chunked": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ),
+    "chunked-and-length": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n"
+        b"Content-Length: 9\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ),
+    "http10-keep-alive": (
+        "GET",
+        b"HTTP/1.0 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    "http10-close": ("GET", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    "close": ("GET", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"),
+    "no-length": ("GET", b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil the end"),
+    "negative-length": ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nabc"),
+    "bad-length": ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nabc"),
+    "head": ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"),
+    "no-content": ("GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+    "not-modified": ("GET", b'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\n\r\n'),
+    "early-hints": ("GET", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),
+    "folded": ("GET", b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  more\r\nContent-Length: 2\r\n\r\nok"),
+    "multipart": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+        b"Content-Length: 2\r\n\r\nok",
+    ),
+    "reason-spaces": ("GET", b"HTTP/1.1 200  Fine  \r\nContent-Length: 0\r\n\r\n"),
+}
+
+
+def _begun(cls: type[http.client.HTTPResponse], method: str, wire: bytes) -> Any:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(wire)
+        theirs.shutdown(socket.SHUT_WR)
+        response = cls(ours, method=method)
+        try:
+            response.begin()
+        except http.client.HTTPException as exc:
+            return type(exc)
+        state = (response.status, response.reason, response.version, response.chunked,
+                 response.length, response.will_close, response.msg.items())  # fmt: skip
+        return state, response.read()
+
+
+@pytest.mark.parametrize("case", sorted(BEGIN_CASES))
+def test_plain_heads_response_begins_as_http_client(case: str) -> None:
+    method, wire = BEGIN_CASES[case]
+    assert _begun(PlainHeadsResponse, method, wire) == _begun(
+        http.client.HTTPResponse, method, wire
+    )
+
+
+@pytest.mark.parametrize("wire", [b"HTTP/2.0 200 OK\r\n\r\n", b"nonsense\r\n\r\n", b""])
+def test_plain_heads_response_refuses_as_http_client(wire: bytes) -> None:
+    assert _begun(PlainHeadsResponse, "GET", wire) == _begun(http.client.HTTPResponse, "GET", wire)
+
+
+def test_plain_heads_response_parses_with_the_seam_and_leaves_http_client_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: list[int] = []
 
     def counted(fp: Any, _class: Any = http.client.HTTPMessage) -> Any:
@@ -154,14 +221,6 @@ def test_install_makes_http_client_parse_with_it(monkeypatch: pytest.MonkeyPatch
         return parse_headers(fp, _class)
 
     monkeypatch.setattr(head_parser, "parse_headers", counted)
-    head_parser.install()
-    assert http.client.parse_headers is counted
-    head = NGINX.replace(b"1024", b"4")
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        theirs.sendall(b"HTTP/1.1 200 OK\r\n" + head + b"BODY")
-        response = http.client.HTTPResponse(ours, method="GET")
-        response.begin()
-        assert (calls, response.read()) == ([1], b"BODY")
-        assert response.getheader("etag") == '"abc-400"'
-        assert response.msg.items() == stdlib_parse_headers(io.BytesIO(head)).items()
+    assert _begun(PlainHeadsResponse, "GET", BEGIN_CASES["nginx"][1])[1] == b"BODY"
+    assert calls == [1]
+    assert http.client.parse_headers is stdlib_parse_headers

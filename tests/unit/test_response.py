@@ -25,9 +25,9 @@ from wsgi_proxy.store.hot_set import stamp_of
 from wsgi_proxy.store.open_files import OpenFile
 from wsgi_proxy.tuning import gunicorn_response as response
 from wsgi_proxy.tuning.file_spans import FileSpan
-from wsgi_proxy.tuning.gunicorn_response import LeanResponse, http_date, send_file
+from wsgi_proxy.tuning.gunicorn_response import LeanResponse, LeanResponses, http_date, send_file
 
-STOCK = LeanResponse.__bases__[0]  # gunicorn's Response, whatever install() did since
+STOCK = LeanResponse.__bases__[0]  # gunicorn's Response
 BODY = bytes(range(256)) * 4096  # 1 MiB
 HEADER = b"HEADER-BLOCK"  # before the body in the file, as a cache entry's header is
 
@@ -396,12 +396,22 @@ def test_http_date_is_formatted_once_a_second() -> None:
     assert http_date(1_700_000_001.0) == util.http_date(1_700_000_001)
 
 
-def test_install_makes_gunicorn_build_lean_responses(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wsgi, "Response", STOCK)  # put back after the test
-    response.install()
-    built, _environ = wsgi.create(parsed(GET), None, ("127.0.0.1", 1), ("127.0.0.1", 80),
-                                  GunicornConfig())  # fmt: skip
+def test_lean_responses_make_that_response_lean_and_no_other() -> None:
+    built, environ = wsgi.create(parsed(GET), None, ("127.0.0.1", 1), ("127.0.0.1", 80),
+                                 GunicornConfig())  # fmt: skip
+    seen = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(type(start_response.__self__))
+        return []
+
+    LeanResponses(app)(environ, built.start_response)
+    assert seen == [LeanResponse]
     assert type(built) is LeanResponse
+    assert wsgi.Response is STOCK  # gunicorn's class is untouched
+    again, _environ = wsgi.create(parsed(GET), None, ("127.0.0.1", 1), ("127.0.0.1", 80),
+                                  GunicornConfig())  # fmt: skip
+    assert type(again) is STOCK
 
 
 # Field lists a response may be started with: (fields, remembered as plain afterwards).

@@ -236,6 +236,10 @@ class ServerConfig:
     """WSGI_PROXY_MAX_HEADERS: most request header fields; more: 431."""
     max_header_size: int
     """WSGI_PROXY_MAX_HEADER_SIZE: longest request header field in bytes; longer: 431."""
+    tuning: bool
+    """WSGI_PROXY_TUNING: ``on`` (the default) uses the speed tunings and the slow-head
+    guard of wsgi_proxy/tuning/, each on the library versions it was verified on; ``off``
+    uses every library's own behaviour (docs/performance.md says what that costs)."""
     log_format: str
     """WSGI_PROXY_LOG_FORMAT: ``text`` (gunicorn's access log plus cache status and origin
     time), ``json`` (one JSON object per request) or ``off`` (no access log: nginx in front
@@ -260,6 +264,7 @@ class ServerConfig:
             max_url_length=_read(env, "MAX_URL_LENGTH", "8190", _url_length),
             max_headers=_read(env, "MAX_HEADERS", "100", _positive_int),
             max_header_size=_read(env, "MAX_HEADER_SIZE", "8190", _positive_int),
+            tuning=_read(env, "TUNING", "on", _on_off),
             log_format=_read(env, "LOG_FORMAT", "text", _log_format),
         )
 

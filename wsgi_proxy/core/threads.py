@@ -48,3 +48,16 @@ def waiting() -> AbstractContextManager[None]:
 def enter_pool_thread(wait: AbstractContextManager[None]) -> None:
     """Called by a pool's thread when it starts: ``waiting()`` on it is ``wait``."""
     _local.wait = wait
+
+
+_process_pool: list[ReportingPool] = []  # this process's worker pool, once made
+
+
+def set_process_pool(pool: ReportingPool) -> None:
+    """The worker's pool is ``pool`` (server/worker.py, in the worker after the fork)."""
+    _process_pool[:] = [pool]
+
+
+def process_pool() -> ReportingPool | None:
+    """This process's worker pool, if the worker made one of the proxy's."""
+    return _process_pool[0] if _process_pool else None

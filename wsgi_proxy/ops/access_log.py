@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import os
 import time
 import traceback
@@ -20,6 +19,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from wsgi_proxy.tuning import is_tuned
+from wsgi_proxy.tuning.log_writes import write_line
 from wsgi_proxy.tuning.per_second import PerSecond
 
 ACCESS_LOG_FORMAT = (
@@ -34,7 +35,7 @@ class ProxyLogger(Logger):  # type: ignore[misc]
 
     gunicorn's own ``atoms()`` copies every request header, response header and environ
     key into a dict on every request; on a cache hit that was a fifth of the worker's time
-    (py-spy, see the README's performance section). ``_Atoms`` answers the same names,
+    (py-spy; docs/performance.md). ``_Atoms`` answers the same names,
     escaped the same way (gunicorn's ``SafeAtoms``), computing each when the format asks.
     """
 
@@ -51,19 +52,10 @@ class ProxyLogger(Logger):  # type: ignore[misc]
             self.error(traceback.format_exc())
 
     def _write(self, line: str) -> None:
-        """One access-log line. gunicorn's own set-up (one stream handler, the bare message
-        format) is written straight to its stream under its lock, as logging would, minus
-        the LogRecord; any other set-up goes through logging."""
-        handlers = self.access_log.handlers
-        if len(handlers) == 1 and type(handlers[0]) is logging.StreamHandler:
-            handler = handlers[0]
-            formatter = handler.formatter
-            if formatter is not None and formatter._fmt == self.access_fmt:
-                with handler.lock:  # type: ignore[union-attr]
-                    handler.stream.write(line + "\n")
-                    handler.stream.flush()
-                return
-        self.access_log.info("%s", line)
+        """One access-log line: straight to gunicorn's stream where the seam is on
+        (tuning/log_writes.py), else through logging."""
+        if not (is_tuned("python") and write_line(self.access_log, line, self.access_fmt)):
+            self.access_log.info("%s", line)
 
 
 class JsonLogger(ProxyLogger):

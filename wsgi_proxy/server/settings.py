@@ -5,25 +5,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from gunicorn import systemd
 from gunicorn.app.base import BaseApplication
 
+from wsgi_proxy import tuning
 from wsgi_proxy.core.config import Config, ServerConfig
 from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
+from wsgi_proxy.tuning.gunicorn_sockets import shared_socket_where_needed
 
 
 def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
     """gunicorn settings from ``server``. Why each default, see gunicorn.conf.py."""
     return {
         "bind": [server.bind],
-        "worker_class": "wsgi_proxy.server.worker.ProxyWorker",
+        "worker_class": worker_class(),
         "workers": server.workers,
         "threads": server.threads,
         "timeout": server.worker_timeout,
         "graceful_timeout": server.graceful_timeout,
         "keepalive": server.keepalive,
         "backlog": server.backlog,
-        "reuse_port": server.reuse_port,
+        # A socket per worker needs the seam's check of what the master holds.
+        "reuse_port": server.reuse_port and tuning.is_tuned("gunicorn"),
         "limit_request_line": server.max_url_length,
         "limit_request_fields": server.max_headers,
         "limit_request_field_size": server.max_header_size,
@@ -36,12 +38,20 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.
         "control_socket_disable": True,
         "on_starting": on_starting,
-        "on_reload": shared_socket_where_needed,
+        "on_reload": on_reload,
         "child_exit": child_exit,
         "accesslog": None if server.log_format == "off" else "-",
         "access_log_format": ACCESS_LOG_FORMAT,
         "logger_class": JsonLogger if server.log_format == "json" else ProxyLogger,
     }
+
+
+def worker_class() -> str:
+    """The tuned worker where the seam is on for the installed gunicorn, else gunicorn's
+    own gthread worker (tuning/__init__.py)."""
+    if tuning.is_tuned("gunicorn"):
+        return "wsgi_proxy.server.worker.ProxyWorker"
+    return "wsgi_proxy.server.plain_worker.PlainWorker"
 
 
 def on_starting(server: Any) -> None:
@@ -53,24 +63,16 @@ def on_starting(server: Any) -> None:
     config = Config.from_env()
     check_folder(config.cache_dir)
     reset_metrics_dir(config.metrics_dir)
-    shared_socket_where_needed(server)
+    for line in tuning.report():
+        server.log.warning(line)
+    on_reload(server)
 
 
-def shared_socket_where_needed(server: Any) -> None:
-    """``reuse_port`` off unless the workers are to bind every address themselves over
-    TCP: with it each worker binds its own socket, so a Unix socket's path would be taken
-    over by the last worker to bind it, and sockets the master holds (passed by systemd,
-    inherited by a re-executed master, or made at a reload that changed the address)
-    would get connections nobody accepts. In the master, at start (before any socket is
-    made) and after each reload, which reads the settings again."""
-    cfg = server.cfg
-    if not cfg.reuse_port:
-        return
-    held = bool(server.LISTENERS) or server.master_pid != 0 or systemd.listen_fds(False) > 0
-    if held or not all(isinstance(address, tuple) for address in cfg.address):
-        server.log.info("WSGI_PROXY_REUSE_PORT: one socket shared by the workers (not a "
-                        "TCP address, or sockets passed to the master)")  # fmt: skip
-        cfg.set("reuse_port", False)
+def on_reload(server: Any) -> None:
+    """In the master, at start and after each reload: one socket shared by the workers
+    where a socket per worker cannot work (tuning/gunicorn_sockets.py)."""
+    if tuning.is_tuned("gunicorn"):
+        shared_socket_where_needed(server)
 
 
 def child_exit(server: Any, worker: Any) -> None:

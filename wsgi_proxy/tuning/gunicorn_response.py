@@ -38,8 +38,8 @@ Invariants:
   ``CacheDamaged`` is raised once the file's bytes are sent, and gunicorn cuts the
   connection (gunicorn's own ``sendfile`` would send it short and keep the connection).
 
-Installed by the worker class (server.py) in each worker process, for the gthread
-worker's HTTP/1 responses; gunicorn's HTTP/2 writer is not touched.
+Used by the tuned worker (gthread_worker.py) for each of its HTTP/1 responses, one
+response at a time (``LeanResponses``); gunicorn's HTTP/2 writer is not touched.
 """
 
 from __future__ import annotations
@@ -273,8 +273,19 @@ def _wait_writable(sockno: int, timeout: float) -> None:
         raise TimeoutError("timed out")
 
 
-def install() -> None:
-    """Make ``LeanResponse`` the writer of this process's HTTP/1 responses:
-    ``gunicorn.http.wsgi.create`` builds a ``Response`` unless told another class, and
-    gthread's ``handle_request`` tells it none."""
-    wsgi.Response = LeanResponse
+class LeanResponses:
+    """WSGI middleware, put around the app by the tuned worker (gthread_worker.py): the
+    response each request is written with becomes a ``LeanResponse``. That one object's
+    class changes (gunicorn's ``start_response`` is a bound method of it); gunicorn's
+    ``Response`` stays what it is for any other code in the process."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        response = getattr(start_response, "__self__", None)
+        if type(response) is wsgi.Response:
+            response.__class__ = LeanResponse
+        return self.app(environ, start_response)

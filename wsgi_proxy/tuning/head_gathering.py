@@ -1,6 +1,6 @@
 """gunicorn's gthread worker, with no thread waiting on a slow client's request head, and
-connections closed in its main loop. Checked on gunicorn 27.0.1; on a gunicorn it was not
-checked on (``CHECKED_ON``) it stands aside, logging so, and gunicorn's own worker runs.
+connections closed in its main loop. On a gunicorn the seam was not verified on (see
+``VERIFIED`` in this folder's ``__init__``), gunicorn's own worker runs instead.
 
 gunicorn hands a connection to its thread pool as soon as it is accepted, or readable again
 after a response; the thread reads the request head with blocking reads and no time limit,
@@ -49,15 +49,14 @@ import time
 from functools import partial
 from typing import Any
 
-import gunicorn
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
+from wsgi_proxy.tuning import is_tuned
 from wsgi_proxy.tuning.request_heads import TIMEOUT_ANSWER, TOO_LARGE_ANSWER, HeadScan, scan_head
 
 # gunicorn versions whose gthread worker this class was read against (its enqueue_req,
 # finish_request, murder_pending, nr_conns, poller, TConn); on others it stands aside.
-CHECKED_ON = ("27.0.",)
 LINGER = 2.0  # seconds a closed connection's client gets to close its end (close_graceful's)
 LINGER_BYTES = 64 * 1024  # bytes read and dropped meanwhile, at most (close_graceful's)
 READ_SIZE = 8192  # bytes per read (gunicorn's unreader reads as much)
@@ -92,13 +91,9 @@ class GatheringWorker(gthread.ThreadWorker):  # type: ignore[misc]
     head_timeout = 60.0  # seconds for a whole request head (set before init_process)
 
     def init_process(self) -> None:
-        # gunicorn's worker, read for what this class overrides, on these versions only;
-        # on any other, gunicorn's own behaviour (heads read on threads, unbounded).
-        self._gathers = gunicorn.__version__.startswith(CHECKED_ON)
-        if not self._gathers:
-            self.log.warning("gunicorn %s: request heads are read by gunicorn's threads, "
-                             "without WSGI_PROXY_CLIENT_TIMEOUT's bound (checked on %s)",
-                             gunicorn.__version__, ", ".join(CHECKED_ON))  # fmt: skip
+        # Used only where the seam is on for this gunicorn (server/settings.py); here too, in
+        # case the class is named by hand: anywhere else gunicorn's own reading of heads.
+        self._gathers = is_tuned("gunicorn")
         # Connections waiting in the poller (a head's deadline is kept while it comes in
         # parts, so these are in no particular order of deadline), and those closing.
         self._heads: dict[Any, _Waiting] = {}

@@ -2,18 +2,18 @@
 
 Invariants:
 - The message is not changed: no redirects followed, no decompression, no retries beyond
-  the one below, no ``User-Agent`` or ``Accept-Encoding`` added, and the request target is
-  sent byte for byte (``urlopen`` would re-encode it, so the pool's request step is used
-  directly; pinned urllib3, see requirements.txt).
-- One deliberate retry: an idempotent request without a body whose reused keep-alive
-  connection turned out closed by the origin is sent once more on a new connection. Other
-  requests never go out on a connection idle for more than ``IDLE_REUSE_LIMIT``.
+  the one below, no ``User-Agent`` or ``Accept-Encoding`` added. Where the seam is on
+  (tuning/origin_pool.py) the request target is sent byte for byte; elsewhere urllib3's
+  ``urlopen`` sends it as it encodes it.
+- One deliberate retry: an idempotent request without a body whose keep-alive connection
+  turned out closed by the origin is sent once more on a new connection (where the seam is
+  on: only if the connection was reused; and other requests never go out on a connection
+  idle for more than ``IDLE_REUSE_LIMIT``).
 - Every urllib3 and socket exception ends here, converted to the ``errors`` tree.
-- The pool is created in the worker, after the fork, by ``Upstream()``.
-- Request field lines are what urllib3 and http.client write, checked by http.client's own
-  two regular expressions; the common cases (a GET or HEAD without a body whose fields
-  are plain, or one ``str`` value) skip their Python layers, every other case goes
-  through them (``OriginConnection``).
+- The pool is created in the worker, after the fork, by ``Upstream()``. Its connections
+  are this module's (urllib3's ``ConnectionCls`` hook): the seam's, which write plain
+  request heads and parse plain response heads quicker (tuning/origin_requests.py,
+  origin_heads.py), where it is on for http.client and urllib3.
 - Interim (1xx) responses are never taken for the final one (RFC 9110 section 15.2): the
   response is read past any number of them (up to ``MAX_INTERIM``), each handed to the
   request's ``on_interim`` if it has one; a ``101`` nobody asked for is ``OriginBroken``.
@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import http.client
 import logging
-import re
 import socket
-import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
-from urllib3.connection import HTTPConnection, HTTPSConnection, _ResponseOptions
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -40,7 +39,6 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 from urllib3.util import SKIP_HEADER, Timeout
-from urllib3.util.request import SKIPPABLE_HEADERS
 
 from wsgi_proxy.core import headers as h
 from wsgi_proxy.core.config import Config
@@ -54,27 +52,18 @@ from wsgi_proxy.core.errors import (
 from wsgi_proxy.core.headers import Headers
 from wsgi_proxy.core.model import ResponseHead
 from wsgi_proxy.core.threads import waiting
-from wsgi_proxy.tuning.socket_writes import write_now
-
-if TYPE_CHECKING:
-    from urllib3._base_connection import BaseHTTPConnection
+from wsgi_proxy.tuning import is_tuned, origin_pool
+from wsgi_proxy.tuning.origin_heads import PlainHeadsResponse
+from wsgi_proxy.tuning.origin_requests import FastRequestConnection, PlainFields
 
 log = logging.getLogger(__name__)
+_current = threading.local()  # on_interim of the request this thread is sending
 
 CHUNK_SIZE = 256 * 1024
 # Seconds a pooled connection may have been idle and still carry a request that cannot be
 # retried (one with a body, or a non-idempotent method).
 IDLE_REUSE_LIMIT = 1.0
 _RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
-# http.client's checks of a field line, used as they are (private: pinned Python, and the
-# unit tests compare the lines and errors with http.client's own ``putheader``).
-_LEGAL_NAME = http.client._is_legal_header_name  # type: ignore[attr-defined]
-_ILLEGAL_VALUE = http.client._is_illegal_header_value  # type: ignore[attr-defined]
-_FIELDS_OPEN = http.client._CS_REQ_STARTED  # type: ignore[attr-defined]
-# A field name that is an RFC 9110 token (stricter than http.client's check).
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
-# Methods for which urllib3 adds no Content-Length when there is no body.
-_AT_ONCE_METHODS = frozenset({"GET", "HEAD"})
 # Interim responses read past before the final one: more is a broken (or hostile) origin.
 MAX_INTERIM = 100
 
@@ -110,135 +99,46 @@ class InterimResponse(http.client.HTTPResponse):
         raise http.client.HTTPException(f"more than {MAX_INTERIM} interim responses")
 
 
-def _put_field_line(conn: HTTPConnection, name: object, values: tuple[object, ...]) -> bool:
-    """Write ``name: value`` to ``conn``'s request head as http.client's ``putheader``
-    would, when that is the common case: one ``str`` value, not urllib3's ``SKIP_HEADER``,
-    the head open for fields, a line http.client accepts. False, and nothing written, in
-    every other case, which the caller leaves to urllib3 and http.client (and their errors).
-    Their three layers of Python take about 2.2 microseconds a line, this 1.1 (``timeit``);
-    a pass-through sends seven lines."""
-    if len(values) != 1 or getattr(conn, "_HTTPConnection__state", None) != _FIELDS_OPEN:
-        return False
-    value = values[0]
-    if type(name) is not str or type(value) is not str or value == SKIP_HEADER:
-        return False
-    try:
-        line_name, line_value = name.encode("ascii"), value.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    if not _LEGAL_NAME(line_name) or _ILLEGAL_VALUE(line_value):
-        return False
-    conn._output(line_name + b": " + line_value)  # type: ignore[attr-defined]
-    return True
-
-
-class _PlainFields(dict[str, str]):
-    """Fields from ``_origin_headers``: no name repeats, Host, User-Agent and
-    Accept-Encoding are there (the last two ``SKIP_HEADER`` when not sent), and no
-    Transfer-Encoding. So urllib3's ``request`` would add nothing of its own to a GET or
-    HEAD without a body: no field, no chunked framing."""
-
-
-def _field_block(fields: _PlainFields) -> bytes | None:
-    """The field lines of ``fields`` joined by CRLF: byte for byte what urllib3's ``request``
-    has http.client write line by line (``SKIP_HEADER`` values of the fields urllib3 lets
-    skip left out), when every line is plain: a token for a name, a latin-1 value without
-    CR or LF. None otherwise, and the request goes urllib3's way (with its checks and
-    errors)."""
-    values = "".join(fields.values())
-    if "\r" in values or "\n" in values or not all(map(_TOKEN, fields)):
-        return None
-    lines = []
-    for name, value in fields.items():
-        if value != SKIP_HEADER:
-            lines.append(f"{name}: {value}")
-        elif name.lower() not in SKIPPABLE_HEADERS:
-            return None  # urllib3 refuses the marker for any other field: its error
-    try:
-        return "\r\n".join(lines).encode("latin-1")
-    except UnicodeEncodeError:
-        return None
-
-
 class OriginConnection(HTTPConnection):
-    """urllib3's connection. The head of a GET or HEAD without a body is written at once
-    when its fields are plain (``_field_block``); other fields line by line, by
-    ``_put_field_line``. urllib3 checks each name against its lists and http.client each
-    line, in three layers of Python: about 70,000 instructions of a pass-through's
-    1,000,000 (callgrind). Its responses are ``InterimResponse``s, whose interim
-    responses go to ``on_interim``, set for the request under way."""
+    """urllib3's connection, whose responses are read past interim responses: each goes to
+    the ``on_interim`` of the request under way on this thread (``Upstream.send``)."""
 
-    on_interim: InterimHandler | None = None
+    response_type: type[InterimResponse] = InterimResponse
 
     def response_class(  # type: ignore[override]
         self, sock: socket.socket, *args: Any, **kwargs: Any
     ) -> InterimResponse:
         """http.client makes each response by calling ``self.response_class(sock, ...)``
-        (the hook urllib3 documents in its ``getresponse``): a method here gives the
-        response this connection's current ``on_interim``."""
-        response = InterimResponse(sock, *args, **kwargs)
-        if self.on_interim is not None:
-            response.on_interim = self.on_interim
+        (the hook urllib3 documents in its ``getresponse``)."""
+        response = self.response_type(sock, *args, **kwargs)
+        response.on_interim = getattr(_current, "on_interim", None)
         return response
 
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        chunked: bool = False,
-        preload_content: bool = True,
-        decode_content: bool = True,
-        enforce_content_length: bool = True,
-    ) -> None:
-        block = None
-        at_once = body is None and not chunked and method in _AT_ONCE_METHODS
-        if at_once and type(headers) is _PlainFields:
-            block = _field_block(headers)
-        if block is None:
-            super().request(method, url, body, headers, chunked=chunked,
-                            preload_content=preload_content, decode_content=decode_content,
-                            enforce_content_length=enforce_content_length)  # fmt: skip
-            return
-        # What urllib3's request does for such a request, but for the fields.
-        if self.sock is not None:
-            self.sock.settimeout(self.timeout)
-        self._response_options = _ResponseOptions(
-            method, url, preload_content, decode_content, enforce_content_length
-        )
-        self.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
-        if block:
-            self._output(block)  # type: ignore[attr-defined]
-        self.endheaders()
 
-    def putheader(self, header: str, *values: str) -> None:  # type: ignore[override]
-        if not _put_field_line(self, header, values):
-            super().putheader(header, *values)
+class TunedInterimResponse(InterimResponse, PlainHeadsResponse):
+    """An ``InterimResponse`` whose heads are parsed by the seam's parser."""
 
-    def send(self, data: Any) -> None:
-        """http.client's ``send``, but a head or block of bytes goes without the poll first
-        (writes.py)."""
-        if type(data) is not bytes or type(self.sock) is not socket.socket or self.debuglevel:
-            super().send(data)  # a file or iterable, TLS, not connected yet, debugging
-            return
-        sys.audit("http.client.send", self, data)  # as http.client's send
-        sent = write_now(self.sock, [data])
-        if sent < len(data):
-            self.sock.sendall(memoryview(data)[sent:])
+
+class TunedConnection(FastRequestConnection, OriginConnection):
+    """An ``OriginConnection`` with the seam's request writing and head parsing."""
+
+    response_type = TunedInterimResponse
 
 
 class OriginHTTPSConnection(OriginConnection, HTTPSConnection):
-    """urllib3's TLS connection, its request head written as ``OriginConnection``'s."""
+    """urllib3's TLS connection, read past interim responses."""
 
 
-class _OriginPool(HTTPConnectionPool):
-    ConnectionCls = OriginConnection
+class TunedHTTPSConnection(TunedConnection, HTTPSConnection):
+    """urllib3's TLS connection with the seam's request writing and head parsing."""
 
 
-class _OriginTLSPool(HTTPSConnectionPool):
-    ConnectionCls = OriginHTTPSConnection
+def _connection_class(https: bool) -> type[HTTPConnection]:
+    """The seam's connections where it is on for Python's http.client and for urllib3."""
+    tuned = is_tuned("python") and is_tuned("urllib3")
+    if https:
+        return TunedHTTPSConnection if tuned else OriginHTTPSConnection
+    return TunedConnection if tuned else OriginConnection
 
 
 class OriginResponse:
@@ -280,12 +180,12 @@ class OriginResponse:
 def _origin_headers(fields: Headers) -> Mapping[str, str]:
     """``fields`` for urllib3, which adds no ``User-Agent`` or ``Accept-Encoding`` of its own:
     a dict when no name repeats (urllib3 iterates it quicker than its own; a
-    ``_PlainFields`` when Host is there and Transfer-Encoding is not), else an
+    ``PlainFields`` when Host is there and Transfer-Encoding is not), else an
     ``HTTPHeaderDict``, which sends every line (a client's ``Via`` beside ours)."""
     names = {name.lower() for name, _ in fields}
-    headers: _PlainFields | dict[str, str] | HTTPHeaderDict
+    headers: PlainFields | dict[str, str] | HTTPHeaderDict
     if len(names) == len(fields) and "host" in names and "transfer-encoding" not in names:
-        headers = _PlainFields(fields)
+        headers = PlainFields(fields)
     else:
         headers = HTTPHeaderDict()
         for name, value in fields:
@@ -297,7 +197,7 @@ def _origin_headers(fields: Headers) -> Mapping[str, str]:
     return headers
 
 
-def _idle_for(conn: BaseHTTPConnection) -> float:
+def _idle_for(conn: HTTPConnection) -> float:
     since: float | None = getattr(conn, "idle_since", None)
     return 0.0 if since is None else time.monotonic() - since
 
@@ -330,7 +230,8 @@ class Upstream:
 
     def __init__(self, config: Config) -> None:
         origin = config.origin
-        pool_class = _OriginTLSPool if origin.scheme == "https" else _OriginPool
+        https = origin.scheme == "https"
+        pool_class = HTTPSConnectionPool if https else HTTPConnectionPool
         self.pool: HTTPConnectionPool = pool_class(
             origin.host,
             origin.port,
@@ -339,7 +240,11 @@ class Upstream:
             timeout=Timeout(connect=config.connect_timeout, read=config.read_timeout),
             retries=False,
         )
+        # urllib3's hook for the pool's connections, on this pool only.
+        self.pool.ConnectionCls = _connection_class(https)
         self.host = origin.authority
+        # The seam's way below urlopen (tuning/origin_pool.py), or urlopen's.
+        self._send = self._send_tuned if is_tuned("urllib3") else self._send_plain
 
     def send(
         self,
@@ -355,22 +260,36 @@ class Upstream:
         ``on_interim`` is called with each interim (1xx) response read past before it.
         Whatever fails meanwhile, the origin's error or the body's own (a client's, raised
         while it is sent), closes the connection: it never goes back to the pool half used."""
-        headers = _origin_headers(fields)
+        _current.on_interim = on_interim
+        try:
+            return self._send(method, target, _origin_headers(fields), body, chunked)
+        finally:
+            _current.on_interim = None  # the next request on this thread has its own
+
+    def _send_tuned(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes | Iterable[bytes] | None,
+        chunked: bool,
+    ) -> OriginResponse:
+        """The target byte for byte; a reused connection that turns out closed is retried
+        once on a new one (an idempotent request without a body), and a request that cannot
+        be retried does not go out on one idle for more than ``IDLE_REUSE_LIMIT``."""
         retry = method in _RETRYABLE and body is None
         while True:
-            conn = self.pool._get_conn()  # private: see the module docstring
+            conn = origin_pool.checkout(self.pool)
             if not retry and not conn.is_closed and _idle_for(conn) > IDLE_REUSE_LIMIT:
                 # A request that cannot be sent twice does not risk a keep-alive connection
                 # the origin may be closing right now (Node and Apache close after 5 s,
                 # gunicorn after 2 s): a new connection costs less than a spurious 502.
                 conn.close()
             reused = not conn.is_closed
-            if isinstance(conn, OriginConnection):
-                conn.on_interim = on_interim
             try:
                 with waiting():  # on the origin: the worker's pool runs other requests
-                    raw = self._request(conn, method=method, target=target, headers=headers,
-                                        body=body, chunked=chunked)  # fmt: skip
+                    raw = _converted(origin_pool.send_on, self.pool, conn, method, target,
+                                     body=body, headers=headers, chunked=chunked)  # fmt: skip
             except ProtocolError as exc:
                 self._discard(conn)
                 if retry and reused:
@@ -381,59 +300,77 @@ class Upstream:
             except BaseException:
                 self._discard(conn)
                 raise
-            finally:
-                if isinstance(conn, OriginConnection):
-                    conn.on_interim = None  # the next request on it has its own
-            try:
-                return OriginResponse(raw)
-            except OriginBroken:
-                raw.close()
-                self._discard(conn)
-                raise
+            return self._response(raw, conn)
 
-    def _request(
+    def _send_plain(
         self,
-        conn: BaseHTTPConnection,
-        *,
         method: str,
         target: str,
         headers: Mapping[str, str],
         body: bytes | Iterable[bytes] | None,
         chunked: bool,
-    ) -> HTTPResponse:
-        try:
-            raw: Any = self.pool._make_request(  # private: see the module docstring
-                conn,
-                method,
-                target,
-                body=body,
-                headers=headers,
-                chunked=chunked,
-                response_conn=conn,
-                preload_content=False,
-                decode_content=False,
-                enforce_content_length=True,
-            )
-        except ProxyError:
-            raise
-        except NewConnectionError as exc:
-            # Before ConnectTimeoutError: urllib3 makes NewConnectionError a subclass of it.
-            reason = exc.__cause__ or exc
-            raise OriginUnreachable(f"cannot connect to the origin: {reason}") from None
-        except ConnectTimeoutError:
-            raise OriginTimeout("connecting to the origin timed out") from None
-        except ReadTimeoutError:
-            raise OriginTimeout("the origin did not answer in time") from None
-        except http.client.InvalidURL:
-            raise BadRequest("invalid request target") from None
-        except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
-            raise ProtocolError(str(exc)) from None
-        except (HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
-            raise OriginBroken(f"invalid response from the origin: {exc}") from None
-        if not isinstance(raw, HTTPResponse):
-            raise OriginBroken("unexpected response object")
-        return raw
+    ) -> OriginResponse:
+        """urllib3's ``urlopen``, where the seam is off: the target as urllib3 encodes it
+        (percent-encodings in upper case, other bytes outside its set encoded), and an
+        idempotent request without a body retried once on any lost connection."""
+        retry = method in _RETRYABLE and body is None
+        while True:
+            try:
+                with waiting():
+                    raw = _converted(self.pool.urlopen, method, target, body=body,
+                                     headers=headers, chunked=chunked, redirect=False,
+                                     retries=False, assert_same_host=False,
+                                     preload_content=False, decode_content=False)  # fmt: skip
+            except ProtocolError as exc:
+                if retry:
+                    retry = False
+                    log.debug("retrying %s %s: %s", method, target, exc)
+                    continue
+                raise OriginBroken(f"the origin closed the connection: {exc}") from None
+            return self._response(raw, None)
 
-    def _discard(self, conn: BaseHTTPConnection) -> None:
+    def _response(self, raw: HTTPResponse, conn: Any) -> OriginResponse:
+        """The origin's response, or ``OriginBroken`` (its framing refused) with its
+        connection closed and back in the pool: ``conn`` where the seam took it, else
+        through the response, as urlopen hands it."""
+        try:
+            return OriginResponse(raw)
+        except OriginBroken:
+            raw.close()
+            if conn is None:
+                raw.release_conn()
+            else:
+                self._discard(conn)
+            raise
+
+    def _discard(self, conn: Any) -> None:
         conn.close()
-        self.pool._put_conn(conn)  # a closed conn reconnects on reuse
+        origin_pool.give_back(self.pool, conn)  # a closed conn reconnects on reuse
+
+
+def _converted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> HTTPResponse:
+    """``call``'s response; its urllib3 and socket errors converted to the errors tree (a
+    lost connection stays ``ProtocolError``, for the retry)."""
+    try:
+        raw: Any = call(*args, **kwargs)
+    except ProxyError:
+        raise
+    except NewConnectionError as exc:
+        # Before ConnectTimeoutError: urllib3 makes NewConnectionError a subclass of it.
+        reason = exc.__cause__ or exc
+        raise OriginUnreachable(f"cannot connect to the origin: {reason}") from None
+    except ConnectTimeoutError:
+        raise OriginTimeout("connecting to the origin timed out") from None
+    except ReadTimeoutError:
+        raise OriginTimeout("the origin did not answer in time") from None
+    except http.client.InvalidURL:
+        raise BadRequest("invalid request target") from None
+    except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
+        raise ProtocolError(str(exc)) from None
+    except ProtocolError:
+        raise
+    except (HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise OriginBroken(f"invalid response from the origin: {exc}") from None
+    if not isinstance(raw, HTTPResponse):
+        raise OriginBroken("unexpected response object")
+    return raw
