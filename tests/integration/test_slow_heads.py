@@ -31,7 +31,7 @@ from support.proxy import ProxyFactory, ProxyProcess, gunicorn_command
 
 CACHED = [("Cache-Control", "max-age=600")]
 HEAD = b"GET /slow HTTP/1.1\r\nHost: example.test\r\nX-Trickle: " + b"t" * 200 + b"\r\n\r\n"
-HEAD_LIMIT = 64 * 1024  # bytes: the largest head the proxy reads (README, Security)
+HEAD_LIMIT = 64 * 1024  # bytes: the largest head the proxy reads (docs/security.md)
 
 
 class Trickler:
@@ -307,7 +307,7 @@ def test_on_tls_gunicorn_reads_the_head_and_a_silent_connection_is_closed_in_tim
 ) -> None:
     """gunicorn's own TLS (--certfile), whose heads gunicorn reads itself: requests are
     served kept alive, and closed when asked; a connection that never starts its handshake
-    waits for it in the main loop, closed once the timeout has passed (README, Security)."""
+    waits for it in the main loop, closed once the timeout has passed (docs/security.md)."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("no openssl command to make a certificate with")

@@ -1,10 +1,9 @@
-"""The seam's origin connection's request head (upstream.TunedConnection): the same lines and the
-same errors as urllib3's ``request`` and http.client's ``putheader``, and each short path
-(the whole head at once, one line) taken exactly in its common case."""
+"""The seam's origin connection's request head (upstream.TunedConnection): the same bytes
+as urllib3's ``request``, and the short path (the whole head at once) taken exactly in its
+common case."""
 
 from __future__ import annotations
 
-import http.client
 import socket
 from pathlib import Path
 
@@ -14,93 +13,13 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util import SKIP_HEADER
 
 from wsgi_proxy.core.config import Config
-from wsgi_proxy.tuning.origin_requests import PlainFields, _field_block, _put_field_line
+from wsgi_proxy.tuning.origin_requests import PlainFields, _field_block
 from wsgi_proxy.upstream.origin_client import (
     TunedConnection,
     TunedHTTPSConnection,
     Upstream,
     _origin_headers,
 )
-
-# (name, values, taken by the short path)
-LINE_CASES: list[tuple[object, tuple[object, ...], bool]] = [
-    ("Host", ("example.com:8080",), True),
-    ("X-Forwarded-For", ("192.0.2.1, 198.51.100.7",), True),
-    ("Via", ("1.1 wsgi_proxy",), True),
-    ("Surrogate-Capability", ('wsgi_proxy="Surrogate/1.0"',), True),
-    ("x-lower", ("",), True),
-    ("Empty-Value", ("",), True),
-    ("Spaces", ("  padded  ",), True),
-    ("Latin", ("caf\xe9",), True),
-    ("Tab", ("a\tb",), True),
-    ("Folded", ("a\r\n b",), True),  # http.client accepts CRLF before a space or tab
-    ("Folded-Tab", ("a\r\n\tb",), True),
-    ("!#$%&'*+-.^_`|~09", ("token characters",), True),
-    ("Obs\x7fName", ("x",), True),  # http.client's name check is no token check
-    ("Inner Space", ("v",), True),  # nor is a space inside a name refused
-    # urllib3's marker: skipped for the three it allows, an error for any other name
-    ("User-Agent", (SKIP_HEADER,), False),
-    ("Accept-Encoding", (SKIP_HEADER,), False),
-    ("Host", (SKIP_HEADER,), False),
-    ("X-Other", (SKIP_HEADER,), False),
-    # every other shape goes the long way
-    ("Multi", ("a", "b"), False),
-    ("None-At-All", (), False),
-    ("Int", (42,), False),
-    ("Bytes", (b"raw",), False),
-    (b"Bytes-Name", ("v",), False),
-    # lines http.client refuses: the same errors, raised by http.client
-    ("Bad:Name", ("v",), False),
-    (" Leading", ("v",), False),
-    ("", ("v",), False),
-    ("Split", ("a\r\nInjected: yes",), False),
-    ("Bare-LF", ("a\nb",), False),
-    ("Bare-CR", ("a\rb",), False),
-    ("Euro", ("\u20ac",), False),
-    ("N\xe4me", ("v",), False),
-]
-
-
-def _opened(cls: type[HTTPConnection]) -> HTTPConnection:
-    """A connection with a request line begun, as urllib3's ``request`` leaves it before
-    the fields; nothing is connected or sent."""
-    conn = cls("127.0.0.1", 9)
-    conn.putrequest("GET", "/", skip_host=True, skip_accept_encoding=True)
-    return conn
-
-
-def _outcome(conn: HTTPConnection, name: object, values: tuple[object, ...]) -> object:
-    try:
-        conn.putheader(name, *values)  # type: ignore[arg-type]
-    except Exception as exc:  # the outcome compared
-        return type(exc), str(exc)
-    return list(conn._buffer)  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(("name", "values"), [case[:2] for case in LINE_CASES])
-def test_lines_and_errors_are_urllib3s(name: object, values: tuple[object, ...]) -> None:
-    expected = _outcome(_opened(HTTPConnection), name, values)
-    assert _outcome(_opened(TunedConnection), name, values) == expected
-    assert _outcome(_opened(TunedHTTPSConnection), name, values) == expected
-
-
-@pytest.mark.parametrize(("name", "values", "short"), LINE_CASES)
-def test_short_path_only_in_the_common_case(
-    name: object, values: tuple[object, ...], short: bool
-) -> None:
-    conn = _opened(HTTPConnection)
-    before = list(conn._buffer)  # type: ignore[attr-defined]
-    assert _put_field_line(conn, name, values) is short
-    if not short:
-        assert conn._buffer == before  # type: ignore[attr-defined]  # nothing written
-
-
-def test_fields_before_the_request_line_are_refused_as_http_client_does() -> None:
-    for cls in (TunedConnection, TunedHTTPSConnection):
-        conn = cls("127.0.0.1", 9)
-        assert not _put_field_line(conn, "Host", ("example.com",))
-        with pytest.raises(http.client.CannotSendHeader):
-            conn.putheader("Host", "example.com")
 
 
 def test_a_whole_request_head_is_the_same() -> None:

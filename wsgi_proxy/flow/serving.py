@@ -107,7 +107,7 @@ class Serving:
 
     def _read_whole(self, ex: Exchange, found: Hit, span: tuple[int, int]) -> bytes | None:
         """The bytes of ``span``, checked; None if they cannot be read or fail the check.
-        One read beats sendfile's set-up for small bodies (measured, see README)."""
+        A small body is read whole, so that it is checked before any of it is sent."""
         try:
             data = found.read(*span)
         except OSError:

@@ -3,12 +3,12 @@
 gunicorn's gthread worker runs each request on a thread of its pool. A proxy needs many
 threads, since a request waiting on a slow origin, or on another request's fetch, holds its
 thread all that time; but every thread that runs contends for the GIL, and with 24 running
-at once a cache hit's tail latency was two to three times a bare app's with 4 (README,
-Performance). This pool keeps both: up to ``limit`` threads, of which at most ``active`` run
-requests at once. A request inside ``waiting()`` (the origin's answer, another request's
-fetch) does not count, nor one that has run longer than ``long_run`` without waiting (a
-slow client reading a large body, most likely), so the next queued request starts in its
-place: Java's ForkJoinPool compensates a blocked thread the same way.
+at once a cache hit's tail latency was two to three times a bare app's with 4
+(docs/performance.md, server settings). This pool keeps both: up to ``limit`` threads, of
+which at most ``active`` run requests at once. A request inside ``waiting()`` (the
+origin's answer, another request's fetch) does not count, nor one that has run longer than
+``long_run`` without waiting (a slow client reading a large body, most likely), so the next
+queued request starts in its place: Java's ForkJoinPool compensates a blocked thread the same way.
 
 Invariants:
 - Requests start in the order they were submitted.

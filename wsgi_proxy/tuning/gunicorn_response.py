@@ -12,7 +12,7 @@
   is polled only when its buffer is full. The standard library's ``socket.sendfile``, which
   gunicorn calls, builds a selector and polls before every call (the client socket has a
   timeout), and gunicorn seeks the file back after it: about 5 % of a worker's time on
-  1 MiB hits. The benchmark's figures: README, Performance.
+  1 MiB hits. The benchmark's figures: docs/performance.md.
 
 Invariants:
 - A field line is appended unchecked only if gunicorn's checks appended that very line

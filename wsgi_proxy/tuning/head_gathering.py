@@ -26,7 +26,7 @@ Invariants:
 - gunicorn reads the rest itself on TLS (the handshake comes first), with HTTP/2 prior
   knowledge (the preface), the PROXY protocol (a header before the head, binary in its
   version 2) and the uwsgi protocol: only a new connection's wait for its first bytes is
-  done here, under the same deadline (README, Security).
+  done here, under the same deadline (docs/security.md).
 - A connection to close lingers in the poller as ``close_graceful`` would (its write side
   shut, what the client still sends read and dropped, up to ``LINGER_BYTES``), until the
   client closes or ``LINGER`` seconds pass.

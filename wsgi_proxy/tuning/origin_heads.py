@@ -4,7 +4,7 @@ http.client parses every response head with the email package's feed parser, whi
 about 50 microseconds for nginx's nine fields on the benchmark's machine: near a tenth of
 the CPU a pass-through takes, called in one process. ``parse_headers`` reads the same lines
 and, for a plain head, builds the same ``HTTPMessage`` in under 10 microseconds; any other
-head goes to the email package, as before. Measured side by side: README, Performance.
+head goes to the email package, as before. Measured side by side: docs/performance.md.
 
 Invariants:
 - The lines are read by http.client's own ``_read_headers`` (its limits on the length of
