@@ -1,0 +1,116 @@
+"""The admin interface's pure parts: which endpoint a path and method reach, who may use it,
+and how an error is written. Served through real gunicorn in integration/test_operations.py."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network, ip_network
+
+import pytest
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound, ServiceUnavailable
+
+from wsgi_proxy.flow.admin import error_response, is_allowed, route
+
+# (path after the prefix, method, endpoint or the status of the error raised)
+ROUTES: list[tuple[str, str, str | int]] = [
+    ("/health", "GET", "health"),
+    ("/health", "POST", "health"),  # open endpoints take every method
+    ("/health", "PURGE", "health"),
+    ("/health", "HEAD", "health"),
+    ("/ready", "GET", "ready"),
+    ("/ready", "DELETE", "ready"),
+    ("/metrics", "GET", "metrics"),
+    ("/purge", "POST", "purge"),
+    ("/purge", "PURGE", "purge"),
+    ("/cluster", "GET", "cluster"),
+    ("/tags", "GET", "tags"),
+    # A method the endpoint does not take.
+    ("/metrics", "POST", 404),
+    ("/metrics", "PURGE", 404),
+    ("/metrics", "HEAD", 404),
+    ("/purge", "GET", 404),
+    ("/purge", "DELETE", 404),
+    ("/cluster", "POST", 404),
+    ("/tags", "PURGE", 404),
+    ("/metrics", "get", 404),  # methods are case-sensitive (RFC 9110 section 9.1)
+    ("/purge", "post", 404),
+    # Paths that are no endpoint's: exact, no slash merged, added or taken off.
+    ("", "GET", 404),
+    ("/", "GET", 404),
+    ("/nope", "GET", 404),
+    ("/health/", "GET", 404),
+    ("/metrics/", "GET", 404),
+    ("//metrics", "GET", 404),
+    ("/metrics//", "GET", 404),
+    ("metrics", "GET", 404),  # {prefix}metrics
+    ("purge", "POST", 404),
+    ("/Metrics", "GET", 404),
+    ("/metrics/x", "GET", 404),
+    ("/x/../metrics", "GET", 404),
+]
+
+
+@pytest.mark.parametrize(("action", "method", "expected"), ROUTES)
+def test_route(action: str, method: str, expected: str | int) -> None:
+    try:
+        endpoint: str | int = route(action, method)
+    except HTTPException as exc:
+        assert exc.code is not None
+        endpoint = exc.code
+    assert endpoint == expected
+
+
+Networks = tuple[IPv4Network | IPv6Network, ...]
+LOOPBACK: Networks = (ip_network("127.0.0.1/32"), ip_network("::1/128"))
+BEARER = "Bearer s3cret"
+
+# (token, allowed networks, Authorization, hops: the peer, then X-Forwarded-For) -> allowed
+ACCESS: list[tuple[str, Networks, str, list[str], bool]] = [
+    ("", (), "", ["127.0.0.1"], False),  # closed by default
+    ("", (), "", [], False),  # nothing to check is not allowed either
+    ("", (), "Bearer ", ["127.0.0.1"], False),  # no token set: an empty one opens nothing
+    ("s3cret", (), BEARER, ["203.0.113.9"], True),
+    ("s3cret", (), "Bearer s3cre", ["127.0.0.1"], False),
+    ("s3cret", (), "bearer s3cret", ["127.0.0.1"], False),
+    ("s3cret", (), "s3cret", ["127.0.0.1"], False),
+    ("s3cret", LOOPBACK, BEARER, ["203.0.113.9", "198.51.100.1"], True),  # the token alone
+    ("", LOOPBACK, "", ["127.0.0.1"], True),
+    ("", LOOPBACK, "", ["::1"], True),
+    ("", LOOPBACK, "", ["127.0.0.2"], False),
+    ("", LOOPBACK, "", ["127.0.0.1", "127.0.0.1"], True),
+    # Through a local nginx: the peer is allowed, the client it names is not.
+    ("", LOOPBACK, "", ["127.0.0.1", "203.0.113.9"], False),
+    ("", LOOPBACK, "", ["127.0.0.1", "127.0.0.1", "203.0.113.9"], False),
+    ("", LOOPBACK, "", ["127.0.0.1", "not-an-address"], False),
+    ("", LOOPBACK, "", ["", "127.0.0.1"], False),  # no peer address
+    ("s3cret", LOOPBACK, "Bearer wrong", ["127.0.0.1"], True),  # a wrong token: the address
+    ("", (ip_network("10.0.0.0/8"),), "", ["10.1.2.3", "10.200.0.1"], True),
+]
+
+
+@pytest.mark.parametrize(("token", "allowed", "authorization", "hops", "expected"), ACCESS)
+def test_access(
+    token: str, allowed: Networks, authorization: str, hops: list[str], expected: bool
+) -> None:
+    assert is_allowed(token, allowed, authorization, hops) is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "body"),
+    [
+        (NotFound("admin interface: no such endpoint"), "404 Not Found",
+         b"404 Not Found: admin interface: no such endpoint\n"),
+        (Forbidden("no"), "403 Forbidden", b"403 Forbidden: no\n"),
+        (BadRequest("tags needs tag="), "400 Bad Request", b"400 Bad Request: tags needs tag=\n"),
+        (ServiceUnavailable("not ready: full"), "503 Service Unavailable",
+         b"503 Service Unavailable: not ready: full\n"),
+    ],
+)  # fmt: skip
+def test_an_error_is_short_plain_text(exc: HTTPException, status: str, body: bytes) -> None:
+    response = error_response(exc)
+    assert response.status == status
+    assert response.get_data() == body
+    assert sorted(response.headers.items()) == [
+        ("Cache-Control", "no-store"),
+        ("Content-Length", str(len(body))),
+        ("Content-Type", "text/plain; charset=utf-8"),
+    ]
