@@ -6,12 +6,19 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
 import pytest
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound, ServiceUnavailable
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
 
 from wsgi_proxy.flow.admin import error_response, is_allowed, route
 
-# (path after the prefix, method, endpoint or the status of the error raised)
-ROUTES: list[tuple[str, str, str | int]] = [
+# (path after the prefix, method) -> the endpoint, or the error: its status and ``Allow``
+ROUTES: list[tuple[str, str, str | tuple[int, str | None]]] = [
     ("/health", "GET", "health"),
     ("/health", "POST", "health"),  # open endpoints take every method
     ("/health", "PURGE", "health"),
@@ -19,43 +26,46 @@ ROUTES: list[tuple[str, str, str | int]] = [
     ("/ready", "GET", "ready"),
     ("/ready", "DELETE", "ready"),
     ("/metrics", "GET", "metrics"),
+    ("/metrics", "HEAD", "metrics"),  # HEAD wherever GET
     ("/purge", "POST", "purge"),
     ("/purge", "PURGE", "purge"),
     ("/cluster", "GET", "cluster"),
+    ("/cluster", "HEAD", "cluster"),
     ("/tags", "GET", "tags"),
     # A method the endpoint does not take.
-    ("/metrics", "POST", 404),
-    ("/metrics", "PURGE", 404),
-    ("/metrics", "HEAD", 404),
-    ("/purge", "GET", 404),
-    ("/purge", "DELETE", 404),
-    ("/cluster", "POST", 404),
-    ("/tags", "PURGE", 404),
-    ("/metrics", "get", 404),  # methods are case-sensitive (RFC 9110 section 9.1)
-    ("/purge", "post", 404),
+    ("/metrics", "POST", (405, "GET, HEAD")),
+    ("/metrics", "PURGE", (405, "GET, HEAD")),
+    ("/purge", "GET", (405, "POST, PURGE")),
+    ("/purge", "HEAD", (405, "POST, PURGE")),
+    ("/purge", "DELETE", (405, "POST, PURGE")),
+    ("/cluster", "POST", (405, "GET, HEAD")),
+    ("/tags", "PURGE", (405, "GET, HEAD")),
+    ("/metrics", "get", (405, "GET, HEAD")),  # methods are case-sensitive (RFC 9110 9.1)
+    ("/purge", "post", (405, "POST, PURGE")),
     # Paths that are no endpoint's: exact, no slash merged, added or taken off.
-    ("", "GET", 404),
-    ("/", "GET", 404),
-    ("/nope", "GET", 404),
-    ("/health/", "GET", 404),
-    ("/metrics/", "GET", 404),
-    ("//metrics", "GET", 404),
-    ("/metrics//", "GET", 404),
-    ("metrics", "GET", 404),  # {prefix}metrics
-    ("purge", "POST", 404),
-    ("/Metrics", "GET", 404),
-    ("/metrics/x", "GET", 404),
-    ("/x/../metrics", "GET", 404),
+    ("", "GET", (404, None)),
+    ("/", "GET", (404, None)),
+    ("/nope", "GET", (404, None)),
+    ("/nope", "POST", (404, None)),
+    ("/health/", "GET", (404, None)),
+    ("/metrics/", "GET", (404, None)),
+    ("/purge/", "POST", (404, None)),
+    ("//metrics", "GET", (404, None)),
+    ("/metrics//", "GET", (404, None)),
+    ("metrics", "GET", (404, None)),  # {prefix}metrics
+    ("purge", "POST", (404, None)),
+    ("/Metrics", "GET", (404, None)),
+    ("/metrics/x", "GET", (404, None)),
+    ("/x/../metrics", "GET", (404, None)),
 ]
 
 
 @pytest.mark.parametrize(("action", "method", "expected"), ROUTES)
-def test_route(action: str, method: str, expected: str | int) -> None:
+def test_route(action: str, method: str, expected: str | tuple[int, str | None]) -> None:
     try:
-        endpoint: str | int = route(action, method)
+        endpoint: str | tuple[int, str | None] = route(action, method)
     except HTTPException as exc:
-        assert exc.code is not None
-        endpoint = exc.code
+        endpoint = (exc.code or 0, dict(exc.get_headers()).get("Allow"))
     assert endpoint == expected
 
 
@@ -103,13 +113,18 @@ def test_access(
         (BadRequest("tags needs tag="), "400 Bad Request", b"400 Bad Request: tags needs tag=\n"),
         (ServiceUnavailable("not ready: full"), "503 Service Unavailable",
          b"503 Service Unavailable: not ready: full\n"),
+        (MethodNotAllowed(["GET", "HEAD"], "admin interface: /metrics takes GET, HEAD"),
+         "405 Method Not Allowed",
+         b"405 Method Not Allowed: admin interface: /metrics takes GET, HEAD\n"),
     ],
 )  # fmt: skip
 def test_an_error_is_short_plain_text(exc: HTTPException, status: str, body: bytes) -> None:
     response = error_response(exc)
     assert response.status == status
     assert response.get_data() == body
+    allow = [("Allow", "GET, HEAD")] if exc.code == 405 else []
     assert sorted(response.headers.items()) == [
+        *allow,
         ("Cache-Control", "no-store"),
         ("Content-Length", str(len(body))),
         ("Content-Type", "text/plain; charset=utf-8"),

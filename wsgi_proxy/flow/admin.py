@@ -2,15 +2,16 @@
 
     {prefix}/health    any method: 200 while the worker runs (open)
     {prefix}/ready     any method: 200 when the cache folder is writable, else 503 (open)
-    {prefix}/metrics   GET: Prometheus text, all workers (token or allowed address)
+    {prefix}/metrics   GET, HEAD: Prometheus text, all workers (token or allowed address)
     {prefix}/purge     POST or PURGE ?url=/path | ?prefix=/p | ?tag=t | ?all=1, optional &soft=1
     PURGE /any/path    Varnish-style purge of that URL (token or allowed address)
-    {prefix}/cluster   GET: this node, its peers, Redis, its place in the purge log
-    {prefix}/tags      GET ?tag=t: the nodes and URLs the tag index holds for a tag
+    {prefix}/cluster   GET, HEAD: this node, its peers, Redis, its place in the purge log
+    {prefix}/tags      GET, HEAD ?tag=t: the nodes and URLs the tag index holds for a tag
 
 werkzeug does the routing (``ROUTES``, the paths after the prefix), the request and the
 responses; its HTTP exceptions are the error answers, written as plain text
-(``error_response``).
+(``error_response``): 404 for a path that is no endpoint's, 405 with ``Allow`` for a
+method the endpoint does not take.
 
 Invariants: closed by default (no token, no allowed address: 403); the token is compared in
 constant time; without it, every address the request came through (the peer and each
@@ -33,6 +34,7 @@ from werkzeug.exceptions import (
     BadRequest,
     Forbidden,
     HTTPException,
+    MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
 )
@@ -77,21 +79,28 @@ log = logging.getLogger(__name__)
 
 
 def route(action: str, method: str) -> str:
-    """The endpoint for ``action`` (the path after the prefix) and ``method``; werkzeug's
-    ``NotFound`` when there is none, the same for a method the endpoint does not take."""
+    """The endpoint for ``action`` (the path after the prefix) and ``method``: werkzeug's
+    ``NotFound`` when no endpoint has that path, ``MethodNotAllowed`` (405, with ``Allow``)
+    when the endpoint does not take the method. An endpoint that takes GET takes HEAD."""
     # werkzeug matches a path with its leading slashes taken off ("//metrics", and the
     # "metrics" of {prefix}metrics, as "/metrics"); an admin path is exact.
     if not action.startswith("/") or action.startswith("//"):
         raise NotFound(NO_ENDPOINT)
     try:
         rule, _ = ROUTES.bind("").match(action, method, return_rule=True)
-    except HTTPException:  # NotFound, MethodNotAllowed
+    except MethodNotAllowed as exc:
+        raise _wrong_method(action, exc.valid_methods or ()) from None
+    except HTTPException:  # NotFound
         raise NotFound(NO_ENDPOINT) from None
-    # werkzeug upper-cases the method, which RFC 9110 section 9.1 says is case-sensitive;
-    # and it answers HEAD wherever GET is taken, which this interface does not.
-    if rule.methods is not None and (method not in rule.methods or method == "HEAD"):
-        raise NotFound(NO_ENDPOINT)
+    # werkzeug upper-cases the method, which RFC 9110 section 9.1 says is case-sensitive.
+    if rule.methods is not None and method not in rule.methods:
+        raise _wrong_method(action, rule.methods)
     return str(rule.endpoint)
+
+
+def _wrong_method(action: str, methods: Iterable[str]) -> MethodNotAllowed:
+    allowed = sorted(methods)  # werkzeug's come from a set, in no fixed order
+    return MethodNotAllowed(allowed, f"admin interface: {action} takes {', '.join(allowed)}")
 
 
 def is_allowed(
