@@ -153,7 +153,8 @@ class Admin:
         return reserved or environ.get("REQUEST_METHOD") == "PURGE"
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        request = Request(environ)
+        # populate_request=False: the environ does not keep the request (a reference cycle).
+        request = Request(environ, populate_request=False)
         try:
             response = self._answer(request)
         except HTTPException as exc:
