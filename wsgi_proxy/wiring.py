@@ -46,11 +46,10 @@ def create_app(config: Config | None = None) -> Any:
         logging.getLogger(__name__).warning("cache folder unusable (%s): passing through", exc)
     metrics = Metrics(config.metrics_dir, lambda: cache_gauges(store, config.max_size))
     Evictor(store, config.max_size, on_evict=metrics.evictions.inc).start()
-    app = ProxyApp(config, store, Upstream(config), metrics)
     # Several nodes as one cache (WSGI_PROXY_PEERS, WSGI_PROXY_REDIS_URL): purges for every
     # node, and the shared tier; it catches up with the purge log before the first request.
     cluster = Cluster(config, store, metrics)
-    app.admin.cluster = cluster
+    app = ProxyApp(config, store, Upstream(config), metrics, cluster=cluster)
     app.shared = cluster.shared
     cluster.start()
     return app

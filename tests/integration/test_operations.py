@@ -50,6 +50,48 @@ def test_admin_is_closed_by_default_but_health_is_open(proxy: ProxyProcess, orig
     assert origin.requests(path)[0].method == "GET"  # the PURGE never reached the origin
 
 
+PLAIN = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+
+# (method, target) -> (status, Allow) with the token; every one is 403 without it.
+ADMIN_ANSWERS = [
+    ("GET", "/_wsgi_proxy/nope", 404, None),
+    ("GET", "/_wsgi_proxy", 404, None),
+    ("GET", "/_wsgi_proxy//metrics", 404, None),
+    ("GET", "/_wsgi_proxy/metrics/", 404, None),
+    ("POST", "/_wsgi_proxy/metrics", 405, "GET, HEAD"),
+    ("PURGE", "/_wsgi_proxy/cluster", 405, "GET, HEAD"),
+    ("DELETE", "/_wsgi_proxy/tags?tag=t", 405, "GET, HEAD"),
+    ("GET", "/_wsgi_proxy/purge?all=1", 405, "POST, PURGE"),
+    ("HEAD", "/_wsgi_proxy/purge?all=1", 405, "POST, PURGE"),
+]
+
+
+def test_admin_answers_404_and_405_in_plain_text_and_403_first(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """A path that is no endpoint's is a 404; a method the endpoint does not take, a 405
+    naming those it takes; both as short plain text. Without the token, a 403 for all of
+    them, so the interface shows nothing of itself. Nothing is purged on the way."""
+    proxy = admin_proxy(proxy_factory)
+    path = origin.route("/kept", headers=CACHED, body=b"kept")
+    assert proxy.get(path).x_cache == "MISS"
+    for method, target, status, allow in ADMIN_ANSWERS:
+        refused = proxy.request(method, target)
+        assert refused.status == 403, (method, target, refused.describe())
+        reply = proxy.request(method, target, AUTH)
+        assert (reply.status, reply.header("Allow")) == (status, allow), reply.describe()
+        assert [(k, reply.header(k)) for k, _ in PLAIN] == PLAIN, reply.describe()
+        if method != "HEAD":
+            assert reply.body.startswith(f"{status} {reply.reason}: ".encode()), reply.body
+            assert reply.body.endswith(b"\n") and reply.body.count(b"\n") == 1
+    assert proxy.get(path).x_cache == "HIT"
+    head = proxy.request("HEAD", "/_wsgi_proxy/metrics", AUTH)  # HEAD where GET is taken
+    assert (head.status, head.body) == (200, b"")
+    assert (head.header("Content-Type") or "").startswith("text/plain; version=")
+    assert proxy.request("POST", "/_wsgi_proxy/health").status == 200  # open, every method
+    assert origin.count(path) == 1
+
+
 def test_metrics_are_summed_over_workers(proxy_factory: ProxyFactory, origin: Origin) -> None:
     proxy = admin_proxy(proxy_factory)
     path = origin.route("/m", headers=CACHED, body=b"0123456789")

@@ -7,7 +7,9 @@ Invariants:
   direction (RFC 9110 section 7.6.1).
 - ``Cache-Control`` is parsed here, by hand, as RFC 9111 section 5.2 says: directive names
   are case-insensitive, values may be quoted, and the first of duplicate directives wins
-  (section 4.2.1). werkzeug's parser does none of these, so it is not used.
+  (section 4.2.1). werkzeug's ``parse_cache_control_header`` keeps names as sent and the
+  last duplicate, and takes a negative delta-seconds, so it is not used (notes at the lines
+  that differ).
 - Dates: a field whose definition gives an invalid date a meaning is read strictly, by the
   HTTP-date grammar alone (``parse_http_date``, httpdate.py): ``Expires`` (invalid means
   already expired, RFC 9111 section 5.3), ``If-Modified-Since`` and the date of
@@ -19,7 +21,8 @@ Invariants:
 - Targeted fields (RFC 9213) are Structured Field dictionaries (RFC 9651, which obsoletes
   RFC 8941), parsed by ``http_sf``; ``Surrogate-Control`` keeps the Edge Architecture 1.0
   syntax of Cache-Control with ``;device`` targets.
-- werkzeug's parsers are called from this module only.
+- werkzeug's header parsers are called from this module only (the admin interface,
+  flow/admin.py, reads its query string with werkzeug's ``Request``).
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ def parse_list(value: str | None) -> list[str]:
 
 def end_to_end(headers: Headers) -> Headers:
     """Drop hop-by-hop fields and those named in ``Connection`` (RFC 9110 section 7.6.1)."""
+    # Not werkzeug's remove_hop_by_hop_headers: it drops the fixed list only, not the fields
+    # that Connection names.
     named = parse_list(get(headers, "connection"))
     drop = HOP_BY_HOP | {n.lower() for n in named} if named else HOP_BY_HOP
     return tuple((k, v) for k, v in headers if k.lower() not in drop)
@@ -140,7 +145,7 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
     """
     directives: dict[str, str | None] = {}
     for name, arg in _split_directives(value or ""):
-        directives.setdefault(name, arg)
+        directives.setdefault(name, arg)  # the first duplicate; werkzeug's keeps the last
     return directives
 
 
@@ -226,7 +231,7 @@ def _split_directives(text: str) -> Iterable[tuple[str, str | None]]:
         start = i
         while i < n and text[i] not in "=,":
             i += 1
-        name = text[start:i].strip().lower()
+        name = text[start:i].strip().lower()  # case-insensitive; werkzeug keeps the case
         arg: str | None = None
         if i < n and text[i] == "=":
             i += 1
@@ -263,6 +268,7 @@ def _read_quoted(text: str, i: int) -> tuple[str, int]:
 
 def parse_delta_seconds(value: str | None) -> int | None:
     """RFC 9111 section 1.2.2: 1*DIGIT; anything else is None (invalid)."""
+    # Digits only: werkzeug's Cache-Control parser gives "-3" as -3 and "+3" as 3.
     if value is None or not value.isdigit() or not value.isascii():
         return None
     return min(int(value), 2**31)
@@ -275,6 +281,9 @@ def parse_http_date(value: str | None, reference: float) -> float | None:
     ``reference`` is now, against which a two-digit year is read."""
     if value is None:
         return None
+    # Not werkzeug's parse_date, which is lenient (email.utils): it takes any case, other
+    # zones than GMT ("EST", "+0200"), a missing weekday; where these fields give an
+    # invalid date a meaning, such a date must stay invalid.
     return httpdate.parse_http_date(value, reference)
 
 

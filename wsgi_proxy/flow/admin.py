@@ -1,29 +1,48 @@
 """The admin interface, under a reserved path prefix that is never proxied.
 
-    {prefix}/health    200 while the worker runs (open)
-    {prefix}/ready     200 when the cache folder is writable, else 503 (open)
-    {prefix}/metrics   Prometheus text, all workers (token or allowed address)
-    {prefix}/purge     POST ?url=/path | ?prefix=/p | ?tag=t | ?all=1, optional &soft=1
+    {prefix}/health    any method: 200 while the worker runs (open)
+    {prefix}/ready     any method: 200 when the cache folder is writable, else 503 (open)
+    {prefix}/metrics   GET, HEAD: Prometheus text, all workers (token or allowed address)
+    {prefix}/purge     POST or PURGE ?url=/path | ?prefix=/p | ?tag=t | ?all=1, optional &soft=1
     PURGE /any/path    Varnish-style purge of that URL (token or allowed address)
-    {prefix}/cluster   GET: this node, its peers, Redis, its place in the purge log
-    {prefix}/tags      GET ?tag=t: the nodes and URLs the tag index holds for a tag
+    {prefix}/cluster   GET, HEAD: this node, its peers, Redis, its place in the purge log
+    {prefix}/tags      GET, HEAD ?tag=t: the nodes and URLs the tag index holds for a tag
+
+werkzeug does the routing (``ROUTES``, the paths after the prefix), the request and the
+responses; its HTTP exceptions are the error answers, written as plain text
+(``error_response``): 404 for a path that is no endpoint's, 405 with ``Allow`` for a
+method the endpoint does not take.
 
 Invariants: closed by default (no token, no allowed address: 403); the token is compared in
 constant time; without it, every address the request came through (the peer and each
-``X-Forwarded-For`` entry) must be allowed; answers are short plain text, never forwarded
-to the origin. In a cluster (cluster.py) a purge goes to every node, unless it came from a
-node (``PEER_HEADER``): then it is applied here only.
+``X-Forwarded-For`` entry) must be allowed; a request that may not use the interface gets
+the 403 whatever it asked for, so it learns nothing of the endpoints. Answers are short
+plain text, never stored (``Cache-Control: no-store``), never forwarded to the origin;
+metrics are Prometheus text. In a cluster (cluster/nodes.py) a purge goes to every node,
+unless it came from a node (``PEER_HEADER``): then it is applied here only.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
 
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from wsgi_proxy.cluster.shared_tier import PEER_HEADER
 from wsgi_proxy.core import headers as h
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.ops.metrics import Metrics
@@ -35,18 +54,98 @@ from wsgi_proxy.store.purge import Purge
 if TYPE_CHECKING:
     from wsgi_proxy.cluster.nodes import Cluster
 
-_PEER_ENVIRON = "HTTP_X_WSGI_PROXY_PEER"  # shared_tier.PEER_HEADER as WSGI names it
+PLAIN_TEXT = "text/plain; charset=utf-8"
+NO_ENDPOINT = "admin interface: no such endpoint"
+
+# The paths after the prefix. The prefix is matched as a plain string (is_admin_request):
+# it is an operator's setting, and in a werkzeug rule a "<" in it would start a converter.
+ROUTES = Map(
+    [
+        Rule("/health", endpoint="health"),  # every method
+        Rule("/ready", endpoint="ready"),  # every method
+        Rule("/metrics", endpoint="metrics", methods=["GET"]),
+        Rule("/purge", endpoint="purge", methods=["POST", "PURGE"]),
+        Rule("/cluster", endpoint="cluster", methods=["GET"]),
+        Rule("/tags", endpoint="tags", methods=["GET"]),
+    ],
+    # A path is an endpoint's exactly or none's: no redirect to a path with its slashes
+    # merged (werkzeug's default), nor to a rule's defaults.
+    merge_slashes=False,
+    redirect_defaults=False,
+)
+OPEN_ENDPOINTS = frozenset({"health", "ready"})
 
 log = logging.getLogger(__name__)
 
 
+def route(action: str, method: str) -> str:
+    """The endpoint for ``action`` (the path after the prefix) and ``method``: werkzeug's
+    ``NotFound`` when no endpoint has that path, ``MethodNotAllowed`` (405, with ``Allow``)
+    when the endpoint does not take the method. An endpoint that takes GET takes HEAD."""
+    # werkzeug matches a path with its leading slashes taken off ("//metrics", and the
+    # "metrics" of {prefix}metrics, as "/metrics"); an admin path is exact.
+    if not action.startswith("/") or action.startswith("//"):
+        raise NotFound(NO_ENDPOINT)
+    try:
+        rule, _ = ROUTES.bind("").match(action, method, return_rule=True)
+    except MethodNotAllowed as exc:
+        raise _wrong_method(action, exc.valid_methods or ()) from None
+    except HTTPException:  # NotFound
+        raise NotFound(NO_ENDPOINT) from None
+    # werkzeug upper-cases the method, which RFC 9110 section 9.1 says is case-sensitive.
+    if rule.methods is not None and method not in rule.methods:
+        raise _wrong_method(action, rule.methods)
+    return str(rule.endpoint)
+
+
+def _wrong_method(action: str, methods: Iterable[str]) -> MethodNotAllowed:
+    allowed = sorted(methods)  # werkzeug's come from a set, in no fixed order
+    return MethodNotAllowed(allowed, f"admin interface: {action} takes {', '.join(allowed)}")
+
+
+def is_allowed(
+    token: str,
+    allowed: tuple[IPv4Network | IPv6Network, ...],
+    authorization: str,
+    hops: Iterable[str],
+) -> bool:
+    """The token (``Authorization: Bearer <token>``, compared in constant time), or an
+    allowed address for every hop: the peer and each address in ``X-Forwarded-For``. A
+    request through nginx comes from 127.0.0.1, but nginx names the client there, and the
+    client is who asks; an entry a client forged can only refuse it. So an allowed loopback
+    opens nothing to the public through a local nginx, whatever
+    ``WSGI_PROXY_TRUSTED_PROXIES`` says."""
+    if token and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode()):
+        return True
+    return bool(allowed) and all(_is_in(hop, allowed) for hop in hops)
+
+
+def error_response(exc: HTTPException) -> Response:
+    """werkzeug's HTTP exception as a short plain-text answer (werkzeug writes HTML):
+    ``<status> <reason>: <detail>``, as core/errors.ProxyError's body is, with the fields
+    the exception needs (``Allow`` on a 405)."""
+    code = exc.code or 500
+    fields = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return _text(code, f"{code} {exc.name}: {exc.description}", fields)
+
+
 class Admin:
-    def __init__(self, config: Config, store: Store, metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, store: Store, metrics: Metrics, cluster: Cluster | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
         self.prefix = config.admin_prefix
-        self.cluster: Cluster | None = None  # set by create_app
+        self.cluster = cluster
+        self._endpoints: dict[str, Callable[[Request], Response]] = {
+            "health": self._health,
+            "ready": self._ready,
+            "metrics": self._metrics,
+            "purge": self._purge_query,
+            "cluster": self._cluster,
+            "tags": self._tags,
+        }
 
     def is_admin_request(self, environ: Environ) -> bool:
         path = str(environ.get("PATH_INFO", ""))
@@ -54,77 +153,75 @@ class Admin:
         return reserved or environ.get("REQUEST_METHOD") == "PURGE"
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        path = str(environ.get("PATH_INFO", ""))
-        method = str(environ.get("REQUEST_METHOD", "GET"))
-        action = path[len(self.prefix) :] if path.startswith(self.prefix) else None
-        if action == "/health":
-            return _text(start_response, 200, "ok")
-        if action == "/ready":
-            return self._ready(start_response)
-        if not self._is_allowed(environ):
-            return _text(start_response, 403, "admin interface: forbidden")
-        if method == "PURGE" and action is None:
+        # populate_request=False: the environ does not keep the request (a reference cycle).
+        request = Request(environ, populate_request=False)
+        try:
+            response = self._answer(request)
+        except HTTPException as exc:
+            response = error_response(exc)
+        return response(environ, start_response)
+
+    def _answer(self, request: Request) -> Response:
+        # The path and method as is_admin_request read them: werkzeug's request.path strips
+        # its leading slashes and decodes it again, and request.method is upper-cased (RFC
+        # 9110 section 9.1: a method is case-sensitive).
+        path = str(request.environ.get("PATH_INFO", ""))
+        method = str(request.environ.get("REQUEST_METHOD", "GET"))
+        if not path.startswith(self.prefix):
+            self._check_access(request)
+            if method != "PURGE":  # called with a request is_admin_request refused
+                raise NotFound(NO_ENDPOINT)
             # The target as sent: a path (every site's entries) or an absolute URL (that
             # host's). PATH_INFO is decoded, and /a%2Fb is not /a/b.
-            target = str(environ.get("RAW_URI") or path)
-            return self._purge(environ, start_response, Purge("url", target), {})
-        if action == "/metrics" and method == "GET":
-            body, content_type = self.metrics.render()
-            start_response("200 OK", [("Content-Type", content_type),
-                                      ("Content-Length", str(len(body)))])  # fmt: skip
-            return [body]
-        if action == "/purge" and method in ("POST", "PURGE"):
-            params = parse_qs(str(environ.get("QUERY_STRING", "")))
-            purge = Purge.from_query(params)
-            if purge is None:
-                return _text(start_response, 400, "purge needs url=, prefix=, tag= or all=1")
-            return self._purge(environ, start_response, purge, params)
-        if action == "/cluster" and method == "GET":
-            rows = self.cluster.status() if self.cluster is not None else [("redis", "off")]
-            return _text(start_response, 200, "\n".join(f"{k}: {v}" for k, v in rows))
-        if action == "/tags" and method == "GET":
-            return self._tags(environ, start_response)
-        return _text(start_response, 404, "admin interface: no such endpoint")
+            target = str(request.environ.get("RAW_URI") or path)
+            return self._purge(request, Purge("url", target), {})
+        try:
+            endpoint = route(path[len(self.prefix) :], method)
+        except HTTPException:
+            self._check_access(request)  # a 403 first: no map of the interface without it
+            raise
+        if endpoint not in OPEN_ENDPOINTS:
+            self._check_access(request)
+        return self._endpoints[endpoint](request)
 
-    def _is_allowed(self, environ: Environ) -> bool:
-        """The token, or an allowed address for every hop: the peer and each address in
-        ``X-Forwarded-For``. A request through nginx comes from 127.0.0.1, but nginx names
-        the client there, and the client is who asks; an entry a client forged can only
-        refuse it. So an allowed loopback opens nothing to the public through a local
-        nginx, whatever ``WSGI_PROXY_TRUSTED_PROXIES`` says."""
-        token = self.config.admin_token
-        given = str(environ.get("HTTP_AUTHORIZATION", ""))
-        if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return True
-        allowed = self.config.admin_allow
-        if not allowed:
-            return False
-        hops = [str(environ.get("REMOTE_ADDR", ""))]
-        hops += h.parse_list(str(environ.get("HTTP_X_FORWARDED_FOR") or ""))
-        return all(_is_in(hop, allowed) for hop in hops)
+    def _check_access(self, request: Request) -> None:
+        hops = [request.remote_addr or ""]
+        hops += h.parse_list(request.headers.get("X-Forwarded-For"))
+        authorization = request.headers.get("Authorization", "")
+        if not is_allowed(self.config.admin_token, self.config.admin_allow, authorization, hops):
+            raise Forbidden("admin interface: the token or an allowed address is needed")
 
-    def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
+    def _health(self, request: Request) -> Response:
+        return _text(200, "ok")
+
+    def _ready(self, request: Request) -> Response:
         try:
             check_folder(self.config.cache_dir)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return _text(start_response, 503, f"not ready: {exc}")
-        return _text(start_response, 200, "ready")
+            raise ServiceUnavailable(f"not ready: {exc}") from None
+        return _text(200, "ready")
 
-    def _purge(
-        self,
-        environ: Environ,
-        start_response: StartResponse,
-        purge: Purge,
-        params: dict[str, list[str]],
-    ) -> Iterable[bytes]:
+    def _metrics(self, request: Request) -> Response:
+        body, content_type = self.metrics.render()
+        return Response(body, status=_status(200), content_type=content_type)
+
+    def _purge_query(self, request: Request) -> Response:
+        params = _query(request)
+        purge = Purge.from_query(params)
+        if purge is None:
+            raise BadRequest("purge needs url=, prefix=, tag= or all=1")
+        return self._purge(request, purge, params)
+
+    def _purge(self, request: Request, purge: Purge, params: dict[str, list[str]]) -> Response:
         try:
             purging.check(purge)
         except ValueError as exc:
-            return _text(start_response, 400, f"purge: {exc}")
+            raise BadRequest(f"purge: {exc}") from None
         cluster = self.cluster
-        if cluster is not None and cluster.is_clustered and environ.get(_PEER_ENVIRON) is None:
+        from_peer = request.headers.get(PEER_HEADER) is not None
+        if cluster is not None and cluster.is_clustered and not from_peer:
             report = cluster.broadcast(purge, issuer=self.config.node_url or "admin")
-            return _text(start_response, 502 if report.failed else 200, report.format())
+            return _text(502 if report.failed else 200, report.format())
         if cluster is not None:
             seq = params.get("seq", [""])[0]
             epoch = params.get("epoch", [""])[0] or None
@@ -133,20 +230,35 @@ class Admin:
             purged = purging.apply(self.store, self.config.origin.url, purge).purged
             self.metrics.purges.labels(purge.label).inc(purged)
             log.info("purge %s: %d stored responses", purge.label, purged)
-        return _text(start_response, 200, f"purged {purged}")
+        return _text(200, f"purged {purged}")
 
-    def _tags(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        tag = parse_qs(str(environ.get("QUERY_STRING", ""))).get("tag", [""])[0]
+    def _cluster(self, request: Request) -> Response:
+        rows = self.cluster.status() if self.cluster is not None else [("redis", "off")]
+        return _text(200, "\n".join(f"{k}: {v}" for k, v in rows))
+
+    def _tags(self, request: Request) -> Response:
+        tag = _query(request).get("tag", [""])[0]
         if not tag:
-            return _text(start_response, 400, "tags needs tag=")
+            raise BadRequest("tags needs tag=")
         shared = self.cluster.shared if self.cluster is not None else None
         if shared is None:
-            return _text(start_response, 404, "no tag index: WSGI_PROXY_REDIS_URL is not set")
+            raise NotFound("no tag index: WSGI_PROXY_REDIS_URL is not set")
         members = shared.tag_members(tag)
         if members is None:
-            return _text(start_response, 503, "the tag index is unavailable (Redis)")
+            raise ServiceUnavailable("the tag index is unavailable (Redis)")
         lines = [f"{node}\t{target}" for node, target in members]
-        return _text(start_response, 200, "\n".join([f"{len(lines)} stored", *lines]))
+        return _text(200, "\n".join([f"{len(lines)} stored", *lines]))
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    """The query's values by name, empty ones left out (as ``parse_qs`` reads a query:
+    ``url=&url=/a`` names ``/a``)."""
+    query: dict[str, list[str]] = {}
+    for name, values in request.args.lists():
+        given = [value for value in values if value]
+        if given:
+            query[name] = given
+    return query
 
 
 def _is_in(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
@@ -157,16 +269,15 @@ def _is_in(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> boo
     return any(ip in network for network in networks)
 
 
-def _text(start_response: StartResponse, status: int, text: str) -> Iterable[bytes]:
-    reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-               502: "Bad Gateway", 503: "Service Unavailable"}  # fmt: skip
-    body = (text + "\n").encode()
-    start_response(
-        f"{status} {reasons[status]}",
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-        ],
+def _status(code: int) -> str:
+    # werkzeug would send the reason phrase upper-cased ("404 NOT FOUND").
+    return f"{code} {HTTP_STATUS_CODES[code]}"
+
+
+def _text(code: int, text: str, fields: Iterable[tuple[str, str]] = ()) -> Response:
+    return Response(
+        text + "\n",
+        status=_status(code),
+        headers=[*fields, ("Cache-Control", "no-store")],
+        content_type=PLAIN_TEXT,
     )
-    return [body]

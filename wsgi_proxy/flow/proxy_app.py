@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import assert_never
 
+from wsgi_proxy.cluster.nodes import Cluster
 from wsgi_proxy.cluster.shared_tier import SharedTier
 from wsgi_proxy.core import headers as h
 from wsgi_proxy.core import keys, policy, sites, validation
@@ -74,11 +75,13 @@ class ProxyApp:
         upstream: Upstream,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        *,
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
-        self.admin = Admin(config, store, metrics)
+        self.admin = Admin(config, store, metrics, cluster)
         self.clock = clock
         self.origin_url = config.origin.url
         self.name = config.via_name
