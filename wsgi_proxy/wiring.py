@@ -23,7 +23,8 @@ SINGLE_THREADED = (
 
 
 def create_app(config: Config | None = None) -> Any:
-    """Build the proxy for this process: store folder checked, evictor started."""
+    """Build the proxy for this process, each object given what it uses when it is made:
+    store folder checked, evictor started, cluster caught up."""
     from wsgi_proxy.cluster.nodes import Cluster  # noqa: PLC0415
     from wsgi_proxy.flow.proxy_app import ProxyApp  # noqa: PLC0415
     from wsgi_proxy.ops.metrics import Metrics  # noqa: PLC0415
@@ -50,7 +51,6 @@ def create_app(config: Config | None = None) -> Any:
     # node, and the shared tier; it catches up with the purge log before the first request.
     cluster = Cluster(config, store, metrics)
     app = ProxyApp(config, store, Upstream(config), metrics, cluster=cluster)
-    app.shared = cluster.shared
     cluster.start()
     return app
 

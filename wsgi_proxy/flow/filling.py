@@ -56,6 +56,7 @@ class Filler:
         *,
         background: ThreadPoolExecutor,
         clock: Callable[[], float],
+        shared: SharedTier | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -63,8 +64,8 @@ class Filler:
         self.targeting = targeting
         self.background = background
         self.clock = clock
-        # Cluster hook (shared_tier.py), for the tag index: set by create_app, as ProxyApp's.
-        self.shared: SharedTier | None = None
+        # The cluster's shared tier (WSGI_PROXY_REDIS_URL), for the tag index, or None.
+        self.shared = shared
 
     def apply_304(self, found: Hit, head: ResponseHead, times: tuple[float, float]) -> Hit:
         stored = found.entry

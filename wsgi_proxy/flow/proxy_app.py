@@ -101,19 +101,12 @@ class ProxyApp:
                                damaged=self._count_damaged)  # fmt: skip
         self.forwarder = Forwarder(config, upstream, metrics, clock)
         self.fetch_waits = FetchWaits()
-        self.filler = Filler(
-            config, store, self.forwarder, self.targeting, background=self.background, clock=clock
-        )
-
-    @property
-    def shared(self) -> SharedTier | None:
-        """Cluster hook (shared_tier.py), set by create_app when WSGI_PROXY_REDIS_URL is
-        set: cross-node coalescing here, the tag index in the filler, which holds it."""
-        return self.filler.shared
-
-    @shared.setter
-    def shared(self, shared: SharedTier | None) -> None:
-        self.filler.shared = shared
+        # The cluster's shared tier (WSGI_PROXY_REDIS_URL), or None: cross-node coalescing
+        # here, the tag index in the filler.
+        self.shared: SharedTier | None = cluster.shared if cluster is not None else None
+        self.filler = Filler(config, store, self.forwarder, self.targeting,
+                             background=self.background, clock=clock,
+                             shared=self.shared)  # fmt: skip
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin.is_admin_request(environ):
