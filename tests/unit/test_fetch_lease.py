@@ -185,21 +185,35 @@ def test_keeping_another_entry_closes_the_one_held_but_not_its_freshened_self(
 # ---- the body stream ----------------------------------------------------------------------
 
 
-def streaming(store: Store, lease: FetchLease, resp: OriginResponse) -> StreamingBody:
+class WatchedEntry(PendingEntry):
+    """The store's entry writer, noting whether the lease was still held once it published:
+    a waiter woken by the lease's release must find the entry."""
+
+    held_after_publishing: bool | None = None
+
+    def commit(self) -> bool:
+        published = super().commit()
+        self.held_after_publishing = not is_free(self.store)
+        return published
+
+
+def streaming(
+    store: Store, lease: FetchLease, resp: OriginResponse
+) -> tuple[StreamingBody, WatchedEntry]:
     """A body made as the app makes it: inside the request's block, taking its lease."""
-    writer = writer_for(store, len(BODY))
+    writer = WatchedEntry(store, writer_for(store, len(BODY)).writer)
     with exchange() as ex:
         ex.hold(lease)
         body = StreamingBody(resp, writer, ex.hand_over_lease(), None)
         body.prefetch()
     assert not is_free(store)  # the request's call is over: the body holds the lease
-    return body
+    return body, writer
 
 
 def test_a_body_releases_its_lease_once_published_before_its_last_chunk(
     store: Store, lease: FetchLease
 ) -> None:
-    body = streaming(store, lease, origin_response(BODY))
+    body, writer = streaming(store, lease, origin_response(BODY))
     seen = []
     with contextlib.closing(body):
         for chunk in body:
@@ -209,12 +223,13 @@ def test_a_body_releases_its_lease_once_published_before_its_last_chunk(
     # last only once the entry is published and the lease given back.
     states = [(published, free) for _, published, free in seen]
     assert states == [(False, False), (False, False), (False, False), (True, True)]
+    assert writer.held_after_publishing is True
 
 
 def test_a_body_closed_before_its_end_releases_its_lease_and_publishes_nothing(
     store: Store, lease: FetchLease
 ) -> None:
-    body = streaming(store, lease, origin_response(BODY))
+    body, _ = streaming(store, lease, origin_response(BODY))
     chunks = iter(body)
     next(chunks)
     assert not is_free(store)
@@ -227,7 +242,7 @@ def test_a_body_closed_before_its_end_releases_its_lease_and_publishes_nothing(
 def test_a_body_cut_short_by_the_origin_releases_its_lease_when_closed(
     store: Store, lease: FetchLease
 ) -> None:
-    body = streaming(store, lease, origin_response(BODY[:-10], length=len(BODY)))
+    body, _ = streaming(store, lease, origin_response(BODY[:-10], length=len(BODY)))
     with pytest.raises(OriginBroken), contextlib.closing(body):
         for _ in body:
             pass
