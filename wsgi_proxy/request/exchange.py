@@ -8,7 +8,8 @@ Invariants:
   raised), whatever it still holds. A body that outlives the block takes over what it needs:
   ``StreamingBody`` the lease (``hand_over_lease``), which it releases once the entry is
   published or when it is closed; a body sent from the entry's file its ``Hit``
-  (``hand_over_found``), closed with it. Neither is released anywhere else.
+  (``hand_over_found``), closed with it. Nothing else releases either: the app may only
+  have the exchange give them back early (``release``).
 - ``StreamingBody`` publishes the entry only after the origin's last byte, and before the
   client's; a body cut short propagates its error, so the client sees a broken response,
   never a short one taken for whole.
@@ -70,7 +71,8 @@ class Exchange:
         self.release()
 
     def hold(self, lease: FetchLease) -> None:
-        """Own ``lease`` until the request ends or hands it over (one lease a request)."""
+        """Own ``lease`` until the request ends or hands it over. A request holds one lease
+        at most: one held already is given back first."""
         if self.lease is not None:
             self.lease.release()
         self.lease = lease
