@@ -16,8 +16,9 @@ Invariants:
   ``__call__`` runs in a ``with`` block: whatever the exchange still holds when the call
   returns or raises is given back then. The one hand-over: a body that streams into the
   cache takes the lease (``StreamingBody``), and releases it once the entry is published.
-  Released earlier only where waiters must not wait longer: a response that will not be
-  stored, before its body is read; and before a request is answered afresh (``_reread``).
+  The exchange gives it back earlier only where it must: for a response that will not be
+  stored, before its body is read (nobody need wait for it); and before the request is
+  answered afresh (``_reread``), which would otherwise wait on its own lease.
 - A ``ProxyError`` raised before the response started becomes its short plain-text answer;
   one raised while a body streams aborts the connection, so the client never takes a cut
   body for a whole one.
