@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -106,6 +107,44 @@ def test_a_client_leaving_mid_body_stores_nothing_partial(
     assert download(proxy, path) == ("HIT", pattern_digest(BIG))
     assert cache in ("MISS", "HIT")  # MISS, or HIT if the proxy finished the first download
     assert origin.count(path) <= 2
+
+
+def test_the_body_holds_the_fetch_lock_and_gives_it_back_when_its_client_leaves(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """A miss being stored holds the URL's lock until its entry is published, after the
+    request's call is over: the body stream owns it then. Its client leaves mid-body: the
+    stream, closed, gives the lock back, and the next request for the URL fetches it at
+    once, not after the lock timeout (an hour here: it would run out of time first). One
+    lock stripe, so the test can read the lock's mark (the URL's digest while held)."""
+    proxy = proxy_factory({"WSGI_PROXY_LOCK_STRIPES": "1", "WSGI_PROXY_LOCK_TIMEOUT": "3600"})
+    lock_file = proxy.cache_dir / "v1" / "locks" / "0.lock"
+    path = origin.route("/left-midway", headers=CACHED, generated=BIG)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as leaving:
+        leaving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the proxy soon blocks
+        leaving.settimeout(10)
+        leaving.connect(("127.0.0.1", proxy.port))
+        host = f"127.0.0.1:{proxy.port}"  # as the client below sends it: the same URL
+        leaving.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received or received.endswith(b"\r\n\r\n"):
+            piece = leaving.recv(4096)
+            assert piece, received
+            received += piece
+        assert received.startswith(b"HTTP/1.1 200 "), received[:200]
+        # Body bytes came: the call that started the response is over, its body streams on
+        # (16 MiB cannot all be in the socket buffers), and the lock is still held for it.
+        assert len(lock_file.read_bytes()) == 64
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            after = pool.submit(download, proxy, path)  # waits for the lock
+            leaving.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            leaving.close()  # a reset: the proxy's next send fails, the body is closed
+            assert after.result(timeout=60) == ("MISS", pattern_digest(BIG))
+    assert origin.count(path) == 2  # the first was dropped, not stored
+    # The second published its entry and gave the lock back before its last byte.
+    assert lock_file.read_bytes() == b""
+    assert download(proxy, path) == ("HIT", pattern_digest(BIG))
+    assert origin.count(path) == 2
 
 
 def kill_server(proxy: ProxyProcess) -> None:

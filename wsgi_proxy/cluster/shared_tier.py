@@ -178,7 +178,9 @@ class SharedTier:
 
     def relay(self, ex: Exchange) -> Iterable[bytes] | None:
         """Before a cold fetch: take the key's cluster lock, or, when a peer holds it, have
-        that peer answer. None means: fetch from the origin (the caller's lock held)."""
+        that peer answer. None means: fetch from the origin (the caller's lock held). The
+        local fetch lease stays with ``ex``, which releases it when the request's call
+        returns, before the relayed body streams: nothing is stored from it."""
         if ex.req.get(PEER_HEADER) is not None or _has_body(ex):
             return None
         owner = self._take_lock(ex.primary)
@@ -205,7 +207,6 @@ class SharedTier:
             body.close()
             log.info("relay of %s to %s broke (%s): fetching it", ex.primary, owner, exc.detail)
             return None
-        ex.release_lock()
         log.debug("relayed %s from %s", ex.primary, owner)
         if self.metrics is not None:
             self.metrics.requests.labels("peer").inc()

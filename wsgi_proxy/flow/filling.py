@@ -8,7 +8,9 @@ Invariants:
   marker, so later requests do not wait on its lock; never for a 5xx, which must leave a
   stale entry in place for stale-if-error.
 - A background refresh runs only if it takes the URL's lock at once, so one worker
-  refreshes; an origin error keeps the stale entry.
+  refreshes; an origin error keeps the stale entry. Its thread owns the lease for the
+  ``with`` block around the whole refresh, the body's storing included: the body stream
+  is not handed the lease, and nothing else releases it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from wsgi_proxy.core.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.flow.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.request.exchange import Exchange, StreamingBody
 from wsgi_proxy.store.cache import PendingEntry, Store
-from wsgi_proxy.store.fetch_locks import try_acquire
 from wsgi_proxy.store.hits import Hit
 
 log = logging.getLogger(__name__)
@@ -125,45 +126,47 @@ class Filler:
         self.background.submit(self._refresh, ex.primary, req, fields)
 
     def _refresh(self, primary: str, req: RequestHead, fields: h.Headers) -> None:
-        lock = self.store.key_lock(primary, 0)
-        if not try_acquire(lock, 0):
+        lease = self.store.try_lease(primary)
+        if lease is None:
             return
-        try:
-            now = self.clock()
-            found = self.store.lookup(primary, req.headers, now)
-            if not isinstance(found, Hit):
-                return
-            with contextlib.closing(found):
-                age = policy.current_age(found.entry, now)
-                lifetime = policy.freshness_lifetime(
-                    found.entry.head, found.entry.response_time, self.targeting
-                )
-                if lifetime > age:
-                    return  # refreshed meanwhile
-                conditional = validation.validators(found.entry.head)
-                resp, times = self.forwarder.send("GET", req.target, (*fields, *conditional),
-                                                  None, None, chunked=False)  # fmt: skip
-                head = ResponseHead(resp.head.status, resp.head.reason,
-                                    h.end_to_end(resp.head.headers))  # fmt: skip
-                if head.status == 304 and conditional:
-                    resp.close()
-                    self.apply_304(found, head, times)
-                    return
-                if head.status in ERROR_STATUSES:
-                    resp.close()
-                    log.warning("background refresh of %s: origin answered %d, kept stale",
-                                primary, head.status)  # fmt: skip
-                    return
-            writer, _ = self.start_storing(req, primary, head, times, resp.content_length)
-            body = StreamingBody(resp, writer, None, None)
+        with lease:
             try:
-                for _ in body:
-                    pass
-            finally:
-                body.close()
-        except ProxyError as exc:
-            log.warning("background refresh of %s failed: %s", primary, exc.detail)
-        except Exception:
-            log.exception("background refresh of %s failed", primary)
-        finally:
-            lock.release()
+                self._revalidate(primary, req, fields)
+            except ProxyError as exc:
+                log.warning("background refresh of %s failed: %s", primary, exc.detail)
+            except Exception:
+                log.exception("background refresh of %s failed", primary)
+
+    def _revalidate(self, primary: str, req: RequestHead, fields: h.Headers) -> None:
+        """The refresh itself, run holding the URL's lease: revalidate the stale entry,
+        freshen it after a 304, store a new response (kept stale on an origin error)."""
+        now = self.clock()
+        found = self.store.lookup(primary, req.headers, now)
+        if not isinstance(found, Hit):
+            return
+        with contextlib.closing(found):
+            age = policy.current_age(found.entry, now)
+            lifetime = policy.freshness_lifetime(
+                found.entry.head, found.entry.response_time, self.targeting
+            )
+            if lifetime > age:
+                return  # refreshed meanwhile
+            conditional = validation.validators(found.entry.head)
+            resp, times = self.forwarder.send("GET", req.target, (*fields, *conditional),
+                                              None, None, chunked=False)  # fmt: skip
+            head = ResponseHead(resp.head.status, resp.head.reason,
+                                h.end_to_end(resp.head.headers))  # fmt: skip
+            if head.status == 304 and conditional:
+                resp.close()
+                self.apply_304(found, head, times)
+                return
+            if head.status in ERROR_STATUSES:
+                resp.close()
+                log.warning("background refresh of %s: origin answered %d, kept stale",
+                            primary, head.status)  # fmt: skip
+                return
+        writer, _ = self.start_storing(req, primary, head, times, resp.content_length)
+        body = StreamingBody(resp, writer, None, None)  # the lease stays with _refresh
+        with contextlib.closing(body):
+            for _ in body:
+                pass

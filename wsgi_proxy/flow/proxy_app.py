@@ -12,6 +12,13 @@ Invariants:
   stripe until its entry is published; the others wait (``lock_timeout``), then look again.
   A stripe held for another URL is not waited for.
   A URL whose last response was not storable gets a pass marker, so nobody waits on it.
+- The fetch lock is held as a ``FetchLease`` owned by the request's ``Exchange``, which
+  ``__call__`` runs in a ``with`` block: whatever the exchange still holds when the call
+  returns or raises is given back then. The one hand-over: a body that streams into the
+  cache takes the lease (``StreamingBody``), and releases it once the entry is published.
+  The exchange gives it back earlier only where it must: for a response that will not be
+  stored, before its body is read (nobody need wait for it); and before the request is
+  answered afresh (``_reread``), which would otherwise wait on its own lease.
 - A ``ProxyError`` raised before the response started becomes its short plain-text answer;
   one raised while a body streams aborts the connection, so the client never takes a cut
   body for a whole one.
@@ -54,7 +61,7 @@ from wsgi_proxy.request.exchange import (
     request_head,
 )
 from wsgi_proxy.store.cache import Store
-from wsgi_proxy.store.fetch_locks import FetchWaits, KeyLock, try_acquire
+from wsgi_proxy.store.fetch_locks import FetchWaits
 from wsgi_proxy.store.hits import Hit, PassMarker
 from wsgi_proxy.upstream.origin_client import OriginResponse, Upstream
 
@@ -126,10 +133,11 @@ class ProxyApp:
                 return answer
         try:
             site = self._site(environ, scheme)
-            ex = Exchange(request_head(environ), environ, start_response, site, ready_key)
-            if ex.req.method in ("GET", "HEAD"):
-                return self._cached(ex)
-            return self._forward(ex)
+            # The one owner of what the request holds: left, it gives back what it still has.
+            with Exchange(request_head(environ), environ, start_response, site, ready_key) as ex:
+                if ex.req.method in ("GET", "HEAD"):
+                    return self._cached(ex)
+                return self._forward(ex)
         except ProxyError as exc:
             log.info("%s %s: %d %s", environ.get("REQUEST_METHOD"), environ.get("RAW_URI"),
                      exc.status, exc.detail)  # fmt: skip
@@ -168,7 +176,7 @@ class ProxyApp:
             log.debug("pass %s: last response not storable", ex.primary)
             ex.pass_until = found.until
             return self._fetch(ex, policy.Forward("uri-miss"))
-        ex.found = found
+        ex.keep_found(found)
         decision = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
         match decision:
             case policy.Fresh(age=age, ttl=ttl):
@@ -180,7 +188,6 @@ class ProxyApp:
                 status = self._hit_status(ttl, "stale-while-revalidate")
                 return self._serve(ex, age, status, "stale")
             case policy.Unavailable():
-                ex.release()
                 raise NotInCache("only-if-cached and nothing usable is stored")
             case policy.Revalidate() | policy.Forward():
                 log.debug("%s %s: %s", type(decision).__name__.lower(), ex.primary, decision.fwd)
@@ -191,24 +198,21 @@ class ProxyApp:
     def _coalesced(
         self, ex: Exchange, decision: policy.Revalidate | policy.Forward
     ) -> Iterable[bytes]:
-        """Fetch holding the URL's lock. A request that finds it taken waits until it is
-        free (the fetcher has published), releases it at once so that the other waiters
-        are not queued behind it, and looks again; if there is still nothing usable it
-        fetches itself, taking the lock if it is free. A lock stripe held for another URL
-        is not waited for (locks.py)."""
-        lock = self.store.key_lock(ex.primary, self.config.lock_timeout)
-        if try_acquire(lock, 0):
-            ex.lock = lock
+        """Fetch holding the URL's lock (a lease the exchange owns). A request that finds
+        it taken waits until it is free (the fetcher has published), releases it at once so
+        that the other waiters are not queued behind it, and looks again; if there is still
+        nothing usable it fetches itself, taking the lock if it is free. A lock stripe held
+        for another URL is not waited for (locks.py)."""
+        lease = self.store.try_lease(ex.primary)
+        if lease is not None:
+            ex.hold(lease)
             # Another request may have published (or refreshed) the entry between our
             # lookup and taking the lock: look once more, or the origin is asked twice.
             found = self.store.lookup(ex.primary, ex.req.headers, self.clock())
             if isinstance(found, Hit):
                 again = policy.decide_lookup(ex.req, found.entry, self.clock(), self.targeting)
                 if isinstance(again, policy.Fresh):
-                    if ex.found is not None:
-                        ex.found.close()
-                    ex.found = found
-                    ex.release_lock()
+                    ex.keep_found(found)
                     self.metrics.coalesced.inc()
                     status = self._hit_status(again.ttl)
                     return self._serve(ex, again.age, status, "hit", fresh=True)
@@ -218,13 +222,14 @@ class ProxyApp:
                 if relayed is not None:
                     return relayed
             return self._fetch(ex, decision)
-        ex.release()
+        ex.release()  # nothing held while waiting: the entry is looked up again after
+        lock = self.store.key_lock(ex.primary, self.config.lock_timeout)
         if not self.fetch_waits.wait(lock, keys.digest(ex.primary), self.config.lock_timeout):
             log.info("lock wait for %s timed out: fetching without it", ex.primary)
-        return self._after_wait(ex, lock, decision)
+        return self._after_wait(ex, decision)
 
     def _after_wait(
-        self, ex: Exchange, lock: KeyLock, decision: policy.Revalidate | policy.Forward
+        self, ex: Exchange, decision: policy.Revalidate | policy.Forward
     ) -> Iterable[bytes]:
         """After the wait for another request's fetch: serve what it published, or fetch,
         taking the URL's lock if it is free."""
@@ -232,7 +237,7 @@ class ProxyApp:
         found = self.store.lookup(ex.primary, ex.req.headers, now)
         if isinstance(found, PassMarker):
             return self._fetch(ex, decision)
-        ex.found = found
+        ex.keep_found(found)
         again = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
         if isinstance(again, policy.Fresh | policy.Stale):
             self.metrics.coalesced.inc()
@@ -240,13 +245,15 @@ class ProxyApp:
             return self._serve(ex, again.age, self._hit_status(again.ttl), "hit", fresh=fresh)
         if isinstance(again, policy.Revalidate | policy.Forward):
             decision = again
-        if try_acquire(lock, 0):
-            ex.lock = lock
+        lease = self.store.try_lease(ex.primary)
+        if lease is not None:
+            ex.hold(lease)
         return self._fetch(ex, decision)
 
     def _fetch(self, ex: Exchange, decision: policy.Revalidate | policy.Forward) -> Iterable[bytes]:
         """Ask the origin; store and stream a full response, serve the refreshed entry after
-        a 304 to our revalidation, or the stale entry when the origin fails."""
+        a 304 to our revalidation, or the stale entry when the origin fails. What the
+        exchange holds is given back when the request ends (``__call__``), also on error."""
         revalidating = isinstance(decision, policy.Revalidate) and ex.found is not None
         try:
             fields = self.forwarder.fields(ex)
@@ -256,15 +263,10 @@ class ProxyApp:
             resp, times = self.forwarder.send(ex.req.method, ex.req.target, fields, body,
                                               ex.environ, chunked=chunked)  # fmt: skip
         except ClientError:
-            ex.release()  # the request is at fault, not the origin: no stale answer
-            raise
+            raise  # the request is at fault, not the origin: no stale answer
         except ProxyError as exc:
             if self._is_stale_usable(ex):
                 return self._serve_stale(ex, exc.detail)
-            ex.release()
-            raise
-        except BaseException:
-            ex.release()
             raise
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
         if revalidating and head.status == 304:
@@ -276,9 +278,7 @@ class ProxyApp:
         if head.status in ERROR_STATUSES and self._is_stale_usable(ex):
             resp.close()
             return self._serve_stale(ex, f"the origin answered {head.status}", head.status)
-        if ex.found is not None:
-            ex.found.close()
-            ex.found = None
+        ex.keep_found(None)
         return self._stream_fresh(ex, decision.fwd, head, resp, times)
 
     def _is_stale_usable(self, ex: Exchange) -> bool:
@@ -291,7 +291,6 @@ class ProxyApp:
     ) -> Iterable[bytes]:
         """RFC 5861 section 4 and RFC 9111 section 4.2.4: the origin failed, serve stale."""
         assert ex.found is not None  # noqa: S101 - checked by _is_stale_usable
-        ex.release_lock()
         now = self.clock()
         age = policy.current_age(ex.found.entry, now)
         ttl = policy.freshness_lifetime(ex.found.entry.head, ex.found.entry.response_time,
@@ -306,9 +305,9 @@ class ProxyApp:
     ) -> Iterable[bytes]:
         """RFC 9111 section 4.3.4: freshen the stored response with the 304's fields."""
         assert ex.found is not None  # noqa: S101 - only called when revalidating
-        ex.found = self.filler.apply_304(ex.found, head, times)
-        ex.release_lock()
-        entry = ex.found.entry
+        found = self.filler.apply_304(ex.found, head, times)
+        ex.keep_found(found)  # the same open file, with the freshened head
+        entry = found.entry
         age = policy.current_age(entry, self.clock())
         ttl = policy.freshness_lifetime(entry.head, times[1], self.targeting) - age
         log.debug("revalidated %s: 304", entry.key)
@@ -332,14 +331,15 @@ class ProxyApp:
             age = policy.current_age(Entry(ex.primary, head, *times, (), 0), times[1])
             ttl = policy.freshness_lifetime(head, times[1], self.targeting) - age
         else:
-            ex.release_lock()
+            # Nothing will be published: the waiters need not wait for the origin's body.
+            ex.release()
         status = h.format_cache_status(
             self.name, fwd=fwd, fwd_status=head.status, stored=writer is not None,
             ttl=_int(ttl), detail=detail,
         )  # fmt: skip
         fields = h.without(head.headers, self.private_fields)
-        body = StreamingBody(resp, writer, ex.lock, self._count_origin_bytes)
-        ex.lock = None
+        # The body outlives this call: it takes the lease, and releases it once published.
+        body = StreamingBody(resp, writer, ex.hand_over_lease(), self._count_origin_bytes)
         _prefetch(body)
         outcome = "miss" if writer is not None else "pass"
         ex.start_response(head.status_line, [*fields, *self._marks("MISS", status, outcome)])
@@ -364,6 +364,8 @@ class ProxyApp:
         """The stored body could not be read whole or failed its checksum: drop the entry
         (if still there) and answer the request afresh, once."""
         log.warning("removing unreadable cache entry %s", found.location)
+        # Give back the entry and any lease first: the answer afresh takes its own.
+        ex.release()
         self.store.remove_if_same(found)
         if ex.environ.get("wsgi_proxy.reread"):
             raise OriginBroken("the cached response could not be read")

@@ -12,6 +12,9 @@ Invariants:
 - Bodies up to ``SMALL_BODY`` are read whole and sent with the head; larger ones by
   ``wsgi.file_wrapper``, which gunicorn sends with ``sendfile``, in flat memory (but for
   the first answer over ``VERIFY_INLINE`` in a worker: ``CheckedStream``, two blocks).
+- The entry served (a ``Hit``, its file open) is the exchange's, closed when the request's
+  call ends (request/exchange.py); a body sent from the file takes it over
+  (``Exchange.hand_over_found``) and closes it once sent. Nothing here closes it.
 """
 
 from __future__ import annotations
@@ -74,7 +77,6 @@ class Serving:
         entry = found.entry
         fields = _client_fields(entry.head.headers, self.private_fields)
         if validation.is_not_modified(ex.req, entry.head, entry.response_time):
-            ex.release()
             ex.start_response("304 Not Modified", [*fields, *marks])
             return []
         status_line, span = entry.head.status_line, (0, entry.body_length)
@@ -83,12 +85,12 @@ class Serving:
             status_line, span = "206 Partial Content", wanted
             fields = (*fields, ("Content-Range", _content_range(span, entry.body_length)))
         size = span[1] - span[0]
-        body: Iterable[bytes] = ()
+        body: Iterable[bytes]
         held: bytes | None = None  # the body, when read whole into memory
         if ex.req.method == "HEAD":
-            ex.release()
+            body = ()
         elif size <= SMALL_BODY:
-            held = self._read_whole(ex, found, span)
+            held = self._read_whole(found, span)
             if held is None:
                 return None
             body = (held,)
@@ -97,6 +99,7 @@ class Serving:
             if wrapped is None:
                 return None
             body = wrapped
+            ex.hand_over_found()  # the body closes the file once sent (gunicorn, CheckedStream)
         fields = (*fields, ("Content-Length", str(size)))
         if fresh and span == (0, entry.body_length):
             self._make_ready(ex, found, fields, held)
@@ -105,7 +108,7 @@ class Serving:
             self.sent(size)
         return body
 
-    def _read_whole(self, ex: Exchange, found: Hit, span: tuple[int, int]) -> bytes | None:
+    def _read_whole(self, found: Hit, span: tuple[int, int]) -> bytes | None:
         """The bytes of ``span``, checked; None if they cannot be read or fail the check.
         A small body is read whole, so that it is checked before any of it is sent."""
         try:
@@ -113,7 +116,6 @@ class Serving:
         except OSError:
             data = b""
         intact = len(data) == span[1] - span[0] and self.store.verify(found, data)
-        ex.release()
         return data if intact else None
 
     def _wrap_file(self, ex: Exchange, found: Hit, span: tuple[int, int]) -> Iterable[bytes] | None:
@@ -125,7 +127,6 @@ class Serving:
         if not self.store.is_verified(found):
             if found.entry.body_length <= VERIFY_INLINE:
                 if not self.store.verify(found):
-                    ex.release()
                     return None
             elif span == (0, found.entry.body_length):
                 return CheckedStream(found, self.store, damaged=self.damaged)
@@ -203,7 +204,6 @@ def _wanted_range(ex: Exchange, entry: Entry) -> tuple[int, int] | None:
         return None
     wanted = h.parse_byte_range(ex.req.get("range"), entry.body_length)
     if wanted is False:
-        ex.release()
         raise RangeNotSatisfiable(entry.body_length)
     return wanted if isinstance(wanted, tuple) else None
 

@@ -2,7 +2,14 @@
 stream that feeds the client and the cache writer at once.
 
 Invariants:
-- ``Exchange.release`` gives back everything a request holds (an open entry, a URL lock).
+- One owner at a time for what a request holds: the URL's fetch lease (store/fetch_locks.py)
+  and the stored entry it opened. The ``Exchange`` owns both for as long as ``ProxyApp`` runs
+  the request in its ``with`` block, and gives back, when the block ends (returned or
+  raised), whatever it still holds. A body that outlives the block takes over what it needs:
+  ``StreamingBody`` the lease (``hand_over_lease``), which it releases once the entry is
+  published or when it is closed; a body sent from the entry's file its ``Hit``
+  (``hand_over_found``), closed with it. Nothing else releases either: the app may only
+  have the exchange give them back early (``release``).
 - ``StreamingBody`` publishes the entry only after the origin's last byte, and before the
   client's; a body cut short propagates its error, so the client sees a broken response,
   never a short one taken for whole.
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from gunicorn.http.errors import NoMoreData, ParseException
@@ -33,11 +40,9 @@ from wsgi_proxy.core.errors import (
 from wsgi_proxy.core.model import RequestHead
 from wsgi_proxy.core.sites import Site
 from wsgi_proxy.store.cache import PendingEntry
+from wsgi_proxy.store.fetch_locks import FetchLease
 from wsgi_proxy.store.hits import Hit
 from wsgi_proxy.upstream.origin_client import OriginResponse
-
-if TYPE_CHECKING:
-    from filelock import FileLock
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -46,7 +51,8 @@ Environ = dict[str, Any]
 @dataclass(slots=True)
 class Exchange:
     """One request on its way through the proxy, and what it holds: the stored entry it
-    opened and the URL lock it took. ``release`` gives both back."""
+    opened (``found``) and the URL's fetch lease (``lease``). A context manager: the end of
+    the ``with`` block gives back what it still holds (``release``)."""
 
     req: RequestHead
     environ: Environ
@@ -55,19 +61,46 @@ class Exchange:
     ready_key: str | None = None  # sites.raw_key: where a ready answer to it is kept
     primary: str = ""
     found: Hit | None = None
-    lock: FileLock | None = None
+    lease: FetchLease | None = None
     pass_until: float = 0.0  # when the URL's pass marker, if one was found, runs out
 
-    def release(self) -> None:
-        if self.found is not None:
-            self.found.close()
-            self.found = None
-        self.release_lock()
+    def __enter__(self) -> Exchange:
+        return self
 
-    def release_lock(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def hold(self, lease: FetchLease) -> None:
+        """Own ``lease`` until the request ends or hands it over. A request holds one lease
+        at most: one held already is given back first."""
+        if self.lease is not None:
+            self.lease.release()
+        self.lease = lease
+
+    def hand_over_lease(self) -> FetchLease | None:
+        """The lease, now the caller's to release (a body that streams into the cache)."""
+        lease, self.lease = self.lease, None
+        return lease
+
+    def keep_found(self, found: Hit | None) -> None:
+        """Hold ``found`` instead of the entry held so far, which is closed unless ``found``
+        is the same open file (an entry freshened after a 304)."""
+        old, self.found = self.found, found
+        if old is not None and (found is None or found.file is not old.file):
+            old.close()
+
+    def hand_over_found(self) -> Hit | None:
+        """The entry, now the caller's to close (a body sent from its file)."""
+        found, self.found = self.found, None
+        return found
+
+    def release(self) -> None:
+        """Give back what the exchange holds: close the entry, release the lease. Early, it
+        lets the waiters for the URL go before the request ends; again, it does nothing."""
+        self.keep_found(None)
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
 
 class StreamingBody:
@@ -76,19 +109,23 @@ class StreamingBody:
     The entry is published only after the origin's last byte; if its body is cut short the
     error propagates (gunicorn then closes the connection) and nothing is published; if the
     client goes away, ``close`` drops the unfinished entry. ``close`` always releases the
-    origin connection and the URL's lock.
+    origin connection and the URL's fetch lease.
+
+    The lease, handed over by the request's exchange, is this body's from then on: released
+    as soon as the entry is published (before the client has the last byte) or, at the
+    latest, by ``close``, which the WSGI server calls however the response ends.
     """
 
     def __init__(
         self,
         resp: OriginResponse,
         writer: PendingEntry | None,
-        lock: FileLock | None,
+        lease: FetchLease | None,
         on_close: Callable[[int], None] | None,
     ) -> None:
         self.resp = resp
         self.writer = writer
-        self.lock = lock
+        self.lease = lease
         self.on_close = on_close
         self.sent = 0
         self.chunks = resp.chunks()
@@ -113,7 +150,7 @@ class StreamingBody:
                 self.sent += len(chunk)
                 yield chunk
             return
-        # One chunk is held back so that the entry is published, and the lock released,
+        # One chunk is held back so that the entry is published, and the lease released,
         # before the client has the last byte: a client's next request (a PUT that must
         # invalidate it, a conditional GET) then always finds it.
         held = None
@@ -133,7 +170,7 @@ class StreamingBody:
             raise
         writer.commit()
         self.writer = None
-        self._release_lock()
+        self._release_lease()
         if held is not None:
             self.sent += len(held)
             yield held
@@ -147,12 +184,12 @@ class StreamingBody:
             if self.on_close is not None:
                 self.on_close(self.sent)
         finally:
-            self._release_lock()
+            self._release_lease()
 
-    def _release_lock(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+    def _release_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
 
 def request_head(environ: Environ) -> RequestHead:

@@ -46,7 +46,7 @@ from wsgi_proxy.store.entry_file import (
     meta_of,
     read_header,
 )
-from wsgi_proxy.store.fetch_locks import KeyLock, key_lock
+from wsgi_proxy.store.fetch_locks import FetchLease, KeyLock, key_lock, try_lease
 from wsgi_proxy.store.hits import CheckedBodies, Hit, PassMarker, identity_of
 from wsgi_proxy.store.hot_set import HotSet, Remembered, Stamp, stamp_of
 from wsgi_proxy.store.open_files import OpenFile, OpenFiles
@@ -405,6 +405,11 @@ class Store:
         digest = keys.digest(primary)
         stripe = int(digest[:8], 16) % self.lock_stripes
         return key_lock(os.path.join(self._locks, f"{stripe}.lock"), digest, timeout)
+
+    def try_lease(self, primary: str) -> FetchLease | None:
+        """The fetch lock for ``primary`` if it is free now, held by the lease returned;
+        None when another fetch holds it (or it cannot be taken: go on without it)."""
+        return try_lease(self.key_lock(primary, 0))
 
 
 def check_folder(cache_dir: Path) -> None:

@@ -12,6 +12,13 @@ Invariants:
 - A process that dies holding a lock loses it (flock), and its mark is overwritten by the
   next holder; a stale mark only ever lets a request skip a wait it did not need.
 - Within a worker, one thread polls a URL's lock for all the threads waiting on its fetch.
+- A held fetch lock is a ``FetchLease`` (made by ``try_lease``, or ``Store.try_lease``),
+  and a lease has one owner at a time, which gives it back: the request's ``Exchange``
+  (request/exchange.py), the ``StreamingBody`` it hands the lease to when a body streams
+  into the cache, or the ``with`` block of a background refresh (flow/filling.py). Its
+  ``release`` is idempotent. Nothing else releases a fetch lock; a lease dropped unreleased
+  is still let go by filelock when its lock is garbage-collected, but that is a safety net,
+  not the rule.
 """
 
 from __future__ import annotations
@@ -60,6 +67,40 @@ def key_lock(path: str, digest: str, timeout: float) -> KeyLock:
     )
 
 
+class FetchLease:
+    """A URL's fetch lock, held: the one handle it is given back through. Made held by
+    ``try_lease``; ``release`` gives the lock back once, and does nothing after that, so an
+    owner releases on every way out without asking whether it was done already; ``with
+    lease:`` releases at the end of the block. Not shared between threads: one owner at a
+    time, which may hand it to the next one (the request to its body stream)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: KeyLock) -> None:
+        self._lock: KeyLock | None = lock
+
+    @property
+    def is_held(self) -> bool:
+        return self._lock is not None
+
+    def release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def __enter__(self) -> FetchLease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def try_lease(lock: KeyLock) -> FetchLease | None:
+    """``lock`` taken now (no wait), as a lease; None when another holds it, or when it
+    cannot be taken (``try_acquire``: the caller goes on without it)."""
+    return FetchLease(lock) if try_acquire(lock, 0) else None
+
+
 def held_for_other(lock: KeyLock, digest: str) -> bool:
     """Is ``lock`` held for a URL other than the one with ``digest``? False when it cannot
     tell (free, just taken and not yet marked, unreadable)."""
@@ -82,8 +123,9 @@ def wait_for_fetch(lock: KeyLock, digest: str, timeout: float) -> bool:
     ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        if try_acquire(lock, 0):
-            lock.release()
+        probe = try_lease(lock)
+        if probe is not None:
+            probe.release()  # at once: the other waiters need not queue behind this one
             return True
         if held_for_other(lock, digest):
             log.debug("lock stripe %s held for another URL: not waiting", lock.lock_file)
