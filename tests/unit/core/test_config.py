@@ -295,6 +295,6 @@ def test_gunicorn_conf_sets_every_setting_of_the_proxy(monkeypatch: pytest.Monke
     """gunicorn.conf.py names each setting by hand: one left out there is not applied."""
     for name in [k for k in os.environ if k.startswith("WSGI_PROXY_")]:
         monkeypatch.delenv(name)
-    loaded = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+    loaded = runpy.run_path(str(Path(__file__).resolve().parents[3] / "gunicorn.conf.py"))
     expected = gunicorn_settings(ServerConfig.from_env({}))
     assert {name: loaded.get(name) for name in expected} == expected
