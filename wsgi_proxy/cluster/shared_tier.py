@@ -33,7 +33,8 @@ from wsgi_proxy.core import headers as h
 from wsgi_proxy.core import keys
 from wsgi_proxy.core.config import Config, parse_origin
 from wsgi_proxy.core.errors import ProxyError
-from wsgi_proxy.request.exchange import Exchange, StreamingBody
+from wsgi_proxy.request.body_stream import StreamingBody
+from wsgi_proxy.request.exchange import Exchange
 from wsgi_proxy.upstream.origin_client import Upstream
 
 if TYPE_CHECKING:

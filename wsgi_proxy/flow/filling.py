@@ -28,7 +28,8 @@ from wsgi_proxy.core.config import Config
 from wsgi_proxy.core.errors import ProxyError
 from wsgi_proxy.core.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.flow.forwarding import CLIENT_CONDITIONALS, Forwarder
-from wsgi_proxy.request.exchange import Exchange, StreamingBody
+from wsgi_proxy.request.body_stream import StreamingBody
+from wsgi_proxy.request.exchange import Exchange
 from wsgi_proxy.store.cache import PendingEntry, Store
 from wsgi_proxy.store.hits import Hit
 

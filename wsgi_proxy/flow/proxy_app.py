@@ -52,14 +52,9 @@ from wsgi_proxy.flow.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.flow.ready_answers import ReadyAnswers
 from wsgi_proxy.flow.serving import Serving
 from wsgi_proxy.ops.metrics import Metrics
-from wsgi_proxy.request.exchange import (
-    Environ,
-    Exchange,
-    StartResponse,
-    StreamingBody,
-    request_body,
-    request_head,
-)
+from wsgi_proxy.request.body_stream import StreamingBody
+from wsgi_proxy.request.client_body import request_body
+from wsgi_proxy.request.exchange import Environ, Exchange, StartResponse, request_head
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.fetch_locks import FetchWaits
 from wsgi_proxy.store.hits import Hit, PassMarker

@@ -1,4 +1,4 @@
-"""exchange.request_body over gunicorn's own body readers (its ``Body`` on an iterable of
+"""client_body.request_body over gunicorn's own body readers (its ``Body`` on an iterable of
 received pieces): what is read before the origin is asked, what is sent and how, and which
 client failures become which ``ProxyError``."""
 
@@ -18,7 +18,7 @@ from wsgi_proxy.core.errors import (
     ProxyError,
     UnsupportedCoding,
 )
-from wsgi_proxy.request.exchange import LimitedBody, request_body
+from wsgi_proxy.request.client_body import LimitedBody, request_body
 
 BLOCK = LimitedBody.BLOCK
 LIMIT = 1 << 20

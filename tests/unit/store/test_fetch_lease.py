@@ -23,7 +23,8 @@ from wsgi_proxy.core import keys
 from wsgi_proxy.core.errors import OriginBroken, ProxyError
 from wsgi_proxy.core.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.core.sites import Site
-from wsgi_proxy.request.exchange import Exchange, StreamingBody
+from wsgi_proxy.request.body_stream import StreamingBody
+from wsgi_proxy.request.exchange import Exchange
 from wsgi_proxy.store.cache import PendingEntry, Store
 from wsgi_proxy.store.fetch_locks import FetchLease, key_lock, try_lease
 from wsgi_proxy.store.hits import Hit
