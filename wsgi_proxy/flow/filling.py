@@ -30,8 +30,9 @@ from wsgi_proxy.core.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.flow.forwarding import CLIENT_CONDITIONALS, Forwarder
 from wsgi_proxy.request.body_stream import StreamingBody
 from wsgi_proxy.request.exchange import Exchange
-from wsgi_proxy.store.cache import PendingEntry, Store
+from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.hits import Hit
+from wsgi_proxy.store.pending_entry import PendingEntry
 
 log = logging.getLogger(__name__)
 

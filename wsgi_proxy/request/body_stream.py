@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from wsgi_proxy.core.errors import ProxyError
-from wsgi_proxy.store.cache import PendingEntry
 from wsgi_proxy.store.fetch_locks import FetchLease
+from wsgi_proxy.store.pending_entry import PendingEntry
 from wsgi_proxy.upstream.origin_client import OriginResponse
 
 

@@ -50,6 +50,7 @@ from wsgi_proxy.store.fetch_locks import FetchLease, KeyLock, key_lock, try_leas
 from wsgi_proxy.store.hits import CheckedBodies, Hit, PassMarker, identity_of
 from wsgi_proxy.store.hot_set import HotSet, Remembered, Stamp, stamp_of
 from wsgi_proxy.store.open_files import OpenFile, OpenFiles
+from wsgi_proxy.store.pending_entry import PendingEntry
 from wsgi_proxy.store.site_list import SiteList
 from wsgi_proxy.store.usage import UsageCounter
 
@@ -436,55 +437,3 @@ def _touched(file: BinaryIO, stat: os.stat_result, now: float, interval: float) 
         return os.fstat(file.fileno())
     except OSError:
         return stat
-
-
-class PendingEntry:
-    """An entry being written, held by whoever streams its body (request/exchange.py) and
-    owned by the store: what its writer reports (a failed write, a refused mtime, what it
-    published) is recorded here, in the store, and nowhere else."""
-
-    __slots__ = ("store", "writer")
-
-    def __init__(self, store: Store, writer: EntryWriter) -> None:
-        self.store = store
-        self.writer = writer
-
-    def write(self, chunk: bytes) -> None:
-        writer = self.writer
-        writer.write(chunk)
-        if writer.error is not None:
-            self._note_failure()
-
-    def copy_from(self, src_fd: int, offset: int, count: int, crc: int) -> None:
-        self.writer.copy_from(src_fd, offset, count, crc)
-
-    def commit(self) -> bool:
-        """Publish the entry if its body is whole, and record it; True when published."""
-        writer, store = self.writer, self.store
-        sealed = writer.seal()
-        if writer.coarse_mtime is not None:
-            store.lose_fine_timestamps(writer.coarse_mtime)
-        if not sealed:
-            self._note_failure()
-            return False
-        if writer.meta.get("kind") == "response":
-            # Its site listed first, before the entry can be found (site_list.py).
-            try:
-                store.sites.note(keys.site_of_key(str(writer.meta["key"])))
-            except OSError as exc:
-                writer.drop(exc)
-                self._note_failure()
-                return False
-        published = writer.publish()
-        if published is None:
-            self._note_failure()
-            return False
-        store.record(published)
-        return True
-
-    def abort(self) -> None:
-        self.writer.abort()
-
-    def _note_failure(self) -> None:
-        if self.writer.error is not None:
-            self.store.note_write_error(self.writer.error)

@@ -25,9 +25,11 @@ from wsgi_proxy.core.model import Entry, RequestHead, ResponseHead
 from wsgi_proxy.core.sites import Site
 from wsgi_proxy.request.body_stream import StreamingBody
 from wsgi_proxy.request.exchange import Exchange
-from wsgi_proxy.store.cache import PendingEntry, Store
+from wsgi_proxy.store.cache import Store
+from wsgi_proxy.store.entry_file import EntryWriter
 from wsgi_proxy.store.fetch_locks import FetchLease, key_lock, try_lease
 from wsgi_proxy.store.hits import Hit
+from wsgi_proxy.store.pending_entry import PendingEntry
 from wsgi_proxy.upstream.origin_client import CHUNK_SIZE, OriginResponse
 
 KEY = keys.primary_key("http://origin", "/lease", "http://example")
@@ -192,9 +194,13 @@ class WatchedEntry(PendingEntry):
 
     held_after_publishing: bool | None = None
 
+    def __init__(self, store: Store, writer: EntryWriter) -> None:
+        super().__init__(store, writer)
+        self.whole_store = store
+
     def commit(self) -> bool:
         published = super().commit()
-        self.held_after_publishing = not is_free(self.store)
+        self.held_after_publishing = not is_free(self.whole_store)
         return published
 
 
