@@ -2,18 +2,16 @@
 that the client receives; foreign exceptions (urllib3, OSError) are converted to these once,
 at the edge that meets them (upstream.py, store.py).
 
-Why the request path answers without werkzeug's ``Response``: these errors, like every
-answer from the cache or the origin, go out as a status line and a list of fields handed
-to ``start_response`` (flow/proxy_app.ProxyApp._error). Making and calling a werkzeug
-``Response`` instead costs about 12 microseconds for this short error and 14 for a hit's
-nine fields, against 0.1 to 0.3 for the list, and a ``Request`` 2 to 4 more
+The proxy's own error answers (these errors, flow/proxy_app.ProxyApp._error) and the admin
+interface's (flow/admin.py) are werkzeug ``Response``s; both write ``<status> <reason>:
+<detail>``. Answers from the cache and the origin are not: they go out as a status line
+and a list of fields handed to ``start_response``. Making and calling a werkzeug
+``Response`` costs about 12 microseconds for a short answer and 14 for a hit's nine
+fields, against 0.1 to 0.3 for the list, and a ``Request`` 2 to 4 more
 (tests/bench/response_cost.py: timeit, best of 15 runs of 20,000; werkzeug 3.1.9, CPython
-3.11, a shared 2-vCPU AMD EPYC VM). The benchmark's 1 KiB hits run at about 2,000 req/s on
-the server's one CPU (docs/performance.md), some 500 microseconds each: 3 percent more,
-for nothing the proxy needs. A ``Response`` would also add a ``Content-Type`` the origin
-never sent. The admin interface (flow/admin.py), off that path, is built on werkzeug's
-``Request``, ``Response`` and HTTP exceptions, and writes its errors as ``ProxyError.body``
-does: ``<status> <reason>: <detail>``.
+3.11, a shared 2-vCPU AMD EPYC VM): some 3 percent of a 1 KiB hit in the benchmark, for
+nothing the proxy needs. A ``Response`` would also add a ``Content-Type`` the origin
+never sent.
 """
 
 from __future__ import annotations

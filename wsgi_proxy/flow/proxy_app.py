@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import assert_never
 
+from werkzeug.wrappers import Response
+
 from wsgi_proxy.cluster.nodes import Cluster
 from wsgi_proxy.cluster.shared_tier import SharedTier
 from wsgi_proxy.core import headers as h
@@ -137,7 +139,7 @@ class ProxyApp:
             log.info("%s %s: %d %s", environ.get("REQUEST_METHOD"), environ.get("RAW_URI"),
                      exc.status, exc.detail)  # fmt: skip
             self.metrics.errors.labels(type(exc).__name__).inc()
-            return self._error(exc, start_response)
+            return self._error(exc, environ, start_response)
 
     # ---- GET and HEAD -------------------------------------------------------------------
 
@@ -406,18 +408,16 @@ class ProxyApp:
         self.metrics.count_request(outcome)
         return (("Via", f"1.1 {self.name}"), ("X-Cache", x_cache), ("Cache-Status", cache_status))
 
-    def _error(self, exc: ProxyError, sr: StartResponse) -> Iterable[bytes]:
-        body = exc.body
+    def _error(self, exc: ProxyError, environ: Environ, sr: StartResponse) -> Iterable[bytes]:
+        """The proxy's own error answer: short plain text, never stored, as a werkzeug
+        ``Response`` (which also leaves the body out of an answer to HEAD). Answers from the
+        cache and the origin stay lists of fields (core/errors.py says why)."""
         status = h.format_cache_status(self.name, fwd="uri-miss", detail=exc.detail[:80])
-        fields = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            *exc.fields,
-            *self._marks("MISS", status, "error"),
-        ]
-        sr(f"{exc.status} {exc.reason}", fields)
-        return [body]
+        fields = [("Cache-Control", "no-store"), *exc.fields, *self._marks("MISS", status, "error")]
+        response = Response(exc.body, status=f"{exc.status} {exc.reason}", headers=fields,
+                            content_type="text/plain; charset=utf-8")  # fmt: skip
+        answer: Iterable[bytes] = response(environ, sr)
+        return answer
 
 
 def _prefetch(body: StreamingBody) -> None:
