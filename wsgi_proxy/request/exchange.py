@@ -6,7 +6,8 @@ Invariants:
 - ``StreamingBody`` publishes the entry only after the origin's last byte, and before the
   client's; a body cut short propagates its error, so the client sees a broken response,
   never a short one taken for whole.
-- The request target is taken byte for byte from gunicorn's ``RAW_URI``.
+- The request target is taken byte for byte from gunicorn's ``RAW_URI``; one holding a
+  control character or a space is refused, whatever the gunicorn let through.
 - A request body's first block is read and checked before the origin is asked
   (``request_body``); every later failure of the client's stream is a ``ProxyError``
   raised while the body is sent, and the origin connection carrying it is closed.
@@ -14,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -155,6 +157,11 @@ class StreamingBody:
             self.lock = None
 
 
+# Octets no request target holds (RFC 9112 section 3.2: visible ASCII only): controls and
+# space. gunicorn 27 refuses a request line with one; gunicorn 23 passes a NUL on.
+_NOT_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
+
+
 def request_head(environ: Environ) -> RequestHead:
     """The method, origin-form target (byte for byte) and end-to-end fields of the request."""
     method = str(environ.get("REQUEST_METHOD", "GET")).upper()
@@ -163,6 +170,8 @@ def request_head(environ: Environ) -> RequestHead:
         raise MethodNotAllowed("CONNECT is not supported")
     raw = environ.get("RAW_URI")
     if isinstance(raw, str) and raw:
+        if _NOT_IN_TARGET.search(raw):
+            raise BadRequest("invalid request target")
         target = _origin_form(raw, method)
     else:
         target = quote(str(environ.get("PATH_INFO", "")).encode("latin-1"), safe="/;=,@:")
