@@ -8,7 +8,7 @@ skip a test, saying why, where what it asserts on is not there:
 - ``@pytest.mark.tuned(library, what)``: ``what`` is a tuning of the seam
   (wsgi_proxy/tuning/) for ``library``, off on a version it was not verified on or with
   ``WSGI_PROXY_TUNING=off``: the library's own behaviour runs instead (docs/performance.md,
-  "Older gunicorn and urllib3").
+  "Where the tunings are off").
 - ``@pytest.mark.gunicorn(version, what)``: ``what`` came with gunicorn ``version``; an
   older gunicorn does otherwise, and the proxy cannot make up for it (README, "Supported
   versions").
