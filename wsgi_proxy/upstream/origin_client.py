@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -376,7 +376,7 @@ def _converted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> HTTPRespo
         # error): converted as if raised bare, so only a lost connection is retried.
         cause = exc.args[-1] if exc.args else None
         if isinstance(cause, http.client.HTTPException | OSError):
-            return _converted(_raise, cause)
+            _converted(_raise, cause)  # raises what the cause converts to
         raise
     except (HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
         raise OriginBroken(f"invalid response from the origin: {exc}") from None
@@ -385,5 +385,5 @@ def _converted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> HTTPRespo
     return raw
 
 
-def _raise(exc: BaseException) -> None:
+def _raise(exc: BaseException) -> NoReturn:
     raise exc
