@@ -40,7 +40,8 @@ worker_connections = _settings["worker_connections"]
 secure_scheme_headers = _settings["secure_scheme_headers"]
 # Nothing opens a socket, file or lock before the fork.
 preload_app = _settings["preload_app"]
-# gunicorn's control socket has one path per user: two instances would share it.
+# gunicorn's control socket (25.1+; an older gunicorn ignores the name) has one path per
+# user: two instances would share it.
 control_socket_disable = _settings["control_socket_disable"]
 # Checks the settings and the cache folder in the master, before any worker forks.
 on_starting = _settings["on_starting"]

@@ -6,7 +6,10 @@
 - `proxy`: one gunicorn (two workers) shared by the tests that need no settings of their
   own, in front of the session origin; checked alive before each test;
 - `proxy_factory`: more proxies for this test (own settings, own or shared cache folder,
-  the CLI instead of gunicorn), all stopped at teardown even when the test fails.
+  the CLI instead of gunicorn), all stopped at teardown even when the test fails;
+- the markers `tuned` and `gunicorn` (support/versions.py): a test that asserts on a tuning
+  of the seam, or on what a gunicorn release brought, is skipped, saying why, where it is
+  not there.
 """
 
 from __future__ import annotations
@@ -19,8 +22,20 @@ import pytest
 from support.origin import Origin, OriginServer
 from support.proxy import ProxyFactory, ProxyProcess
 from support.raw_origin import RawOrigin
+from support.versions import why_too_old, why_untuned
 
 _prefixes = itertools.count(1)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("tuned"):
+        reason = why_untuned(*marker.args)
+        if reason is not None:
+            pytest.skip(reason)
+    for marker in item.iter_markers("gunicorn"):
+        reason = why_too_old(*marker.args)
+        if reason is not None:
+            pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

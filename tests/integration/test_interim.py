@@ -75,6 +75,7 @@ def _raw_exchange(port: int, request: bytes) -> bytes:
     return received
 
 
+@pytest.mark.gunicorn("25.0", "wsgi.early_hints, through which the proxy sends a 103")
 def test_early_hints_are_passed_on_when_enabled(
     raw_origin: RawOrigin, proxy_factory: ProxyFactory
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from support.checks import poll
 from support.origin import Origin
 from support.proxy import ProxyProcess
@@ -36,6 +37,9 @@ def _responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str
     return replies
 
 
+@pytest.mark.gunicorn(
+    "27.0", "gthread answers pipelined requests (before, those after the first wait for more)"
+)
 def test_pipelined_requests_are_answered_in_order(origin: Origin, proxy: ProxyProcess) -> None:
     """Six requests in one write, hits and passes mixed: six whole answers in order, and
     the origin sees each pass-through once."""

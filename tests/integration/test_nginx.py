@@ -92,6 +92,9 @@ def test_admin_is_not_reachable_through_nginx_but_health_is(
     assert direct.status == 200
 
 
+@pytest.mark.gunicorn(
+    "24.0", "a stopping gthread worker answers what comes on its kept-alive connections"
+)
 def test_graceful_reload_under_load_fails_no_request_and_keeps_the_cache(
     stack: tuple[Nginx, ProxyProcess], origin: Origin
 ) -> None:

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from support.checks import poll
 from support.origin import Origin, Recorded, Reply
 from support.proxy import ProxyFactory, ProxyProcess, proxy_env
@@ -107,6 +108,7 @@ def test_metrics_are_summed_over_workers(proxy_factory: ProxyFactory, origin: Or
     assert len(proxy.worker_pids()) == 2
 
 
+@pytest.mark.tuned("gunicorn", "the elastic thread pool, whose counts these gauges are")
 def test_metrics_show_the_thread_pools_of_live_workers(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:

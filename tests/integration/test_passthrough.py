@@ -195,7 +195,12 @@ def test_hop_by_hop_response_headers_are_not_returned(origin: Origin, proxy: Pro
 @pytest.mark.parametrize(
     ("path", "query"),
     [
-        ("/p%2Fq/a%20b", "?x=1&y=%zz&y=2"),
+        pytest.param(
+            "/p%2Fq/a%20b",
+            "?x=1&y=%zz&y=2",
+            # urllib3's urlopen sends an invalid percent-encoding as %25zz
+            marks=pytest.mark.tuned("urllib3", "the target sent byte for byte"),
+        ),
         ("/%7Euser/%41%42", "?q=a+b&q=%2B&empty=&flag"),
         ("/a//b/./c/../d", "?"),
         ("/semi;param=1/x", "?a=%3D%26&b=caf%C3%A9"),

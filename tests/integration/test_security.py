@@ -13,6 +13,9 @@ from support.checks import assert_proxy_error, assert_response
 from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess
 from support.raw_origin import RawOrigin
+from support.versions import is_forwarded_target
+
+from wsgi_proxy.tuning import is_at_least
 
 CACHED = [("Cache-Control", "max-age=600")]
 
@@ -57,7 +60,13 @@ MALFORMED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(MALFORMED))
+# An older gunicorn reads on past a bare LF for a CRLF that never comes: no answer.
+BARE_LF = pytest.mark.gunicorn("27.0", "a bare LF refused with 400")
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=BARE_LF) if c == "bare LF" else c for c in sorted(MALFORMED)]
+)
 def test_malformed_requests_are_refused_and_never_forwarded(
     proxy: ProxyProcess, origin: Origin, case: str
 ) -> None:
@@ -85,7 +94,7 @@ def test_requests_reach_only_the_configured_origin(proxy: ProxyProcess, origin: 
     for trick in ("//evil.example/x", "/@evil.example/x", "/\\evil.example/x", "/%2F%2Fevil"):
         reply = proxy.get(origin.prefix + trick)
         assert reply.status == 404  # the origin's own answer for an unknown path
-        assert origin.requests()[-1].target == origin.prefix + trick
+        assert is_forwarded_target(origin.prefix + trick, origin.requests()[-1].target)
     assert all(r.header("Host") == origin.host for r in origin.requests())
 
 
@@ -161,7 +170,8 @@ def test_limits_answer_4xx_and_the_proxy_keeps_serving(
     assert all(len(r.body) <= 1024 for r in origin.requests(sink))
     assert proxy.request("POST", sink, body=b"x" * 1024).body == b"x" * 1024
     long_url = raw_exchange(proxy.port, b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert status_of(long_url) == 414
+    # gunicorn's answer to a request line over its limit: 400 before gunicorn 27.
+    assert status_of(long_url) == (414 if is_at_least("gunicorn", "27.0") else 400)
     many = "".join(f"X-H{i}: {i}\r\n" for i in range(30)).encode()
     too_many = raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
     assert 400 <= status_of(too_many) < 500, too_many[:300]

@@ -32,6 +32,8 @@ from support.proxy import ProxyFactory, ProxyProcess, gunicorn_command
 CACHED = [("Cache-Control", "max-age=600")]
 HEAD = b"GET /slow HTTP/1.1\r\nHost: example.test\r\nX-Trickle: " + b"t" * 200 + b"\r\n\r\n"
 HEAD_LIMIT = 64 * 1024  # bytes: the largest head the proxy reads (docs/security.md)
+# Where it is off, gunicorn's own gthread worker reads each head on a thread, unbounded.
+GUARD = pytest.mark.tuned("gunicorn", "the slow-head guard (tuning/head_gathering.py)")
 
 
 class Trickler:
@@ -154,6 +156,7 @@ def assert_408_then_closed(trickler: Trickler, timeout: float) -> None:
     assert max(lifetimes) < 3 * timeout, lifetimes
 
 
+@GUARD
 def test_hundreds_of_slow_heads_leave_ordinary_clients_served(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
@@ -185,6 +188,7 @@ def test_hundreds_of_slow_heads_leave_ordinary_clients_served(
     proxy.assert_alive()
 
 
+@GUARD
 def test_a_head_not_complete_in_time_gets_408_and_a_silent_connection_is_closed(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
@@ -203,6 +207,7 @@ def test_a_head_not_complete_in_time_gets_408_and_a_silent_connection_is_closed(
     assert origin.requests() == [origin.last(path)]  # the slow heads never reached it
 
 
+@GUARD
 def test_the_next_head_on_a_kept_alive_connection_is_bounded_too(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
@@ -218,6 +223,7 @@ def test_the_next_head_on_a_kept_alive_connection_is_bounded_too(
         assert_408_then_closed(slow, timeout)
 
 
+@GUARD
 def test_pipelined_heads_split_anywhere_are_answered_and_a_stalled_one_is_bounded(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
@@ -245,6 +251,7 @@ def test_pipelined_heads_split_anywhere_are_answered_and_a_stalled_one_is_bounde
     assert [origin.count(one), origin.count(two)] == [1, 1]
 
 
+@GUARD
 def test_a_head_over_the_limit_gets_431(proxy_factory: ProxyFactory, origin: Origin) -> None:
     """A head larger than the limit, whole or still coming, is refused with 431 and never
     forwarded; fields each within gunicorn's limits, fewer than WSGI_PROXY_MAX_HEADERS."""
@@ -264,6 +271,7 @@ def test_a_head_over_the_limit_gets_431(proxy_factory: ProxyFactory, origin: Ori
     assert_response(proxy.get(path), cache="MISS", body=b"small body")
 
 
+@GUARD
 def test_a_graceful_stop_is_not_held_up_by_slow_heads(proxy_factory: ProxyFactory) -> None:
     """With the shipped timeouts (60 s for a head, 30 s to stop), 40 heads trickling in do
     not keep the workers: the server has exited well before the graceful timeout, and
@@ -302,6 +310,7 @@ def test_clients_holding_their_connection_after_an_error_do_not_stall_the_worker
             sock.close()
 
 
+@GUARD
 def test_on_tls_gunicorn_reads_the_head_and_a_silent_connection_is_closed_in_time(
     proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
 ) -> None:

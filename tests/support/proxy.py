@@ -1,10 +1,10 @@
 """The proxy under test: real gunicorn (or the `wsgi_proxy` CLI) as a subprocess.
 
 A `ProxyProcess` is started on a free loopback port with a clean environment (no
-`WSGI_PROXY_*` variable leaks in from the caller), its stdout and stderr in files so a
-failure can show them. `stop()` sends SIGTERM to the process started, waits, then
-SIGKILLs it, and SIGKILLs any of its recorded worker processes (identified by PID and
-start time, so a reused PID is never hit) that outlived it.
+`WSGI_PROXY_*` variable leaks in from the caller but `WSGI_PROXY_TUNING`), its stdout and
+stderr in files so a failure can show them. `stop()` sends SIGTERM to the process
+started, waits, then SIGKILLs it, and SIGKILLs any of its recorded worker processes
+(identified by PID and start time, so a reused PID is never hit) that outlived it.
 """
 
 from __future__ import annotations
@@ -54,8 +54,14 @@ def gunicorn_command(port: int, workers: int = 2) -> list[str]:
 def proxy_env(
     origin_url: str, cache_dir: Path, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """The caller's environment without WSGI_PROXY_*, then the test's settings."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WSGI_PROXY_")}
+    """The caller's environment without WSGI_PROXY_* (but WSGI_PROXY_TUNING, so the proxy's
+    seam is on or off as ``tuning.is_tuned`` says in the tests: support/versions.py), then
+    the test's settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("WSGI_PROXY_") or key == "WSGI_PROXY_TUNING"
+    }
     env["WSGI_PROXY_ORIGIN"] = origin_url
     env["WSGI_PROXY_CACHE_DIR"] = str(cache_dir)
     env["PYTHONUNBUFFERED"] = "1"

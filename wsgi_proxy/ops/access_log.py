@@ -39,8 +39,23 @@ class ProxyLogger(Logger):  # type: ignore[misc]
     escaped the same way (gunicorn's ``SafeAtoms``), computing each when the format asks.
     """
 
+    logs_access = False  # set by setup()
+
+    def setup(self, cfg: Any) -> None:
+        """gunicorn's (at start, and at a reload on recent gunicorns), then whether there is
+        an access log at all, tested as gunicorn's own ``access()`` does: gunicorn 23 tests
+        it on every request, 27 once here (its ``access_log_enabled``, which 23 lacks)."""
+        super().setup(cfg)
+        self.logs_access = bool(
+            cfg.accesslog
+            or cfg.logconfig
+            or cfg.logconfig_dict
+            or cfg.logconfig_json
+            or (cfg.syslog and not cfg.disable_redirect_access_to_syslog)
+        )
+
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not self.access_log_enabled:
+        if not self.logs_access:
             return
         try:
             fmt = self.cfg.access_log_format
@@ -62,7 +77,7 @@ class JsonLogger(ProxyLogger):
     """gunicorn's logger with one JSON object per access-log line."""
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not self.access_log_enabled:
+        if not self.logs_access:
             return
         try:
             atoms = _Atoms(resp, req, environ, request_time, escape=False)

@@ -8,13 +8,14 @@ imports it only inside ``Metrics()``, after pointing that variable at
 not inside the cache folder: it is not cache content and must not count against its size.
 
 Invariants: recording never raises into the request path; nothing is created at import.
-The master imports prometheus_client too, without the variable, to forget a dead worker's
-files (``mark_worker_dead``); workers forked after that still record in the folder, since
-``Metrics()`` sets the value class itself.
+The master imports prometheus_client too, without the variable, at start, to forget a dead
+worker's files (``prepare_master``, ``mark_worker_dead``); the workers it forks still record
+in the folder, since ``Metrics()`` sets the value class itself.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -42,6 +43,13 @@ POOL_COUNTERS = (
     ("wsgi_proxy_pool_long_runs", "long_total",
      "Stints of over 50 ms without a wait, after which a request stops counting as running"),
 )  # fmt: skip
+
+
+def prepare_master() -> None:
+    """Import what ``mark_worker_dead`` needs, in the master at start: gunicorn 23 calls
+    the hook that runs it inside its SIGCHLD handler, where a second worker's exit during
+    the first one's import would find prometheus_client half imported."""
+    importlib.import_module("prometheus_client.multiprocess")
 
 
 def mark_worker_dead(folder: Path, pid: int) -> None:

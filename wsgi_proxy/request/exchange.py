@@ -10,11 +10,13 @@ Invariants:
   the entry is published or when it is closed; a body sent from the entry's file its ``Hit``
   (``hand_over_found``), closed with it. Nothing else releases either: the app may only
   have the exchange give them back early (``release``).
-- The request target is taken byte for byte from gunicorn's ``RAW_URI``.
+- The request target is taken byte for byte from gunicorn's ``RAW_URI``; one holding a
+  control character or a space is refused, whatever the gunicorn let through.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +88,11 @@ class Exchange:
             self.lease = None
 
 
+# Octets no request target holds (RFC 9112 section 3.2: visible ASCII only): controls and
+# space. gunicorn 27 refuses a request line with one; gunicorn 23 passes a NUL on.
+_NOT_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
+
+
 def request_head(environ: Environ) -> RequestHead:
     """The method, origin-form target (byte for byte) and end-to-end fields of the request."""
     method = str(environ.get("REQUEST_METHOD", "GET")).upper()
@@ -94,6 +101,8 @@ def request_head(environ: Environ) -> RequestHead:
         raise MethodNotAllowed("CONNECT is not supported")
     raw = environ.get("RAW_URI")
     if isinstance(raw, str) and raw:
+        if _NOT_IN_TARGET.search(raw):
+            raise BadRequest("invalid request target")
         target = _origin_form(raw, method)
     else:
         target = quote(str(environ.get("PATH_INFO", "")).encode("latin-1"), safe="/;=,@:")

@@ -12,6 +12,15 @@ from wsgi_proxy.core.config import Config, ServerConfig
 from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
 from wsgi_proxy.tuning.gunicorn_sockets import shared_socket_where_needed
 
+# Settings of gunicorn_settings() that the oldest supported gunicorn (23.0) does not have,
+# with the version that brought each: a gunicorn without one lacks what it turns off, so it
+# is left out there, as gunicorn itself leaves out the names of a settings file it does
+# not know (gunicorn.conf.py).
+NEWER_SETTINGS = {"control_socket_disable": "25.1"}
+# The gunicorn that brought ``wsgi.early_hints``, through which the proxy passes the
+# origin's 103s on (WSGI_PROXY_EARLY_HINTS); an older one has no way to send them.
+EARLY_HINTS_SINCE = "25.0"
+
 
 def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
     """gunicorn settings from ``server``. Why each default, see gunicorn.conf.py."""
@@ -34,8 +43,9 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         # X-Forwarded-Proto): gunicorn reads no scheme header, from anyone.
         "secure_scheme_headers": {},
         "preload_app": False,
-        # gunicorn 25+ opens a control socket at one path per user: two instances would
+        # gunicorn 25.1+ opens a control socket at one path per user: two instances would
         # clobber each other's. Ops steer the proxy with signals (systemd), not gunicornc.
+        # (Older gunicorns have neither the socket nor the setting: NEWER_SETTINGS.)
         "control_socket_disable": True,
         "on_starting": on_starting,
         "on_reload": on_reload,
@@ -57,14 +67,22 @@ def worker_class() -> str:
 def on_starting(server: Any) -> None:
     """Validate the proxy's settings and cache folder in the master, before any worker
     forks, so a bad value stops start-up with one clear error naming the variable."""
-    from wsgi_proxy.ops.metrics import reset_metrics_dir  # noqa: PLC0415
+    from wsgi_proxy.ops.metrics import prepare_master, reset_metrics_dir  # noqa: PLC0415
     from wsgi_proxy.store.cache import check_folder  # noqa: PLC0415
 
     config = Config.from_env()
     check_folder(config.cache_dir)
     reset_metrics_dir(config.metrics_dir)
+    prepare_master()
     for line in tuning.report():
         server.log.warning(line)
+    if config.early_hints and not tuning.is_at_least("gunicorn", EARLY_HINTS_SINCE):
+        server.log.warning(
+            "WSGI_PROXY_EARLY_HINTS=on, but gunicorn %s cannot send an interim response "
+            "(wsgi.early_hints came with %s): 103s are read past, not passed on",
+            tuning.installed("gunicorn"),
+            EARLY_HINTS_SINCE,
+        )
     on_reload(server)
 
 
@@ -95,6 +113,8 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.settings.items():
+            if key in NEWER_SETTINGS and key not in self.cfg.settings:
+                continue  # this gunicorn is older than the setting (cfg.set would refuse it)
             self.cfg.set(key, value)
 
     def load(self) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from dataclasses import dataclass
 from importlib import metadata
@@ -114,6 +115,21 @@ def installed(library: str) -> str:
     if library == "python":
         return ".".join(str(part) for part in sys.version_info[:3])
     return metadata.version(library)
+
+
+def is_at_least(library: str, version: str) -> bool:
+    """Whether the installed ``library`` is ``version`` (major.minor or major.minor.patch)
+    or newer: for what a release brought, used where the installed version has it."""
+    return _release(installed(library)) >= _release(version)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of ``version``, three of them: (27, 0, 1) for 27.0.1, (25, 0, 0)
+    for 25.0b1."""
+    found = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
+    if found is None:
+        raise ValueError(f"not a version: {version!r}")
+    return tuple(int(part or 0) for part in found.groups())
 
 
 def is_verified(library: str, version: str | None = None) -> bool:

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -348,6 +348,10 @@ class Upstream:
         origin_pool.give_back(self.pool, conn)  # a closed conn reconnects on reuse
 
 
+# What a keep-alive connection the origin had closed raises: the request may be retried.
+_LOST_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError)
+
+
 def _converted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> HTTPResponse:
     """``call``'s response; its urllib3 and socket errors converted to the errors tree (a
     lost connection stays ``ProtocolError``, for the retry)."""
@@ -365,12 +369,21 @@ def _converted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> HTTPRespo
         raise OriginTimeout("the origin did not answer in time") from None
     except http.client.InvalidURL:
         raise BadRequest("invalid request target") from None
-    except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
+    except _LOST_CONNECTION as exc:
         raise ProtocolError(str(exc)) from None
-    except ProtocolError:
+    except ProtocolError as exc:
+        # urlopen wraps what its request raised in ProtocolError("Connection aborted.",
+        # error): converted as if raised bare, so only a lost connection is retried.
+        cause = exc.args[-1] if exc.args else None
+        if isinstance(cause, http.client.HTTPException | OSError):
+            _converted(_raise, cause)  # raises what the cause converts to
         raise
     except (HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
         raise OriginBroken(f"invalid response from the origin: {exc}") from None
     if not isinstance(raw, HTTPResponse):
         raise OriginBroken("unexpected response object")
     return raw
+
+
+def _raise(exc: BaseException) -> NoReturn:
+    raise exc

@@ -39,6 +39,25 @@ def test_version_check(library: str, version: str, verified: bool) -> None:
     assert tuning.is_verified(library, version) is verified
 
 
+@pytest.mark.parametrize(
+    ("installed", "version", "expected"),
+    [
+        ("23.0.0", "25.0", False),
+        ("25.0.0", "25.0", True),
+        ("25.0", "25.0.0", True),
+        ("25.0b1", "25.0", True),
+        ("27.0.1", "27.0", True),
+        ("27.0.1", "27.1", False),
+        ("2.10.0", "2.9", True),
+    ],
+)
+def test_at_least_compares_release_numbers(
+    monkeypatch: pytest.MonkeyPatch, installed: str, version: str, expected: bool
+) -> None:
+    monkeypatch.setattr(tuning, "installed", lambda _library: installed)
+    assert tuning.is_at_least("gunicorn", version) is expected
+
+
 def test_every_use_names_a_module_of_the_seam_and_a_checked_library() -> None:
     for use in tuning.USES:
         assert (TUNING_DIR / f"{use.module}.py").is_file(), use
