@@ -4,12 +4,11 @@ final, and passes ``103 Early Hints`` on only when told to (``WSGI_PROXY_EARLY_H
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from support.checks import assert_proxy_error, assert_response
 from support.proxy import ProxyFactory
 from support.raw_origin import RawOrigin
+from support.sockets import exchange
 
 FINAL = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
@@ -65,16 +64,6 @@ def test_an_unasked_101_is_a_502_and_not_stored(
     assert raw_origin.count("/switch") == 2
 
 
-def _raw_exchange(port: int, request: bytes) -> bytes:
-    """Send ``request`` on a new connection and read until the proxy closes it."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while data := sock.recv(65536):
-            received += data
-    return received
-
-
 @pytest.mark.gunicorn("25.0", "wsgi.early_hints, through which the proxy sends a 103")
 def test_early_hints_are_passed_on_when_enabled(
     raw_origin: RawOrigin, proxy_factory: ProxyFactory
@@ -83,8 +72,8 @@ def test_early_hints_are_passed_on_when_enabled(
     proxy = proxy_factory({"WSGI_PROXY_EARLY_HINTS": "on"}, origin=raw_origin.url)
     request = b"GET /early HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n"
 
-    received = _raw_exchange(proxy.port, request)
-    again = _raw_exchange(proxy.port, request)
+    received = exchange(proxy.port, request)
+    again = exchange(proxy.port, request)
 
     hints, _, rest = received.partition(b"\r\n\r\n")
     assert hints.startswith(b"HTTP/1.1 103 "), received
@@ -98,7 +87,7 @@ def test_early_hints_are_passed_on_when_enabled(
     # HTTP/1.0 clients cannot take interim responses: they get the final one only.
     assert raw_origin.count("/early") == 1
     raw_origin.route("/early10", HINTS + FINAL)
-    old = _raw_exchange(proxy.port, b"GET /early10 HTTP/1.0\r\nHost: site.example\r\n\r\n")
+    old = exchange(proxy.port, b"GET /early10 HTTP/1.0\r\nHost: site.example\r\n\r\n")
     assert old.startswith(b"HTTP/1.0 200 OK\r\n"), old
     assert b"103" not in old and b"Link:" not in old, old
 
@@ -109,7 +98,7 @@ def test_early_hints_are_dropped_by_default(
     raw_origin.route("/quiet", HINTS + FINAL)
     proxy = proxy_factory(origin=raw_origin.url)
 
-    received = _raw_exchange(
+    received = exchange(
         proxy.port, b"GET /quiet HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n"
     )
 

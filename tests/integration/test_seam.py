@@ -6,13 +6,13 @@ sees"), and start-up says so in one warning; real gunicorn with two workers."""
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 from support.checks import assert_response, poll
 from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess
 from support.raw_origin import RawOrigin
+from support.sockets import exchange
 
 from wsgi_proxy import tuning
 
@@ -69,15 +69,6 @@ def test_with_the_tunings_off_a_miss_a_hit_and_a_pass_through_are_served(
     assert origin.last(passed).header("Via") == "1.1 wsgi_proxy"
 
 
-def _exchange(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while data := sock.recv(65536):
-            received += data
-    return received
-
-
 @pytest.mark.gunicorn("25.0", "wsgi.early_hints, through which the proxy sends a 103")
 def test_with_the_tunings_off_an_early_hint_is_passed_on_and_never_stored(
     raw_origin: RawOrigin, proxy_factory: ProxyFactory
@@ -86,8 +77,8 @@ def test_with_the_tunings_off_an_early_hint_is_passed_on_and_never_stored(
     proxy = proxy_factory({**OFF, "WSGI_PROXY_EARLY_HINTS": "on"}, origin=raw_origin.url)
     request = b"GET /hinted HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n"
 
-    first = _exchange(proxy.port, request)
-    again = _exchange(proxy.port, request)
+    first = exchange(proxy.port, request)
+    again = exchange(proxy.port, request)
 
     hint, _, final = first.partition(b"\r\n\r\n")
     assert hint.startswith(b"HTTP/1.1 103 "), first

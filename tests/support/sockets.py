@@ -28,3 +28,12 @@ def read_exactly(sock: socket.socket, size: int, into: bytearray) -> None:
     """Into ``into`` until it holds ``size`` bytes (or the other end closes)."""
     while len(into) < size and (data := sock.recv(1 << 16)):
         into += data
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` on a new connection to ``port`` and read until it is closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = bytearray()
+        read_all(sock, received)
+    return bytes(received)

@@ -40,12 +40,14 @@ class ProxyLogger(Logger):  # type: ignore[misc]
     """
 
     logs_access = False  # set by setup()
+    writes_direct = False  # set by setup(): the seam's direct write (tuning/log_writes.py)
 
     def setup(self, cfg: Any) -> None:
         """gunicorn's (at start, and at a reload on recent gunicorns), then whether there is
         an access log at all, tested as gunicorn's own ``access()`` does: gunicorn 23 tests
         it on every request, 27 once here (its ``access_log_enabled``, which 23 lacks)."""
         super().setup(cfg)
+        self.writes_direct = is_tuned("python")
         self.logs_access = bool(
             cfg.accesslog
             or cfg.logconfig
@@ -69,7 +71,7 @@ class ProxyLogger(Logger):  # type: ignore[misc]
     def _write(self, line: str) -> None:
         """One access-log line: straight to gunicorn's stream where the seam is on
         (tuning/log_writes.py), else through logging."""
-        if not (is_tuned("python") and write_line(self.access_log, line, self.access_fmt)):
+        if not (self.writes_direct and write_line(self.access_log, line, self.access_fmt)):
             self.access_log.info("%s", line)
 
 

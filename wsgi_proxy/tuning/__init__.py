@@ -84,15 +84,14 @@ USES: tuple[Use, ...] = (
     Use(
         "origin_requests",
         "python",
-        "http.client._is_legal_header_name, _is_illegal_header_value, _CS_REQ_STARTED, "
-        "HTTPConnection._output, __state",
-        "a request head's field lines written without three layers of checks",
+        "http.client.HTTPConnection._output",
+        "a plain GET or HEAD head written in one block, without three layers of checks",
     ),
     Use(
         "origin_requests",
         "urllib3",
         "connection._ResponseOptions, HTTPConnection._response_options",
-        "a GET or HEAD head written in one block",
+        "the same: what urllib3's request records for the response",
     ),
     Use(
         "origin_pool",
