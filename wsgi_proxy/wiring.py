@@ -46,6 +46,8 @@ def create_app(config: Config | None = None) -> Any:
         # only) degrades to pass-through: each cache operation fails on its own, logged.
         logging.getLogger(__name__).warning("cache folder unusable (%s): passing through", exc)
     metrics = Metrics(config.metrics_dir, lambda: cache_gauges(store, config.max_size))
+    metrics.start()
+    store.on_error = metrics.count_cache_error
     Evictor(store, config.max_size, on_evict=metrics.evictions.inc).start()
     # Several nodes as one cache (WSGI_PROXY_PEERS, WSGI_PROXY_REDIS_URL): purges for every
     # node, and the shared tier; it catches up with the purge log before the first request.

@@ -150,7 +150,7 @@ class Cluster:
         if self.purge_log is not None and epoch and seq:
             self.purge_log.record_ahead(epoch, seq)
         if self.metrics is not None:
-            self.metrics.purges.labels(purge.label).inc(result.purged)
+            self.metrics.count_purge(purge.label, result.purged)
         log.info("purge %s %r: %d stored responses", purge.label, purge.value, result.purged)
         return result.purged
 

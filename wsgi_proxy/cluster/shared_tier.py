@@ -210,7 +210,7 @@ class SharedTier:
             return None
         log.debug("relayed %s from %s", ex.primary, owner)
         if self.metrics is not None:
-            self.metrics.requests.labels("peer").inc()
+            self.metrics.count_request("peer")
         ex.start_response(resp.head.status_line, list(h.end_to_end(resp.head.headers)))
         return body
 

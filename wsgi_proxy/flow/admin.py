@@ -228,7 +228,7 @@ class Admin:
             purged = cluster.apply_local(purge, epoch, int(seq) if seq.isdigit() else None)
         else:
             purged = purging.apply(self.store, self.config.origin.url, purge).purged
-            self.metrics.purges.labels(purge.label).inc(purged)
+            self.metrics.count_purge(purge.label, purged)
             log.info("purge %s: %d stored responses", purge.label, purged)
         return _text(200, f"purged {purged}")
 

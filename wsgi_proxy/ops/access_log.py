@@ -19,6 +19,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from wsgi_proxy.ops.durations import record_request
 from wsgi_proxy.tuning import is_tuned
 from wsgi_proxy.tuning.log_writes import write_line
 from wsgi_proxy.tuning.per_second import PerSecond
@@ -57,6 +58,7 @@ class ProxyLogger(Logger):  # type: ignore[misc]
         )
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        record_request(request_time)  # the duration histogram, logged or not (durations.py)
         if not self.logs_access:
             return
         try:
@@ -79,6 +81,7 @@ class JsonLogger(ProxyLogger):
     """gunicorn's logger with one JSON object per access-log line."""
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        record_request(request_time)  # the duration histogram, logged or not (durations.py)
         if not self.logs_access:
             return
         try:

@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import importlib
 import os
+import platform
 import shutil
 from collections.abc import Callable, Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from wsgi_proxy.ops import durations
+from wsgi_proxy.ops.durations import Durations
 
 if TYPE_CHECKING:
     from wsgi_proxy.core.threads import PoolStats, ReportingPool
@@ -45,6 +50,17 @@ POOL_COUNTERS = (
 )  # fmt: skip
 
 
+# The file in the metrics folder that counts the workers that exited (count_worker_exit).
+WORKER_EXITS = "worker_exits"
+# The versions wsgi_proxy_build_info names: label, then the distribution (None: Python).
+BUILD_LABELS = (
+    ("version", "wsgi_proxy"),
+    ("python", None),
+    ("gunicorn", "gunicorn"),
+    ("urllib3", "urllib3"),
+)
+
+
 def prepare_master() -> None:
     """Import what ``mark_worker_dead`` needs, in the master at start: gunicorn 23 calls
     the hook that runs it inside its SIGCHLD handler, where a second worker's exit during
@@ -57,6 +73,20 @@ def mark_worker_dead(folder: Path, pid: int) -> None:
     from prometheus_client import multiprocess  # noqa: PLC0415 - see the module docstring
 
     multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
+def count_worker_exit(folder: Path) -> None:
+    """In the master, when a worker has exited: one more in ``worker_exits``, the file the
+    scrape reads ``wsgi_proxy_worker_exits_total`` from (the master records no
+    prometheus_client value of its own). Only the master writes it, one exit at a time."""
+    path = folder / WORKER_EXITS
+    try:
+        count = int(path.read_text() or "0")
+    except (FileNotFoundError, ValueError):
+        count = 0
+    tmp = folder / f".tmp.{WORKER_EXITS}"
+    tmp.write_text(str(count + 1))
+    os.replace(tmp, path)
 
 
 def reset_metrics_dir(folder: Path) -> None:
@@ -97,7 +127,17 @@ class Metrics:
             "wsgi_proxy_body_bytes", "Body bytes sent to clients, by source", ["source"]
         )
         self.evictions = Counter("wsgi_proxy_evictions", "Files removed to keep the size limit")
-        self.purges = Counter("wsgi_proxy_purges", "Stored responses purged, by kind", ["kind"])
+        self.purges = Counter("wsgi_proxy_purges", "Purge operations applied, by kind", ["kind"])
+        self.purged_entries = Counter(
+            "wsgi_proxy_purged_entries",
+            "Stored responses removed (or marked stale) by purges, by kind",
+            ["kind"],
+        )
+        self.cache_errors = Counter(
+            "wsgi_proxy_cache_errors",
+            "Cache folder operations that failed (read, write), the request passed through",
+            ["op"],
+        )
         self.revalidations = Counter(
             "wsgi_proxy_revalidations", "Revalidations with the origin, by result", ["result"]
         )
@@ -112,9 +152,26 @@ class Metrics:
         }
         self.pool_counters = {field: Counter(name, doc) for name, field, doc in POOL_COUNTERS}
         self._pool_last: PoolStats | None = None
+        self.durations = Durations(folder, pid)
+        self._build = build_info()
+
+    def start(self) -> None:
+        """Start what runs in the background: the request durations' flushes."""
+        self.durations.start()
 
     def count_request(self, outcome: str) -> None:
+        """One request answered, by cache outcome; its duration is recorded under the same
+        outcome when gunicorn logs it (durations.py)."""
         self._child(self.requests, outcome).inc()
+        self.durations.note(outcome)
+
+    def count_purge(self, kind: str, purged: int) -> None:
+        """One purge applied here (``kind``: purge.py's label), and the entries it hit."""
+        self._child(self.purges, kind).inc()
+        self._child(self.purged_entries, kind).inc(purged)
+
+    def count_cache_error(self, op: str) -> None:
+        self._child(self.cache_errors, op).inc()
 
     def count_origin(self, status: str) -> None:
         """One origin request, by its status code (at most 500 of them) or "error"."""
@@ -155,20 +212,59 @@ class Metrics:
         )
         from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 
+        self.durations.flush()  # this worker's up to now; the others' as last flushed
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.folder))  # type: ignore[no-untyped-call]
-        registry.register(_GaugeCollector(self._gauges))
+        registry.register(_ScrapeCollector(self.folder, self._gauges, self._build))
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-class _GaugeCollector:
-    """Gauges computed at scrape time (from the shared folder, not per process)."""
+def build_info() -> dict[str, str]:
+    """The labels of ``wsgi_proxy_build_info``: the versions installed."""
+    found = {}
+    for label, distribution in BUILD_LABELS:
+        if distribution is None:
+            found[label] = platform.python_version()
+            continue
+        try:
+            found[label] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            found[label] = "unknown"
+    return found
 
-    def __init__(self, gauges: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+
+class _ScrapeCollector:
+    """What is computed at scrape time, from the shared folders rather than per process:
+    the cache's gauges, the request durations, the workers' exits, the build."""
+
+    def __init__(
+        self,
+        folder: Path,
+        gauges: Callable[[], Iterable[tuple[str, str, float]]],
+        build: dict[str, str],
+    ) -> None:
+        self.folder = folder
         self.gauges = gauges
+        self.build = build
 
     def collect(self) -> Iterable[Any]:
-        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+        from prometheus_client.core import (  # noqa: PLC0415
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
 
         for name, doc, value in self.gauges():
             yield GaugeMetricFamily(name, doc, value=value)
+        yield from durations.families(self.folder)
+        try:
+            exits = float((self.folder / WORKER_EXITS).read_text() or 0)
+        except (OSError, ValueError):
+            exits = 0.0
+        yield CounterMetricFamily(
+            "wsgi_proxy_worker_exits", "Worker processes that exited (the master counts)", exits
+        )
+        info = GaugeMetricFamily(
+            "wsgi_proxy_build_info", "The versions running, as labels", labels=list(self.build)
+        )
+        info.add_metric(list(self.build.values()), 1.0)
+        yield info

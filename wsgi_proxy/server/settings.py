@@ -94,12 +94,15 @@ def on_reload(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """In the master, when a worker has exited: its pool's gauges no longer count. Any
-    failure is only logged: gunicorn stops the master on an exception from a hook."""
-    from wsgi_proxy.ops.metrics import mark_worker_dead  # noqa: PLC0415
+    """In the master, when a worker has exited: its pool's gauges no longer count, and it
+    counts in ``wsgi_proxy_worker_exits_total``. Any failure is only logged: gunicorn stops
+    the master on an exception from a hook."""
+    from wsgi_proxy.ops.metrics import count_worker_exit, mark_worker_dead  # noqa: PLC0415
 
     try:
-        mark_worker_dead(Config.from_env().metrics_dir, worker.pid)
+        folder = Config.from_env().metrics_dir
+        count_worker_exit(folder)
+        mark_worker_dead(folder, worker.pid)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         server.log.warning("cannot forget worker %s's metrics: %s", worker.pid, exc)
 

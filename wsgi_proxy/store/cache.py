@@ -4,7 +4,7 @@ Layout under the cache folder (the format is versioned by the ``v1`` folder and 
     v1/objects/ab/<sha256 of primary key>          a response, a Vary marker or a pass marker
     v1/objects/ab/<sha256>.d/<sha256 of variant>   responses selected by Vary
     v1/locks/<n>.lock                              striped per-key locks (locks.py)
-    v1/state/usage                                 bytes stored, shared by all workers (usage.py)
+    v1/state/usage                                 bytes and files stored, shared (usage.py)
     v1/state/sites                                 the sites entries were stored for (sitelist.py)
 
 Invariants:
@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -89,6 +90,8 @@ class Store:
         self.sites = SiteList(self.state)
         # Set by a write that found the disk full; the evictor (eviction.py) clears it.
         self.disk_full = threading.Event()
+        # Told of each failed read or write ("read", "write"): the metrics (wiring.py).
+        self.on_error: Callable[[str], None] = _ignore
         self._objects = str(self.objects)
         self._locks = str(self.locks)
         self.checked = CheckedBodies()
@@ -123,6 +126,7 @@ class Store:
     def note_write_error(self, exc: OSError) -> None:
         """A write to the cache failed (the caller logs it and passes through); when for
         want of room, ``disk_full`` asks the evictor to make some."""
+        self.on_error("write")
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             self.disk_full.set()
 
@@ -186,6 +190,7 @@ class Store:
             return None
         except OSError as exc:
             log.warning("cache read failed for %s: %s", path, exc)
+            self.on_error("read")
             return None
         try:
             meta, offset, early = read_header(file)
@@ -304,7 +309,7 @@ class Store:
 
     def record(self, published: Published) -> None:
         """Account for an entry just published: the folder's size, then its markers."""
-        self.usage.add(published.added)
+        self.usage.add(published.added, 0 if published.replaced else 1)
         self.after_publish(published.path, published.meta)
 
     def after_publish(self, path: Path, entry_meta: dict[str, Any]) -> None:
@@ -372,7 +377,7 @@ class Store:
         os.rename(self.objects, trash)
         self.objects.mkdir(mode=0o700)
         shutil.rmtree(trash, ignore_errors=True)
-        self.usage.reset(0)
+        self.usage.reset(0, 0)
 
     def remove_if_same(self, hit: Hit) -> None:
         """Remove ``hit``'s file unless another entry was published there since."""
@@ -390,7 +395,7 @@ class Store:
         except OSError as exc:
             log.warning("cannot remove %s: %s", path, exc)
             return
-        self.usage.add(-size)
+        self.usage.add(-size, -1)
 
     def _remove_tree(self, folder: Path) -> None:
         with contextlib.suppress(OSError):
@@ -421,6 +426,10 @@ def check_folder(cache_dir: Path) -> None:
         raise ConfigError(
             "WSGI_PROXY_CACHE_DIR", f"cannot use {cache_dir}: {exc.strerror or exc}"
         ) from None
+
+
+def _ignore(op: str) -> None:
+    pass
 
 
 def _variants_dir(primary_path: Path) -> Path:

@@ -59,6 +59,7 @@ class Published:
     path: Path
     meta: dict[str, Any]
     added: int  # bytes the folder grew by: the new file's size less the one it replaced
+    replaced: bool  # a file was there before (the folder holds no more files than before)
 
 
 class EntryWriter:
@@ -160,14 +161,15 @@ class EntryWriter:
         """Put the sealed entry in place (``os.replace``): what was published, or None."""
         try:
             try:
-                replaced = self.path.stat().st_size
+                replaced: int | None = self.path.stat().st_size
             except FileNotFoundError:
-                replaced = 0
+                replaced = None
             os.replace(self.tmp, self.path)
         except OSError as exc:
             self.drop(exc)
             return None
-        return Published(self.path, self.meta, self.header_size + self.length - replaced)
+        added = self.header_size + self.length - (replaced or 0)
+        return Published(self.path, self.meta, added, replaced is not None)
 
     def drop(self, exc: OSError) -> bool:
         """Drop the entry because the disk refused it (logged; kept in ``error``)."""

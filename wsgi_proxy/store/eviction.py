@@ -162,22 +162,18 @@ class Evictor:
                      self.max_size)  # fmt: skip
         # The state files are written after the eviction: a full disk has room for them now.
         self._scanned_marker.touch()
-        self.store.usage.reset(total)
-        (self.store.state / "entries").write_text(str(entries))
+        self.store.usage.reset(total, entries)
         return total
 
 
 def cache_gauges(store: Store, max_size: int) -> list[tuple[str, str, float]]:
-    """The cache's size for the metrics: bytes from the shared counter, files as of the
-    last scan (at most ``RESYNC_INTERVAL`` old)."""
-    try:
-        entries = float((store.state / "entries").read_text() or 0)
-    except (OSError, ValueError):
-        entries = 0.0
+    """The cache's size for the metrics, from the shared counters (usage.py): each worker
+    folds its changes in every half second, and each scan sets them to what it found."""
+    stored, files = store.usage.read_both()
     return [
-        ("wsgi_proxy_cache_bytes", "Bytes stored in the cache", float(store.usage.read())),
+        ("wsgi_proxy_cache_bytes", "Bytes stored in the cache", float(stored)),
         ("wsgi_proxy_cache_limit_bytes", "WSGI_PROXY_MAX_SIZE", float(max_size)),
-        ("wsgi_proxy_cache_files", "Files stored, as of the last scan", entries),
+        ("wsgi_proxy_cache_files", "Files stored: entries, variants and markers", float(files)),
     ]
 
 
