@@ -6,11 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # System packages the tests use: nginx in front of the proxy (tests/integration/test_nginx.py),
-# redis-server for the cluster's shared tier (tests/integration/test_cluster.py) and Node.js
-# for the conformance suite (the npm package http-cache-tests).
+# redis-server for the cluster's shared tier (tests/integration/test_cluster.py), Node.js
+# for the conformance suite (the npm package http-cache-tests) and promtool (Debian package
+# prometheus) for the alert rules in deploy/prometheus (tests/integration/test_monitoring.py).
 missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/promtool ] || command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

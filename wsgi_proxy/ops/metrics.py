@@ -50,6 +50,8 @@ POOL_COUNTERS = (
 )  # fmt: skip
 
 
+# The cache folder operations whose failures are counted (Store.on_error).
+CACHE_OPS = ("read", "write")
 # The file in the metrics folder that counts the workers that exited (count_worker_exit).
 WORKER_EXITS = "worker_exits"
 # The versions wsgi_proxy_build_info names: label, then the distribution (None: Python).
@@ -153,6 +155,8 @@ class Metrics:
         self.pool_counters = {field: Counter(name, doc) for name, field, doc in POOL_COUNTERS}
         self._pool_last: PoolStats | None = None
         self.durations = Durations(folder, pid)
+        for op in CACHE_OPS:  # shown at 0 from the start, so that rate() and alerts see them
+            self._child(self.cache_errors, op)
         self._build = build_info()
 
     def start(self) -> None:

@@ -1,0 +1,202 @@
+"""The shipped monitoring files (deploy/grafana, deploy/prometheus): every metric they name
+exists in a real `/metrics` scrape after traffic of every kind, and promtool (Debian
+package `prometheus`, installed by tests/run.sh) accepts the rules, their unit tests and
+every expression of the dashboard. Without promtool these tests fail: they do not skip."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.checks import poll
+from support.origin import Origin, Recorded, Reply
+from support.proxy import REPO, ProxyFactory, ProxyProcess
+from support.scrapes import AUTH, TOKEN, Scrape, scrape
+
+DASHBOARD = REPO / "deploy" / "grafana" / "wsgi-proxy-dashboard.json"
+RULES = REPO / "deploy" / "prometheus"
+NAME = re.compile(r"\bwsgi_proxy_[a-z0-9_]+\b")
+CACHED = [("Cache-Control", "max-age=600")]
+
+
+def dashboard_expressions() -> list[str]:
+    """Every PromQL expression of the dashboard: its panels' queries and its variables'."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+    for variable in dashboard["templating"]["list"]:
+        exprs.append(variable["definition"])
+    return exprs
+
+
+def rule_expressions(path: Path) -> Iterator[str]:
+    """The ``expr:`` values of a rules file, block scalars included (no YAML parser among
+    the test dependencies; the file's layout is the one promtool checks)."""
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"^(\s*)expr:\s*(.*)$", line)
+        if not match:
+            continue
+        indent, value = len(match.group(1)), match.group(2)
+        if value not in ("|", ">", "|-", ">-"):
+            yield value
+            continue
+        block = []
+        for following in lines[i + 1 :]:
+            if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                break
+            block.append(following.strip())
+        yield " ".join(block)
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES.glob("*.yml"))
+
+
+def named_metrics() -> dict[str, set[str]]:
+    """Each metric name the dashboard and the rules use, with where."""
+    names: dict[str, set[str]] = {}
+    sources = [(DASHBOARD.name, expr) for expr in dashboard_expressions()]
+    sources += [(path.name, expr) for path in rule_files() for expr in rule_expressions(path)]
+    for source, expr in sources:
+        for name in NAME.findall(expr):
+            names.setdefault(name, set()).add(source)
+    return names
+
+
+def promtool() -> str:
+    found = shutil.which("promtool") or (
+        "/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None
+    )
+    if found is None:
+        pytest.fail("promtool is missing: apt-get install prometheus (tests/run.sh installs it)")
+    return found
+
+
+def run_promtool(*args: str, cwd: Path = RULES) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool(), *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_files_name_the_metrics_an_on_call_engineer_needs() -> None:
+    """The extraction the next test relies on finds something in each file, and the
+    dashboard and the rules cover what the issue asks of them."""
+    names = named_metrics()
+    assert {DASHBOARD.name} | {p.name for p in rule_files()} <= set().union(*names.values())
+    for expected in (
+        "wsgi_proxy_requests_total",
+        "wsgi_proxy_body_bytes_total",
+        "wsgi_proxy_origin_seconds_bucket",
+        "wsgi_proxy_origin_requests_total",
+        "wsgi_proxy_cache_bytes",
+        "wsgi_proxy_cache_limit_bytes",
+        "wsgi_proxy_evictions_total",
+        "wsgi_proxy_purges_total",
+        "wsgi_proxy_pool_threads",
+        "wsgi_proxy_request_duration_seconds_bucket",
+        "wsgi_proxy_cache_errors_total",
+        "wsgi_proxy_worker_exits_total",
+    ):
+        assert expected in names, expected
+    for expr in dashboard_expressions():
+        assert NAME.search(expr), f"an expression without a wsgi_proxy metric: {expr}"
+
+
+def traffic(proxy_factory: ProxyFactory, origin: Origin) -> Scrape:
+    """A proxy that has seen hits, misses, a pass, a stale answer, a revalidation, an error,
+    a purge and evictions, and a scrape of it."""
+    proxy = proxy_factory({"WSGI_PROXY_ADMIN_TOKEN": TOKEN, "WSGI_PROXY_MAX_SIZE": "200000"})
+
+    def etagged(record: Recorded) -> Reply:
+        fields = [("Cache-Control", "max-age=0"), ("ETag", '"e1"')]
+        if record.header("If-None-Match") == '"e1"':
+            return Reply(304, headers=fields)
+        return Reply(200, headers=fields, body=b"etagged")
+
+    hit = origin.route("/mon/hit", headers=CACHED, body=b"h")
+    stale = origin.route(
+        "/mon/swr", headers=[("Cache-Control", "max-age=0, stale-while-revalidate=60")], body=b"s"
+    )
+    revalidated = origin.respond("/mon/etag", etagged)
+    passed = origin.route("/mon/pass", headers=[("Cache-Control", "no-store")], body=b"p")
+    for path in (hit, hit, stale, stale, revalidated, revalidated, passed):
+        assert proxy.get(path).status == 200
+    uncached = origin.route("/mon/none", headers=CACHED, body=b"n")
+    assert proxy.get(uncached, [("Cache-Control", "only-if-cached")]).status == 504
+    assert proxy.request("POST", passed, body=b"x").status == 200
+    assert proxy.request("POST", f"/_wsgi_proxy/purge?url={hit}", AUTH).status == 200
+    for i in range(12):  # past the size limit: evictions
+        assert (
+            proxy.get(origin.route(f"/mon/big/{i}", headers=CACHED, body=b"b" * 30_000)).status
+            == 200
+        )
+    return _settled(proxy)
+
+
+def _settled(proxy: ProxyProcess) -> Scrape:
+    """A scrape once the evictions, the pools' report and the durations are in."""
+    last: list[Scrape] = []
+
+    def ready() -> bool:
+        last[:] = [scrape(proxy)]
+        found = last[0]
+        return (
+            found.get("wsgi_proxy_evictions_total") > 0
+            and found.get("wsgi_proxy_pool_threads") > 0
+            and found.total("wsgi_proxy_request_duration_seconds_count") > 0
+        )
+
+    poll(ready, 15, interval=0.3)
+    return last[0]
+
+
+def test_every_metric_of_the_dashboard_and_the_rules_is_in_metrics(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    found = traffic(proxy_factory, origin)
+    exposed = found.names()
+    missing = {
+        name: sorted(where) for name, where in named_metrics().items() if name not in exposed
+    }
+    assert not missing, f"named but not exposed: {missing}\n{found.text}"
+
+
+def test_the_alert_rules_pass_promtool_check_rules() -> None:
+    files = [str(path.relative_to(RULES)) for path in rule_files()]
+    assert files, "no rules in deploy/prometheus"
+    checked = run_promtool("check", "rules", *files)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout
+
+
+def test_the_alert_rules_pass_their_unit_tests() -> None:
+    """tests/*.yml: each alert fires on its failure and not on a healthy instance beside."""
+    tests = sorted(str(path.relative_to(RULES)) for path in (RULES / "tests").glob("*.yml"))
+    assert tests
+    tested = run_promtool("test", "rules", *tests)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_every_dashboard_expression_is_valid_promql(tmp_path: Path) -> None:
+    """Grafana's variables replaced as Grafana would, each expression is loaded by promtool
+    as a recording rule, which parses it."""
+    rules = ["groups:", "  - name: dashboard", "    rules:"]
+    for i, expr in enumerate(dashboard_expressions()):
+        promql = expr.replace("$__rate_interval", "5m").replace("$instance", ".*")
+        if promql.startswith("label_values("):
+            promql = promql[len("label_values(") :].split(",")[0]
+        rules += [f"      - record: dashboard_expr_{i}", f"        expr: {json.dumps(promql)}"]
+    path = tmp_path / "dashboard-exprs.yml"
+    path.write_text("\n".join(rules) + "\n")
+    checked = run_promtool("check", "rules", str(path), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
