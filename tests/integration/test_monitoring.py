@@ -200,3 +200,26 @@ def test_every_dashboard_expression_is_valid_promql(tmp_path: Path) -> None:
     path.write_text("\n".join(rules) + "\n")
     checked = run_promtool("check", "rules", str(path), cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_dashboard_is_an_importable_grafana_export() -> None:
+    """What Grafana's import reads: the Prometheus input it asks for, the schema version,
+    panels with unique ids inside the 24-column grid, every query on the input's source."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["schemaVersion"] == 39
+    assert dashboard["uid"] and dashboard["title"] and dashboard["id"] is None
+    inputs = {item["name"]: item for item in dashboard["__inputs"]}
+    assert inputs["DS_PROMETHEUS"]["type"] == "datasource"
+    assert inputs["DS_PROMETHEUS"]["pluginId"] == "prometheus"
+    source = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == source, panel["title"]
+        assert panel["targets"], panel["title"]
+        assert all(target["datasource"] == source for target in panel["targets"])
+    assert all(v["datasource"] == source for v in dashboard["templating"]["list"])

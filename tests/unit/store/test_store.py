@@ -217,3 +217,39 @@ def test_checked_bodies_remember_matches_only_and_start_again_when_full() -> Non
     without_body = replace(early_hit(b"long body", 4), early=b"long")
     with pytest.raises(OSError, match="not open"):
         checked.check(without_body)
+
+
+def test_the_usage_counter_counts_the_files_the_scan_would(store: Store) -> None:
+    """Published where none was, replaced, a variant and its marker, removed, cleared: the
+    counter's files are always the scan's, once flushed."""
+
+    def counted() -> tuple[int, int]:
+        store.usage.flush()
+        return store.usage.read_both()
+
+    def scanned() -> tuple[int, int]:
+        scan = scan_objects(store.objects, NOW)
+        return scan.total, scan.entries
+
+    assert counted() == scanned() == (0, 0)
+    for i in range(3):
+        assert put(store, b"x" * 100, entry(key=f"GET http://o/{i}"))
+    assert counted() == scanned() and counted()[1] == 3
+    assert put(store, b"y" * 50, entry(key="GET http://o/0"))  # replaced: no new file
+    assert counted() == scanned() and counted()[1] == 3
+    assert put(store, b"v", entry(vary=(("accept", "a"),), key="GET http://o/v"))
+    assert counted() == scanned() and counted()[1] == 5  # the variant and its Vary marker
+    store.invalidate("GET http://o/v")
+    store.remove(store.primary_path("GET http://o/1"))
+    assert counted() == scanned() and counted()[1] == 2
+    store.clear()
+    assert counted() == scanned() == (0, 0)
+
+
+def test_a_usage_file_of_bytes_alone_reads_as_no_files(store: Store) -> None:
+    """The format before the files were counted: the next scan sets both."""
+    store.usage.path.write_text("1234")
+    assert store.usage.read_both() == (1234, 0)
+    assert put(store, b"x", entry())
+    Evictor(store, max_size=10**9).evict(NOW)
+    assert store.usage.read_both() == (scan_objects(store.objects, NOW).total, 1)
