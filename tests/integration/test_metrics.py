@@ -89,6 +89,26 @@ def test_request_durations_are_a_histogram_by_cache_status(
     assert histogram_counts(again, DURATION, "cache") == counts
 
 
+def test_request_durations_survive_the_workers_that_recorded_them(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """Both workers told to quit at once (SIGQUIT: gunicorn's immediate exit) right after
+    the requests, before their once-a-second write: each writes what it recorded as it
+    exits, so the new workers' scrapes still count every request, and the master counts
+    the two exits."""
+    proxy = admin_proxy(proxy_factory)
+    path = origin.route("/d/reload", headers=CACHED, body=b"r")
+    old = set(proxy.worker_pids())
+    for _ in range(20):
+        assert proxy.get(path).status == 200
+    for pid in old:
+        os.kill(pid, signal.SIGQUIT)
+    assert poll(lambda: not old & set(proxy.worker_pids()), 20), "the workers were not replaced"
+    found = scraped_when(proxy, lambda s: s.total(f"{DURATION}_count") >= 20)
+    assert histogram_counts(found, DURATION, "cache") == {"miss": 1.0, "hit": 19.0}, found.text
+    assert found.value("wsgi_proxy_worker_exits_total") == 2
+
+
 def test_build_info_names_the_versions_running(proxy_factory: ProxyFactory) -> None:
     proxy = admin_proxy(proxy_factory)
     found = scrape(proxy)

@@ -74,7 +74,8 @@ class Durations:
         self._local = threading.local()
         self._tallies: list[tuple[threading.Thread, list[int]]] = []
         self._retired = [0] * _PENDING  # the tallies of threads that ended
-        self._lock = threading.Lock()  # a thread's first request, and the flushes
+        self._lock = threading.Lock()  # a thread's first request, and the sums
+        self._flush_lock = threading.Lock()  # never taken on the request path
         self._written: list[int] | None = None
         self._stop = threading.Event()
 
@@ -135,21 +136,24 @@ class Durations:
         return sums
 
     def flush(self) -> None:
-        """Write this worker's totals to its file, if they changed since the last write."""
-        totals = self.totals()
-        if totals == self._written:
-            return
-        by_status = {
-            s: totals[i : i + _WIDTH] for s, i in _INDEX.items() if any(totals[i : i + _WIDTH])
-        }
-        tmp = self.path.with_name(f".tmp.{self.path.name}")
-        try:
-            tmp.write_text(json.dumps(by_status))
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.warning("cannot write request durations to %s: %s", self.path, exc)
-            return
-        self._written = totals
+        """Write this worker's totals to its file, if they changed since the last write.
+        One flush at a time (the background thread's, a scrape's, the one at exit): they
+        share the temporary file."""
+        with self._flush_lock:
+            totals = self.totals()
+            if totals == self._written:
+                return
+            by_status = {
+                s: totals[i : i + _WIDTH] for s, i in _INDEX.items() if any(totals[i : i + _WIDTH])
+            }
+            tmp = self.path.with_name(f".tmp.{self.path.name}")
+            try:
+                tmp.write_text(json.dumps(by_status))
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                log.warning("cannot write request durations to %s: %s", self.path, exc)
+                return
+            self._written = totals
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
