@@ -208,19 +208,22 @@ class Metrics:
         return child
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text of all workers, plus the cache's size gauges."""
-        from prometheus_client import (  # noqa: PLC0415
-            CONTENT_TYPE_LATEST,
-            CollectorRegistry,
-            generate_latest,
-        )
+        """The exposition text of all workers, plus what is computed at scrape time."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
+
+        return generate_latest(self.registry()), CONTENT_TYPE_LATEST
+
+    def registry(self) -> Any:
+        """Every metric of every worker, summed, as a prometheus_client registry (its
+        ``collect()`` gives the metric families): what ``render`` writes out."""
+        from prometheus_client import CollectorRegistry  # noqa: PLC0415
         from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 
         self.durations.flush()  # this worker's up to now; the others' as last flushed
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.folder))  # type: ignore[no-untyped-call]
         registry.register(_ScrapeCollector(self.folder, self._gauges, self._build))
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return registry
 
 
 def build_info() -> dict[str, str]:

@@ -62,3 +62,36 @@ def test_a_scrape_shows_the_last_counts_and_the_totals(
     tmp_path: Path, reports: list[PoolStats], expected: tuple[Any, ...]
 ) -> None:
     assert _scraped(tmp_path, reports) == dict(zip(NAMES, map(float, expected), strict=True))
+
+
+SCRAPE_TIME = """
+import sys
+from pathlib import Path
+from wsgi_proxy.ops.metrics import Metrics, count_worker_exit
+folder = Path(sys.argv[1])
+metrics = Metrics(folder, lambda: [("wsgi_proxy_cache_files", "files", 7.0)])
+for _ in range(int(sys.argv[2])):
+    count_worker_exit(folder)
+metrics.count_purge("prefix", 3)
+metrics.count_purge("tag", 0)
+sys.stdout.write(metrics.render()[0].decode())
+"""
+
+
+@pytest.mark.parametrize("exits", [0, 1, 3])
+def test_a_scrape_shows_exits_purges_build_and_the_cache_gauges(tmp_path: Path, exits: int) -> None:
+    text = subprocess.run(
+        [sys.executable, "-c", SCRAPE_TIME, str(tmp_path / "metrics"), str(exits)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    found = dict(re.findall(r"^(wsgi_proxy_\S+) (\S+)$", text, re.MULTILINE))
+    assert float(found["wsgi_proxy_worker_exits_total"]) == exits
+    assert float(found["wsgi_proxy_cache_files"]) == 7
+    assert float(found['wsgi_proxy_purges_total{kind="prefix"}']) == 1
+    assert float(found['wsgi_proxy_purged_entries_total{kind="prefix"}']) == 3
+    assert float(found['wsgi_proxy_purges_total{kind="tag"}']) == 1
+    assert float(found['wsgi_proxy_purged_entries_total{kind="tag"}']) == 0
+    assert float(found['wsgi_proxy_cache_errors_total{op="read"}']) == 0
+    assert float(found['wsgi_proxy_cache_errors_total{op="write"}']) == 0
+    [build] = [name for name in found if name.startswith("wsgi_proxy_build_info{")]
+    assert 'python="' in build and 'gunicorn="' in build and float(found[build]) == 1
