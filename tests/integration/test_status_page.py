@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -275,7 +275,8 @@ def traffic(proxy: ProxyProcess, origin: Origin) -> Iterator[threading.Event]:
     assert not errors, errors
 
 
-FIGURES = {  # the page's elements (their data-value) and the same figure from a scrape
+# The page's elements (their data-value) and the same figure from a scrape.
+FIGURES: dict[str, Callable[[Scrape], float]] = {
     "requests-total": lambda s: sum(by_label(s, "wsgi_proxy_requests_total", "cache").values()),
     "from-cache": lambda s: sum(
         v
