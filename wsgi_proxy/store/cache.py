@@ -6,6 +6,7 @@ Layout under the cache folder (the format is versioned by the ``v1`` folder and 
     v1/locks/<n>.lock                              striped per-key locks (locks.py)
     v1/state/usage                                 bytes stored, shared by all workers (usage.py)
     v1/state/sites                                 the sites entries were stored for (sitelist.py)
+    v1/state/purges                                the last purges applied (recent_purges.py)
 
 Invariants:
 - An entry is one file, written and published whole (entryfile.py); readers take no lock.
