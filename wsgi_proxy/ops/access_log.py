@@ -19,6 +19,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from wsgi_proxy.ops.body_bytes import body_bytes_sent
 from wsgi_proxy.tuning import is_tuned
 from wsgi_proxy.tuning.log_writes import write_line
 from wsgi_proxy.tuning.per_second import PerSecond
@@ -116,7 +117,7 @@ def _default_line(resp: Any, environ: dict[str, Any], rt: Any) -> str:
     status = resp.status
     if isinstance(status, str):
         status = _q(status.split(None, 1)[0])
-    sent = getattr(resp, "sent", None)
+    sent = body_bytes_sent(resp, environ)
     user = _basic_user(environ.get("HTTP_AUTHORIZATION")) or "-"
     request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
     return (
@@ -167,7 +168,7 @@ class _Atoms(Mapping[str, Any]):
             status = self.resp.status
             return status.split(None, 1)[0] if isinstance(status, str) else status
         if key in ("b", "B"):
-            sent = getattr(self.resp, "sent", None)
+            sent = body_bytes_sent(self.resp, env)
             return sent if key == "B" else ("-" if sent is None else str(sent))
         if key == "M":
             return rt.seconds * 1000 + rt.microseconds // 1000

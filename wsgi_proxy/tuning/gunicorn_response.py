@@ -31,7 +31,9 @@ Invariants:
   from the file's position: by ``os.sendfile`` from its offset in the plain case (read by
   ``pread`` and sent if the kernel refuses it), and in any other case, or when the length
   differs from the span's, iterated: gunicorn's ``write`` sends what ``pread`` reads.
-- ``headers_sent`` and ``sent`` change only once bytes went, as in gunicorn.
+- ``headers_sent`` and ``sent`` change only once bytes went, as in gunicorn; ``sent``
+  counts a file's bytes too (gunicorn's own ``sendfile`` leaves it at 0, so its access log
+  says 0 bytes).
 - The client's timeout holds for each wait on a full buffer, as in ``socket.sendfile``: a
   client that stops reading gets ``TimeoutError`` and gunicorn closes the connection.
 - A body shorter on disk than its ``Content-Length`` is never passed off as whole:
@@ -206,6 +208,7 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
             sent = send_file(self.sock.fileno(), fileno, offset, size, timeout)
             if sent == 0:
                 sent = copy()
+            self.sent += sent  # as gunicorn's write() counts: the access log's bytes
             if sent < size:
                 raise CacheDamaged(f"file ended {size - sent} bytes short of the response")
         return True
