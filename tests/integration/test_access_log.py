@@ -10,7 +10,9 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.origin import Origin
@@ -66,12 +68,12 @@ def run_table(proxy: ProxyProcess, origin: Origin, tag: str) -> list[Sent]:
 
 
 def log_lines(
-    proxy: ProxyProcess, count: int, parse: Callable[[str], dict[str, str] | None]
-) -> dict[str, dict[str, str]]:
+    proxy: ProxyProcess, count: int, parse: Callable[[str], dict[str, Any] | None]
+) -> dict[str, dict[str, Any]]:
     """The parsed access-log lines by user agent, once ``count`` of them are written (each
     worker writes its line once its answer is sent)."""
     deadline = time.monotonic() + 20
-    found: dict[str, dict[str, str]] = {}
+    found: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
         found = {}
         for line in proxy.stdout_path.read_text().splitlines():
@@ -84,12 +86,12 @@ def log_lines(
     return found
 
 
-def parse_text(line: str) -> dict[str, str] | None:
+def parse_text(line: str) -> dict[str, Any] | None:
     match = TEXT_LINE.search(line)
     return None if match is None else match.groupdict()
 
 
-def parse_json(line: str) -> dict[str, str] | None:
+def parse_json(line: str) -> dict[str, Any] | None:
     if not line.startswith("{"):
         return None
     record = json.loads(line)
@@ -115,3 +117,41 @@ def test_logged_bytes_are_the_body_bytes_sent(
         or str(lines[s.agent]["status"]) != str(s.status)
     ]  # fmt: skip
     assert not wrong, f"(agent, status, body bytes received, bytes logged): {wrong}"
+
+
+# (X-Forwarded-For as it arrives, the client's address the log names) with one trusted
+# proxy in front: what that proxy appended, the test's own address when nothing arrived.
+FORWARDED = [
+    (None, "127.0.0.1"),
+    ("203.0.113.9", "203.0.113.9"),
+    ("198.51.100.1, 203.0.113.9", "203.0.113.9"),  # the first entry was the client's own
+]
+
+
+def test_json_lines_have_typed_fields_and_the_forwarded_client(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    proxy = proxy_factory({"WSGI_PROXY_LOG_FORMAT": "json", "WSGI_PROXY_TRUSTED_PROXIES": "1"})
+    for number, (forwarded, client) in enumerate(FORWARDED):
+        path = origin.route(f"/json/{number}", headers=CACHED, body=b"j" * 10)
+        fields = [("User-Agent", f"json-{number}")]
+        if forwarded is not None:
+            fields.append(("X-Forwarded-For", forwarded))
+        assert proxy.get(path, fields).x_cache == "MISS"
+        assert proxy.get(path, [(n, v.replace("json", "hit")) for n, v in fields]).status == 200
+        sent_on = origin.last(path).header("X-Forwarded-For") or ""
+        assert sent_on.split(", ")[0] == client  # the address the origin was told
+    lines = log_lines(proxy, 2 * len(FORWARDED), parse_json)
+    for number, (_forwarded, client) in enumerate(FORWARDED):
+        miss, hit = lines[f"json-{number}"], lines[f"hit-{number}"]
+        assert (miss["remote"], hit["remote"]) == (client, client)
+        for record in (miss, hit):
+            assert (record["status"], record["bytes"]) == (200, 10)
+            stamp = datetime.fromisoformat(str(record["time"]))
+            assert stamp.tzinfo is not None, record["time"]
+            assert abs(stamp - datetime.now(UTC)) < timedelta(minutes=5)
+            assert isinstance(record["ms"], int | float) and record["ms"] >= 0
+            assert round(record["ms"], 1) == record["ms"]
+        assert isinstance(miss["origin_ms"], int | float) and miss["origin_ms"] >= 0
+        assert round(miss["origin_ms"], 1) == miss["origin_ms"]
+        assert hit["origin_ms"] is None
