@@ -6,6 +6,7 @@ Layout under the cache folder (the format is versioned by the ``v1`` folder and 
     v1/locks/<n>.lock                              striped per-key locks (locks.py)
     v1/state/usage                                 bytes stored, shared by all workers (usage.py)
     v1/state/sites                                 the sites entries were stored for (sitelist.py)
+    v1/state/server                                settings the CLI needs (server_record.py)
 
 Invariants:
 - An entry is one file, written and published whole (entryfile.py); readers take no lock.
@@ -98,6 +99,8 @@ class Store:
 
     def prepare(self) -> None:
         """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
+        # The cache folder itself too is private (its parents are made as mkdir -p would).
+        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         for folder in (self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.sites.start(self.objects)
