@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.client import stream
 from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess
 
@@ -155,3 +156,29 @@ def test_json_lines_have_typed_fields_and_the_forwarded_client(
         assert isinstance(miss["origin_ms"], int | float) and miss["origin_ms"] >= 0
         assert round(miss["origin_ms"], 1) == miss["origin_ms"]
         assert hit["origin_ms"] is None
+
+
+@pytest.mark.parametrize("tuning", ["on", "off"])
+def test_an_answer_cut_off_logs_what_went(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path, tuning: str
+) -> None:
+    """A client that reads the start of a large HIT and goes: the line counts the bytes
+    sent before (more than it read, less than the body: the rest never left)."""
+    size, read = 20 * 1024 * 1024, 64 * 1024
+    proxy = proxy_factory({"WSGI_PROXY_TUNING": tuning}, cache_dir=tmp_path / "cache")
+    path = origin.route("/cut", headers=CACHED, body=body_of(size))
+    # Whole answers first: each worker checks a large body once, streaming it, and sends
+    # it from the file from then on (with 2 workers, 8 answers reach both but for 1 in 128).
+    wholes = [f"whole-{n}" for n in range(8)]
+    for agent in wholes:
+        assert len(proxy.get(path, [("User-Agent", agent)]).body) == size
+    agents = [f"cut-{tuning}-{n}" for n in range(4)]
+    for agent in agents:
+        with stream(proxy.port, path, [("User-Agent", agent)]) as reply:
+            assert reply.status == 200
+            assert len(reply.read(read)) == read
+    lines = log_lines(proxy, len(wholes) + len(agents), parse_text)
+    assert [int(lines[agent]["bytes"]) for agent in wholes] == [size] * len(wholes)
+    logged = [int(lines[agent]["bytes"]) for agent in agents if agent in lines]
+    assert len(logged) == len(agents), lines.keys()
+    assert all(read <= count < size for count in logged), logged

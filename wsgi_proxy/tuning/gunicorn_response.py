@@ -205,13 +205,19 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
         by ``copy()`` (which returns the bytes it sent) if the kernel refuses the file."""
         self.send_headers()
         if size > 0:
-            sent = send_file(self.sock.fileno(), fileno, offset, size, timeout)
+            # Counted as gunicorn's write() counts, for the access log; as they go.
+            sent = send_file(
+                self.sock.fileno(), fileno, offset, size, timeout, progress=self._count
+            )
             if sent == 0:
                 sent = copy()
-            self.sent += sent  # as gunicorn's write() counts: the access log's bytes
+                self.sent += sent
             if sent < size:
                 raise CacheDamaged(f"file ended {size - sent} bytes short of the response")
         return True
+
+    def _count(self, sent: int) -> None:
+        self.sent += sent
 
     def _copy_span(self, span: FileSpan) -> int:
         sent = 0
@@ -236,12 +242,21 @@ def _plain(given: Any, appended: tuple[str, str]) -> bool:
     )
 
 
-def send_file(sockno: int, fileno: int, offset: int, size: int, timeout: float) -> int:
+def send_file(
+    sockno: int,
+    fileno: int,
+    offset: int,
+    size: int,
+    timeout: float,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Send ``size`` bytes of ``fileno`` from ``offset`` on the non-blocking socket
     ``sockno``, polling only when its buffer is full, each wait at most ``timeout``
     seconds (then ``TimeoutError``). Returns the bytes sent: ``size``, fewer when the file
     ends early, or 0 when the kernel refused the file before any byte went (the caller
-    falls back)."""
+    falls back). ``progress(n)`` is told of each ``n`` bytes as they go, so a send cut
+    short by an error is counted too."""
     position, end = offset, offset + size
     while position < end:
         try:
@@ -256,6 +271,8 @@ def send_file(sockno: int, fileno: int, offset: int, size: int, timeout: float) 
         if sent == 0:  # the end of the file
             break
         position += sent
+        if progress is not None:
+            progress(sent)
     return position - offset
 
 
