@@ -36,6 +36,7 @@ from wsgi_proxy.core.server_config import ServerConfig, describe_server, unknown
 
 if TYPE_CHECKING:
     from wsgi_proxy.store.cache import Store
+    from wsgi_proxy.store.purge import Purge
     from wsgi_proxy.store.server_record import ServerRecord
 
 NOTHING_PURGED = 3
@@ -235,21 +236,7 @@ def purge(args: list[str]) -> int:
 
     parser = _purge_parser()
     options = parser.parse_args(args)
-    if sum(x is not None and x is not False for x in (options.url, options.prefix, options.tag,
-                                                      options.all or None)) != 1:  # fmt: skip
-        parser.error("give exactly one of URL, --prefix, --tag, --all")
-    if options.url is not None:
-        order = purging.Purge("url", options.url, options.soft)
-    elif options.prefix is not None:
-        order = purging.Purge("prefix", options.prefix, options.soft)
-    elif options.tag is not None:
-        order = purging.Purge("tag", options.tag, options.soft)
-    else:
-        order = purging.Purge("all", "", options.soft)
-    try:
-        purging.check(order)
-    except ValueError as exc:
-        parser.error(str(exc))
+    order = _purge_order(parser, options)
     _set_cache_dir(options.cache_dir)
     opened = _open_server_folder()
     if opened is None:
@@ -276,6 +263,28 @@ def purge(args: list[str]) -> int:
         )
         return NOTHING_PURGED
     return 0
+
+
+def _purge_order(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Purge:
+    """The purge the options ask for; a usage error (exit 2) unless exactly one."""
+    from wsgi_proxy.store.purge import Purge, check  # noqa: PLC0415
+
+    if sum(x is not None and x is not False for x in (options.url, options.prefix, options.tag,
+                                                      options.all or None)) != 1:  # fmt: skip
+        parser.error("give exactly one of URL, --prefix, --tag, --all")
+    if options.url is not None:
+        order = Purge("url", options.url, options.soft)
+    elif options.prefix is not None:
+        order = Purge("prefix", options.prefix, options.soft)
+    elif options.tag is not None:
+        order = Purge("tag", options.tag, options.soft)
+    else:
+        order = Purge("all", "", options.soft)
+    try:
+        check(order)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return order
 
 
 def _origins(config: Config, record: ServerRecord | None) -> list[str]:

@@ -98,10 +98,9 @@ class Store:
         self.fine_timestamps = False
 
     def prepare(self) -> None:
-        """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
-        # The cache folder itself too is private (its parents are made as mkdir -p would).
-        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for folder in (self.objects, self.locks, self.state):
+        """Create the folders, the cache folder's own included (mode 0700); raise OSError
+        if the folder cannot be used."""
+        for folder in (self.root.parent, self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.sites.start(self.objects)
         # Probed where entries are published: objects/ may be another mount than state/.
