@@ -335,7 +335,8 @@ def stats_lines(config: Config, store: Store, record: ServerRecord | None) -> li
         "counted now",
         f"limit_bytes={limit}  # {PREFIX}MAX_SIZE, {source} ({_size(limit)})",
         f"counter_bytes={counted}  # the workers' running total, which eviction keeps under "
-        f"the limit ({_size(counted)}, {share}); a periodic scan corrects it",
+        f"the limit ({_size(counted)}, {share}); each worker adds its writes twice a "
+        "second, and a scan every 5 minutes sets it to what is on disk",
     ]
 
 
