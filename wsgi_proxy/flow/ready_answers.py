@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -39,6 +39,7 @@ from werkzeug.wsgi import FileWrapper
 
 from wsgi_proxy.core import policy, reuse
 from wsgi_proxy.core.headers import Headers
+from wsgi_proxy.ops.body_bytes import BODY_FILE, CountedFile
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.hits import Hit
 from wsgi_proxy.store.hot_set import Stamp
@@ -82,14 +83,17 @@ def _still_good(
     return store.is_unchanged(ready.location, ready.stamp, now), None
 
 
-def file_body(environ: Mapping[str, Any], file: BinaryIO, offset: int) -> Iterable[bytes]:
+def file_body(environ: MutableMapping[str, Any], file: BinaryIO, offset: int) -> Iterable[bytes]:
     """``file`` from ``offset``, by ``wsgi.file_wrapper``: gunicorn sends as many bytes as
-    the response's Content-Length with ``sendfile``, then closes the file."""
+    the response's Content-Length with ``sendfile``, then closes the file. Handed over as a
+    ``CountedFile`` left in ``environ``, so the access log learns the bytes sent
+    (ops/body_bytes.py)."""
     file.seek(offset)
-    return wrapped(environ, file)
+    counted = environ[BODY_FILE] = CountedFile(file, offset)
+    return wrapped(environ, counted)
 
 
-def wrapped(environ: Mapping[str, Any], filelike: BinaryIO | FileSpan) -> Iterable[bytes]:
+def wrapped(environ: Mapping[str, Any], filelike: CountedFile | FileSpan) -> Iterable[bytes]:
     """``filelike`` by ``wsgi.file_wrapper``. A held file's span is sent by the worker's
     writer with ``sendfile`` from its offset (response.py), read by ``pread`` by any other."""
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
