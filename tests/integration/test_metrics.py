@@ -161,7 +161,8 @@ def test_cache_files_follows_fill_purge_clear_and_restart(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
     """``wsgi_proxy_cache_files`` is the number of files stored, within a second: after
-    filling, after a purge, after a clear, and at start-up over a filled folder."""
+    filling, after a purge (admin interface and command line), after a clear, and at
+    start-up over a filled folder."""
     proxy = admin_proxy(proxy_factory)
     files_metric_is(proxy, 0)
     paths = [origin.route(f"/files/{i}", headers=CACHED, body=b"f" * 100) for i in range(5)]
@@ -182,6 +183,17 @@ def test_cache_files_follows_fill_purge_clear_and_restart(
     files_metric_is(again, 6)
 
     env = proxy_env(origin.url, again.cache_dir)
+    purged = subprocess.run(
+        [sys.executable, "-m", "wsgi_proxy", "purge", paths[1]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (purged.returncode, purged.stdout) == (0, "purged 1\n"), purged.stderr
+    assert stored_files(again.cache_dir) == 5
+    files_metric_is(again, 5)
+
     cleared = subprocess.run(
         [sys.executable, "-m", "wsgi_proxy", "--clear-cache"],
         env=env,
@@ -192,8 +204,41 @@ def test_cache_files_follows_fill_purge_clear_and_restart(
     assert cleared.returncode == 0, cleared.stderr
     assert stored_files(again.cache_dir) == 0
     files_metric_is(again, 0)
-    assert again.get(paths[1]).x_cache == "MISS"
+    assert again.get(paths[2]).x_cache == "MISS"
     files_metric_is(again, 1)
+
+
+def usage_counter(cache_dir: Path) -> tuple[int, int]:
+    """The shared totals the metrics read (bytes, files): v1/state/usage."""
+    stored, files = (cache_dir / "v1" / "state" / "usage").read_text().split()
+    return int(stored), int(files)
+
+
+def test_a_command_line_purge_counts_out_what_it_removed(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """``caching-proxy purge`` runs in a process with no evictor to fold its removals into
+    the shared totals: it does so itself, so the server's ``wsgi_proxy_cache_files`` and
+    ``wsgi_proxy_cache_bytes`` do not wait for the next scan (five minutes). Checked on
+    the folder of a stopped server, where no scan can run meanwhile."""
+    proxy = admin_proxy(proxy_factory)
+    paths = [origin.route(f"/cli-files/{i}", headers=CACHED, body=b"c" * 500) for i in range(3)]
+    for path in paths:
+        assert proxy.get(path).x_cache == "MISS"
+    files_metric_is(proxy, 3)
+    proxy.stop()
+    stored, files = usage_counter(proxy.cache_dir)
+    assert files == 3
+    purged = subprocess.run(
+        [sys.executable, "-m", "wsgi_proxy", "purge", paths[0]],
+        env=proxy_env(origin.url, proxy.cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (purged.returncode, purged.stdout) == (0, "purged 1\n"), purged.stderr
+    after = usage_counter(proxy.cache_dir)
+    assert after[1] == 2 and after[0] < stored, (stored, files, after)
 
 
 def test_cache_files_is_right_after_an_eviction(

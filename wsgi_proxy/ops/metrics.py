@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from wsgi_proxy.ops import durations
 from wsgi_proxy.ops.durations import Durations
@@ -61,6 +61,15 @@ BUILD_LABELS = (
     ("gunicorn", "gunicorn"),
     ("urllib3", "urllib3"),
 )
+
+
+class Sample(NamedTuple):
+    """One line of the exposition text: ``wsgi_proxy_requests_total``, (("cache", "hit"),),
+    1812.0."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
 
 
 def prepare_master() -> None:
@@ -208,14 +217,46 @@ class Metrics:
         return child
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text of all workers, plus what is computed at scrape time."""
+        """The exposition text of all workers, plus the cache's size gauges."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
 
-        return generate_latest(self.registry()), CONTENT_TYPE_LATEST
+        return generate_latest(self._registry()), CONTENT_TYPE_LATEST
 
-    def registry(self) -> Any:
-        """Every metric of every worker, summed, as a prometheus_client registry (its
-        ``collect()`` gives the metric families): what ``render`` writes out."""
+    def samples(self) -> list[Sample]:
+        """What ``render`` writes, as (sample name, labels, value): the same sums over the
+        workers, read the same way (the status page's JSON, ops/status.py)."""
+        return [
+            Sample(sample.name, tuple(sorted(sample.labels.items())), float(sample.value))
+            for family in self._registry().collect()
+            for sample in family.samples
+        ]
+
+    def worker_pools(self) -> dict[int, dict[str, float]]:
+        """Each live worker's pool gauges (``POOL_GAUGES``' fields), by process id: the
+        sums of ``samples`` taken apart. prometheus_client keeps a process's "livesum"
+        gauges in ``gauge_livesum_<pid>.db`` (the name ``mark_process_dead`` removes);
+        merging one such file alone gives that process's values. None found: {}."""
+        from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+        fields = {name: field for name, field, _ in POOL_GAUGES}
+        pools: dict[int, dict[str, float]] = {}
+        for path in sorted(self.folder.glob("gauge_livesum_*.db")):
+            pid = path.stem.rpartition("_")[2]
+            if not pid.isdigit():
+                continue
+            try:
+                families = MultiProcessCollector.merge([str(path)])  # type: ignore[no-untyped-call]
+            except (OSError, ValueError):  # the worker died and its file went meanwhile
+                continue
+            pools[int(pid)] = {
+                fields[s.name]: float(s.value)
+                for family in families
+                for s in family.samples
+                if s.name in fields
+            }
+        return pools
+
+    def _registry(self) -> Any:
         from prometheus_client import CollectorRegistry  # noqa: PLC0415
         from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 

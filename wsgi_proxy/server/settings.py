@@ -8,7 +8,8 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from wsgi_proxy import tuning
-from wsgi_proxy.core.config import Config, ServerConfig
+from wsgi_proxy.core.config import Config
+from wsgi_proxy.core.server_config import ServerConfig, unknown_settings
 from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
 from wsgi_proxy.tuning.gunicorn_sockets import shared_socket_where_needed
 
@@ -66,12 +67,21 @@ def worker_class() -> str:
 
 def on_starting(server: Any) -> None:
     """Validate the proxy's settings and cache folder in the master, before any worker
-    forks, so a bad value stops start-up with one clear error naming the variable."""
+    forks, so a bad value stops start-up with one clear error naming the variable; warn
+    about WSGI_PROXY_* names that are no setting; record in the cache folder what the CLI
+    needs to know of this server (store/server_record.py)."""
     from wsgi_proxy.ops.metrics import prepare_master, reset_metrics_dir  # noqa: PLC0415
     from wsgi_proxy.store.cache import check_folder  # noqa: PLC0415
+    from wsgi_proxy.store.server_record import write_record  # noqa: PLC0415
 
+    for warning in unknown_settings():
+        server.log.warning(warning)
     config = Config.from_env()
     check_folder(config.cache_dir)
+    try:
+        write_record(config)  # what the CLI needs to know of this server (purge, stats)
+    except OSError as exc:
+        server.log.warning("cannot record the settings in %s: %s", config.cache_dir, exc)
     reset_metrics_dir(config.metrics_dir)
     prepare_master()
     for line in tuning.report():
