@@ -9,7 +9,8 @@ from gunicorn.app.base import BaseApplication
 
 from wsgi_proxy import tuning
 from wsgi_proxy.core.config import Config, ServerConfig
-from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
+from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT
+from wsgi_proxy.server.listening import JsonLinesLogger, TextLogger, check_addresses
 from wsgi_proxy.tuning.gunicorn_sockets import shared_socket_where_needed
 
 # Settings of gunicorn_settings() that the oldest supported gunicorn (23.0) does not have,
@@ -52,7 +53,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "child_exit": child_exit,
         "accesslog": None if server.log_format == "off" else "-",
         "access_log_format": ACCESS_LOG_FORMAT,
-        "logger_class": JsonLogger if server.log_format == "json" else ProxyLogger,
+        "logger_class": JsonLinesLogger if server.log_format == "json" else TextLogger,
     }
 
 
@@ -65,8 +66,9 @@ def worker_class() -> str:
 
 
 def on_starting(server: Any) -> None:
-    """Validate the proxy's settings and cache folder in the master, before any worker
-    forks, so a bad value stops start-up with one clear error naming the variable."""
+    """Validate the proxy's settings, cache folder and listen addresses in the master,
+    before it binds, reports ready or forks a worker, so a bad value or an address in use
+    stops start-up with one clear error naming the variable or the address."""
     from wsgi_proxy.ops.metrics import prepare_master, reset_metrics_dir  # noqa: PLC0415
     from wsgi_proxy.store.cache import check_folder  # noqa: PLC0415
 
@@ -84,6 +86,7 @@ def on_starting(server: Any) -> None:
             EARLY_HINTS_SINCE,
         )
     on_reload(server)
+    check_addresses(server, share_port=ServerConfig.from_env().share_port)
 
 
 def on_reload(server: Any) -> None:
