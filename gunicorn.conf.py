@@ -5,7 +5,7 @@ Configuration), and flags such as -b win over this file. `caching-proxy` starts 
 with the same settings. The measurements behind the values: docs/performance.md.
 """
 
-from wsgi_proxy.core.config import ServerConfig
+from wsgi_proxy.core.server_config import ServerConfig
 from wsgi_proxy.server.settings import gunicorn_settings
 
 _settings = gunicorn_settings(ServerConfig.from_env())

@@ -6,14 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # System packages the tests use: nginx in front of the proxy (tests/integration/test_nginx.py),
-# redis-server for the cluster's shared tier (tests/integration/test_cluster.py) and Node.js
-# for the conformance suite (the npm package http-cache-tests); openssl makes the
+# redis-server for the cluster's shared tier (tests/integration/test_cluster.py), Node.js
+# for the conformance suite (the npm package http-cache-tests), Chromium for the status
+# page in a real browser (tests/integration/test_status_page.py) and openssl for the
 # self-signed certificate of the nginx site's TLS example (tests/integration/test_nginx.py).
 missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

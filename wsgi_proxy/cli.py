@@ -1,16 +1,25 @@
 """The ``caching-proxy`` command (also ``python -m wsgi_proxy``).
 
     caching-proxy [PORT] [--port N] [--origin URL] [--cache-dir DIR] [--host H]
-    caching-proxy --clear-cache
+    caching-proxy --clear-cache [--cache-dir DIR]
+    caching-proxy --version
     caching-proxy check-config
-    caching-proxy purge URL | --prefix P | --tag T | --all  [--soft]
-    caching-proxy stats
-
-In a cluster (``WSGI_PROXY_PEERS``, ``WSGI_PROXY_REDIS_URL``) ``purge`` reaches every node
-and exits 1 if any of them failed.
+    caching-proxy purge URL | --prefix P | --tag T | --all  [--soft] [--cache-dir DIR]
+    caching-proxy stats [--cache-dir DIR]
 
 Flags override the ``WSGI_PROXY_*`` variables, which the command otherwise shares with the
 app: it sets them in its own environment, so gunicorn's workers read the same values.
+
+``purge``, ``stats`` and ``--clear-cache`` work on the folder a server uses: they need its
+cache folder (``--cache-dir`` or ``WSGI_PROXY_CACHE_DIR``), refuse a folder no server has
+used, and take the rest (the origins its entries were stored for, the size limit) from
+what the server recorded there at start-up (store/server_record.py), so the caller need
+not restate how the server was started. In a cluster (``WSGI_PROXY_PEERS``,
+``WSGI_PROXY_REDIS_URL``, from the environment) ``purge`` reaches every node.
+
+Exit codes (docs/operations.md): 0 done; 1 a failure (a setting ``check-config`` refuses,
+a folder that cannot be cleared, a node that failed a purge); 2 wrong usage, an invalid
+setting, or no cache at the folder given; 3 a purge that matched nothing stored.
 """
 
 from __future__ import annotations
@@ -18,61 +27,93 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from wsgi_proxy.core.config import PREFIX, Config, ServerConfig
+from wsgi_proxy.core.config import PREFIX, Config
 from wsgi_proxy.core.errors import ConfigError
+from wsgi_proxy.core.server_config import ServerConfig, describe_server, unknown_settings
 
 if TYPE_CHECKING:
     from wsgi_proxy.store.cache import Store
+    from wsgi_proxy.store.purge import Purge
+    from wsgi_proxy.store.server_record import ServerRecord
+
+NOTHING_PURGED = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["check-config"]:
-        return check_config()
+        return check_config(args[1:])
     if args[:1] == ["purge"]:
         return purge(args[1:])
     if args[:1] == ["stats"]:
-        return stats()
+        return stats(args[1:])
     options = _parser().parse_args(args)
     port = options.port_flag or options.port
     if port is not None:
         os.environ[PREFIX + "BIND"] = f"{options.host}:{port}"
     if options.origin is not None:
         os.environ[PREFIX + "ORIGIN"] = options.origin
-    if options.cache_dir is not None:
-        os.environ[PREFIX + "CACHE_DIR"] = options.cache_dir
+    _set_cache_dir(options.cache_dir)
     if options.workers is not None:
         os.environ[PREFIX + "WORKERS"] = str(options.workers)
+    if options.clear_cache:
+        return clear_cache()
     try:
-        config = Config.from_env()
+        Config.from_env()
         server = ServerConfig.from_env()
     except ConfigError as exc:
         print(f"caching-proxy: error: {exc}", file=sys.stderr)
         return 2
-    if options.clear_cache:
-        return clear_cache(config)
     return serve(server)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caching-proxy",
-        description="An HTTP caching reverse proxy. Subcommands: check-config, purge, stats.",
+        description="An HTTP caching reverse proxy.\n"
+        "Subcommands (each with --help): check-config, purge, stats.\n"
+        "Exit codes: docs/operations.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # --version on one line
     )
     parser.add_argument("port", nargs="?", type=_port, help="port to listen on")
     parser.add_argument("--port", dest="port_flag", type=_port, help="port to listen on")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--origin", help=f"origin URL ({PREFIX}ORIGIN)")
-    parser.add_argument("--cache-dir", help=f"cache folder ({PREFIX}CACHE_DIR)")
+    _cache_dir_flag(parser)
     parser.add_argument("--workers", type=int, help=f"worker processes ({PREFIX}WORKERS)")
     parser.add_argument(
-        "--clear-cache", action="store_true", help="empty the cache (safe while serving)"
+        "--clear-cache",
+        action="store_true",
+        help="empty a server's cache folder (safe while it serves), then exit",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     return parser
+
+
+def _cache_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir",
+        help=f"the server's cache folder (default: {PREFIX}CACHE_DIR, or its default)",
+    )
+
+
+def _set_cache_dir(cache_dir: str | None) -> None:
+    if cache_dir is not None:
+        os.environ[PREFIX + "CACHE_DIR"] = cache_dir
+
+
+def version_line() -> str:
+    """This version, and those of the interpreter and the libraries it runs on."""
+    from wsgi_proxy import tuning  # noqa: PLC0415
+
+    libraries = ", ".join(
+        f"{name} {tuning.installed(name)}" for name in ("gunicorn", "urllib3", "werkzeug")
+    )
+    python = tuning.installed("python")
+    return f"caching-proxy {tuning.installed('wsgi_proxy')} (Python {python}, {libraries})"
 
 
 def _port(raw: str) -> int:
@@ -88,10 +129,73 @@ def serve(server: ServerConfig) -> int:
     return 0
 
 
-def clear_cache(config: Config) -> int:
-    from wsgi_proxy.store.cache import Store  # noqa: PLC0415
+def check_config(args: list[str]) -> int:
+    """Print every setting, the app's and the server's; exit 1 naming the first invalid
+    one, or a cache folder the server could not use. Changes nothing on disk."""
+    from wsgi_proxy.store.folder_check import folder_state  # noqa: PLC0415
 
-    store = Store(config.cache_dir, lock_stripes=config.lock_stripes, max_variants=1)
+    argparse.ArgumentParser(
+        prog="caching-proxy check-config",
+        description="Validate every WSGI_PROXY_* setting of this environment, the app's and "
+        "the server's, as the server would at start-up, and print them; warn about "
+        "WSGI_PROXY_* names that are no setting (typos). Changes nothing on disk. "
+        "Exit 0 if the server would start, 1 if not (the reason on stderr).",
+    ).parse_args(args)
+    for warning in unknown_settings():
+        print(f"caching-proxy: warning: {warning}", file=sys.stderr)
+    try:
+        config = Config.from_env()
+        server = ServerConfig.from_env()
+    except ConfigError as exc:
+        print(f"caching-proxy: invalid setting {exc}", file=sys.stderr)
+        return 1
+    for name, value in [*config.describe(), *describe_server(server)]:
+        print(f"{name}={value}")
+    folder = folder_state(config.cache_dir)
+    print(f"# cache folder: {folder.detail}")
+    if not folder.usable:
+        print(
+            f"caching-proxy: invalid setting {PREFIX}CACHE_DIR: {config.cache_dir} {folder.detail}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _open_server_folder() -> tuple[Config, Store, ServerRecord | None] | None:
+    """The settings, the store and the server's record of the cache folder a server uses;
+    None, said on stderr, when the settings are invalid or no server used the folder.
+    Nothing is created."""
+    from wsgi_proxy.store.cache import Store  # noqa: PLC0415
+    from wsgi_proxy.store.folder_check import has_cache  # noqa: PLC0415
+    from wsgi_proxy.store.server_record import read_record  # noqa: PLC0415
+
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"caching-proxy: error: {exc}", file=sys.stderr)
+        return None
+    if not has_cache(config.cache_dir):
+        print(
+            f"caching-proxy: error: no cache at {config.cache_dir}: give the folder the "
+            f"server uses with --cache-dir or {PREFIX}CACHE_DIR",
+            file=sys.stderr,
+        )
+        return None
+    record = read_record(config.cache_dir)
+    stripes, variants = (
+        (record.lock_stripes, record.max_variants)
+        if record
+        else (config.lock_stripes, config.max_variants)
+    )
+    return config, Store(config.cache_dir, lock_stripes=stripes, max_variants=variants), record
+
+
+def clear_cache() -> int:
+    opened = _open_server_folder()
+    if opened is None:
+        return 2
+    config, store, _record = opened
     try:
         store.clear()
     except OSError as exc:
@@ -101,42 +205,15 @@ def clear_cache(config: Config) -> int:
     return 0
 
 
-def check_config() -> int:
-    """Print every setting; exit 1 naming the first invalid one."""
-    from wsgi_proxy.store.cache import check_folder  # noqa: PLC0415
-
-    try:
-        config = Config.from_env()
-        ServerConfig.from_env()
-        check_folder(config.cache_dir)
-    except ConfigError as exc:
-        print(f"caching-proxy: invalid setting {exc}", file=sys.stderr)
-        return 1
-    for name, value in config.describe():
-        print(f"{name}={value}")
-    return 0
-
-
-def _open_store() -> tuple[Config, Store] | None:
-    from wsgi_proxy.store.cache import Store, check_folder  # noqa: PLC0415
-
-    try:
-        config = Config.from_env()
-        check_folder(config.cache_dir)
-    except ConfigError as exc:
-        print(f"caching-proxy: error: {exc}", file=sys.stderr)
-        return None
-    store = Store(
-        config.cache_dir, lock_stripes=config.lock_stripes, max_variants=config.max_variants
+def _purge_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caching-proxy purge",
+        description="Remove (or, with --soft, mark stale) stored responses in the cache "
+        "folder of a running or stopped server; every worker sees it at once. The origins "
+        "come from what the server recorded in the folder. Exit 0 when something was "
+        f"purged, {NOTHING_PURGED} when nothing stored matched, 2 on wrong usage or no "
+        "cache at the folder, 1 when a cluster node failed.",
     )
-    return config, store
-
-
-def purge(args: list[str]) -> int:
-    """Purge from the shared folder directly: every running worker sees it at once."""
-    from wsgi_proxy.store import purge as purging  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog="caching-proxy purge")
     parser.add_argument(
         "url",
         nargs="?",
@@ -149,49 +226,124 @@ def purge(args: list[str]) -> int:
     parser.add_argument("--tag", help="every response tagged with this surrogate key")
     parser.add_argument("--all", action="store_true", help="everything")
     parser.add_argument("--soft", action="store_true", help="mark stale instead of removing")
+    _cache_dir_flag(parser)
+    return parser
+
+
+def purge(args: list[str]) -> int:
+    """Purge from the shared folder directly, for every origin the server recorded."""
+    from wsgi_proxy.store import purge as purging  # noqa: PLC0415
+
+    parser = _purge_parser()
     options = parser.parse_args(args)
+    order = _purge_order(parser, options)
+    _set_cache_dir(options.cache_dir)
+    opened = _open_server_folder()
+    if opened is None:
+        return 2
+    config, store, record = opened
+    origins = _origins(config, record)
+    if config.peers or config.redis_url:
+        from dataclasses import replace  # noqa: PLC0415
+
+        from wsgi_proxy.cluster.nodes import Cluster  # noqa: PLC0415
+        from wsgi_proxy.core.config import parse_origin  # noqa: PLC0415
+
+        here = replace(config, origin=parse_origin(origins[-1]))
+        report = Cluster(here, store).broadcast(order, issuer="cli")
+        print(report.format())
+        return 1 if report.failed else 0
+    purged = sum(purging.apply(store, origin, order).purged for origin in origins)
+    print(f"purged {purged}")
+    if purged == 0:
+        print(
+            f"caching-proxy: nothing stored matched ({order.kind} {order.value!r}) in "
+            f"{config.cache_dir}, for origin {', '.join(origins)}",
+            file=sys.stderr,
+        )
+        return NOTHING_PURGED
+    return 0
+
+
+def _purge_order(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Purge:
+    """The purge the options ask for; a usage error (exit 2) unless exactly one."""
+    from wsgi_proxy.store.purge import Purge, check  # noqa: PLC0415
+
     if sum(x is not None and x is not False for x in (options.url, options.prefix, options.tag,
                                                       options.all or None)) != 1:  # fmt: skip
         parser.error("give exactly one of URL, --prefix, --tag, --all")
-    opened = _open_store()
-    if opened is None:
-        return 2
-    config, store = opened
     if options.url is not None:
-        order = purging.Purge("url", options.url, options.soft)
+        order = Purge("url", options.url, options.soft)
     elif options.prefix is not None:
-        order = purging.Purge("prefix", options.prefix, options.soft)
+        order = Purge("prefix", options.prefix, options.soft)
     elif options.tag is not None:
-        order = purging.Purge("tag", options.tag, options.soft)
+        order = Purge("tag", options.tag, options.soft)
     else:
-        order = purging.Purge("all", "", options.soft)
+        order = Purge("all", "", options.soft)
     try:
-        purging.check(order)
+        check(order)
     except ValueError as exc:
         parser.error(str(exc))
-    if config.peers or config.redis_url:
-        from wsgi_proxy.cluster.nodes import Cluster  # noqa: PLC0415
-
-        report = Cluster(config, store).broadcast(order, issuer="cli")
-        print(report.format())
-        return 1 if report.failed else 0
-    print(f"purged {purging.apply(store, config.origin.url, order).purged}")
-    return 0
+    return order
 
 
-def stats() -> int:
-    from wsgi_proxy.store.eviction import cache_gauges, scan_objects  # noqa: PLC0415
+def _origins(config: Config, record: ServerRecord | None) -> list[str]:
+    """Every origin the folder's entries may be stored for: the server's record, and the
+    origin this environment names (when it names one)."""
+    origins = list(record.origins) if record else []
+    named = (PREFIX + "ORIGIN") in os.environ or record is None
+    if named and config.origin.url not in origins:
+        origins.append(config.origin.url)
+    return origins
 
-    opened = _open_store()
+
+def stats(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="caching-proxy stats",
+        description="What the cache folder of a server holds now: each figure on one "
+        "NAME=VALUE line, explained after a # (docs/operations.md). The folder is scanned: "
+        "this takes a while on a large cache. Exit 2 when there is no cache at the folder.",
+    )
+    _cache_dir_flag(parser)
+    _set_cache_dir(parser.parse_args(args).cache_dir)
+    opened = _open_server_folder()
     if opened is None:
         return 2
-    config, store = opened
-    scan = scan_objects(store.objects, time.time())
-    print(f"cache_dir={config.cache_dir}")
-    print(f"files={scan.entries}")
-    print(f"bytes={scan.total}")
-    print(f"limit_bytes={config.max_size}")
-    for name, _doc, value in cache_gauges(store, config.max_size):
-        if name == "wsgi_proxy_cache_bytes":
-            print(f"counter_bytes={int(value)}")
+    config, store, record = opened
+    for line in stats_lines(config, store, record):
+        print(line)
     return 0
+
+
+def stats_lines(config: Config, store: Store, record: ServerRecord | None) -> list[str]:
+    """The figures of ``stats``, each ``NAME=VALUE  # what it is``."""
+    import time  # noqa: PLC0415
+
+    from wsgi_proxy.store.eviction import cache_gauges, scan_objects  # noqa: PLC0415
+
+    scan = scan_objects(store.objects, time.time())
+    limit = record.max_size if record else config.max_size
+    source = "as the server was started" if record else "from this environment: no record"
+    counted = next(int(v) for n, _d, v in cache_gauges(store, limit) if n.endswith("cache_bytes"))
+    share = f"{100 * counted / limit:.1f} % of the limit" if limit else "no limit"
+    origins = ", ".join(record.origins) if record else config.origin.url
+    return [
+        f"cache_dir={config.cache_dir}  # the cache folder read",
+        f"origins={origins}  # the origins its entries were stored for",
+        f"files={scan.entries}  # responses stored (each Vary variant counts), counted now",
+        f"bytes={scan.total}  # their size on disk, headers included ({_size(scan.total)}), "
+        "counted now",
+        f"limit_bytes={limit}  # {PREFIX}MAX_SIZE, {source} ({_size(limit)})",
+        f"counter_bytes={counted}  # the workers' running total, which eviction keeps under "
+        f"the limit ({_size(counted)}, {share}); each worker adds its writes twice a "
+        "second, and a scan every 5 minutes sets it to what is on disk",
+    ]
+
+
+def _size(count: float) -> str:
+    """``count`` bytes for a reader: 512 B, 1.5 MiB, 2.0 GiB (the largest unit)."""
+    units = ["B", "KiB", "MiB", "GiB"]
+    while count >= 1024 and len(units) > 1:
+        count /= 1024
+        units.pop(0)
+    return f"{count:.0f} B" if units[0] == "B" else f"{count:.1f} {units[0]}"

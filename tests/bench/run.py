@@ -162,9 +162,12 @@ def start_proxy(
     cache: Path,
     args: argparse.Namespace,
     settings: dict[str, str] | None = None,
+    tree: Path = REPO,
 ) -> Service:
-    """The proxy as deployed: gunicorn with the repository's gunicorn.conf.py, ``settings``
-    then ``--proxy-env`` (which wins) as WSGI_PROXY_* variables, ``--proxy-arg`` added."""
+    """The proxy as deployed: gunicorn with the gunicorn.conf.py of ``tree`` (this
+    repository, or ``--baseline``), ``settings`` then ``--proxy-env`` (which wins) as
+    WSGI_PROXY_* variables, ``--proxy-arg`` added. Another tree runs under its own
+    ``.venv`` if it has one; gunicorn, started in ``tree``, imports its ``wsgi_proxy``."""
     port = free_port()
     env = {
         "WSGI_PROXY_ORIGIN": f"http://127.0.0.1:{origin_port}",
@@ -173,10 +176,12 @@ def start_proxy(
         **(settings or {}),
         **dict(item.split("=", 1) for item in args.proxy_env),
     }
-    argv = [*GUNICORN, "-c", "gunicorn.conf.py", *args.proxy_arg, "wsgi_proxy:app"]
+    python = tree / ".venv" / "bin" / "python"
+    gunicorn = [str(python), "-m", "gunicorn"] if tree != REPO and python.exists() else GUNICORN
+    argv = [*gunicorn, "-c", "gunicorn.conf.py", *args.proxy_arg, "wsgi_proxy:app"]
     argv += ["-b", f"127.0.0.1:{port}"]
-    code = code_state()  # the working tree may change during a run: what this one loads
-    service = services.start(name, argv, port, cpus="0", env=env, cwd=REPO)
+    code = code_state(tree)  # the working tree may change during a run: what this one loads
+    service = services.start(name, argv, port, cpus="0", env=env, cwd=tree)
     PROXY_CODE[name] = code["version"]
     return service
 
@@ -220,14 +225,39 @@ def load_phase(
             Pair("pass", "pass 1k", c, proxy, passthru, "/nostore/1k.bin", expect=("pass", None))
             for c in args.conn_counts
         ]
+    if "baseline" in servers:  # the same rows, against another checkout of the proxy
+        baseline = servers["baseline"]
+        pairs += [
+            Pair(
+                "baseline",
+                f"HIT {name}",
+                c,
+                proxy,
+                baseline,
+                f"/c/{name}.bin",
+                expect=("hit", "hit"),
+            )
+            for c in args.conn_counts
+            for name in sizes
+        ]
+        if not args.no_pass:
+            pairs += [
+                Pair(
+                    "baseline",
+                    "pass 1k",
+                    c,
+                    proxy,
+                    baseline,
+                    "/nostore/1k.bin",
+                    expect=("pass", "pass"),
+                )
+                for c in args.conn_counts
+            ]
     for pair in pairs:
         expected = bodies[pair.path]
-        if pair.a is proxy:
-            x_cache = "HIT" if pair.group == "hit" else "MISS"
-            warm(proxy.port, pair.path, expected, x_cache=x_cache)
-        else:
-            warm(pair.a.port, pair.path, expected, x_cache=None)
-        warm(pair.b.port, pair.path, expected, x_cache=None)
+        for side, expect in ((pair.a, pair.expect[0]), (pair.b, pair.expect[1])):
+            x_cache = {"hit": "HIT", "pass": "MISS"}.get(expect or "")
+            warm(side.port, pair.path, expected, x_cache=x_cache)
     print(
         f"\nload: wrk -t1 --latency, keep-alive, {args.rounds} rounds x {args.duration} s per "
         "server and row, the two servers alternating",
@@ -388,9 +418,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ARG",
         help="an extra gunicorn argument for the proxy, e.g. --access-logfile=/dev/null",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="another checkout of the proxy (with its own .venv, or this Python's packages): "
+        "started beside this one, every HIT and pass-through row runs against it too",
+    )
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (logs)")
     args = ap.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "wsgi_proxy").is_dir():
+        ap.error(f"--baseline {args.baseline}: no wsgi_proxy/ there")
     args.conn_counts = [int(c) for c in args.conns.split(",") if c]
     if args.entries < 1:
         ap.error("--entries must be at least 1")
@@ -424,10 +463,10 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "cpu_model": model, **code_state()}
 
 
-def code_state() -> dict[str, Any]:
-    """The proxy's code in the working tree: the commit, the files with uncommitted
-    changes, and ``version``, the commit plus a digest of those changes if any."""
-    git = ["git", "-C", str(REPO)]
+def code_state(tree: Path = REPO) -> dict[str, Any]:
+    """The proxy's code in the working tree ``tree``: the commit, the files with
+    uncommitted changes, and ``version``, the commit plus a digest of those changes if any."""
+    git = ["git", "-C", str(tree)]
     paths = ["--", "wsgi_proxy", "gunicorn.conf.py"]
     head = _output([*git, "rev-parse", "--short", "HEAD"]).strip()
     dirty = _output([*git, "status", "--porcelain", *paths])
@@ -474,6 +513,12 @@ def main(argv: list[str] | None = None) -> int:
                 services, "passthru", "bench_app:passthru", scratch / "www", origin_port
             ),
         }
+        if args.baseline is not None:
+            cache = scratch / "baseline-cache"
+            tree = args.baseline.resolve()
+            servers["baseline"] = start_proxy(
+                services, "baseline", origin_port, cache, args, tree=tree
+            )
         if "1m" in args.sizes.split(",") and not args.no_load:
             servers["filewrap"] = start_bare(
                 services, "filewrap", "bench_app:filewrap", scratch / "www", origin_port
@@ -518,6 +563,7 @@ def report(results: dict[str, Any]) -> None:
         ("hit", "HIT: proxy against bench_app:app (gthread 2x4, the bytes from memory)"),
         ("sendfile", "sendfile in a bare app: bench_app:filewrap against bench_app:app"),
         ("pass", "pass-through (no-store): proxy against bench_app:passthru (pooled urllib3)"),
+        ("baseline", "the proxy against --baseline (another checkout), the same rows"),
     )
     for group, title in groups:
         rows = [r for r in load if r["group"] == group]

@@ -16,6 +16,7 @@ class Targets:
     herd_slowest_s: float = 0.6  # 50 concurrent GETs of one cold URL, origin 0.5 s
     distinct_slowest_s: float = 1.5  # 50 concurrent GETs of different slow URLs
     pass_ratio: float = 0.9  # proxy / passthru, an uncacheable 1 KiB
+    baseline_ratio: float = 0.95  # against --baseline: no regression beyond the noise
     size_ratio: float = 0.9  # HIT req/s with many entries stored / with ~100
     first_byte_ms: float = 20.0  # 512 MiB body, MISS and HIT
     growth_mib: float = 32.0  # the proxy's process tree while streaming it (RSS and PSS)
@@ -93,7 +94,8 @@ def _ratio_target(row: dict[str, Any], targets: Targets) -> float | None:
     """The least acceptable ratio for a load row, None where the issue sets none."""
     if row["group"] == "hit":
         return targets.hit_ratio_large if row["test"].endswith("1m") else targets.hit_ratio
-    return {"pass": targets.pass_ratio, "size": targets.size_ratio}.get(row["group"])
+    limits = {"pass": targets.pass_ratio, "size": targets.size_ratio}
+    return limits.get(row["group"], targets.baseline_ratio if row["group"] == "baseline" else None)
 
 
 def print_summary(results: dict[str, Any]) -> None:
@@ -103,7 +105,10 @@ def print_summary(results: dict[str, Any]) -> None:
     uncommitted = ", ".join(about["uncommitted"]) or "none"
     print(f"{about['cpu_model']}, {about['cpus']} CPUs, pinned: {about['pinned']}; commit "
           f"{about['commit']} at the start, uncommitted changes: {uncommitted}\n")  # fmt: skip
-    versions = sorted(set(results.get("proxy_code", {}).values()))
+    codes = results.get("proxy_code", {})
+    versions = sorted({code for name, code in codes.items() if name != "baseline"})
+    if "baseline" in codes:
+        print(f"baseline (--baseline): code {codes['baseline']}\n")
     if len(versions) > 1:
         print("**The proxy's code changed during the run** (the working tree is shared); "
               f"code per proxy: {results['proxy_code']}\n")  # fmt: skip

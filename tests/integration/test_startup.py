@@ -145,10 +145,14 @@ def test_a_second_instance_on_the_same_port_fails_and_the_first_keeps_it(
     path = origin.route("/first", headers=CACHED, body=b"first")
     first = proxy_factory()
     assert first.get(path).body == b"first"
+    # Same cache folder, so same metrics folder, which a starting server empties.
+    metrics = Path(f"{first.cache_dir}.metrics")
+    kept = set(metrics.iterdir())
     second = _start_on(
         proxy_factory, COMMANDS[command], first.port, {"NOTIFY_SOCKET": str(notify.path)}
     )
     _assert_refused(second, notify, f"127.0.0.1:{first.port}", "already in use")
+    assert kept and kept <= set(metrics.iterdir())  # the first one's metric files stay
     assert "WSGI_PROXY_SHARE_PORT" in _lines_naming(second, f"127.0.0.1:{first.port}")[0]
     first.assert_alive()
     assert all(first.get(path).body == b"first" for _ in range(5))

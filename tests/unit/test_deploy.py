@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.core.config import ServerConfig
+from wsgi_proxy.core.server_config import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "wsgi-proxy.service"

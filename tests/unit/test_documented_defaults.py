@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from wsgi_proxy.core.config import PREFIX, Config, ServerConfig
+from wsgi_proxy.core.config import PREFIX, Config
+from wsgi_proxy.core.server_config import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

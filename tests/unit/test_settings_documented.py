@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.core.config import PREFIX, Config, ServerConfig
+from wsgi_proxy.core.config import PLACEHOLDER_TOKEN, PREFIX, Config
+from wsgi_proxy.core.errors import ConfigError
+from wsgi_proxy.core.server_config import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIABLES = [PREFIX + f.name.upper() for cls in (Config, ServerConfig) for f in fields(cls)]
@@ -24,5 +26,14 @@ def test_env_file_values_are_valid() -> None:
     lines = (ROOT / "deploy/wsgi-proxy.env").read_text().splitlines()
     env = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
     env["HOME"] = "/nonexistent"
-    Config.from_env(env)
     ServerConfig.from_env(env)
+    # The admin token is a placeholder, refused until it is replaced (the next test).
+    Config.from_env({**env, PREFIX + "ADMIN_TOKEN": "a-real-token"})
+
+
+def test_env_file_admin_token_placeholder_is_refused() -> None:
+    lines = (ROOT / "deploy/wsgi-proxy.env").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert env[PREFIX + "ADMIN_TOKEN"].startswith(PLACEHOLDER_TOKEN)
+    with pytest.raises(ConfigError, match=PREFIX + "ADMIN_TOKEN"):
+        Config.from_env({**env, "HOME": "/nonexistent"})

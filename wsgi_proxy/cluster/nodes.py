@@ -41,6 +41,9 @@ FANOUT_CONNECT_TIMEOUT = 2.0
 # A purge by tag or prefix scans the node's whole cache folder.
 FANOUT_READ_TIMEOUT = 120.0
 CATCH_UP_WAIT = 10.0
+# The status page's view of the other nodes (node_states).
+NODE_STATE_TIMEOUT = 1.0
+NODE_STATE_TTL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,8 @@ class Cluster:
             self.purge_log = PurgeLog(link, store, config.origin.url)
         self._http: PoolManager | None = None
         self._stop = threading.Event()
+        self._states: tuple[float, list[dict[str, str]]] | None = None  # (when, node_states)
+        self._states_lock = threading.Lock()
 
     @property
     def is_clustered(self) -> bool:
@@ -218,6 +223,43 @@ class Cluster:
             )
         return self._http
 
+    def node_states(self) -> list[dict[str, str]]:
+        """Each node's state for the status page: this node's ``status`` rows, then each
+        peer's, asked of its ``/cluster`` (with the token, ``NODE_STATE_TIMEOUT`` each, all
+        at once), or why it did not answer. Kept ``NODE_STATE_TTL`` seconds, so that pages
+        polling every second do not each ask every node."""
+        with self._states_lock:
+            kept = self._states
+            if kept is not None and time.monotonic() - kept[0] < NODE_STATE_TTL:
+                return kept[1]
+        here = self.config.node_url or "(this node)"
+        states = [{"node": here, "state": "this node", **dict(self.status())}]
+        peers = [peer for peer in self.config.peers if peer != self.config.node_url]
+        if peers:
+            with ThreadPoolExecutor(len(peers), thread_name_prefix="node-state") as pool:
+                states += pool.map(self._peer_state, peers)
+        with self._states_lock:
+            self._states = (time.monotonic(), states)
+        return states
+
+    def _peer_state(self, peer: str) -> dict[str, str]:
+        from urllib3 import Timeout  # noqa: PLC0415
+        from urllib3.exceptions import HTTPError  # noqa: PLC0415
+
+        headers = {"Connection": "close"}
+        if self.config.admin_token:
+            headers["Authorization"] = f"Bearer {self.config.admin_token}"
+        url = f"{peer}{self.config.admin_prefix}/cluster"
+        timeout = Timeout(connect=NODE_STATE_TIMEOUT, read=NODE_STATE_TIMEOUT)
+        try:
+            resp = self._client().request("GET", url, headers=headers, timeout=timeout)
+        except HTTPError as exc:
+            return {"node": peer, "state": f"unreachable: {_reason(exc)}"}
+        text = resp.data.decode("utf-8", "replace")
+        if resp.status != 200:
+            return {"node": peer, "state": f"HTTP {resp.status}: {text.strip()[:100]}"}
+        return {**parse_rows(text), "node": peer, "state": "up"}
+
     def status(self) -> list[tuple[str, str]]:
         """(name, value) rows for the admin interface's ``/cluster``."""
         rows = [("node", self.config.node_url or "(unnamed)"),
@@ -233,6 +275,16 @@ class Cluster:
             ("purge_log_pending", str(self.purge_log.pending_count())),
         ]
         return rows
+
+
+def parse_rows(text: str) -> dict[str, str]:
+    """The ``name: value`` lines of ``/cluster``'s answer (``status``' rows) as a dict."""
+    rows = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep:
+            rows[name.strip()] = value.strip()
+    return rows
 
 
 def _reason(exc: Exception) -> str:

@@ -257,7 +257,8 @@ class PurgeLog:
                 return position < view.head
             case PurgeAll(position=position, reason=reason):
                 log.warning("%s: purging everything this node holds", reason)
-                result = purging.purge_all(self.store, soft=False)
+                # Through apply, as any purge: the status page lists it with the others.
+                result = purging.apply(self.store, self.origin_url, Purge("all", ""))
                 log.warning("purged %d stored responses; purge log %s at %d",
                             result.purged, view.epoch, position)  # fmt: skip
                 self._set_position(view.epoch, position)

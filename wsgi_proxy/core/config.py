@@ -1,11 +1,11 @@
 """Configuration: read once from ``WSGI_PROXY_*`` environment variables, validated, frozen.
 
 Invariants:
-- This is the only module that reads ``os.environ``.
+- This module and server_config.py are the only ones that read ``os.environ``.
 - Every invalid value raises ``ConfigError`` naming the variable, at start-up, before any
   request is served.
-- ``Config`` holds what the WSGI app needs; ``ServerConfig`` holds gunicorn's settings,
-  which ``gunicorn.conf.py`` and the CLI both use.
+- ``Config`` holds what the WSGI app needs; ``ServerConfig`` (server_config.py) holds
+  gunicorn's settings, which ``gunicorn.conf.py`` and the CLI both use.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from wsgi_proxy.core.sites import parse_allowed_hosts
 T = TypeVar("T")
 
 PREFIX = "WSGI_PROXY_"
+# How the admin token's placeholder in deploy/wsgi-proxy.env begins (parse_admin_token).
+PLACEHOLDER_TOKEN = "change-me"  # noqa: S105 - a value refused, not a secret
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)[iI]?[bB]?\s*$")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -139,38 +141,38 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Read and validate every setting; raise ``ConfigError`` naming the first bad one."""
         env = os.environ if environ is None else environ
-        max_size = _read(env, "MAX_SIZE", "1G", parse_size)
-        cache_dir = _read(env, "CACHE_DIR", str(_default_cache_dir(env)), parse_dir)
+        max_size = read_setting(env, "MAX_SIZE", "1G", parse_size)
+        cache_dir = read_setting(env, "CACHE_DIR", str(_default_cache_dir(env)), parse_dir)
         config = cls(
-            origin=_read(env, "ORIGIN", "http://127.0.0.1:8000", parse_origin),
+            origin=read_setting(env, "ORIGIN", "http://127.0.0.1:8000", parse_origin),
             cache_dir=cache_dir,
-            metrics_dir=_read(env, "METRICS_DIR", f"{cache_dir}.metrics", parse_dir),
+            metrics_dir=read_setting(env, "METRICS_DIR", f"{cache_dir}.metrics", parse_dir),
             max_size=max_size,
-            max_object_size=_read(env, "MAX_OBJECT_SIZE", str(max_size // 2), parse_size),
-            touch_interval=_read(env, "TOUCH_INTERVAL", "60", parse_seconds),
-            connect_timeout=_read(env, "CONNECT_TIMEOUT", "5", parse_seconds),
-            read_timeout=_read(env, "READ_TIMEOUT", "30", parse_seconds),
-            client_timeout=_read(env, "CLIENT_TIMEOUT", "60", parse_seconds),
-            max_body_size=_read(env, "MAX_BODY_SIZE", "100M", parse_size),
-            lock_timeout=_read(env, "LOCK_TIMEOUT", "10", parse_seconds),
-            pool_size=_read(env, "POOL_SIZE", "64", _positive_int),
-            lock_stripes=_read(env, "LOCK_STRIPES", "65536", _positive_int),
-            stale_if_error=_read(env, "STALE_IF_ERROR", "300", parse_seconds_or_zero),
-            max_variants=_read(env, "MAX_VARIANTS", "32", _positive_int),
-            tag_header=_read(env, "TAG_HEADER", "Surrogate-Key", parse_token),
-            admin_prefix=_read(env, "ADMIN_PREFIX", "/_wsgi_proxy", parse_path_prefix),
-            admin_token=env.get(PREFIX + "ADMIN_TOKEN", ""),
-            admin_allow=_read(env, "ADMIN_ALLOW", "", parse_networks),
-            trusted_proxies=_read(env, "TRUSTED_PROXIES", "0", _non_negative_int),
-            allowed_hosts=_read(env, "ALLOWED_HOSTS", "", parse_allowed_hosts),
-            via_name=_read(env, "VIA_NAME", "wsgi_proxy", parse_token),
-            targeted_fields=_read(
+            max_object_size=read_setting(env, "MAX_OBJECT_SIZE", str(max_size // 2), parse_size),
+            touch_interval=read_setting(env, "TOUCH_INTERVAL", "60", parse_seconds),
+            connect_timeout=read_setting(env, "CONNECT_TIMEOUT", "5", parse_seconds),
+            read_timeout=read_setting(env, "READ_TIMEOUT", "30", parse_seconds),
+            client_timeout=read_setting(env, "CLIENT_TIMEOUT", "60", parse_seconds),
+            max_body_size=read_setting(env, "MAX_BODY_SIZE", "100M", parse_size),
+            lock_timeout=read_setting(env, "LOCK_TIMEOUT", "10", parse_seconds),
+            pool_size=read_setting(env, "POOL_SIZE", "64", positive_int),
+            lock_stripes=read_setting(env, "LOCK_STRIPES", "65536", positive_int),
+            stale_if_error=read_setting(env, "STALE_IF_ERROR", "300", parse_seconds_or_zero),
+            max_variants=read_setting(env, "MAX_VARIANTS", "32", positive_int),
+            tag_header=read_setting(env, "TAG_HEADER", "Surrogate-Key", parse_token),
+            admin_prefix=read_setting(env, "ADMIN_PREFIX", "/_wsgi_proxy", parse_path_prefix),
+            admin_token=read_setting(env, "ADMIN_TOKEN", "", parse_admin_token),
+            admin_allow=read_setting(env, "ADMIN_ALLOW", "", parse_networks),
+            trusted_proxies=read_setting(env, "TRUSTED_PROXIES", "0", non_negative_int),
+            allowed_hosts=read_setting(env, "ALLOWED_HOSTS", "", parse_allowed_hosts),
+            via_name=read_setting(env, "VIA_NAME", "wsgi_proxy", parse_token),
+            targeted_fields=read_setting(
                 env, "TARGETED_FIELDS", "CDN-Cache-Control, Surrogate-Control", parse_field_list
             ),
-            peers=_read(env, "PEERS", "", parse_base_urls),
-            node_url=_read(env, "NODE_URL", "", parse_base_url_or_empty),
-            redis_url=_read(env, "REDIS_URL", "", parse_redis_url),
-            early_hints=_read(env, "EARLY_HINTS", "off", _on_off),
+            peers=read_setting(env, "PEERS", "", parse_base_urls),
+            node_url=read_setting(env, "NODE_URL", "", parse_base_url_or_empty),
+            redis_url=read_setting(env, "REDIS_URL", "", parse_redis_url),
+            early_hints=read_setting(env, "EARLY_HINTS", "off", parse_on_off),
         )
         _check_cluster(config)
         if config.max_object_size > config.max_size:
@@ -199,102 +201,13 @@ class Config:
         return rows
 
 
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """gunicorn's settings; ``gunicorn.conf.py`` turns them into gunicorn variables.
-
-    The defaults were chosen for a proxy that mostly waits on disk and network: threads
-    (gthread) hold slow origin requests without a process each; see gunicorn.conf.py.
-    """
-
-    bind: str
-    """WSGI_PROXY_BIND: the address gunicorn listens on (a ``-b`` flag wins)."""
-    workers: int
-    """WSGI_PROXY_WORKERS: worker processes."""
-    threads: int
-    """WSGI_PROXY_THREADS: threads per worker: requests a worker serves at once, most of
-    them waiting (on the origin, on another request's fetch, on a slow client)."""
-    active_threads: int
-    """WSGI_PROXY_ACTIVE_THREADS: of those, how many start and run at once (at most
-    WSGI_PROXY_THREADS; default 4, or WSGI_PROXY_THREADS if fewer); see wsgi_proxy/pool.py."""
-    worker_timeout: int
-    """WSGI_PROXY_WORKER_TIMEOUT: seconds before a silent worker is killed and restarted."""
-    graceful_timeout: int
-    """WSGI_PROXY_GRACEFUL_TIMEOUT: seconds workers get to finish requests on stop/reload."""
-    keepalive: int
-    """WSGI_PROXY_KEEPALIVE: seconds an idle client connection is kept open."""
-    backlog: int
-    """WSGI_PROXY_BACKLOG: pending connections the listening socket queues."""
-    reuse_port: bool
-    """WSGI_PROXY_REUSE_PORT: ``on`` (a listening socket per worker, ``SO_REUSEPORT``: the
-    kernel spreads new connections between the workers) or ``off`` (one socket shared by
-    all). Only for TCP addresses gunicorn binds itself: a Unix socket or sockets passed by
-    systemd are shared whatever this says (server.shared_socket_where_needed)."""
-    share_port: bool
-    """WSGI_PROXY_SHARE_PORT: ``off`` (the default): start-up fails, naming the address,
-    where another process listens on it already, a second wsgi_proxy included; ``on``:
-    join another wsgi_proxy's (or any ``SO_REUSEPORT`` socket's, same user) port, the
-    kernel sharing new connections between them, e.g. to start a new version before
-    stopping the old one. Needs WSGI_PROXY_REUSE_PORT=on (server/listening.py)."""
-    max_url_length: int
-    """WSGI_PROXY_MAX_URL_LENGTH: longest request line in bytes (at most 8190); longer: 414."""
-    max_headers: int
-    """WSGI_PROXY_MAX_HEADERS: most request header fields; more: 431."""
-    max_header_size: int
-    """WSGI_PROXY_MAX_HEADER_SIZE: longest request header field in bytes; longer: 431."""
-    tuning: bool
-    """WSGI_PROXY_TUNING: ``on`` (the default) uses the speed tunings and the slow-head
-    guard of wsgi_proxy/tuning/, each on the library versions it was verified on; ``off``
-    uses every library's own behaviour (docs/performance.md says what that costs)."""
-    log_format: str
-    """WSGI_PROXY_LOG_FORMAT: ``text`` (gunicorn's access log plus cache status and origin
-    time), ``json`` (one JSON object per request) or ``off`` (no access log: nginx in front
-    logs every request already)."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
-        env = os.environ if environ is None else environ
-        threads = _read(env, "THREADS", "64", _positive_int)
-        return cls(
-            bind=_read(env, "BIND", "127.0.0.1:8080", parse_token),
-            workers=_read(env, "WORKERS", "2", _positive_int),
-            threads=threads,
-            active_threads=_read(
-                env, "ACTIVE_THREADS", str(min(4, threads)), _at_most(threads, "THREADS")
-            ),
-            worker_timeout=_read(env, "WORKER_TIMEOUT", "60", _positive_int),
-            graceful_timeout=_read(env, "GRACEFUL_TIMEOUT", "30", _positive_int),
-            keepalive=_read(env, "KEEPALIVE", "5", _positive_int),
-            backlog=_read(env, "BACKLOG", "2048", _positive_int),
-            reuse_port=_read(env, "REUSE_PORT", "on", _on_off),
-            share_port=_read(env, "SHARE_PORT", "off", _on_off),
-            max_url_length=_read(env, "MAX_URL_LENGTH", "8190", _url_length),
-            max_headers=_read(env, "MAX_HEADERS", "100", _positive_int),
-            max_header_size=_read(env, "MAX_HEADER_SIZE", "8190", _positive_int),
-            tuning=_read(env, "TUNING", "on", _on_off),
-            log_format=_read(env, "LOG_FORMAT", "text", _log_format),
-        )
-
-
-def _on_off(raw: str) -> bool:
+def parse_on_off(raw: str) -> bool:
     if raw not in ("on", "off"):
         raise ValueError("expected on or off")
     return raw == "on"
 
 
-def _at_most(limit: int, name: str) -> Callable[[str], int]:
-    """A positive integer no greater than ``limit``, the value of WSGI_PROXY_``name``."""
-
-    def parse(raw: str) -> int:
-        value = _positive_int(raw)
-        if value > limit:
-            raise ValueError(f"more than {PREFIX}{name} ({limit})")
-        return value
-
-    return parse
-
-
-def _read(env: Mapping[str, str], name: str, default: str, parse: Callable[[str], T]) -> T:
+def read_setting(env: Mapping[str, str], name: str, default: str, parse: Callable[[str], T]) -> T:
     raw = env.get(PREFIX + name, default)
     try:
         return parse(raw)
@@ -362,6 +275,15 @@ def parse_dir(raw: str) -> Path:
 def parse_token(raw: str) -> str:
     if not raw or any(c.isspace() or ord(c) < 32 for c in raw):
         raise ValueError("expected a non-empty value without spaces")
+    return raw
+
+
+def parse_admin_token(raw: str) -> str:
+    """The admin token as given; the placeholder of deploy/wsgi-proxy.env (``change-me``...)
+    is refused: left in place, it would open metrics and purge to anyone who read that
+    file."""
+    if raw.strip().lower().startswith(PLACEHOLDER_TOKEN):
+        raise ValueError("still the example file's placeholder: set a long random string")
     return raw
 
 
@@ -437,26 +359,13 @@ def _without_password(url: str) -> str:
     return parts._replace(netloc=user + netloc).geturl()
 
 
-def _url_length(raw: str) -> int:
-    value = _positive_int(raw)
-    if value > 8190:
-        raise ValueError("gunicorn accepts at most 8190")
-    return value
-
-
-def _log_format(raw: str) -> str:
-    if raw not in ("text", "json", "off"):
-        raise ValueError("expected text, json or off")
-    return raw
-
-
-def _non_negative_int(raw: str) -> int:
+def non_negative_int(raw: str) -> int:
     if raw.strip() == "0":
         return 0
-    return _positive_int(raw)
+    return positive_int(raw)
 
 
-def _positive_int(raw: str) -> int:
+def positive_int(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:

@@ -137,6 +137,15 @@ def forwarded_for(prior: str | None, client: str, trusted: int) -> str:
     return ", ".join([*entries, client])
 
 
+def client_address(prior: str | None, client: str, trusted: int) -> str:
+    """The client's address as the trusted proxies in front saw it: the first entry of the
+    ``X-Forwarded-For`` that ``forwarded_for`` sends on (the address the outermost trusted
+    proxy saw connecting), or ``client`` (the address that connected to us) when none
+    arrived or none is trusted."""
+    entries = parse_list(prior)[-trusted:] if trusted > 0 else []
+    return entries[0] if entries else client
+
+
 def parse_cache_control(value: str | None) -> dict[str, str | None]:
     """Directives by lower-cased name; a value is unquoted; the first duplicate wins.
 

@@ -1,5 +1,7 @@
 """The admin interface, under a reserved path prefix that is never proxied.
 
+    {prefix}/          GET, HEAD: the status page, HTML (token or allowed address)
+    {prefix}/status.json  GET, HEAD: the status page's figures, all workers (ops/status.py)
     {prefix}/health    any method: 200 while the worker runs (open)
     {prefix}/ready     any method: 200 when the cache folder is writable, else 503 (open)
     {prefix}/metrics   GET, HEAD: Prometheus text, all workers (token or allowed address)
@@ -18,14 +20,18 @@ constant time; without it, every address the request came through (the peer and 
 ``X-Forwarded-For`` entry) must be allowed; a request that may not use the interface gets
 the 403 whatever it asked for, so it learns nothing of the endpoints. Answers are short
 plain text, never stored (``Cache-Control: no-store``), never forwarded to the origin;
-metrics are Prometheus text. In a cluster (cluster/nodes.py) a purge goes to every node,
-unless it came from a node (``PEER_HEADER``): then it is applied here only.
+metrics are Prometheus text, the status page HTML with everything inline (its Content
+Security Policy lets it load nothing but its own JSON), its figures JSON. In a cluster
+(cluster/nodes.py) a purge goes to every node, unless it came from a node
+(``PEER_HEADER``): then it is applied here only.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import TYPE_CHECKING
@@ -45,11 +51,13 @@ from werkzeug.wrappers import Request, Response
 from wsgi_proxy.cluster.shared_tier import PEER_HEADER
 from wsgi_proxy.core import headers as h
 from wsgi_proxy.core.config import Config
+from wsgi_proxy.ops import status as status_page
 from wsgi_proxy.ops.metrics import Metrics
 from wsgi_proxy.request.exchange import Environ, StartResponse
 from wsgi_proxy.store import purge as purging
 from wsgi_proxy.store.cache import Store, check_folder
 from wsgi_proxy.store.purge import Purge
+from wsgi_proxy.store.recent_purges import RecentPurges
 
 if TYPE_CHECKING:
     from wsgi_proxy.cluster.nodes import Cluster
@@ -61,6 +69,8 @@ NO_ENDPOINT = "admin interface: no such endpoint"
 # it is an operator's setting, and in a werkzeug rule a "<" in it would start a converter.
 ROUTES = Map(
     [
+        Rule("/", endpoint="status_page", methods=["GET"]),
+        Rule("/status.json", endpoint="status_json", methods=["GET"]),
         Rule("/health", endpoint="health"),  # every method
         Rule("/ready", endpoint="ready"),  # every method
         Rule("/metrics", endpoint="metrics", methods=["GET"]),
@@ -139,6 +149,8 @@ class Admin:
         self.prefix = config.admin_prefix
         self.cluster = cluster
         self._endpoints: dict[str, Callable[[Request], Response]] = {
+            "status_page": self._status_page,
+            "status_json": self._status_json,
             "health": self._health,
             "ready": self._ready,
             "metrics": self._metrics,
@@ -203,7 +215,33 @@ class Admin:
 
     def _metrics(self, request: Request) -> Response:
         body, content_type = self.metrics.render()
-        return Response(body, status=_status(200), content_type=content_type)
+        return Response(body, status=_status(200), headers=[("Cache-Control", "no-store")],
+                        content_type=content_type)  # fmt: skip
+
+    def _status_page(self, request: Request) -> Response:
+        return Response(
+            status_page.html(),
+            status=_status(200),
+            headers=[("Cache-Control", "no-store"), *status_page.PAGE_FIELDS],
+            content_type="text/html; charset=utf-8",
+        )
+
+    def _status_json(self, request: Request) -> Response:
+        cluster = self.cluster
+        clustered = cluster is not None and cluster.is_clustered
+        summary = status_page.summarize(
+            self.metrics.samples(),
+            time.time(),
+            workers=self.metrics.worker_pools(),
+            purges=[record.to_json() for record in RecentPurges(self.store.state).read()],
+            cluster={"nodes": cluster.node_states()} if cluster is not None and clustered else None,
+        )
+        return Response(
+            json.dumps(summary, separators=(",", ":")),
+            status=_status(200),
+            headers=[("Cache-Control", "no-store")],
+            content_type="application/json",
+        )
 
     def _purge_query(self, request: Request) -> Response:
         params = _query(request)

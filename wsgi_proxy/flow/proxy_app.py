@@ -37,7 +37,7 @@ from werkzeug.wrappers import Response
 from wsgi_proxy.cluster.nodes import Cluster
 from wsgi_proxy.cluster.shared_tier import SharedTier
 from wsgi_proxy.core import headers as h
-from wsgi_proxy.core import keys, policy, sites, validation
+from wsgi_proxy.core import keys, policy, reuse, sites, validation
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.core.errors import (
     BadRequest,
@@ -174,28 +174,28 @@ class ProxyApp:
         if isinstance(found, PassMarker):
             log.debug("pass %s: last response not storable", ex.primary)
             ex.pass_until = found.until
-            return self._fetch(ex, policy.Forward("uri-miss"))
+            return self._fetch(ex, reuse.Forward("uri-miss"))
         ex.keep_found(found)
-        decision = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
+        decision = reuse.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
         match decision:
-            case policy.Fresh(age=age, ttl=ttl):
+            case reuse.Fresh(age=age, ttl=ttl):
                 log.debug("hit %s age=%.0f ttl=%.0f", ex.primary, age, ttl)
                 return self._serve(ex, age, self._hit_status(ttl), "hit", fresh=True)
-            case policy.Stale(age=age, ttl=ttl):
+            case reuse.Stale(age=age, ttl=ttl):
                 log.debug("stale-while-revalidate %s age=%.0f", ex.primary, age)
                 self.filler.refresh_later(ex)
                 status = self._hit_status(ttl, "stale-while-revalidate")
                 return self._serve(ex, age, status, "stale")
-            case policy.Unavailable():
+            case reuse.Unavailable():
                 raise NotInCache("only-if-cached and nothing usable is stored")
-            case policy.Revalidate() | policy.Forward():
+            case reuse.Revalidate() | reuse.Forward():
                 log.debug("%s %s: %s", type(decision).__name__.lower(), ex.primary, decision.fwd)
                 return self._coalesced(ex, decision)
             case _:
                 assert_never(decision)
 
     def _coalesced(
-        self, ex: Exchange, decision: policy.Revalidate | policy.Forward
+        self, ex: Exchange, decision: reuse.Revalidate | reuse.Forward
     ) -> Iterable[bytes]:
         """Fetch holding the URL's lock (a lease the exchange owns). A request that finds
         it taken waits until it is free (the fetcher has published), releases it at once so
@@ -209,8 +209,8 @@ class ProxyApp:
             # lookup and taking the lock: look once more, or the origin is asked twice.
             found = self.store.lookup(ex.primary, ex.req.headers, self.clock())
             if isinstance(found, Hit):
-                again = policy.decide_lookup(ex.req, found.entry, self.clock(), self.targeting)
-                if isinstance(again, policy.Fresh):
+                again = reuse.decide_lookup(ex.req, found.entry, self.clock(), self.targeting)
+                if isinstance(again, reuse.Fresh):
                     ex.keep_found(found)
                     self.metrics.coalesced.inc()
                     status = self._hit_status(again.ttl)
@@ -228,7 +228,7 @@ class ProxyApp:
         return self._after_wait(ex, decision)
 
     def _after_wait(
-        self, ex: Exchange, decision: policy.Revalidate | policy.Forward
+        self, ex: Exchange, decision: reuse.Revalidate | reuse.Forward
     ) -> Iterable[bytes]:
         """After the wait for another request's fetch: serve what it published, or fetch,
         taking the URL's lock if it is free."""
@@ -237,26 +237,26 @@ class ProxyApp:
         if isinstance(found, PassMarker):
             return self._fetch(ex, decision)
         ex.keep_found(found)
-        again = policy.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
-        if isinstance(again, policy.Fresh | policy.Stale):
+        again = reuse.decide_lookup(ex.req, found.entry if found else None, now, self.targeting)
+        if isinstance(again, reuse.Fresh | reuse.Stale):
             self.metrics.coalesced.inc()
-            fresh = isinstance(again, policy.Fresh)
+            fresh = isinstance(again, reuse.Fresh)
             return self._serve(ex, again.age, self._hit_status(again.ttl), "hit", fresh=fresh)
-        if isinstance(again, policy.Revalidate | policy.Forward):
+        if isinstance(again, reuse.Revalidate | reuse.Forward):
             decision = again
         lease = self.store.try_lease(ex.primary)
         if lease is not None:
             ex.hold(lease)
         return self._fetch(ex, decision)
 
-    def _fetch(self, ex: Exchange, decision: policy.Revalidate | policy.Forward) -> Iterable[bytes]:
+    def _fetch(self, ex: Exchange, decision: reuse.Revalidate | reuse.Forward) -> Iterable[bytes]:
         """Ask the origin; store and stream a full response, serve the refreshed entry after
         a 304 to our revalidation, or the stale entry when the origin fails. What the
         exchange holds is given back when the request ends (``__call__``), also on error."""
-        revalidating = isinstance(decision, policy.Revalidate) and ex.found is not None
+        revalidating = isinstance(decision, reuse.Revalidate) and ex.found is not None
         try:
             fields = self.forwarder.fields(ex)
-            if isinstance(decision, policy.Revalidate) and revalidating:
+            if isinstance(decision, reuse.Revalidate) and revalidating:
                 fields = (*h.without(fields, CLIENT_CONDITIONALS), *decision.conditional)
             body, chunked = request_body(ex.environ, self.config.max_body_size)
             resp, times = self.forwarder.send(ex.req.method, ex.req.target, fields, body,
@@ -281,7 +281,7 @@ class ProxyApp:
         return self._stream_fresh(ex, decision.fwd, head, resp, times)
 
     def _is_stale_usable(self, ex: Exchange) -> bool:
-        return ex.found is not None and policy.is_stale_on_error_allowed(
+        return ex.found is not None and reuse.is_stale_on_error_allowed(
             ex.req, ex.found.entry, self.clock(), self.config.stale_if_error, self.targeting
         )
 

@@ -4,8 +4,8 @@ date. They are kept by the request's scheme, ``Host`` and target as they arrived
 (``sites.raw_key``), which tell its site and so its cache key.
 
 A plain request is a GET or HEAD in origin form with none of the fields a reuse decision
-reads (``policy.REUSE_REQUEST_FIELDS``); for a stored response that does not vary, the flow
-would then decide by the time alone (``policy.plain_freshness``), read the same file and
+reads (``reuse.REUSE_REQUEST_FIELDS``); for a stored response that does not vary, the flow
+would then decide by the time alone (``reuse.plain_freshness``), read the same file and
 send the same fields.
 
 Not a cache per worker: the shared store stays the only cache, and every answer is checked
@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from werkzeug.wsgi import FileWrapper
 
-from wsgi_proxy.core import policy
+from wsgi_proxy.core import policy, reuse
 from wsgi_proxy.core.headers import Headers
+from wsgi_proxy.ops.body_bytes import BODY_FILE, CountedFile
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.hits import Hit
 from wsgi_proxy.store.hot_set import Stamp
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 FILE_BLOCK = 256 * 1024  # what gunicorn reads a file by when it cannot use sendfile
 
 # Environ keys of the request fields that make a request not plain.
-_NOT_PLAIN = tuple(f"HTTP_{name.upper().replace('-', '_')}" for name in policy.REUSE_REQUEST_FIELDS)
+_NOT_PLAIN = tuple(f"HTTP_{name.upper().replace('-', '_')}" for name in reuse.REUSE_REQUEST_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class Ready:
     body_offset: int  # where the body begins in the file
     size: int
     response_time: float
-    freshness: policy.PlainFreshness
+    freshness: reuse.PlainFreshness
 
 
 def _still_good(
@@ -82,14 +83,17 @@ def _still_good(
     return store.is_unchanged(ready.location, ready.stamp, now), None
 
 
-def file_body(environ: Mapping[str, Any], file: BinaryIO, offset: int) -> Iterable[bytes]:
+def file_body(environ: MutableMapping[str, Any], file: BinaryIO, offset: int) -> Iterable[bytes]:
     """``file`` from ``offset``, by ``wsgi.file_wrapper``: gunicorn sends as many bytes as
-    the response's Content-Length with ``sendfile``, then closes the file."""
+    the response's Content-Length with ``sendfile``, then closes the file. Handed over as a
+    ``CountedFile`` left in ``environ``, so the access log learns the bytes sent
+    (ops/body_bytes.py)."""
     file.seek(offset)
-    return wrapped(environ, file)
+    counted = environ[BODY_FILE] = CountedFile(file, offset)
+    return wrapped(environ, counted)
 
 
-def wrapped(environ: Mapping[str, Any], filelike: BinaryIO | FileSpan) -> Iterable[bytes]:
+def wrapped(environ: Mapping[str, Any], filelike: CountedFile | FileSpan) -> Iterable[bytes]:
     """``filelike`` by ``wsgi.file_wrapper``. A held file's span is sent by the worker's
     writer with ``sendfile`` from its offset (response.py), read by ``pread`` by any other."""
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
@@ -174,7 +178,7 @@ class ReadyAnswers:
         """Keep under ``key`` the answer just given to ``environ``'s request from ``found``
         (read from the store, fresh, its body checked), if the next plain request may be
         given the same: whole, or with ``body`` None to be sent from the file again."""
-        freshness = policy.plain_freshness(found.entry, targeting)
+        freshness = reuse.plain_freshness(found.entry, targeting)
         if freshness is None or not is_plain(environ):
             return
         entry = found.entry

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import time
 import traceback
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from gunicorn.glogging import Logger
 
+from wsgi_proxy.core.config import Config
+from wsgi_proxy.core.errors import ConfigError
+from wsgi_proxy.core.headers import client_address
+from wsgi_proxy.ops.body_bytes import body_bytes_sent
 from wsgi_proxy.tuning import is_tuned
 from wsgi_proxy.tuning.log_writes import write_line
 from wsgi_proxy.tuning.per_second import PerSecond
@@ -76,31 +82,61 @@ class ProxyLogger(Logger):  # type: ignore[misc]
 
 
 class JsonLogger(ProxyLogger):
-    """gunicorn's logger with one JSON object per access-log line."""
+    """gunicorn's logger with one JSON object per access-log line: ``time`` in ISO 8601
+    with the UTC offset (when the answer ended), numbers as JSON numbers (``status``,
+    ``bytes``, ``ms`` and ``origin_ms`` to 0.1 ms; ``null`` where there is none), and
+    ``remote`` the client's address through WSGI_PROXY_TRUSTED_PROXIES (the first entry of
+    the ``X-Forwarded-For`` the proxy sends on), not the address of the proxy in front.
+    docs/operations.md lists the fields."""
+
+    trusted_proxies = 0  # set by setup()
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        # A bad setting: on_starting stops the server naming it (server/settings.py).
+        with contextlib.suppress(ConfigError):
+            self.trusted_proxies = Config.from_env().trusted_proxies
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         if not self.logs_access:
             return
         try:
-            atoms = _Atoms(resp, req, environ, request_time, escape=False)
-            record = {
-                "time": atoms["t"],
-                "remote": atoms["h"],
-                "method": atoms["m"],
-                "path": atoms["U"],
-                "query": atoms["q"],
-                "status": atoms["s"],
-                "bytes": atoms["B"],
-                "ms": request_time.total_seconds() * 1000,
-                "cache": atoms["{x-cache}o"],
-                "cache_status": atoms["{cache-status}o"],
-                "origin_ms": environ.get("wsgi_proxy.origin_ms"),
-                "referer": atoms["f"],
-                "user_agent": atoms["a"],
-            }
-            self._write(json.dumps(record))
+            self._write(json.dumps(self.record(resp, req, environ, request_time)))
         except Exception:  # noqa: BLE001 - logging must never break a request
             self.error(traceback.format_exc())
+
+    def record(
+        self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
+    ) -> dict[str, Any]:
+        """The line's fields, in the order they are written."""
+        atoms = _Atoms(resp, req, environ, request_time, escape=False)
+        remote = str(environ.get("REMOTE_ADDR", "-"))
+        status = atoms["s"]
+        return {
+            "time": datetime.now().astimezone().isoformat(timespec="milliseconds"),
+            "remote": client_address(
+                environ.get("HTTP_X_FORWARDED_FOR"), remote, self.trusted_proxies
+            ),
+            "method": atoms["m"],
+            "path": atoms["U"],
+            "query": atoms["q"],
+            "status": int(status) if str(status).isdigit() else None,
+            "bytes": atoms["B"],
+            "ms": round(request_time.total_seconds() * 1000, 1),
+            "cache": atoms["{x-cache}o"],
+            "cache_status": atoms["{cache-status}o"],
+            "origin_ms": _milliseconds(environ.get("wsgi_proxy.origin_ms")),
+            "referer": atoms["f"],
+            "user_agent": atoms["a"],
+        }
+
+
+def _milliseconds(value: Any) -> float | None:
+    """The origin's time as set by forwarding.py (a string with one decimal), as a number."""
+    try:
+        return round(float(value), 1) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _default_line(resp: Any, environ: dict[str, Any], rt: Any) -> str:
@@ -116,7 +152,7 @@ def _default_line(resp: Any, environ: dict[str, Any], rt: Any) -> str:
     status = resp.status
     if isinstance(status, str):
         status = _q(status.split(None, 1)[0])
-    sent = getattr(resp, "sent", None)
+    sent = body_bytes_sent(resp, environ)
     user = _basic_user(environ.get("HTTP_AUTHORIZATION")) or "-"
     request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
     return (
@@ -167,7 +203,7 @@ class _Atoms(Mapping[str, Any]):
             status = self.resp.status
             return status.split(None, 1)[0] if isinstance(status, str) else status
         if key in ("b", "B"):
-            sent = getattr(self.resp, "sent", None)
+            sent = body_bytes_sent(self.resp, env)
             return sent if key == "B" else ("-" if sent is None else str(sent))
         if key == "M":
             return rt.seconds * 1000 + rt.microseconds // 1000

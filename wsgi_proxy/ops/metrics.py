@@ -20,7 +20,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from wsgi_proxy.core.threads import PoolStats, ReportingPool
@@ -43,6 +43,15 @@ POOL_COUNTERS = (
     ("wsgi_proxy_pool_long_runs", "long_total",
      "Stints of over 50 ms without a wait, after which a request stops counting as running"),
 )  # fmt: skip
+
+
+class Sample(NamedTuple):
+    """One line of the exposition text: ``wsgi_proxy_requests_total``, (("cache", "hit"),),
+    1812.0."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
 
 
 def prepare_master() -> None:
@@ -148,17 +157,52 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text of all workers, plus the cache's size gauges."""
-        from prometheus_client import (  # noqa: PLC0415
-            CONTENT_TYPE_LATEST,
-            CollectorRegistry,
-            generate_latest,
-        )
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
+
+        return generate_latest(self._registry()), CONTENT_TYPE_LATEST
+
+    def samples(self) -> list[Sample]:
+        """What ``render`` writes, as (sample name, labels, value): the same sums over the
+        workers, read the same way (the status page's JSON, ops/status.py)."""
+        return [
+            Sample(sample.name, tuple(sorted(sample.labels.items())), float(sample.value))
+            for family in self._registry().collect()
+            for sample in family.samples
+        ]
+
+    def worker_pools(self) -> dict[int, dict[str, float]]:
+        """Each live worker's pool gauges (``POOL_GAUGES``' fields), by process id: the
+        sums of ``samples`` taken apart. prometheus_client keeps a process's "livesum"
+        gauges in ``gauge_livesum_<pid>.db`` (the name ``mark_process_dead`` removes);
+        merging one such file alone gives that process's values. None found: {}."""
+        from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+        fields = {name: field for name, field, _ in POOL_GAUGES}
+        pools: dict[int, dict[str, float]] = {}
+        for path in sorted(self.folder.glob("gauge_livesum_*.db")):
+            pid = path.stem.rpartition("_")[2]
+            if not pid.isdigit():
+                continue
+            try:
+                families = MultiProcessCollector.merge([str(path)])  # type: ignore[no-untyped-call]
+            except (OSError, ValueError):  # the worker died and its file went meanwhile
+                continue
+            pools[int(pid)] = {
+                fields[s.name]: float(s.value)
+                for family in families
+                for s in family.samples
+                if s.name in fields
+            }
+        return pools
+
+    def _registry(self) -> Any:
+        from prometheus_client import CollectorRegistry  # noqa: PLC0415
         from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.folder))  # type: ignore[no-untyped-call]
         registry.register(_GaugeCollector(self._gauges))
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return registry
 
 
 class _GaugeCollector:

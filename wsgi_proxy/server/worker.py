@@ -7,7 +7,8 @@ every gunicorn has."""
 from __future__ import annotations
 
 from wsgi_proxy.core import threads as pool_registry
-from wsgi_proxy.core.config import Config, ServerConfig
+from wsgi_proxy.core.config import Config
+from wsgi_proxy.core.server_config import ServerConfig
 from wsgi_proxy.server.error_pages import PlainErrorPages
 from wsgi_proxy.server.thread_pool import ElasticPool
 from wsgi_proxy.tuning.gthread_worker import TunedThreadWorker

@@ -6,6 +6,8 @@ Layout under the cache folder (the format is versioned by the ``v1`` folder and 
     v1/locks/<n>.lock                              striped per-key locks (locks.py)
     v1/state/usage                                 bytes stored, shared by all workers (usage.py)
     v1/state/sites                                 the sites entries were stored for (sitelist.py)
+    v1/state/purges                                the last purges applied (recent_purges.py)
+    v1/state/server                                settings the CLI needs (server_record.py)
 
 Invariants:
 - An entry is one file, written and published whole (entryfile.py); readers take no lock.
@@ -97,8 +99,9 @@ class Store:
         self.fine_timestamps = False
 
     def prepare(self) -> None:
-        """Create the folders (mode 0700); raise OSError if the folder cannot be used."""
-        for folder in (self.objects, self.locks, self.state):
+        """Create the folders, the cache folder's own included (mode 0700); raise OSError
+        if the folder cannot be used."""
+        for folder in (self.root.parent, self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.sites.start(self.objects)
         # Probed where entries are published: objects/ may be another mount than state/.

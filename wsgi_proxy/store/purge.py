@@ -9,6 +9,8 @@ Invariants:
   CLI), reading each entry's header block.
 - A soft purge keeps the body and marks the entry stale: the next request revalidates it,
   and it can still be served if the origin fails (stale-if-error).
+- Every purge ``apply`` carries out is recorded in the list of the last purges
+  (recent_purges.py), which the status page shows.
 - ``Purge`` is the one description of a purge order; the cluster (cluster.py) sends it to
   the other nodes and the purge log (purge_log.py) keeps it, both as ``Purge`` values.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +33,7 @@ from wsgi_proxy.store.entry_file import TMP_PREFIX, CorruptEntry, entry_of, read
 from wsgi_proxy.store.eviction import walk_files
 from wsgi_proxy.store.hits import Hit
 from wsgi_proxy.store.hot_set import stamp_of
+from wsgi_proxy.store.recent_purges import PurgeRecord, RecentPurges
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,13 @@ def apply(store: Store, origin_url: str, purge: Purge) -> PurgeResult:
     except ValueError as exc:
         log.warning("purge %s ignored: %s", purge.label, exc)
         return PurgeResult(0)
+    result = _apply(store, origin_url, purge)
+    record = PurgeRecord(time.time(), purge.kind, purge.value, purge.soft, result.purged)
+    RecentPurges(store.state).record(record)  # for the status page
+    return result
+
+
+def _apply(store: Store, origin_url: str, purge: Purge) -> PurgeResult:
     match purge.kind:
         case "url":
             return purge_url(store, origin_url, purge.value, soft=purge.soft)

@@ -31,7 +31,9 @@ Invariants:
   from the file's position: by ``os.sendfile`` from its offset in the plain case (read by
   ``pread`` and sent if the kernel refuses it), and in any other case, or when the length
   differs from the span's, iterated: gunicorn's ``write`` sends what ``pread`` reads.
-- ``headers_sent`` and ``sent`` change only once bytes went, as in gunicorn.
+- ``headers_sent`` and ``sent`` change only once bytes went, as in gunicorn; ``sent``
+  counts a file's bytes too (gunicorn's own ``sendfile`` leaves it at 0, so its access log
+  says 0 bytes).
 - The client's timeout holds for each wait on a full buffer, as in ``socket.sendfile``: a
   client that stops reading gets ``TimeoutError`` and gunicorn closes the connection.
 - A body shorter on disk than its ``Content-Length`` is never passed off as whole:
@@ -203,12 +205,19 @@ class LeanResponse(wsgi.Response):  # type: ignore[misc]
         by ``copy()`` (which returns the bytes it sent) if the kernel refuses the file."""
         self.send_headers()
         if size > 0:
-            sent = send_file(self.sock.fileno(), fileno, offset, size, timeout)
+            # Counted as gunicorn's write() counts, for the access log; as they go.
+            sent = send_file(
+                self.sock.fileno(), fileno, offset, size, timeout, progress=self._count
+            )
             if sent == 0:
                 sent = copy()
+                self.sent += sent
             if sent < size:
                 raise CacheDamaged(f"file ended {size - sent} bytes short of the response")
         return True
+
+    def _count(self, sent: int) -> None:
+        self.sent += sent
 
     def _copy_span(self, span: FileSpan) -> int:
         sent = 0
@@ -233,12 +242,21 @@ def _plain(given: Any, appended: tuple[str, str]) -> bool:
     )
 
 
-def send_file(sockno: int, fileno: int, offset: int, size: int, timeout: float) -> int:
+def send_file(
+    sockno: int,
+    fileno: int,
+    offset: int,
+    size: int,
+    timeout: float,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Send ``size`` bytes of ``fileno`` from ``offset`` on the non-blocking socket
     ``sockno``, polling only when its buffer is full, each wait at most ``timeout``
     seconds (then ``TimeoutError``). Returns the bytes sent: ``size``, fewer when the file
     ends early, or 0 when the kernel refused the file before any byte went (the caller
-    falls back)."""
+    falls back). ``progress(n)`` is told of each ``n`` bytes as they go, so a send cut
+    short by an error is counted too."""
     position, end = offset, offset + size
     while position < end:
         try:
@@ -253,6 +271,8 @@ def send_file(sockno: int, fileno: int, offset: int, size: int, timeout: float) 
         if sent == 0:  # the end of the file
             break
         position += sent
+        if progress is not None:
+            progress(sent)
     return position - offset
 
 

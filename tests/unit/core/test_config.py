@@ -11,8 +11,9 @@ import pytest
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.workers import gthread
 
-from wsgi_proxy.core.config import Config, Origin, ServerConfig, parse_size
+from wsgi_proxy.core.config import Config, Origin, parse_size
 from wsgi_proxy.core.errors import ConfigError
+from wsgi_proxy.core.server_config import ServerConfig
 from wsgi_proxy.server.listening import JsonLinesLogger, TextLogger
 from wsgi_proxy.server.settings import gunicorn_settings
 from wsgi_proxy.server.worker import ProxyWorker

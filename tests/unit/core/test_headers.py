@@ -305,3 +305,21 @@ def test_forwarded_for_keeps_only_trusted_entries(
     prior: str | None, trusted: int, expected: str
 ) -> None:
     assert h.forwarded_for(prior, "10.0.0.9", trusted) == expected
+
+
+@pytest.mark.parametrize(
+    ("prior", "trusted", "expected"),
+    [
+        ("1.1.1.1, 2.2.2.2", 0, "10.0.0.9"),  # nobody trusted: the connecting address
+        ("1.1.1.1, 2.2.2.2", 1, "2.2.2.2"),  # what the one trusted proxy appended
+        ("1.1.1.1, 2.2.2.2", 2, "1.1.1.1"),
+        ("1.1.1.1, 2.2.2.2", 5, "1.1.1.1"),  # fewer entries than trusted proxies
+        ("", 1, "10.0.0.9"),
+        (None, 1, "10.0.0.9"),
+    ],
+)
+def test_client_address_is_the_first_entry_sent_on(
+    prior: str | None, trusted: int, expected: str
+) -> None:
+    assert h.client_address(prior, "10.0.0.9", trusted) == expected
+    assert h.forwarded_for(prior, "10.0.0.9", trusted).split(", ")[0] == expected

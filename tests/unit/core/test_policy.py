@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from wsgi_proxy.core import policy
+from wsgi_proxy.core import policy, reuse
 from wsgi_proxy.core.headers import Headers, format_http_date
 from wsgi_proxy.core.model import Entry, RequestHead, ResponseHead
 
@@ -201,37 +201,37 @@ def test_current_age(
 
 ETAG = ("ETag", '"v1"')
 LOOKUP_CASES: list[tuple[str, RequestHead, Entry | None, float, type]] = [
-    ("nothing stored", req(), None, T0, policy.Forward),
+    ("nothing stored", req(), None, T0, reuse.Forward),
     ("only-if-cached, nothing stored", req(("Cache-Control", "only-if-cached")), None, T0,
-     policy.Unavailable),
-    ("fresh", req(), entry(("Cache-Control", "max-age=60")), T0 + 10, policy.Fresh),
+     reuse.Unavailable),
+    ("fresh", req(), entry(("Cache-Control", "max-age=60")), T0 + 10, reuse.Fresh),
     ("stale without validator", req(), entry(("Cache-Control", "max-age=60")), T0 + 100,
-     policy.Forward),
+     reuse.Forward),
     ("stale with validator", req(), entry(("Cache-Control", "max-age=60"), ETAG), T0 + 100,
-     policy.Revalidate),
+     reuse.Revalidate),
     ("5.2.1.4: request no-cache", req(("Cache-Control", "no-cache")),
-     entry(("Cache-Control", "max-age=60"), ETAG), T0 + 1, policy.Revalidate),
+     entry(("Cache-Control", "max-age=60"), ETAG), T0 + 1, reuse.Revalidate),
     ("5.4: Pragma no-cache", req(("Pragma", "no-cache")),
-     entry(("Cache-Control", "max-age=60")), T0 + 1, policy.Forward),
+     entry(("Cache-Control", "max-age=60")), T0 + 1, reuse.Forward),
     ("5.4: Pragma ignored beside Cache-Control", req(("Pragma", "no-cache"),
      ("Cache-Control", "max-stale")), entry(("Cache-Control", "max-age=60")), T0 + 1,
-     policy.Fresh),
+     reuse.Fresh),
     ("5.2.2.4: response no-cache", req(), entry(("Cache-Control", "no-cache, max-age=60"), ETAG),
-     T0 + 1, policy.Revalidate),
+     T0 + 1, reuse.Revalidate),
     ("5.2.1.1: request max-age exceeded", req(("Cache-Control", "max-age=5")),
-     entry(("Cache-Control", "max-age=60")), T0 + 10, policy.Forward),
+     entry(("Cache-Control", "max-age=60")), T0 + 10, reuse.Forward),
     ("5.2.1.3: min-fresh not met", req(("Cache-Control", "min-fresh=55")),
-     entry(("Cache-Control", "max-age=60")), T0 + 10, policy.Forward),
+     entry(("Cache-Control", "max-age=60")), T0 + 10, reuse.Forward),
     ("5.2.1.2: max-stale allows", req(("Cache-Control", "max-stale=100")),
-     entry(("Cache-Control", "max-age=60")), T0 + 100, policy.Fresh),
+     entry(("Cache-Control", "max-age=60")), T0 + 100, reuse.Fresh),
     ("5.2.1.2: max-stale too small", req(("Cache-Control", "max-stale=10")),
-     entry(("Cache-Control", "max-age=60")), T0 + 100, policy.Forward),
+     entry(("Cache-Control", "max-age=60")), T0 + 100, reuse.Forward),
     ("5.2.2.2: must-revalidate forbids max-stale", req(("Cache-Control", "max-stale")),
-     entry(("Cache-Control", "max-age=60, must-revalidate")), T0 + 100, policy.Forward),
+     entry(("Cache-Control", "max-age=60, must-revalidate")), T0 + 100, reuse.Forward),
     ("5.2.2.10: s-maxage forbids max-stale", req(("Cache-Control", "max-stale")),
-     entry(("Cache-Control", "s-maxage=60")), T0 + 100, policy.Forward),
+     entry(("Cache-Control", "s-maxage=60")), T0 + 100, reuse.Forward),
     ("5.2.1.7: only-if-cached and stale", req(("Cache-Control", "only-if-cached")),
-     entry(("Cache-Control", "max-age=60")), T0 + 100, policy.Unavailable),
+     entry(("Cache-Control", "max-age=60")), T0 + 100, reuse.Unavailable),
 ]  # fmt: skip
 
 
@@ -239,13 +239,13 @@ LOOKUP_CASES: list[tuple[str, RequestHead, Entry | None, float, type]] = [
 def test_decide_lookup(
     case: str, request_: RequestHead, stored: Entry | None, now: float, expected: type
 ) -> None:
-    assert type(policy.decide_lookup(request_, stored, now)) is expected, case
+    assert type(reuse.decide_lookup(request_, stored, now)) is expected, case
 
 
 def test_revalidation_uses_stored_validators() -> None:
     lm = ("Last-Modified", format_http_date(T0 - 100))
-    decision = policy.decide_lookup(req(), entry(("Cache-Control", "max-age=1"), ETAG, lm), T0 + 5)
-    assert decision == policy.Revalidate(
+    decision = reuse.decide_lookup(req(), entry(("Cache-Control", "max-age=1"), ETAG, lm), T0 + 5)
+    assert decision == reuse.Revalidate(
         (("If-None-Match", '"v1"'), ("If-Modified-Since", lm[1])), "stale"
     )
 
@@ -366,20 +366,20 @@ def test_plain_freshness_is_decide_lookup_for_plain_requests(
 ) -> None:
     """Wherever plain_freshness answers, a request without the reuse fields is Fresh exactly
     while its lifetime exceeds its age, with the age and ttl decide_lookup gives."""
-    plain = policy.plain_freshness(stored, TARGETING)
+    plain = reuse.plain_freshness(stored, TARGETING)
     assert (plain is not None) == depends_on_time_alone, case
     if plain is None:
         return
     outcomes = set()
     for request_ in PLAIN_REQUESTS:
-        assert not {k.lower() for k, _ in request_.headers} & set(policy.REUSE_REQUEST_FIELDS)
+        assert not {k.lower() for k, _ in request_.headers} & set(reuse.REUSE_REQUEST_FIELDS)
         for now in PLAIN_TIMES:
-            decision = policy.decide_lookup(request_, stored, now, TARGETING)
+            decision = reuse.decide_lookup(request_, stored, now, TARGETING)
             age = plain.initial_age + max(0.0, now - stored.response_time)
             ttl = plain.lifetime - age
             outcomes.add(ttl > 0)
             if ttl > 0:
-                assert decision == policy.Fresh(age, ttl), (case, now)
+                assert decision == reuse.Fresh(age, ttl), (case, now)
             else:
-                assert not isinstance(decision, policy.Fresh), (case, now)
+                assert not isinstance(decision, reuse.Fresh), (case, now)
     assert outcomes == ({True, False} if case not in NEVER_FRESH else {False}), case

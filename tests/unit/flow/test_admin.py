@@ -32,6 +32,10 @@ ROUTES: list[tuple[str, str, str | tuple[int, str | None]]] = [
     ("/cluster", "GET", "cluster"),
     ("/cluster", "HEAD", "cluster"),
     ("/tags", "GET", "tags"),
+    ("/", "GET", "status_page"),
+    ("/", "HEAD", "status_page"),
+    ("/status.json", "GET", "status_json"),
+    ("/status.json", "HEAD", "status_json"),
     # A method the endpoint does not take.
     ("/metrics", "POST", (405, "GET, HEAD")),
     ("/metrics", "PURGE", (405, "GET, HEAD")),
@@ -42,9 +46,13 @@ ROUTES: list[tuple[str, str, str | tuple[int, str | None]]] = [
     ("/tags", "PURGE", (405, "GET, HEAD")),
     ("/metrics", "get", (405, "GET, HEAD")),  # methods are case-sensitive (RFC 9110 9.1)
     ("/purge", "post", (405, "POST, PURGE")),
+    ("/", "POST", (405, "GET, HEAD")),
+    ("/status.json", "PURGE", (405, "GET, HEAD")),
     # Paths that are no endpoint's: exact, no slash merged, added or taken off.
     ("", "GET", (404, None)),
-    ("/", "GET", (404, None)),
+    ("//", "GET", (404, None)),
+    ("/status.json/", "GET", (404, None)),
+    ("/status", "GET", (404, None)),
     ("/nope", "GET", (404, None)),
     ("/nope", "POST", (404, None)),
     ("/health/", "GET", (404, None)),

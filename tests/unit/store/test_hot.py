@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgi_proxy.core import policy
+from wsgi_proxy.core import reuse
 from wsgi_proxy.core.model import Entry, ResponseHead
 from wsgi_proxy.flow.ready_answers import Ready, ReadyAnswers, is_plain
 from wsgi_proxy.store.cache import TOUCH_INTERVAL, Store
@@ -269,14 +269,14 @@ def test_is_plain(case: str, changes: dict[str, str], expected: bool) -> None:
 
 
 def test_every_reuse_field_makes_a_request_not_plain() -> None:
-    for name in policy.REUSE_REQUEST_FIELDS:
+    for name in reuse.REUSE_REQUEST_FIELDS:
         key = "HTTP_" + name.upper().replace("-", "_")
         assert not is_plain({**BASE, key: "x"}), name
 
 
 def ready(body: bytes | None, size: int = 0) -> Ready:
     return Ready((0, 0, size, 0), "/nowhere", "200 OK", (), body, 40, size, NOW,
-                 policy.PlainFreshness(0.0, 60.0))  # fmt: skip
+                 reuse.PlainFreshness(0.0, 60.0))  # fmt: skip
 
 
 def test_ready_answers_are_bounded_by_their_bytes() -> None:

@@ -50,9 +50,9 @@ def direct_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The sizes ``LeanResponse`` sent by ``send_file`` (its own path, not gunicorn's)."""
     sizes: list[int] = []
 
-    def counted(sockno: int, fileno: int, offset: int, size: int, timeout: float) -> int:
+    def counted(sockno: int, fileno: int, offset: int, size: int, timeout: float, **kw: Any) -> int:
         sizes.append(size)
-        return send_file(sockno, fileno, offset, size, timeout)
+        return send_file(sockno, fileno, offset, size, timeout, **kw)
 
     monkeypatch.setattr(response, "send_file", counted)
     return sizes
@@ -329,7 +329,9 @@ def test_other_sockets_and_settings_go_gunicorns_way(
 def test_a_refused_file_is_sent_by_the_standard_library(
     body_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(response, "send_file", lambda *_: 0)  # as for EINVAL on the first call
+    monkeypatch.setattr(
+        response, "send_file", lambda *_, **_kw: 0
+    )  # as for EINVAL on the first call
     stock = wire_of(STOCK, GET, "200 OK", SIZED, body_file)
     for span in (False, True):  # a span's bytes copied by pread
         lean = wire_of(LeanResponse, GET, "200 OK", SIZED, body_file, span=span)
@@ -342,7 +344,7 @@ def test_a_file_shorter_than_its_length_is_never_sent_as_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool, span: bool
 ) -> None:
     if refused:
-        monkeypatch.setattr(response, "send_file", lambda *_: 0)
+        monkeypatch.setattr(response, "send_file", lambda *_, **_kw: 0)
     short = tmp_path / "short"
     short.write_bytes(HEADER + b"only these bytes")
     with pytest.raises(CacheDamaged, match="84 bytes short"):
