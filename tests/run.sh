@@ -8,13 +8,16 @@ cd "$(dirname "$0")/.."
 # System packages the tests use: nginx in front of the proxy (tests/integration/test_nginx.py),
 # redis-server for the cluster's shared tier (tests/integration/test_cluster.py), Node.js
 # for the conformance suite (the npm package http-cache-tests), Chromium for the status
-# page in a real browser (tests/integration/test_status_page.py) and promtool (Debian
-# package prometheus) for the alert rules in deploy/prometheus (test_monitoring.py).
+# page in a real browser (tests/integration/test_status_page.py), openssl for the
+# self-signed certificate of the nginx site's TLS example (tests/integration/test_nginx.py)
+# and promtool (Debian package prometheus) for the alert rules in deploy/prometheus
+# (tests/integration/test_monitoring.py).
 missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/promtool ] || command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -30,10 +30,6 @@ TOKEN = "cluster-token"
 AUTH = [("Authorization", f"Bearer {TOKEN}")]
 CACHED = [("Cache-Control", "max-age=600")]
 NODES = 3
-# The Host nginx's site sends the nodes ($host: the client's, without the port): asked with
-# it, a node finds the entries stored for requests that came through nginx.
-SITE_HOST = "127.0.0.1"
-AS_NGINX = [("Host", SITE_HOST)]
 
 
 class Cluster:
@@ -45,6 +41,10 @@ class Cluster:
         self.workdir = workdir
         self.ports = [free_port() for _ in range(NODES)]
         self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
+        # The Host nginx's site sends the nodes (the client's, port included: the tests'
+        # client names nginx's address): asked with it, a node finds the entries stored
+        # for requests that came through nginx. Set once nginx's port is chosen.
+        self.site_host = ""
         self.redis = RedisServer(free_port(), workdir / "redis")
         self.nodes: list[ProxyProcess] = []
 
@@ -97,13 +97,18 @@ class Cluster:
 
     def holders(self, target: str) -> list[int]:
         """The nodes whose cache folder holds the response for ``target`` (asked through
-        nginx, which sends the nodes ``Host: $host``: the client's host without its port)."""
-        digest = keys.digest(keys.primary_key(self.origin_url, target, f"http://{SITE_HOST}"))
+        nginx, which sends the nodes the client's ``Host``: ``site_host``)."""
+        digest = keys.digest(keys.primary_key(self.origin_url, target, f"http://{self.site_host}"))
         return [
             i
             for i in range(NODES)
             if (self.cache(i) / "v1" / "objects" / digest[:2] / digest).exists()
         ]
+
+    @property
+    def as_nginx(self) -> list[tuple[str, str]]:
+        """The request fields that make a node take a request as nginx would send it."""
+        return [("Host", self.site_host)]
 
     def holder(self, target: str) -> int:
         found = self.holders(target)
@@ -130,6 +135,7 @@ def cluster(
         site = site.replace(server, f"server 127.0.0.1:{port} ")
     port = free_port()
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    nodes.site_host = f"127.0.0.1:{port}"
     nginx = None
     try:
         nodes.start()
@@ -308,11 +314,11 @@ def test_a_purge_issued_while_a_node_is_down_is_applied_when_it_is_back(
     assert "purge log: 1" in out
     back = nodes.restart(dead)
     for path in tagged:
-        reply = back.get(path, AS_NGINX) if nodes.holders(path) == [dead] else nginx.get(path)
+        reply = back.get(path, nodes.as_nginx) if nodes.holders(path) == [dead] else nginx.get(path)
         assert (reply.status, reply.x_cache, origin.count(path)) == (200, "MISS", 2), path
     on_dead = [p for p in plain if nodes.holder(p) == dead]
     assert on_dead, "no untagged URL landed on the node"
-    assert [(back.get(p, AS_NGINX).x_cache, origin.count(p)) for p in on_dead] == [
+    assert [(back.get(p, nodes.as_nginx).x_cache, origin.count(p)) for p in on_dead] == [
         ("HIT", 1)
     ] * len(on_dead)
     assert nodes.status(dead)["purge_log_applied"] == "1"
@@ -360,7 +366,7 @@ def test_redis_down_and_back(cluster: tuple[Cluster, Nginx], origin: Origin) -> 
     # The nodes that watched Redis go away kept their caches.
     kept = [p for p in plain if held[p] in alive]
     for path in kept:
-        reply = nodes.nodes[held[path]].get(path, AS_NGINX)
+        reply = nodes.nodes[held[path]].get(path, nodes.as_nginx)
         assert (reply.x_cache, origin.count(path)) == ("HIT", 1), path
     # The node that was down when Redis lost the log cannot know what it missed: it
     # empties its cache before it serves again.
@@ -369,7 +375,7 @@ def test_redis_down_and_back(cluster: tuple[Cluster, Nginx], origin: Origin) -> 
     assert mine
     counts = {p: origin.count(p) for p in mine}
     for path in mine:
-        reply = back.get(path, AS_NGINX)
+        reply = back.get(path, nodes.as_nginx)
         assert (reply.status, reply.x_cache) == (200, "MISS"), path
         assert origin.count(path) == counts[path] + 1
     assert nodes.status(dead)["purge_log_epoch"] == epoch
@@ -386,7 +392,7 @@ def test_two_nodes_fetching_one_cold_url_make_one_origin_request(
     replies: dict[int, client.Response] = {}
 
     def ask(index: int) -> None:
-        replies[index] = nodes.nodes[index].get(slow, AS_NGINX)
+        replies[index] = nodes.nodes[index].get(slow, nodes.as_nginx)
 
     first = threading.Thread(target=ask, args=(0,))
     first.start()

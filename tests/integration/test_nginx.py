@@ -5,8 +5,12 @@ missing nginx fails these tests rather than skipping them."""
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
 import signal
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +19,7 @@ from pathlib import Path
 import pytest
 from support.origin import Origin, Recorded, Reply
 from support.proxy import REPO, ProxyFactory, ProxyProcess, free_port
-from support.services import Nginx
+from support.services import Nginx, binary
 
 SITE = REPO / "deploy" / "nginx" / "wsgi-proxy.conf"
 
@@ -212,5 +216,141 @@ def test_a_custom_admin_prefix_through_nginx_still_needs_the_token(
         )
         assert (token.status, token.body) == (200, b"purged 1\n")
         assert origin.count(path) == 1
+    finally:
+        nginx.stop()
+
+
+def _upstream_connections(port: int) -> set[int]:
+    """The client ports of every TCP connection to ``port`` the kernel still knows of, open,
+    closing or in TIME_WAIT, from either end (/proc/net/tcp): one per connection nginx
+    opened to the proxy."""
+    found = set()
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        local, remote, state = (int(fields[1].split(":")[1], 16),
+                                int(fields[2].split(":")[1], 16), fields[3])  # fmt: skip
+        if state == "0A":  # listening
+            continue
+        if local == port:
+            found.add(remote)
+        elif remote == port:
+            found.add(local)
+    return found
+
+
+def test_health_ready_and_pages_reuse_one_upstream_connection(
+    stack: tuple[Nginx, ProxyProcess], origin: Origin
+) -> None:
+    """One nginx worker, requests one after another: with HTTP/1.1 and an empty Connection
+    in every location, nginx sends them all on the one connection it keeps (the upstream's
+    keepalive). Health and ready went as HTTP/1.0 with Connection: close, one connection
+    each."""
+    nginx, proxy = stack
+    path = origin.route("/reuse", headers=[("Cache-Control", "max-age=60")], body=b"reused")
+    before = _upstream_connections(proxy.port)  # the test harness's readiness probe
+    for _ in range(4):
+        assert nginx.get("/_wsgi_proxy/health").status == 200
+        assert nginx.get("/_wsgi_proxy/ready").status == 200
+        assert nginx.get(path).body == b"reused"
+    opened = _upstream_connections(proxy.port) - before
+    assert len(opened) == 1, opened
+
+
+@pytest.mark.parametrize(
+    ("host", "forwarded"),
+    [
+        ("shop.example:8443", "shop.example:8443"),
+        ("Shop.Example:8443", "shop.example:8443"),  # one entry: the proxy lower-cases it
+        ("shop.example:80", "shop.example"),  # the default port of http: dropped
+        ("shop.example", "shop.example"),
+        ("[::1]:8080", "[::1]:8080"),
+    ],
+)
+def test_the_port_the_client_used_reaches_the_origin(
+    stack: tuple[Nginx, ProxyProcess], origin: Origin, host: str, forwarded: str
+) -> None:
+    """nginx's $host drops the port: an origin building links from X-Forwarded-Host sent
+    clients to another port. The proxy normalises the rest (core/sites.py)."""
+    nginx, _proxy = stack
+
+    def page(request: Recorded) -> Reply:
+        return Reply(headers=[("Cache-Control", "max-age=60")],
+                     body=f"//{request.header('X-Forwarded-Host')}/a".encode())  # fmt: skip
+
+    path = origin.respond("/ported", page)
+    reply = nginx.get(path, [("Host", host)])
+    assert (reply.status, reply.body) == (200, f"//{forwarded}/a".encode()), reply.describe()
+    assert origin.last(path).header("X-Forwarded-Host") == forwarded
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for shop.example, made with the openssl command."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=shop.example", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def _tls_site(site: str, tls_port: int, cert: Path, key: Path) -> str:
+    """The site's commented TLS example turned on, as its comment says to."""
+    assert "    #listen 443 ssl;\n" in site
+    site = site.replace("    #listen 443 ssl;", f"    listen 127.0.0.1:{tls_port} ssl;")
+    site = re.sub(r"^(\s*)#(ssl_\w+ )", r"\1\2", site, flags=re.MULTILINE)
+    site = site.replace("/etc/ssl/certs/wsgi-proxy.pem", str(cert))
+    return site.replace("/etc/ssl/private/wsgi-proxy.key", str(key))
+
+
+@pytest.mark.parametrize("site_file", [SITE, REPO / "deploy" / "cluster" / "nginx-cluster.conf"])
+def test_the_tls_example_passes_nginx_t(tmp_path: Path, site_file: Path) -> None:
+    cert, key = _self_signed(tmp_path / "tls")
+    root = tmp_path / "nginx"
+    root.mkdir()
+    (root / "site.conf").write_text(_tls_site(site_file.read_text(), free_port(), cert, key))
+    (root / "nginx.conf").write_text(
+        f"pid {root / 'nginx.pid'};\nerror_log {root / 'error.log'};\nevents {{}}\n"
+        f"http {{ include {root / 'site.conf'}; }}\n"
+    )
+    command = [binary("nginx"), "-t", "-p", str(root), "-c", str(root / "nginx.conf")]
+    checked = subprocess.run(command, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert "test is successful" in checked.stderr
+
+
+def test_https_through_the_tls_example(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """nginx terminates TLS with the site's example turned on: the proxy is told https
+    (X-Forwarded-Proto) and the port the client used, and keys the entry apart from
+    plain http's."""
+    proxy = proxy_factory({"WSGI_PROXY_TRUSTED_PROXIES": "1"})
+    cert, key = _self_signed(tmp_path / "tls")
+    port, tls_port = free_port(), free_port()
+    site = SITE.read_text().replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{proxy.port};")
+    site = _tls_site(site.replace("listen 80;", f"listen 127.0.0.1:{port};"), tls_port, cert, key)
+    nginx = Nginx.start(site, port, tmp_path / "nginx")
+    try:
+        path = origin.route("/tls", headers=[("Cache-Control", "max-age=60")], body=b"secure")
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False  # the certificate names shop.example, not 127.0.0.1
+        answers = []
+        for _ in range(2):
+            conn = http.client.HTTPSConnection("127.0.0.1", tls_port, timeout=10, context=context)
+            conn.request("GET", path, headers={"Host": "shop.example:8443"})
+            reply = conn.getresponse()
+            answers.append((reply.status, reply.getheader("X-Cache"), reply.read()))
+            conn.close()
+        assert answers == [(200, "MISS", b"secure"), (200, "HIT", b"secure")]
+        seen = origin.last(path)
+        assert (seen.header("X-Forwarded-Proto"), seen.header("X-Forwarded-Host")) == (
+            "https",
+            "shop.example:8443",
+        )
+        plain = nginx.get(path, [("Host", "shop.example:8443")])
+        assert (plain.status, plain.x_cache) == (200, "MISS")  # http's entry is another
+        assert origin.count(path) == 2
     finally:
         nginx.stop()

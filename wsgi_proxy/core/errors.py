@@ -27,14 +27,18 @@ class ConfigError(Exception):
 
 
 class ProxyError(Exception):
-    """An error answered to the client with ``status`` and a short plain-text body."""
+    """An error answered to the client with ``status`` and a short plain-text body.
+    ``detail`` is for the client: what failed, said in its terms ("the origin refused the
+    connection"); ``cause`` is for the log only: what the proxy's socket or parser said
+    ("[Errno 111] Connection refused"), which tells the client nothing of use."""
 
     status = 500
     reason = "Internal Server Error"
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str, *, cause: str = "") -> None:
+        super().__init__(f"{detail} ({cause})" if cause else detail)
         self.detail = detail
+        self.cause = cause
 
     @property
     def fields(self) -> tuple[tuple[str, str], ...]:

@@ -58,6 +58,12 @@ class ServerConfig:
     kernel spreads new connections between the workers) or ``off`` (one socket shared by
     all). Only for TCP addresses gunicorn binds itself: a Unix socket or sockets passed by
     systemd are shared whatever this says (server.shared_socket_where_needed)."""
+    share_port: bool
+    """WSGI_PROXY_SHARE_PORT: ``off`` (the default): start-up fails, naming the address,
+    where another process listens on it already, a second wsgi_proxy included; ``on``:
+    join another wsgi_proxy's (or any ``SO_REUSEPORT`` socket's, same user) port, the
+    kernel sharing new connections between them, e.g. to start a new version before
+    stopping the old one. Needs WSGI_PROXY_REUSE_PORT=on (server/listening.py)."""
     max_url_length: int
     """WSGI_PROXY_MAX_URL_LENGTH: longest request line in bytes (at most 8190); longer: 414."""
     max_headers: int
@@ -89,6 +95,7 @@ class ServerConfig:
             keepalive=read_setting(env, "KEEPALIVE", "5", positive_int),
             backlog=read_setting(env, "BACKLOG", "2048", positive_int),
             reuse_port=read_setting(env, "REUSE_PORT", "on", parse_on_off),
+            share_port=read_setting(env, "SHARE_PORT", "off", parse_on_off),
             max_url_length=read_setting(env, "MAX_URL_LENGTH", "8190", url_length),
             max_headers=read_setting(env, "MAX_HEADERS", "100", positive_int),
             max_header_size=read_setting(env, "MAX_HEADER_SIZE", "8190", positive_int),

@@ -135,7 +135,7 @@ class Filler:
             try:
                 self._revalidate(primary, req, fields)
             except ProxyError as exc:
-                log.warning("background refresh of %s failed: %s", primary, exc.detail)
+                log.warning("background refresh of %s failed: %s", primary, exc)
             except Exception:
                 log.exception("background refresh of %s failed", primary)
 

@@ -136,8 +136,10 @@ class ProxyApp:
                     return self._cached(ex)
                 return self._forward(ex)
         except ProxyError as exc:
-            log.info("%s %s: %d %s", environ.get("REQUEST_METHOD"), environ.get("RAW_URI"),
-                     exc.status, exc.detail)  # fmt: skip
+            # A 5xx (the origin failed) is the operator's to see, with its cause.
+            level = logging.WARNING if exc.status >= 500 else logging.INFO
+            log.log(level, "%s %s: %d %s", environ.get("REQUEST_METHOD"),
+                    environ.get("RAW_URI"), exc.status, exc)  # fmt: skip
             self.metrics.errors.labels(type(exc).__name__).inc()
             return self._error(exc, environ, start_response)
 
@@ -263,7 +265,7 @@ class ProxyApp:
             raise  # the request is at fault, not the origin: no stale answer
         except ProxyError as exc:
             if self._is_stale_usable(ex):
-                return self._serve_stale(ex, exc.detail)
+                return self._serve_stale(ex, str(exc))
             raise
         head = ResponseHead(resp.head.status, resp.head.reason, h.end_to_end(resp.head.headers))
         if revalidating and head.status == 304:

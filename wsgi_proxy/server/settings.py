@@ -10,7 +10,8 @@ from gunicorn.app.base import BaseApplication
 from wsgi_proxy import tuning
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.core.server_config import ServerConfig, unknown_settings
-from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT, JsonLogger, ProxyLogger
+from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT
+from wsgi_proxy.server.listening import JsonLinesLogger, TextLogger, check_addresses
 from wsgi_proxy.tuning.gunicorn_sockets import shared_socket_where_needed
 
 # Settings of gunicorn_settings() that the oldest supported gunicorn (23.0) does not have,
@@ -53,7 +54,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "child_exit": child_exit,
         "accesslog": None if server.log_format == "off" else "-",
         "access_log_format": ACCESS_LOG_FORMAT,
-        "logger_class": JsonLogger if server.log_format == "json" else ProxyLogger,
+        "logger_class": JsonLinesLogger if server.log_format == "json" else TextLogger,
     }
 
 
@@ -66,10 +67,11 @@ def worker_class() -> str:
 
 
 def on_starting(server: Any) -> None:
-    """Validate the proxy's settings and cache folder in the master, before any worker
-    forks, so a bad value stops start-up with one clear error naming the variable; warn
-    about WSGI_PROXY_* names that are no setting; record in the cache folder what the CLI
-    needs to know of this server (store/server_record.py)."""
+    """Validate the proxy's settings, cache folder and listen addresses in the master,
+    before it binds, reports ready or forks a worker, so a bad value or an address in use
+    stops start-up with one clear error naming the variable or the address; warn about
+    WSGI_PROXY_* names that are no setting; record in the cache folder what the CLI needs
+    to know of this server (store/server_record.py)."""
     from wsgi_proxy.ops.metrics import prepare_master, reset_metrics_dir  # noqa: PLC0415
     from wsgi_proxy.store.cache import check_folder  # noqa: PLC0415
     from wsgi_proxy.store.server_record import write_record  # noqa: PLC0415
@@ -78,12 +80,21 @@ def on_starting(server: Any) -> None:
         server.log.warning(warning)
     config = Config.from_env()
     check_folder(config.cache_dir)
+    # The addresses before anything this server writes: an instance refused for a port
+    # another one serves must leave that one's record and metric files alone.
+    on_reload(server)
+    check_addresses(server, share_port=ServerConfig.from_env().share_port)
     try:
         write_record(config)  # what the CLI needs to know of this server (purge, stats)
     except OSError as exc:
         server.log.warning("cannot record the settings in %s: %s", config.cache_dir, exc)
     reset_metrics_dir(config.metrics_dir)
     prepare_master()
+    _warn_of_versions(server, config)
+
+
+def _warn_of_versions(server: Any, config: Config) -> None:
+    """What the installed library versions leave out (the seam's tunings, 103s)."""
     for line in tuning.report():
         server.log.warning(line)
     if config.early_hints and not tuning.is_at_least("gunicorn", EARLY_HINTS_SINCE):
@@ -93,7 +104,6 @@ def on_starting(server: Any) -> None:
             tuning.installed("gunicorn"),
             EARLY_HINTS_SINCE,
         )
-    on_reload(server)
 
 
 def on_reload(server: Any) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from wsgi_proxy.core import threads as pool_registry
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.core.server_config import ServerConfig
+from wsgi_proxy.server.error_pages import PlainErrorPages
 from wsgi_proxy.server.thread_pool import ElasticPool
 from wsgi_proxy.tuning.gthread_worker import TunedThreadWorker
 
 
-class ProxyWorker(TunedThreadWorker):
-    """gthread, tuned, with the proxy's thread pool (thread_pool.py): ``--threads``
+class ProxyWorker(PlainErrorPages, TunedThreadWorker):
+    """gthread, tuned, with gunicorn's error pages in plain text (error_pages.py) and the
+    proxy's thread pool (thread_pool.py): ``--threads``
     threads, of which WSGI_PROXY_ACTIVE_THREADS start and run requests at once; request
     heads bounded by WSGI_PROXY_CLIENT_TIMEOUT, no thread waiting on one."""
 

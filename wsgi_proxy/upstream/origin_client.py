@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import http.client
 import logging
 import socket
@@ -165,7 +166,7 @@ class OriginResponse:
         except ReadTimeoutError:
             raise OriginTimeout("the origin stopped sending the body") from None
         except (ProtocolError, HTTPError, http.client.HTTPException, OSError) as exc:
-            raise OriginBroken(f"the body was cut short: {exc}") from None
+            raise OriginBroken("the origin cut the body short", cause=str(exc)) from None
         self.complete = True
 
     def close(self) -> None:
@@ -296,7 +297,7 @@ class Upstream:
                     retry = False
                     log.debug("retrying %s %s on a new connection: %s", method, target, exc)
                     continue
-                raise OriginBroken(f"the origin closed the connection: {exc}") from None
+                raise _lost_connection(exc) from None
             except BaseException:
                 self._discard(conn)
                 raise
@@ -326,7 +327,7 @@ class Upstream:
                     retry = False
                     log.debug("retrying %s %s: %s", method, target, exc)
                     continue
-                raise OriginBroken(f"the origin closed the connection: {exc}") from None
+                raise _lost_connection(exc) from None
             return self._response(raw, None)
 
     def _response(self, raw: HTTPResponse, conn: Any) -> OriginResponse:
@@ -362,7 +363,7 @@ def _converted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> HTTPRespo
     except NewConnectionError as exc:
         # Before ConnectTimeoutError: urllib3 makes NewConnectionError a subclass of it.
         reason = exc.__cause__ or exc
-        raise OriginUnreachable(f"cannot connect to the origin: {reason}") from None
+        raise OriginUnreachable(_connect_failure(reason), cause=str(reason)) from None
     except ConnectTimeoutError:
         raise OriginTimeout("connecting to the origin timed out") from None
     except ReadTimeoutError:
@@ -370,7 +371,7 @@ def _converted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> HTTPRespo
     except http.client.InvalidURL:
         raise BadRequest("invalid request target") from None
     except _LOST_CONNECTION as exc:
-        raise ProtocolError(str(exc)) from None
+        raise ProtocolError(str(exc), exc) from None
     except ProtocolError as exc:
         # urlopen wraps what its request raised in ProtocolError("Connection aborted.",
         # error): converted as if raised bare, so only a lost connection is retried.
@@ -378,11 +379,37 @@ def _converted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> HTTPRespo
         if isinstance(cause, http.client.HTTPException | OSError):
             _converted(_raise, cause)  # raises what the cause converts to
         raise
-    except (HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
-        raise OriginBroken(f"invalid response from the origin: {exc}") from None
+    except OSError as exc:
+        raise _lost_connection(exc) from None
+    except (HTTPError, http.client.HTTPException, ValueError) as exc:
+        raise OriginBroken("the origin's response is not valid HTTP", cause=str(exc)) from None
     if not isinstance(raw, HTTPResponse):
         raise OriginBroken("unexpected response object")
     return raw
+
+
+def _connect_failure(reason: BaseException) -> str:
+    """What the client is told when no connection to the origin could be made."""
+    if isinstance(reason, ConnectionRefusedError):
+        return "the origin refused the connection"
+    if isinstance(reason, socket.gaierror):
+        return "the origin's host name cannot be resolved"
+    if isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "the origin's network cannot be reached"
+    return "the proxy cannot connect to the origin"
+
+
+def _lost_connection(exc: BaseException) -> OriginBroken:
+    """The origin's connection broke before its answer, told in the client's terms; the
+    socket's own error (the last argument of urllib3's ``ProtocolError``) for the log."""
+    cause = exc.args[-1] if isinstance(exc, ProtocolError) and exc.args else exc
+    if isinstance(cause, http.client.RemoteDisconnected):  # before: it is a reset error
+        statement = "the origin closed the connection without answering"
+    elif isinstance(cause, ConnectionResetError):
+        statement = "the origin reset the connection"
+    else:
+        statement = "the connection to the origin failed"
+    return OriginBroken(statement, cause=f"{type(cause).__name__}: {cause}")
 
 
 def _raise(exc: BaseException) -> NoReturn:

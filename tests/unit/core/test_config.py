@@ -14,7 +14,7 @@ from gunicorn.workers import gthread
 from wsgi_proxy.core.config import Config, Origin, parse_size
 from wsgi_proxy.core.errors import ConfigError
 from wsgi_proxy.core.server_config import ServerConfig
-from wsgi_proxy.ops.access_log import JsonLogger, ProxyLogger
+from wsgi_proxy.server.listening import JsonLinesLogger, TextLogger
 from wsgi_proxy.server.settings import gunicorn_settings
 from wsgi_proxy.server.worker import ProxyWorker
 from wsgi_proxy.tuning.gunicorn_config import SettledConfig, settle
@@ -87,7 +87,7 @@ def test_server_config_bad_worker_count() -> None:
 
 @pytest.mark.parametrize(
     ("value", "logger", "accesslog"),
-    [("text", ProxyLogger, "-"), ("json", JsonLogger, "-"), ("off", ProxyLogger, None)],
+    [("text", TextLogger, "-"), ("json", JsonLinesLogger, "-"), ("off", TextLogger, None)],
 )
 def test_log_format(value: str, logger: type, accesslog: str | None) -> None:
     settings = gunicorn_settings(ServerConfig.from_env({"WSGI_PROXY_LOG_FORMAT": value}))
