@@ -9,13 +9,17 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.checks import poll
 from support.origin import Origin, Recorded, Reply
-from support.proxy import REPO, ProxyFactory, ProxyProcess
+from support.proxy import REPO, ProxyFactory, ProxyProcess, free_port
 from support.scrapes import AUTH, TOKEN, Scrape, scrape
 
 DASHBOARD = REPO / "deploy" / "grafana" / "wsgi-proxy-dashboard.json"
@@ -112,10 +116,17 @@ def test_the_files_name_the_metrics_an_on_call_engineer_needs() -> None:
         assert NAME.search(expr), f"an expression without a wsgi_proxy metric: {expr}"
 
 
-def traffic(proxy_factory: ProxyFactory, origin: Origin) -> Scrape:
+def traffic(
+    proxy_factory: ProxyFactory,
+    origin: Origin,
+    on_start: Callable[[ProxyProcess], object] | None = None,
+) -> Scrape:
     """A proxy that has seen hits, misses, a pass, a stale answer, a revalidation, an error,
-    a purge and evictions, and a scrape of it."""
+    a purge and evictions, and a scrape of it. ``on_start(proxy)`` runs before the traffic
+    (a Prometheus to scrape it)."""
     proxy = proxy_factory({"WSGI_PROXY_ADMIN_TOKEN": TOKEN, "WSGI_PROXY_MAX_SIZE": "200000"})
+    if on_start is not None:
+        on_start(proxy)
 
     def etagged(record: Recorded) -> Reply:
         fields = [("Cache-Control", "max-age=0"), ("ETag", '"e1"')]
@@ -125,7 +136,10 @@ def traffic(proxy_factory: ProxyFactory, origin: Origin) -> Scrape:
 
     hit = origin.route("/mon/hit", headers=CACHED, body=b"h")
     stale = origin.route(
-        "/mon/swr", headers=[("Cache-Control", "max-age=0, stale-while-revalidate=60")], body=b"s"
+        "/mon/swr",
+        # Stale on arrival (Age over max-age), so the next request is answered stale.
+        headers=[("Cache-Control", "max-age=60, stale-while-revalidate=600"), ("Age", "100")],
+        body=b"s",
     )
     revalidated = origin.respond("/mon/etag", etagged)
     passed = origin.route("/mon/pass", headers=[("Cache-Control", "no-store")], body=b"p")
@@ -223,3 +237,104 @@ def test_the_dashboard_is_an_importable_grafana_export() -> None:
         assert panel["targets"], panel["title"]
         assert all(target["datasource"] == source for target in panel["targets"])
     assert all(v["datasource"] == source for v in dashboard["templating"]["list"])
+
+
+# The window every rate() of the dashboard gets in place of Grafana's $__rate_interval.
+WINDOW = "60s"
+
+
+class Prometheus:
+    """A real Prometheus server (Debian package prometheus, beside promtool) scraping one
+    proxy every second, on a free loopback port, its data in a scratch folder."""
+
+    def __init__(self, proxy: ProxyProcess, folder: Path) -> None:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(binary).exists():
+            pytest.fail("prometheus is missing: apt-get install prometheus (tests/run.sh)")
+        (folder / "token").write_text(TOKEN)
+        (folder / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            "  - job_name: wsgi_proxy\n"
+            "    metrics_path: /_wsgi_proxy/metrics\n"
+            f"    authorization: {{credentials_file: {folder / 'token'}}}\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{proxy.port}']}}]\n"
+        )
+        self.port = free_port()
+        self.log = (folder / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={folder / 'prometheus.yml'}",
+             f"--storage.tsdb.path={folder / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def query(self, promql: str) -> list[Any]:
+        """The result of an instant query now; fails on an error answer."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": promql}
+        )
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            body = json.loads(answer.read())
+        assert body["status"] == "success", (promql, body)
+        result: list[Any] = body["data"]["result"]
+        return result
+
+    def has(self, promql: str) -> bool:
+        try:
+            return bool(self.query(promql))
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.log.close()
+
+
+def test_every_dashboard_query_finds_series_in_a_real_prometheus(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes the proxy through traffic of every kind; then each of the
+    dashboard's queries (Grafana's variables replaced) answers at least one series: the
+    label names and values it filters on are the ones the proxy writes. The alert rules'
+    expressions are evaluated too (they may rightly find nothing on a healthy proxy)."""
+    proxy_holder: list[Prometheus] = []
+
+    def start(proxy: ProxyProcess) -> None:
+        """Prometheus, once it has scraped the proxy twice: rate() then sees the growth."""
+        proxy_holder.append(Prometheus(proxy, tmp_path))
+        scraped = 'count_over_time(up{job="wsgi_proxy"}[60s]) >= 2 and up == 1'
+        assert poll(lambda: proxy_holder[0].has(scraped), 30), "Prometheus never scraped"
+
+    try:
+        found = traffic(proxy_factory, origin, on_start=start)
+        prometheus = proxy_holder[0]
+        # Three scrapes after the traffic, so that every series it made has three samples.
+        ended = time.monotonic()
+
+        def scraped_since() -> bool:
+            window = int(time.monotonic() - ended)
+            return window > 0 and prometheus.has(
+                f'count_over_time(up{{job="wsgi_proxy"}}[{window}s]) >= 3'
+            )
+
+        assert poll(scraped_since, 30), found.text
+        empty = []
+        for expr in dashboard_expressions():
+            promql = expr.replace("$__rate_interval", WINDOW).replace("$instance", ".*")
+            if promql.startswith("label_values("):
+                promql = promql[len("label_values(") :].split(",")[0]
+            if not prometheus.query(promql):
+                empty.append(promql)
+        assert not empty, "queries without a series:\n" + "\n".join(empty)
+        for path in rule_files():
+            for expr in rule_expressions(path):
+                prometheus.query(expr)
+    finally:
+        for started in proxy_holder:
+            started.stop()
