@@ -76,7 +76,7 @@ class Config:
     """WSGI_PROXY_READ_TIMEOUT: seconds the origin may stay silent before answering 504."""
     client_timeout: float
     """WSGI_PROXY_CLIENT_TIMEOUT: seconds a client has to send its whole request head (then
-    408, gathering.py), and may stall while sending its body or receiving the response
+    408, tuning/head_gathering.py), and may stall while sending its body or receiving the response
     before its connection is closed (it frees the thread)."""
     max_body_size: int
     """WSGI_PROXY_MAX_BODY_SIZE: the largest request body forwarded; larger ones get 413."""

@@ -1,6 +1,6 @@
 """One exception tree. Each HTTP-facing class knows the status and the short plain-text body
 that the client receives; foreign exceptions (urllib3, OSError) are converted to these once,
-at the edge that meets them (upstream.py, store.py).
+at the edge that meets them (upstream/origin_client.py, store/cache.py).
 
 The proxy's own error answers (these errors, flow/proxy_app.ProxyApp._error) and the admin
 interface's (flow/admin.py) are werkzeug ``Response``s; both write ``<status> <reason>:

@@ -11,7 +11,7 @@ Invariants:
   last duplicate, and takes a negative delta-seconds, so it is not used (notes at the lines
   that differ).
 - Dates: a field whose definition gives an invalid date a meaning is read strictly, by the
-  HTTP-date grammar alone (``parse_http_date``, httpdate.py): ``Expires`` (invalid means
+  HTTP-date grammar alone (``parse_http_date``, http_dates.py): ``Expires`` (invalid means
   already expired, RFC 9111 section 5.3), ``If-Modified-Since`` and the date of
   ``If-Range`` (invalid means ignored, RFC 9110 sections 13.1.3 and 13.1.5). ``Date`` and
   ``Last-Modified`` are read robustly, as RFC 9110 section 5.6.7 encourages where a field
@@ -285,7 +285,7 @@ def parse_delta_seconds(value: str | None) -> int | None:
 
 def parse_http_date(value: str | None, reference: float) -> float | None:
     """An HTTP-date (RFC 9110 section 5.6.7) as POSIX seconds, or None when missing or
-    not one of its three forms exactly (httpdate.py). For the fields whose definitions give
+    not one of its three forms exactly (http_dates.py). For the fields whose definitions give
     an invalid date a meaning: ``Expires``, ``If-Modified-Since``, ``If-Range``.
     ``reference`` is now, against which a two-digit year is read."""
     if value is None:

@@ -3,7 +3,7 @@ response after a 304, and the stale-while-revalidate refresh in the background.
 
 Invariants:
 - A response is stored only when policy allows it and its announced length fits
-  ``max_object_size``; its writer publishes it only when whole (entryfile.py).
+  ``max_object_size``; its writer publishes it only when whole (store/entry_file.py).
 - A URL whose response is not storable for a reason of the response's own gets a pass
   marker, so later requests do not wait on its lock; never for a 5xx, which must leave a
   stale entry in place for stale-if-error.

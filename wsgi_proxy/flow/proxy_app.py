@@ -64,7 +64,7 @@ from wsgi_proxy.upstream.origin_client import OriginResponse, Upstream
 
 log = logging.getLogger(__name__)
 
-# Ready answers (ready.py), per worker at most: bytes of bodies held in memory; answers.
+# Ready answers (ready_answers.py), per worker at most: bytes of bodies held in memory; answers.
 READY_BYTES = 32 << 20
 READY_ANSWERS = 4096
 
@@ -159,7 +159,7 @@ class ProxyApp:
     def _ready_answer(
         self, key: str, environ: Environ, start_response: StartResponse
     ) -> Iterable[bytes] | None:
-        """A plain fresh hit answered as the last time (ready.py), or None: the general flow
+        """A plain fresh hit answered as the last time (ready_answers.py), or None: the general flow
         answers (and may make the answer ready again)."""
         return self.ready.answer(key, environ, start_response, self.clock, self.store,
                                  marks=self._ready_marks, sent=self._count_cache_bytes)  # fmt: skip
@@ -201,7 +201,7 @@ class ProxyApp:
         it taken waits until it is free (the fetcher has published), releases it at once so
         that the other waiters are not queued behind it, and looks again; if there is still
         nothing usable it fetches itself, taking the lock if it is free. A lock stripe held
-        for another URL is not waited for (locks.py)."""
+        for another URL is not waited for (store/fetch_locks.py)."""
         lease = self.store.try_lease(ex.primary)
         if lease is not None:
             ex.hold(lease)

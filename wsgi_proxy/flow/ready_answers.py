@@ -16,12 +16,12 @@ Invariants:
 - An answer is made ready only from a stored response that the flow read from the store,
   found fresh and served whole to a plain request, from a body this worker checked
   against its CRC-32 (never from a stale answer, nor from one refreshed after a 304).
-- Only where the filesystem keeps nanosecond mtimes (the store's probe, as for hotset.py).
+- Only where the filesystem keeps nanosecond mtimes (the store's probe, as for store/hot_set.py).
 - It is given only while the file it came from is still in place and unchanged (one
-  ``stat`` per answer: device, inode, size and mtime, as in hotset.py), while fresh, and
+  ``stat`` per answer: device, inode, size and mtime, as in store/hot_set.py), while fresh, and
   until the file's LRU touch is due; otherwise the flow answers, and may make it anew.
 - A body over 128 KiB is not kept in memory: its answer is sent from the file
-  (``sendfile``), which the worker holds open (openfiles.py; a file over 8 MiB is opened
+  (``sendfile``), which the worker holds open (store/open_files.py; a file over 8 MiB is opened
   per answer) and sends only while the path's ``stat`` shows that very file.
 - Bounded by the bytes of the bodies it holds and by a number of answers, per worker; the
   oldest made goes first.
@@ -95,7 +95,8 @@ def file_body(environ: MutableMapping[str, Any], file: BinaryIO, offset: int) ->
 
 def wrapped(environ: Mapping[str, Any], filelike: CountedFile | FileSpan) -> Iterable[bytes]:
     """``filelike`` by ``wsgi.file_wrapper``. A held file's span is sent by the worker's
-    writer with ``sendfile`` from its offset (response.py), read by ``pread`` by any other."""
+    writer with ``sendfile`` from its offset (tuning/gunicorn_response.py), read by
+    ``pread`` by any other."""
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
     body: Iterable[bytes] = wrapper(filelike, FILE_BLOCK)
     return body
@@ -162,7 +163,7 @@ class ReadyAnswers:
         sent(ready.size)
         if file is None:
             return [ready.body or b""]
-        # The file needs no closing: openfiles.py closes it with its last reference.
+        # The file needs no closing: store/open_files.py closes it with its last reference.
         return wrapped(environ, FileSpan(file, ready.body_offset, ready.size))
 
     def make(

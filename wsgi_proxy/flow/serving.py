@@ -1,5 +1,5 @@
 """Answers from a stored entry: a 304 to the client's matching conditional, HEAD without a
-body, a range, or the whole body; and the ready answer made of it (ready.py).
+body, a range, or the whole body; and the ready answer made of it (ready_answers.py).
 
 Invariants:
 - Each worker checks a body against its CRC-32 once per file (hits.py). Up to
@@ -136,7 +136,7 @@ class Serving:
 
     def _make_ready(self, ex: Exchange, found: Hit, fields: h.Headers, held: bytes | None) -> None:
         """Keep the answer to a GET of a fresh entry, served whole, for the next plain
-        request (ready.py), once its body is checked (a large one: by a later answer)."""
+        request (ready_answers.py), once its body is checked (a large one: by a later answer)."""
         key = ex.ready_key
         if key is None or ex.req.method != "GET" or not self.store.fine_timestamps:
             return

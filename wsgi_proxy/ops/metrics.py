@@ -4,8 +4,9 @@ prometheus_client's multiprocess mode keeps each process's values in memory-mapp
 one folder and adds them up at scrape time, which is what a pre-fork server needs. It
 chooses that mode when it is imported, from ``PROMETHEUS_MULTIPROC_DIR``; so this module
 imports it only inside ``Metrics()``, after pointing that variable at
-``WSGI_PROXY_METRICS_DIR`` (which the master empties at start, see server.py). The folder is
-not inside the cache folder: it is not cache content and must not count against its size.
+``WSGI_PROXY_METRICS_DIR`` (which the master empties at start, see server/settings.py).
+The folder is not inside the cache folder: it is not cache content and must not count
+against its size.
 
 Invariants: recording never raises into the request path; nothing is created at import.
 The master imports prometheus_client too, without the variable, at start, to forget a dead
@@ -156,8 +157,9 @@ class Metrics:
             "wsgi_proxy_coalesced_waits", "Requests that waited for another's fetch"
         )
         self.errors = Counter("wsgi_proxy_errors", "Errors, by kind", ["kind"])
-        # The workers' thread pools (pool.py), reported by each pool's watchdog. "livesum":
-        # the sum over live workers; the master forgets a dead one's (mark_worker_dead).
+        # The workers' thread pools (server/thread_pool.py), reported by each pool's
+        # watchdog. "livesum": the sum over live workers; the master forgets a dead
+        # one's (mark_worker_dead).
         self.pool_gauges = {
             field: Gauge(name, doc, multiprocess_mode="livesum") for name, field, doc in POOL_GAUGES
         }

@@ -1,16 +1,11 @@
 """The filesystem cache shared by every worker: lookup, publishing, removal, locks.
 
-Layout under the cache folder (the format is versioned by the ``v1`` folder and the magic):
-    v1/objects/ab/<sha256 of primary key>          a response, a Vary marker or a pass marker
-    v1/objects/ab/<sha256>.d/<sha256 of variant>   responses selected by Vary
-    v1/locks/<n>.lock                              striped per-key locks (locks.py)
-    v1/state/usage                                 bytes and files stored, shared (usage.py)
-    v1/state/sites                                 the sites entries were stored for (sitelist.py)
-    v1/state/purges                                the last purges applied (recent_purges.py)
-    v1/state/server                                settings the CLI needs (server_record.py)
+The folder's layout (versioned by the ``v1`` folder and each entry's magic), the entry
+format and the state files: docs/cache-format.md. Entries live under ``v1/objects/``, a
+response's variants (Vary) in a ``.d`` folder beside its primary file.
 
 Invariants:
-- An entry is one file, written and published whole (entryfile.py); readers take no lock.
+- An entry is one file, written and published whole (entry_file.py); readers take no lock.
 - The header records the body's length and CRC-32; a reader checks the length against the
   file size on every open, and each worker checks a body's CRC-32 once. A file that fails
   the checks is removed and treated as a miss.
@@ -62,8 +57,8 @@ log = logging.getLogger(__name__)
 # A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall
 # (the default of WSGI_PROXY_TOUCH_INTERVAL).
 TOUCH_INTERVAL = 60.0
-# Small entries each worker remembers (hotset.py): each holds its file's first read (8 KiB)
-# and its decoded header (shared with entryfile's memo of decoded headers).
+# Small entries each worker remembers (hot_set.py): each holds its file's first read (8 KiB)
+# and its decoded header (shared with entry_file's memo of decoded headers).
 HOT_ENTRIES = 4096
 
 
@@ -110,7 +105,7 @@ class Store:
         # Probed where entries are published: objects/ may be another mount than state/.
         kept = keeps_fine_timestamps(self.objects)
         # The memos of small entries and ready answers tell files apart by inode and mtime,
-        # which each publish sets to the nanosecond (entryfile.py). Where the filesystem
+        # which each publish sets to the nanosecond (entry_file.py). Where the filesystem
         # keeps coarser times, a file published into a reused inode could pass for the one
         # it replaced: they stay off.
         self.fine_timestamps = kept
@@ -233,7 +228,7 @@ class Store:
 
     def hold_unchanged(self, location: str, stamp: Stamp, now: float) -> OpenFile | None:
         """``is_unchanged``, for a body about to be sent from the file: that file, open
-        (held by this worker, openfiles.py), or None."""
+        (held by this worker, open_files.py), or None."""
         if not self.is_unchanged(location, stamp, now):
             self.open_files.forget(location)
             return None
@@ -284,7 +279,7 @@ class Store:
     ) -> PendingEntry | None:
         """A writer for ``entry``'s body, or None when the disk refuses (logged). A response
         that varies goes to its variant's file, selected by ``entry.vary``. Its site is
-        listed as it is published (sitelist.py), so that purges by path find it."""
+        listed as it is published (site_list.py), so that purges by path find it."""
         path = self.primary_path(entry.key)
         if entry.vary:
             path = _variants_dir(path) / keys.variant_digest(entry.vary)
@@ -373,7 +368,7 @@ class Store:
         """Empty the cache while workers serve: the objects folder is swapped for an empty
         one in one rename; open files stay readable; in-flight writes fail to publish. The
         list of sites starts anew first: a response published meanwhile is either listed
-        anew or swept away with the old folder (sitelist.py)."""
+        anew or swept away with the old folder (site_list.py)."""
         self.prepare()
         self.sites.reset()
         trash = self.root / f"trash.{secrets.token_hex(6)}"
@@ -410,7 +405,7 @@ class Store:
 
     def key_lock(self, primary: str, timeout: float) -> KeyLock:
         """The lock stripe for ``primary`` (shared with its variants), marked with its
-        digest while held (locks.py)."""
+        digest while held (fetch_locks.py)."""
         digest = keys.digest(primary)
         stripe = int(digest[:8], 16) % self.lock_stripes
         return key_lock(os.path.join(self._locks, f"{stripe}.lock"), digest, timeout)

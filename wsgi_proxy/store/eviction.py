@@ -102,7 +102,7 @@ class Evictor:
     def tick(self, now: float) -> None:
         """Fold this worker's size changes into the counter; scan when over the high-water
         mark, when the last full scan is old, or when a write found the disk full. And let
-        go of the held files that can no longer be given (openfiles.py), so that a removed
+        go of the held files that can no longer be given (open_files.py), so that a removed
         entry's disk space is freed."""
         self.store.open_files.prune(now)
         if self.store.disk_full.is_set():

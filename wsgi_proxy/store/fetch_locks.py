@@ -148,7 +148,7 @@ class FetchWaits:
     to wait) polls the lock, the others wait for its answer. Fifty requests of a herd in one
     worker then make one poll every 5 ms, not fifty. Each waits until its own deadline: one
     that joined late and still has time when the leader gives up waits on (or polls) again.
-    The worker's pool runs other requests meanwhile (pool.py)."""
+    The worker's pool runs other requests meanwhile (server/thread_pool.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

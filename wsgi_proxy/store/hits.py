@@ -4,7 +4,7 @@ worker's record of the stored bodies it has checked against their CRC-32.
 Invariants:
 - A ``Hit`` names its file by device, inode and size (``identity``): the mtime changes with
   LRU touches, the identity only when another file is published at the path.
-- Published files never change in place (entryfile.py), so a body that matched its CRC-32
+- Published files never change in place (entry_file.py), so a body that matched its CRC-32
   once matches it for as long as its file exists: each is checked once per worker. The
   record is bounded; when full it starts again, which costs checks, never correctness.
 """

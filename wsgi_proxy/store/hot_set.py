@@ -4,18 +4,18 @@ instead of ``open``, ``read``, ``fstat`` and ``close``, and no header parsing.
 Invariants:
 - A remembered entry is used only while the file at its path is the very file it was read
   from: same device, inode, size and modification time, checked with ``stat`` on every
-  use. Published files never change in place (entryfile.py): a replacement, a removal, a
+  use. Published files never change in place (entry_file.py): a replacement, a removal, a
   refresh after a 304, a soft purge and the LRU touch all change what is at the path or
   its stamp, and the file is then read afresh.
 - Only header-only entries (pass and Vary markers) and responses whose whole body came
   with the header read (at most 8 KiB) are kept; the store adds a response only once this
   worker has checked its body's CRC-32.
-- Each publish sets its file's mtime to the nanosecond (entryfile.py), so a file published
+- Each publish sets its file's mtime to the nanosecond (entry_file.py), so a file published
   into the inode of a removed one does not pass for it; the store turns the set on only
   where the filesystem keeps nanosecond mtimes.
 - Bounded: at most ``max_entries``; the oldest remembered goes first.
 
-Part of the store (its only ``stat`` outside store.py); ready.py uses its ``Stamp``.
+Part of the store (its only ``stat`` outside cache.py); flow/ready_answers.py uses its ``Stamp``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Each worker's open files for the large bodies of its ready answers (ready.py): a repeat
-answer costs the one ``stat`` of every ready answer, instead of ``open``, ``fstat``,
-``lseek`` and ``close`` per request, as nginx's ``open_file_cache`` spares them.
+"""Each worker's open files for the large bodies of its ready answers
+(flow/ready_answers.py): a repeat answer costs the one ``stat`` of every ready answer,
+instead of ``open``, ``fstat``, ``lseek`` and ``close`` per request, as nginx's
+``open_file_cache`` spares them.
 
 Invariants:
 - A file is held by its path and the stamp (device, inode, size, mtime) its ``fstat`` gave
   when it was opened, and given only for that stamp. The caller has just seen that stamp at
   the path (``Store.hold_unchanged``), and published files never change in place
-  (entryfile.py), so a file given is the file at the path. While it is held, its inode
+  (entry_file.py), so a file given is the file at the path. While it is held, its inode
   cannot be freed, so no other file can take its number.
 - Shared by the worker's threads, so never read by its position: spans are sent with
   ``sendfile`` from their offset and read with ``pread``, and nothing seeks it. A span
@@ -26,7 +27,7 @@ Invariants:
   about half a second at most after its removal, and a file whose touch is due (the
   touch gives the path a new stamp) is not kept.
 
-Part of the store (store.py holds one per worker), as hotset.py is.
+Part of the store (cache.py holds one per worker), as hot_set.py is.
 """
 
 from __future__ import annotations

@@ -4,14 +4,14 @@ Invariants:
 - Works on the shared folder only, so a purge from any worker or from the CLI takes effect
   in every worker at once; it needs no lock (entries are replaced or unlinked atomically).
 - A URL purge touches only that URL's files, for each site in the list of sites
-  (sitelist.py) or the one host it names; prefix and tag purges, and a URL purge when the
+  (site_list.py) or the one host it names; prefix and tag purges, and a URL purge when the
   list of sites is incomplete, scan the folder, off the request path (admin endpoint or
   CLI), reading each entry's header block.
 - A soft purge keeps the body and marks the entry stale: the next request revalidates it,
   and it can still be served if the origin fails (stale-if-error).
 - Every purge ``apply`` carries out is recorded in the list of the last purges
   (recent_purges.py), which the status page shows.
-- ``Purge`` is the one description of a purge order; the cluster (cluster.py) sends it to
+- ``Purge`` is the one description of a purge order; the cluster (cluster/nodes.py) sends it to
   the other nodes and the purge log (purge_log.py) keeps it, both as ``Purge`` values.
 """
 

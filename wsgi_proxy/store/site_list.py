@@ -9,7 +9,7 @@ Invariants:
   ``*`` line); ``sites()`` answers None for an incomplete, missing or unreadable list,
   and purges then scan.
 - A response's site is listed (``note``) just before the response is published, after its
-  temporary file exists (entryfile.py): a clear (``reset`` then the folder's swap, in that
+  temporary file exists (entry_file.py): a clear (``reset`` then the folder's swap, in that
   order) either comes first, and the site goes to the new list, or comes after the note,
   and the response, in the old folder, is swept away with it.
 - ``note`` decides against the file it appends to: it opens it, and reads it again when

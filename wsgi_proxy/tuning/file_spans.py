@@ -24,7 +24,7 @@ class HeldFile(Protocol):
 
 class FileSpan:
     """``size`` bytes of ``file`` from ``offset``: what ``wsgi.file_wrapper`` carries for a
-    held file. response.py sends it with ``sendfile`` from the offset; any other writer
+    held file. gunicorn_response.py sends it with ``sendfile`` from the offset; any other writer
     iterates the wrapper, which calls ``read``."""
 
     __slots__ = ("file", "offset", "position", "size")

@@ -4,7 +4,7 @@
   ``email.utils.formatdate`` was about 3 % of a worker's time on cache hits.
 - The head goes in one ``writev`` with the first body bytes written from memory, where
   gunicorn sends each alone, polling the socket before each: three system calls and a
-  packet fewer (writes.py). A head sent alone (before a file) is not polled for either.
+  packet fewer (socket_writes.py). A head sent alone (before a file) is not polled for either.
 - Each field line goes through gunicorn's checks once: a line that passed them unchanged
   is remembered (a bounded set) and appended unchecked the next time. The checks took 12
   microseconds for a hit's 12 fields (timeit).
@@ -27,7 +27,7 @@ Invariants:
   socket without a timeout or a non-blocking one) goes to gunicorn's own ``sendfile``. A
   file the kernel refuses to ``sendfile`` from (before any byte went) is sent by the
   standard library's ``socket.sendfile``, which falls back to ``send``.
-- A span of a held file (openfiles.py), which the worker's threads share, is never sent
+- A span of a held file (store/open_files.py), which the worker's threads share, is never sent
   from the file's position: by ``os.sendfile`` from its offset in the plain case (read by
   ``pread`` and sent if the kernel refuses it), and in any other case, or when the length
   differs from the span's, iterated: gunicorn's ``write`` sends what ``pread`` reads.

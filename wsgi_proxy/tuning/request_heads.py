@@ -1,5 +1,5 @@
 """A client's request head as its bytes come in: whether gunicorn's parser can take it yet,
-and the answers for a head that never comes whole. No I/O: the worker (gathering.py) reads.
+and the answers for a head that never comes whole. No I/O: the worker (head_gathering.py) reads.
 
 Invariants:
 - ``READY`` means gunicorn's HTTP/1 parser decides on these bytes alone, without reading
