@@ -501,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     (scratch / "logs").mkdir()
     services = Services(scratch / "logs", pin)
     results: dict[str, Any] = {"command": command, "machine": {**about, "pinned": pin}}
-    results["settings"] = {k: v for k, v in vars(args).items() if k != "json"}
+    results["settings"] = {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"
+    }
     try:
         origin_port, count_port, origin_desc = start_origin(
             services, scratch, scratch / "www", python_only=args.python_origin
