@@ -133,17 +133,20 @@ def forwarded_for(prior: str | None, client: str, trusted: int) -> str:
     """``X-Forwarded-For`` for the origin: the last ``trusted`` entries of what arrived
     (each added by one trusted proxy in front), then the address that connected to us.
     Entries before those were written by the client and are dropped."""
-    entries = parse_list(prior)[-trusted:] if trusted > 0 else []
-    return ", ".join([*entries, client])
+    return ", ".join(_forwarded_chain(prior, client, trusted))
 
 
 def client_address(prior: str | None, client: str, trusted: int) -> str:
     """The client's address as the trusted proxies in front saw it: the first entry of the
     ``X-Forwarded-For`` that ``forwarded_for`` sends on (the address the outermost trusted
-    proxy saw connecting), or ``client`` (the address that connected to us) when none
-    arrived or none is trusted."""
+    proxy saw connecting), ``client`` itself when none arrived or none is trusted."""
+    return _forwarded_chain(prior, client, trusted)[0]
+
+
+def _forwarded_chain(prior: str | None, client: str, trusted: int) -> list[str]:
+    """The addresses ``forwarded_for`` sends on, outermost first."""
     entries = parse_list(prior)[-trusted:] if trusted > 0 else []
-    return entries[0] if entries else client
+    return [*entries, client]
 
 
 def parse_cache_control(value: str | None) -> dict[str, str | None]:
