@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -316,3 +317,56 @@ def test_hundreds_of_clients_on_hits_misses_and_slow_answers(
     assert origin.count(hot) == 1
     assert [origin.count(s) for s in slow] == [1] * len(slow)
     assert origin.count(passing) == 100
+
+
+@pytest.mark.parametrize("tuning", ["on", "off"])
+def test_a_worker_told_to_quit_while_connections_arrive_exits_at_once(
+    proxy_factory: ProxyFactory, origin: Origin, tuning: str
+) -> None:
+    """SIGQUIT (gunicorn's quick exit for one worker) while new connections keep arriving:
+    the signal often lands while the worker's main thread hands a connection to its thread
+    pool. Each worker told to quit is gone within seconds, not when the master's timeout
+    kills it, and the proxy keeps answering. With tuning off this is gunicorn's own gthread
+    worker, whose handler shut the pool down from inside the signal and could hang there."""
+    proxy = proxy_factory({"WSGI_PROXY_TUNING": tuning})
+    path = origin.route("/quit/churn", headers=CACHED, body=b"q")
+    stop = False
+
+    def churn() -> None:
+        while not stop:
+            with contextlib.suppress(OSError):
+                client.request(proxy.port, "GET", path, timeout=5.0)
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        clients = [pool.submit(churn) for _ in range(16)]
+        try:
+            seen: set[int] = set()
+            for round_ in range(12):
+                # A new worker starts its pool's threads as the connections come: the
+                # moments the race is likeliest in. (A signal before the worker has set its
+                # handlers is lost: gunicorn's, not this test's, so wait for them.)
+                assert poll(lambda: bool(_quittable(proxy) - seen), 15.0, interval=0.005)
+                pid = min(_quittable(proxy) - seen)
+                seen.add(pid)
+                time.sleep(0.02 * (round_ % 4))
+                os.kill(pid, signal.SIGQUIT)
+                assert poll(lambda: pid not in proxy.worker_pids(expected=0), 5.0), (  # noqa: B023
+                    f"worker {pid} still runs 5 s after SIGQUIT"
+                )
+        finally:
+            stop = True
+            for future in clients:
+                future.result()
+    assert proxy.get(path).status == 200
+
+
+def _quittable(proxy: ProxyProcess) -> set[int]:
+    """The workers that have set their signal handlers: gunicorn sets them before it loads
+    the application, whose background threads (request durations, eviction) are the first
+    a worker starts."""
+    ready = set()
+    for pid in proxy.worker_pids(expected=0):
+        with contextlib.suppress(OSError):
+            if len(os.listdir(f"/proc/{pid}/task")) > 1:
+                ready.add(pid)
+    return ready
