@@ -19,7 +19,8 @@ not restate how the server was started. In a cluster (``WSGI_PROXY_PEERS``,
 
 Exit codes (docs/operations.md): 0 done; 1 a failure (a setting ``check-config`` refuses,
 a folder that cannot be cleared, a node that failed a purge); 2 wrong usage, an invalid
-setting, or no cache at the folder given; 3 a purge that matched nothing stored.
+setting, or no cache at the folder given; 3 a URL purge that matched nothing stored
+(a ban, by prefix or tag, cannot know its count at once: 0).
 """
 
 from __future__ import annotations
@@ -211,8 +212,11 @@ def _purge_parser() -> argparse.ArgumentParser:
         prog="caching-proxy purge",
         description="Remove (or, with --soft, mark stale) stored responses in the cache "
         "folder of a running or stopped server; every worker sees it at once. The origins "
-        "come from what the server recorded in the folder. Exit 0 when something was "
-        f"purged, {NOTHING_PURGED} when nothing stored matched, 2 on wrong usage or no "
+        "come from what the server recorded in the folder. A purge by prefix or tag (and "
+        "by URL when the folder's list of sites is incomplete) records a ban: it answers "
+        "at once, the server stops serving what it covers and removes it in the "
+        "background. Exit 0 when something was purged or a ban recorded, "
+        f"{NOTHING_PURGED} when a URL purge found nothing stored, 2 on wrong usage or no "
         "cache at the folder, 1 when a cluster node failed.",
     )
     parser.add_argument(
@@ -254,11 +258,16 @@ def purge(args: list[str]) -> int:
         report = Cluster(here, store).broadcast(order, issuer="cli")
         print(report.format())
         return 1 if report.failed else 0
-    purged = sum(purging.apply(store, origin, order).purged for origin in origins)
+    results = [purging.apply(store, origin, order) for origin in origins]
     # What was removed counts out of the shared totals now (the server's cache_bytes and
     # cache_files), not at the next scan: this process has no evictor to fold it in.
     with contextlib.suppress(OSError, TimeoutError):
         store.usage.flush()
+    if any(result.banned for result in results):
+        # A ban cannot know its count at once: the lurker counts as it removes (operations.md).
+        print(purging.BANNED)
+        return 0
+    purged = sum(result.purged for result in results)
     print(f"purged {purged}")
     if purged == 0:
         print(

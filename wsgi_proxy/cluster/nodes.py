@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from wsgi_proxy.cluster.purge_log import INTERVAL, PurgeLog
@@ -28,7 +28,7 @@ from wsgi_proxy.cluster.shared_tier import PEER_HEADER, RedisLink, SharedTier
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.store import purge as purging
 from wsgi_proxy.store.cache import Store
-from wsgi_proxy.store.purge import Purge, PurgeResult
+from wsgi_proxy.store.purge import BANNED, Purge, PurgeResult
 
 if TYPE_CHECKING:
     from urllib3 import PoolManager
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FANOUT_CONNECT_TIMEOUT = 2.0
-# A purge by tag or prefix scans the node's whole cache folder.
+# A purge answers at once (a ban for tags and prefixes), but the node may be busy.
 FANOUT_READ_TIMEOUT = 120.0
 CATCH_UP_WAIT = 10.0
 # The status page's view of the other nodes (node_states).
@@ -48,11 +48,13 @@ NODE_STATE_TTL = 5.0
 
 @dataclass(frozen=True, slots=True)
 class NodeResult:
-    """One node's answer: how many stored responses it purged, or why it failed."""
+    """One node's answer: how many stored responses it purged, that it recorded a ban
+    (store/bans.py: no count yet), or why it failed."""
 
     node: str
     purged: int | None
     error: str | None = None
+    banned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +76,20 @@ class Report:
 
     def format(self) -> str:
         applied = len(self.results) - len(self.failed)
-        lines = [f"purged {self.purged} on {applied} of {len(self.results)} nodes"]
+        banned = [r for r in self.results if r.banned]
+        on = f"on {applied} of {len(self.results)} nodes"
+        if not banned:
+            lines = [f"purged {self.purged} {on}"]
+        elif len(banned) == applied:
+            lines = [f"banned {on}: entries stop being served now; removed in the background"]
+        else:
+            lines = [f"purged {self.purged} and banned {on}"]
         lines += [
-            f"{r.node}: failed: {r.error}" if r.error else f"{r.node}: purged {r.purged}"
+            f"{r.node}: failed: {r.error}" if r.error
+            else f"{r.node}: banned" if r.banned
+            else f"{r.node}: purged {r.purged}"
             for r in self.results
-        ]
+        ]  # fmt: skip
         if self.log == "pending":
             lines.append("purge log: pending (Redis unavailable), logged when it is back")
         elif self.log != "off":
@@ -144,20 +155,22 @@ class Cluster:
 
     # ---- purges -------------------------------------------------------------------------
 
-    def apply_local(self, purge: Purge, epoch: str | None = None, seq: int | None = None) -> int:
+    def apply_local(
+        self, purge: Purge, epoch: str | None = None, seq: int | None = None
+    ) -> PurgeResult:
         """Apply ``purge`` here; a logged one (``epoch``, ``seq``) is then skipped on replay,
         or not applied again if the replay already did."""
         if self.purge_log is not None and epoch and seq:
             done = self.purge_log.applied_count(epoch, seq)
             if done is not None:
-                return done
+                return PurgeResult(done)
         result: PurgeResult = purging.apply(self.store, self.config.origin.url, purge)
         if self.purge_log is not None and epoch and seq:
             self.purge_log.record_ahead(epoch, seq)
         if self.metrics is not None:
             self.metrics.count_purge(purge.label, result.purged)
-        log.info("purge %s %r: %d stored responses", purge.label, purge.value, result.purged)
-        return result.purged
+        log.info("purge %s %r: %s", purge.label, purge.value, result.format())
+        return result
 
     def broadcast(self, purge: Purge, issuer: str) -> Report:
         """Log ``purge``, then apply it on every node; ``issuer`` names who asked."""
@@ -167,9 +180,7 @@ class Cluster:
             state = "off"
         peers = self.config.peers
         if not peers:
-            results: tuple[NodeResult, ...] = (
-                NodeResult(self.config.node_url or "this node", self._local(purge, logged)),
-            )
+            results: tuple[NodeResult, ...] = (self._local(purge, logged),)
         else:
             with ThreadPoolExecutor(max_workers=len(peers), thread_name_prefix="fanout") as pool:
                 futures = [pool.submit(self._send, peer, purge, logged, issuer) for peer in peers]
@@ -181,15 +192,16 @@ class Cluster:
                  report.format().replace("\n", "; "))  # fmt: skip
         return report
 
-    def _local(self, purge: Purge, logged: tuple[str, int] | None) -> int:
-        return self.apply_local(purge, *(logged or (None, None)))
+    def _local(self, purge: Purge, logged: tuple[str, int] | None) -> NodeResult:
+        result = self.apply_local(purge, *(logged or (None, None)))
+        return NodeResult(self.config.node_url or "this node", result.purged, banned=result.banned)
 
     def _send(
         self, peer: str, purge: Purge, logged: tuple[str, int] | None, issuer: str
     ) -> NodeResult:
         if peer == self.config.node_url:
             try:
-                return NodeResult(peer, self._local(purge, logged))
+                return replace(self._local(purge, logged), node=peer)
             except OSError as exc:
                 return NodeResult(peer, None, f"cannot purge here: {exc}")
         from urllib3.exceptions import HTTPError  # noqa: PLC0415
@@ -210,6 +222,8 @@ class Cluster:
         words = text.split()
         if resp.status == 200 and len(words) == 2 and words[0] == "purged" and words[1].isdigit():
             return NodeResult(peer, int(words[1]))
+        if resp.status == 200 and text == BANNED:
+            return NodeResult(peer, 0, banned=True)
         return NodeResult(peer, None, f"HTTP {resp.status}: {text[:100]}")
 
     def _client(self) -> PoolManager:

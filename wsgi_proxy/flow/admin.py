@@ -263,12 +263,13 @@ class Admin:
         if cluster is not None:
             seq = params.get("seq", [""])[0]
             epoch = params.get("epoch", [""])[0] or None
-            purged = cluster.apply_local(purge, epoch, int(seq) if seq.isdigit() else None)
+            result = cluster.apply_local(purge, epoch, int(seq) if seq.isdigit() else None)
         else:
-            purged = purging.apply(self.store, self.config.origin.url, purge).purged
-            self.metrics.count_purge(purge.label, purged)
-            log.info("purge %s: %d stored responses", purge.label, purged)
-        return _text(200, f"purged {purged}")
+            result = purging.apply(self.store, self.config.origin.url, purge)
+            # A ban counts its entries as the lurker reaches them (store/lurker.py).
+            self.metrics.count_purge(purge.label, result.purged)
+            log.info("purge %s: %s", purge.label, result.format())
+        return _text(200, result.format())
 
     def _cluster(self, request: Request) -> Response:
         rows = self.cluster.status() if self.cluster is not None else [("redis", "off")]

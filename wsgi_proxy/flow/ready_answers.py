@@ -18,8 +18,10 @@ Invariants:
   against its CRC-32 (never from a stale answer, nor from one refreshed after a 304).
 - Only where the filesystem keeps nanosecond mtimes (the store's probe, as for store/hot_set.py).
 - It is given only while the file it came from is still in place and unchanged (one
-  ``stat`` per answer: device, inode, size and mtime, as in store/hot_set.py), while fresh, and
-  until the file's LRU touch is due; otherwise the flow answers, and may make it anew.
+  ``stat`` per answer: device, inode, size and mtime, as in store/hot_set.py), while fresh,
+  until the file's LRU touch is due, and while no ban was added since the lookup it came
+  from (store/bans.py: one read of a mapped counter); otherwise the flow answers, and may
+  make it anew.
 - A body over 128 KiB is not kept in memory: its answer is sent from the file
   (``sendfile``), which the worker holds open (store/open_files.py; a file over 8 MiB is opened
   per answer) and sends only while the path's ``stat`` shows that very file.
@@ -68,6 +70,7 @@ class Ready:
     size: int
     response_time: float
     freshness: reuse.PlainFreshness
+    bans: int  # the ban generation its lookup was checked at (store/bans.py)
 
 
 def _still_good(
@@ -75,8 +78,8 @@ def _still_good(
 ) -> tuple[bool, OpenFile | None]:
     """Whether ``ready`` may be given (fresh, its file the same), and, for a body sent from
     the file when ``opened`` (not for HEAD), that file, open."""
-    if not fresh:
-        return False, None
+    if not fresh or ready.bans < 0 or store.bans.generation() != ready.bans:
+        return False, None  # stale, or a ban was added since its lookup: look again
     if ready.body is None and opened:
         file = store.hold_unchanged(ready.location, ready.stamp, now)
         return file is not None, file
@@ -185,7 +188,7 @@ class ReadyAnswers:
         entry = found.entry
         self.add(key, Ready(found.stamp, found.location, entry.head.status_line, fields,
                                body, found.body_offset, entry.body_length,
-                               entry.response_time, freshness))  # fmt: skip
+                               entry.response_time, freshness, found.bans))  # fmt: skip
 
     def add(self, target: str, ready: Ready) -> None:
         weight = _held(ready)

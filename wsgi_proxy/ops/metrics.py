@@ -185,6 +185,11 @@ class Metrics:
         self._child(self.purges, kind).inc()
         self._child(self.purged_entries, kind).inc(purged)
 
+    def count_purged(self, kind: str, purged: int) -> None:
+        """Entries a ban's lurker removed or marked (store/lurker.py): its purge was
+        counted when the ban was recorded, with none."""
+        self._child(self.purged_entries, kind).inc(purged)
+
     def count_cache_error(self, op: str) -> None:
         self._child(self.cache_errors, op).inc()
 

@@ -34,6 +34,7 @@ from wsgi_proxy.core import keys
 from wsgi_proxy.core.errors import ConfigError
 from wsgi_proxy.core.headers import Headers
 from wsgi_proxy.core.model import Entry
+from wsgi_proxy.store.bans import BanList, Bans
 from wsgi_proxy.store.entry_file import (
     TMP_PREFIX,
     CorruptEntry,
@@ -85,6 +86,7 @@ class Store:
         self.touch_interval = touch_interval
         self.usage = UsageCounter(self.state)
         self.sites = SiteList(self.state)
+        self.bans = Bans(self.state)  # purges by prefix and tag, applied at lookup (bans.py)
         # Set by a write that found the disk full; the evictor (eviction.py) clears it.
         self.disk_full = threading.Event()
         # Told of each failed read or write ("read", "write"): the metrics (wiring.py).
@@ -138,7 +140,9 @@ class Store:
     # ---- reading ------------------------------------------------------------------------
 
     def lookup(self, primary: str, request_headers: Headers, now: float) -> Hit | PassMarker | None:
-        """The stored response for ``primary`` whose Vary matches the request."""
+        """The stored response for ``primary`` whose Vary matches the request; a banned one
+        (bans.py) is a miss, or, banned soft, marked soft-purged."""
+        bans = self.bans.current()  # before the read: a ban added meanwhile moves it
         path = self._primary_location(primary)
         opened = self._open(path, primary, now)
         if opened is None:
@@ -146,8 +150,8 @@ class Store:
         meta, file, offset, stamp, early = opened
         kind = meta.get("kind")
         if kind == "response":
-            crc = int(meta["body_crc"], 16)
-            return Hit(entry_of(meta), path, file, offset, crc, stamp, early)
+            return _unbanned(Hit(entry_of(meta), path, file, offset, int(meta["body_crc"], 16),
+                                 stamp, early, bans.generation), meta, bans)  # fmt: skip
         if file is not None:
             file.close()
         if kind == "pass":
@@ -166,7 +170,8 @@ class Store:
                 file.close()
             return None
         crc = int(meta["body_crc"], 16)
-        return Hit(entry, variant_path, file, offset, crc, stamp, early)
+        return _unbanned(Hit(entry, variant_path, file, offset, crc, stamp, early,
+                             bans.generation), meta, bans)  # fmt: skip
 
     def _open(
         self, path: str, primary: str, now: float
@@ -428,6 +433,20 @@ def check_folder(cache_dir: Path) -> None:
 
 def _ignore(op: str) -> None:
     pass
+
+
+def _unbanned(hit: Hit, meta: dict[str, Any], bans: BanList) -> Hit | None:
+    """``hit`` unless a ban covers it: None (a miss) for a hard ban, marked soft-purged
+    for a soft one; the file stays for the lurker, which counts what it removes."""
+    if not bans.bans:
+        return hit
+    ban = bans.verdict(meta)
+    if ban is None:
+        return hit
+    if not ban.soft:
+        hit.close()
+        return None
+    return replace(hit, entry=replace(hit.entry, soft_purged=True))
 
 
 def _variants_dir(primary_path: Path) -> Path:

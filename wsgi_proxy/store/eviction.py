@@ -67,9 +67,12 @@ class Evictor:
         max_size: int,
         interval: float = 0.5,
         on_evict: Callable[[int], None] | None = None,
+        lurk: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.on_evict = on_evict
+        # The ban lurker's step (lurker.py), run here until a cache manager process runs it.
+        self.lurk = lurk
         self.max_size = max_size
         self.interval = interval
         self._stop = threading.Event()
@@ -108,6 +111,8 @@ class Evictor:
         if self.store.disk_full.is_set():
             # Before the counter's flush, which writes a file: a full disk has no room for it.
             self._evict_alone(now, full=True)
+        if self.lurk is not None and self.store.bans.current().bans:
+            self._alone(self.lurk)
         total = self.store.usage.flush()
         first, self._started = not self._started, True
         if total <= self.max_size * HIGH_WATER and not first and not self._is_resync_due(now):
@@ -116,13 +121,18 @@ class Evictor:
 
     def _evict_alone(self, now: float, *, full: bool = False) -> None:
         """``evict`` unless another worker's scan runs (then the next pass tries again)."""
+        self._alone(lambda: self.evict(now, full=full))
+
+    def _alone(self, work: Callable[[], object]) -> None:
+        """``work`` under ``state/evict.lock``, unless another worker holds it (then the
+        next pass tries again)."""
         lock = FileLock(
             self.store.state / "evict.lock", thread_local=False, preserve_lock_file=True
         )
         if not try_acquire(lock, 0):
             return
         try:
-            self.evict(now, full=full)
+            work()
         finally:
             lock.release()
 

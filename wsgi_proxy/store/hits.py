@@ -37,6 +37,7 @@ class Hit:
     body_crc: int
     stamp: Stamp  # device, inode, size and mtime of the file when it was opened
     early: bytes = b""
+    bans: int = -1  # the ban generation the lookup checked it at (bans.py); -1: none
 
     @property
     def identity(self) -> tuple[int, int, int]:

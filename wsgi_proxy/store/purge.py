@@ -2,15 +2,19 @@
 
 Invariants:
 - Works on the shared folder only, so a purge from any worker or from the CLI takes effect
-  in every worker at once; it needs no lock (entries are replaced or unlinked atomically).
-- A URL purge touches only that URL's files, for each site in the list of sites
-  (site_list.py) or the one host it names; prefix and tag purges, and a URL purge when the
-  list of sites is incomplete, scan the folder, off the request path (admin endpoint or
-  CLI), reading each entry's header block.
+  in every worker at once; it needs no lock (entries are replaced or unlinked atomically,
+  bans appended whole).
+- No purge reads the folder: a URL purge removes (or marks) that URL's files, for each
+  site in the list of sites (site_list.py) or the one host it names, and counts them;
+  a prefix or tag purge, a soft purge of everything, and a URL purge when the list of
+  sites is incomplete, record a ban (bans.py) and answer at once: lookups stop serving
+  what it covers from then on, and the lurker (lurker.py) removes or marks it in the
+  background and counts it then.
 - A soft purge keeps the body and marks the entry stale: the next request revalidates it,
   and it can still be served if the origin fails (stale-if-error).
 - Every purge ``apply`` carries out is recorded in the list of the last purges
-  (recent_purges.py), which the status page shows.
+  (recent_purges.py), which the status page shows; a ban's record is ``pending`` until
+  the lurker has finished with it and set its count.
 - ``Purge`` is the one description of a purge order; the cluster (cluster/nodes.py) sends it to
   the other nodes and the purge log (purge_log.py) keeps it, both as ``Purge`` values.
 """
@@ -21,13 +25,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, assert_never
 from urllib.parse import urlencode
 
 from wsgi_proxy.core import keys, sites
+from wsgi_proxy.store.bans import Ban, BanKind
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, CorruptEntry, entry_of, read_header
 from wsgi_proxy.store.eviction import walk_files
@@ -40,9 +45,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class PurgeResult:
-    """How many stored responses were removed or marked stale."""
+    """How many stored responses were removed or marked stale; for a ban (``banned``),
+    none yet: the lurker counts them as it reaches them."""
 
     purged: int
+    banned: bool = False
+
+    def format(self) -> str:
+        """The admin interface's and the CLI's answer."""
+        return BANNED if self.banned else f"purged {self.purged}"
+
+
+BANNED = "banned: entries stop being served now; removed in the background"
 
 
 PurgeKind = Literal["url", "prefix", "tag", "all"]
@@ -110,35 +124,54 @@ def apply(store: Store, origin_url: str, purge: Purge) -> PurgeResult:
     except ValueError as exc:
         log.warning("purge %s ignored: %s", purge.label, exc)
         return PurgeResult(0)
-    result = _apply(store, origin_url, purge)
-    record = PurgeRecord(time.time(), purge.kind, purge.value, purge.soft, result.purged)
+    result, ban = _apply(store, origin_url, purge)
+    if ban is None:
+        record = PurgeRecord(time.time(), purge.kind, purge.value, purge.soft, result.purged)
+    else:  # the lurker sets its count when it is done with the ban (lurker.py)
+        record = PurgeRecord(ban.time, purge.kind, purge.value, purge.soft, 0, pending=True)
     RecentPurges(store.state).record(record)  # for the status page
     return result
 
 
-def _apply(store: Store, origin_url: str, purge: Purge) -> PurgeResult:
+def _apply(store: Store, origin_url: str, purge: Purge) -> tuple[PurgeResult, Ban | None]:
+    """The purge's result, and the ban it recorded if it recorded one."""
+    ban: Ban | None = None
     match purge.kind:
         case "url":
-            return purge_url(store, origin_url, purge.value, soft=purge.soft)
+            result = purge_url(store, origin_url, purge.value, soft=purge.soft)
+            if result is not None:
+                return result, None
+            target, _ = parse_purge_url(purge.value)
+            ban = _ban("url", target, None, origin_url, purge.soft)
         case "prefix":
-            return purge_prefix(store, origin_url, purge.value, soft=purge.soft)
+            target, host = parse_purge_url(purge.value, prefix=True)
+            ban = _ban("prefix", target, host, origin_url, purge.soft)
         case "tag":
-            return purge_tag(store, purge.value, soft=purge.soft)
+            ban = _ban("tag", purge.value, None, None, purge.soft)
         case "all":
-            return purge_all(store, soft=purge.soft)
+            if not purge.soft:
+                return purge_all(store), None
+            ban = _ban("all", "", None, None, soft=True)
         case _:
             assert_never(purge.kind)
+    store.bans.add(ban)
+    log.info("ban recorded: %s %r", ban.label, ban.value)
+    return PurgeResult(0, banned=True), ban
 
 
-def purge_url(store: Store, origin_url: str, url: str, *, soft: bool) -> PurgeResult:
+def _ban(kind: BanKind, value: str, host: str | None, origin: str | None, soft: bool) -> Ban:
+    return Ban(time.time_ns(), kind, value, host, origin, soft)
+
+
+def purge_url(store: Store, origin_url: str, url: str, *, soft: bool) -> PurgeResult | None:
     """The stored responses for one URL, every Vary variant included. ``url`` is a request
-    target (``/path?q``: the entries of every site, found by the list of sites, or by a
-    scan of the folder when that list is incomplete) or an absolute URL
-    (``https://host/path?q``: that host's entries, for both schemes)."""
+    target (``/path?q``: the entries of every site, found by the list of sites) or an
+    absolute URL (``https://host/path?q``: that host's entries, for both schemes). None
+    when the list of sites is incomplete: finding them would scan (a ban then)."""
     target, host = parse_purge_url(url)
     listed = _sites(store, host)
     if listed is None:
-        return _purge_matching(store, _key_matches(origin_url, target, None, exact=True), soft)
+        return None
     count = 0
     for site in listed:
         primary = keys.primary_key(origin_url, target, site)
@@ -153,13 +186,6 @@ def purge_url(store: Store, origin_url: str, url: str, *, soft: bool) -> PurgeRe
         if not soft:
             store.invalidate(primary)
     return PurgeResult(count)
-
-
-def purge_prefix(store: Store, origin_url: str, prefix: str, *, soft: bool) -> PurgeResult:
-    """Every stored response whose target starts with ``prefix``: a path prefix (every
-    site) or an absolute URL prefix (that host's entries, both schemes)."""
-    target, host = parse_purge_url(prefix, prefix=True)
-    return _purge_matching(store, _key_matches(origin_url, target, host, exact=False), soft)
 
 
 def parse_purge_url(url: str, *, prefix: bool = False) -> tuple[str, str | None]:
@@ -188,57 +214,24 @@ def _sites(store: Store, host: str | None) -> list[str] | None:
     return store.sites.sites()
 
 
-def _key_matches(
-    origin_url: str, target: str, host: str | None, *, exact: bool
-) -> Callable[[dict[str, Any]], bool]:
-    """A match on a stored entry's key: its target equal to (or, not ``exact``, starting
-    with) ``target``, for ``host`` (both schemes) or every site."""
-    wanted = None if host is None else {sites.Site(s, host).url for s in sites.SCHEMES}
-
-    def matches(meta: dict[str, Any]) -> bool:
-        parts = keys.split_key(str(meta.get("key", "")), origin_url)
-        if parts is None or (wanted is not None and parts[1] not in wanted):
-            return False
-        return parts[0] == target if exact else parts[0].startswith(target)
-
-    return matches
-
-
-def purge_tag(store: Store, tag: str, *, soft: bool) -> PurgeResult:
-    """Every stored response the origin tagged with ``tag`` (``Surrogate-Key``)."""
-    return _purge_matching(store, lambda meta: tag in meta.get("tags", ()), soft)
-
-
-def purge_all(store: Store, *, soft: bool) -> PurgeResult:
-    if not soft:
-        count = sum(1 for _ in _entry_files(store))
-        store.clear()
-        return PurgeResult(count)
-    return _purge_matching(store, lambda _meta: True, soft)
-
-
-def _purge_matching(
-    store: Store, matches: Callable[[dict[str, Any]], bool], soft: bool
-) -> PurgeResult:
-    count = 0
-    for path in _entry_files(store):
-        meta = _read_meta(path)
-        if meta is not None and meta.get("kind") == "response" and matches(meta):
-            count += _purge_file(store, path, soft=soft)
+def purge_all(store: Store) -> PurgeResult:
+    """Everything, removed: the store's clear (an empty folder swapped in)."""
+    count = sum(1 for _ in _entry_files(store))
+    store.clear()
     return PurgeResult(count)
 
 
 def _purge_file(store: Store, path: Path, *, soft: bool) -> int:
     if soft:
-        return int(_soft_purge(store, path))
-    meta = _read_meta(path)
+        return int(soft_purge(store, path))
+    meta = read_meta(path)
     if meta is None or meta.get("kind") != "response":
         return 0
     store.remove(path)
     return 1
 
 
-def _read_meta(path: Path) -> dict[str, Any] | None:
+def read_meta(path: Path) -> dict[str, Any] | None:
     """The header block of the entry at ``path``, or None if it is gone or damaged."""
     try:
         with path.open("rb", buffering=0) as file:
@@ -248,7 +241,7 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     return meta
 
 
-def _soft_purge(store: Store, path: Path) -> bool:
+def soft_purge(store: Store, path: Path) -> bool:
     """Mark the stored response at ``path`` stale, keeping it for revalidation: published
     anew under the same body (``Store.refresh``), as a 304 would be."""
     try:

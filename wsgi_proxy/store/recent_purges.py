@@ -20,7 +20,8 @@ import contextlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,16 @@ LOCK_TIMEOUT = 2.0
 @dataclass(frozen=True, slots=True)
 class PurgeRecord:
     """One purge applied here: when (Unix time), its kind (``url``, ``prefix``, ``tag``,
-    ``all``), its target, prefix or tag, whether soft, and how many responses it purged."""
+    ``all``), its target, prefix or tag, whether soft, and how many responses it purged.
+    ``pending``: a ban (bans.py) the lurker has not finished with: ``purged`` is set when
+    it has (``settle``)."""
 
     time: float
     kind: str
     value: str
     soft: bool
     purged: int
+    pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +58,8 @@ class PurgeRecord:
         """Parse one line; ``ValueError`` (or ``KeyError``, ``TypeError``) if it is not one."""
         data = json.loads(text)
         return cls(float(data["time"]), str(data["kind"]), str(data["value"]),
-                   bool(data["soft"]), int(data["purged"]))  # fmt: skip
+                   bool(data["soft"]), int(data["purged"]),
+                   bool(data.get("pending", False)))  # fmt: skip
 
 
 class RecentPurges:
@@ -66,13 +71,28 @@ class RecentPurges:
 
     def record(self, record: PurgeRecord) -> None:
         """Add ``record``, dropping the oldest past ``KEPT``."""
-        record = PurgeRecord(record.time, record.kind, record.value[:VALUE_CHARS],
-                             record.soft, record.purged)  # fmt: skip
+        record = replace(record, value=record.value[:VALUE_CHARS])
+        self._change(lambda kept: [*kept, record][-KEPT:])
+
+    def settle(self, when: float, kind: str, purged: int) -> None:
+        """Set the count of the pending record of the ban made at ``when`` (if still kept)."""
+
+        def settled(kept: list[PurgeRecord]) -> list[PurgeRecord]:
+            return [
+                replace(r, purged=purged, pending=False)
+                if r.pending and (r.time, r.kind) == (when, kind)
+                else r
+                for r in kept
+            ]
+
+        self._change(settled)
+
+    def _change(self, change: Callable[[list[PurgeRecord]], list[PurgeRecord]]) -> None:
         lock = FileLock(self._lock_path, timeout=LOCK_TIMEOUT, thread_local=False,
                         preserve_lock_file=True)  # fmt: skip
         try:
             with lock:
-                kept = [*self.read(newest_first=False), record][-KEPT:]
+                kept = change(self.read(newest_first=False))
                 _replace(self.path, "".join(json.dumps(r.to_json()) + "\n" for r in kept))
         except (OSError, Timeout) as exc:
             log.warning("cannot record the purge in %s: %s", self.path, exc)

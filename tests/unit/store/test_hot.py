@@ -276,7 +276,7 @@ def test_every_reuse_field_makes_a_request_not_plain() -> None:
 
 def ready(body: bytes | None, size: int = 0) -> Ready:
     return Ready((0, 0, size, 0), "/nowhere", "200 OK", (), body, 40, size, NOW,
-                 reuse.PlainFreshness(0.0, 60.0))  # fmt: skip
+                 reuse.PlainFreshness(0.0, 60.0), 0)  # fmt: skip
 
 
 def test_ready_answers_are_bounded_by_their_bytes() -> None:

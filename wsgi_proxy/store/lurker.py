@@ -1,0 +1,162 @@
+"""The ban lurker: applies the bans (bans.py) to the files themselves, in the background,
+so that space is reclaimed and the ban list stays short (Varnish's ban lurker).
+
+``lurk`` is a step: each call walks some of the 256 first-level folders of ``objects``
+(at least one, more while under its time budget), reads each entry's header, removes the
+hard-banned responses (through the store, so usage is counted) and marks the soft-banned
+ones soft-purged (as a soft purge does). When a whole pass has finished, the bans that
+were in the list when it started are dropped from the file: every file published before
+them has been reached.
+
+Invariants:
+- Runs in one process at a time (today the evictor's, under ``state/evict.lock``): its
+  progress (``state/lurker``, replaced whole) is shared, so a step continues the pass
+  whichever worker takes it.
+- With no ban in the list it reads nothing but the mapped generation counter.
+- Counts are truthful as far as the lurker can tell: each file it removes or marks is
+  counted once, for the (oldest hard, else oldest soft) ban that covered it, in the
+  metrics as it goes (``on_purged``) and in the ban's record on the status page when the
+  ban is dropped. A banned response that a request fetched anew before the lurker reached
+  it was replaced, not removed, and is not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wsgi_proxy.store.bans import Ban
+from wsgi_proxy.store.cache import Store
+from wsgi_proxy.store.entry_file import TMP_PREFIX
+from wsgi_proxy.store.eviction import walk_files
+from wsgi_proxy.store.hits import identity_of
+from wsgi_proxy.store.purge import read_meta, soft_purge
+from wsgi_proxy.store.recent_purges import RecentPurges
+
+log = logging.getLogger(__name__)
+
+FOLDERS = 256  # objects/00 .. objects/ff
+BUDGET = 0.05  # seconds a step goes on taking folders for, after its first
+
+
+@dataclass(slots=True)
+class Pass:
+    """A pass in progress: the bans it started with, the next folder, counts by ban."""
+
+    bans: list[int] = field(default_factory=list)  # their time_ns
+    next: int = 0
+    counts: dict[int, int] = field(default_factory=dict)
+
+
+def lurk(
+    store: Store,
+    on_purged: Callable[[str, int], None] | None = None,
+    budget: float = BUDGET,
+) -> bool:
+    """One step of the lurker; True while bans remain (call again), False when none."""
+    bans = store.bans.current()
+    state = store.state / "lurker"
+    if not bans.bans:
+        with contextlib.suppress(FileNotFoundError):
+            state.unlink()
+        return False
+    progress = _load(state) or Pass([b.time_ns for b in bans.bans])
+    deadline = time.monotonic() + budget
+    while progress.next < FOLDERS:
+        folder = store.objects / f"{progress.next:02x}"
+        counted = _lurk_folder(store, folder, progress.counts)
+        if on_purged is not None:
+            for label, count in counted.items():
+                on_purged(label, count)
+        progress.next += 1
+        if time.monotonic() > deadline:
+            break
+    if progress.next < FOLDERS:
+        _save(state, progress)
+        return True
+    _finish(store, progress)
+    with contextlib.suppress(FileNotFoundError):
+        state.unlink()
+    return bool(store.bans.current().bans)
+
+
+def _lurk_folder(store: Store, folder: Path, counts: dict[int, int]) -> dict[str, int]:
+    """Remove or mark the banned responses under ``folder``; counts by metrics label."""
+    counted: dict[str, int] = {}
+    for item in walk_files(folder):
+        if item.name.startswith(TMP_PREFIX):
+            continue
+        bans = store.bans.current()  # a ban added during the walk applies at once
+        if not bans.bans:
+            break
+        path = Path(item.path)
+        try:
+            identity = identity_of(os.stat(path))
+        except OSError:
+            continue
+        meta = read_meta(path)
+        if meta is None or meta.get("kind") != "response":
+            continue
+        ban = bans.verdict(meta)
+        if ban is None or (ban.soft and meta.get("soft_purged")):
+            continue
+        if not _apply(store, path, identity, ban):
+            continue
+        counts[ban.time_ns] = counts.get(ban.time_ns, 0) + 1
+        counted[ban.label] = counted.get(ban.label, 0) + 1
+    return counted
+
+
+def _apply(store: Store, path: Path, identity: tuple[int, int, int], ban: Ban) -> bool:
+    if ban.soft:
+        return soft_purge(store, path)
+    try:
+        # A response published there since the header was read came after the ban.
+        if identity_of(os.stat(path)) != identity:
+            return False
+    except OSError:
+        return False
+    store.remove(path)
+    return True
+
+
+def _finish(store: Store, progress: Pass) -> None:
+    """Drop the bans the pass started with; settle their records on the status page."""
+    started = set(progress.bans)
+    done = [ban for ban in store.bans.read() if ban.time_ns in started]
+    store.bans.drop(done)
+    recent = RecentPurges(store.state)
+    for ban in done:
+        count = progress.counts.get(ban.time_ns, 0)
+        recent.settle(ban.time, ban.kind, count)
+        log.info("ban %s %r done: %d stored responses", ban.label, ban.value, count)
+
+
+def _load(path: Path) -> Pass | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Pass([int(t) for t in data["bans"]], int(data["next"]),
+                    {int(k): int(v) for k, v in data["counts"].items()})  # fmt: skip
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("starting the lurker's pass again: %s unreadable (%s)", path, exc)
+        return None
+
+
+def _save(path: Path, progress: Pass) -> None:
+    tmp = path.with_name(f"{TMP_PREFIX}lurker.{os.getpid()}")
+    text = json.dumps({"bans": progress.bans, "next": progress.next,
+                       "counts": {str(k): v for k, v in progress.counts.items()}})  # fmt: skip
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
