@@ -137,14 +137,14 @@ def ban_list(generation: int, bans: Sequence[Ban]) -> BanList:
 
 class Bans:
     """The ban list of one cache folder's ``state``, for one process (a worker, the CLI).
-    Opens nothing until used: create it before the fork if you like, it maps after."""
+    Opens nothing until used."""
 
     def __init__(self, state: Path) -> None:
         self.path = state / "bans"
         self.gen_path = state / "bans.gen"
         self._lock_path = state / "bans.lock"
+        # A shared map: one carried across a fork still shows the same file.
         self._map: mmap.mmap | None = None
-        self._pid = 0
         self._current = BanList(-1)
         self._reload = threading.Lock()
 
@@ -154,7 +154,7 @@ class Bans:
         """The shared generation counter: a read of mapped memory (-1 if it cannot be
         mapped, which makes every memo untrusted and every lookup reload)."""
         mapped = self._map
-        if mapped is None or self._pid != os.getpid():
+        if mapped is None:
             mapped = self._open_map()
             if mapped is None:
                 return -1
@@ -205,7 +205,7 @@ class Bans:
             return None
         finally:
             os.close(fd)
-        self._map, self._pid = mapped, os.getpid()  # a map carried across fork is remade
+        self._map = mapped
         return mapped
 
     # ---- writing (purges, the lurker) ---------------------------------------------------
@@ -244,8 +244,7 @@ class Bans:
                         preserve_lock_file=True)  # fmt: skip
 
     def _bump(self) -> None:
-        mapped = self._map if self._pid == os.getpid() else None
-        mapped = mapped or self._open_map()
+        mapped = self._map or self._open_map()
         if mapped is None:
             raise OSError(f"cannot map {self.gen_path}")
         _GEN.pack_into(mapped, 0, _GEN.unpack_from(mapped)[0] + 1)

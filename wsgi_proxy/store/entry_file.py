@@ -188,10 +188,11 @@ class EntryWriter:
             self.tmp.unlink()
 
 
-def read_header(file: BinaryIO) -> tuple[dict[str, Any], int, bytes]:
+def read_header(file: BinaryIO, *, remember: bool = True) -> tuple[dict[str, Any], int, bytes]:
     """The header block of the entry ``file`` is open on (read from its start), where the
     body begins, and the body bytes that came with the read. The returned dict is shared
-    by every reader: never mutate it."""
+    by every reader: never mutate it. ``remember=False`` (a walk of the whole folder)
+    parses without the memo, leaving the hot headers in it."""
     first = file.read(_FIRST_READ)
     if len(first) < _PREFIX.size:
         raise CorruptEntry("short prefix")
@@ -199,7 +200,8 @@ def read_header(file: BinaryIO) -> tuple[dict[str, Any], int, bytes]:
     end = _PREFIX.size + length
     if len(first) < end:
         first += file.read(end - len(first))
-    return _decode_header(first[:end]), end, first[end:]
+    decode = _decode_header if remember else _decode_header.__wrapped__
+    return decode(first[:end]), end, first[end:]
 
 
 @functools.lru_cache(maxsize=_MEMO_SIZE)

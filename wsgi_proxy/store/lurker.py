@@ -100,7 +100,7 @@ def _lurk_folder(store: Store, folder: Path, counts: dict[int, int]) -> dict[str
             identity = identity_of(os.stat(path))
         except OSError:
             continue
-        meta = read_meta(path)
+        meta = read_meta(path, remember=False)  # the worker's memo keeps its hot headers
         if meta is None or meta.get("kind") != "response":
             continue
         ban = bans.verdict(meta)

@@ -231,11 +231,12 @@ def _purge_file(store: Store, path: Path, *, soft: bool) -> int:
     return 1
 
 
-def read_meta(path: Path) -> dict[str, Any] | None:
-    """The header block of the entry at ``path``, or None if it is gone or damaged."""
+def read_meta(path: Path, *, remember: bool = True) -> dict[str, Any] | None:
+    """The header block of the entry at ``path``, or None if it is gone or damaged
+    (``remember``: entry_file.read_header's)."""
     try:
         with path.open("rb", buffering=0) as file:
-            meta, _, _ = read_header(file)
+            meta, _, _ = read_header(file, remember=remember)
     except (OSError, CorruptEntry, ValueError, KeyError, TypeError):
         return None
     return meta
