@@ -12,6 +12,8 @@ from support.checks import assert_proxy_error, assert_response
 from support.origin import Origin, Recorded, Reply
 from support.proxy import ProxyFactory, ProxyProcess
 
+from wsgi_proxy.store.purge import BANNED
+
 CACHED = (("Cache-Control", "max-age=600"),)
 TOKEN = "purge-token"
 AUTH = [("Authorization", f"Bearer {TOKEN}")]
@@ -215,9 +217,10 @@ def test_purges_by_path_stay_whole_when_the_list_of_sites_is_lost_or_cleared(
     listing.unlink()  # lost while serving: which sites are stored is unknown now
     assert_response(proxy.get(path, [("Host", "c.example")]), cache="MISS")
     assert listing.read_text() == "*\n"
-    purged = proxy.request("PURGE", path, AUTH)  # a scan of the folder
-    assert (purged.status, purged.body) == (200, b"purged 3\n")
-    assert_response(proxy.get(path, [("Host", "a.example")]), cache="MISS")
+    purged = proxy.request("PURGE", path, AUTH)  # a ban: finding the files would scan
+    assert (purged.status, purged.body) == (200, (BANNED + "\n").encode())
+    for host in ("a.example", "b.example", "c.example"):
+        assert_response(proxy.get(path, [("Host", host)]), cache="MISS")
 
     cleared = proxy.request("POST", "/_wsgi_proxy/purge?all=1", AUTH)
     assert cleared.status == 200, cleared.describe()

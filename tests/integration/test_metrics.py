@@ -21,6 +21,8 @@ from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess, proxy_env
 from support.scrapes import AUTH, TOKEN, Scrape, histogram_counts, scrape
 
+from wsgi_proxy.store.purge import BANNED
+
 CACHED = [("Cache-Control", "max-age=600")]
 UNCACHED = [("Cache-Control", "no-store")]
 DURATION = "wsgi_proxy_request_duration_seconds"
@@ -126,20 +128,28 @@ def test_build_info_names_the_versions_running(proxy_factory: ProxyFactory) -> N
 def test_purges_are_counted_apart_from_the_entries_they_remove(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
-    """One purge by prefix that removes two entries is one purge and two entries; one by tag
-    that matches nothing is still a purge, of no entry."""
+    """One purge by prefix that covers three entries is one purge, and three entries once
+    the lurker has removed them (a ban: store/lurker.py); one by tag that matches nothing
+    is still a purge, of no entry."""
     proxy = admin_proxy(proxy_factory)
     paths = [origin.route(f"/pp/{name}", headers=CACHED, body=b"b") for name in "abc"]
     for path in paths:
         assert proxy.get(path).x_cache == "MISS"
     purge = "/_wsgi_proxy/purge"
+    banned = (BANNED + "\n").encode()
     answers = [
         proxy.request("POST", f"{purge}?prefix={origin.prefix}/pp/", AUTH).body,
         proxy.request("POST", f"{purge}?tag=nothing-has-it", AUTH).body,
+    ]
+    assert answers == [banned, banned]
+    found = scraped_when(
+        proxy, lambda s: s.labelled("wsgi_proxy_purged_entries_total", "kind").get("prefix") == 3
+    )
+    answers = [
         proxy.request("POST", f"{purge}?url={paths[0]}", AUTH).body,
         proxy.request("PURGE", paths[1], AUTH).body,
     ]
-    assert answers == [b"purged 3\n", b"purged 0\n", b"purged 0\n", b"purged 0\n"]
+    assert answers == [b"purged 0\n", b"purged 0\n"]  # the lurker removed them
     found = scrape(proxy)
     assert found.labelled("wsgi_proxy_purges_total", "kind") == {
         "prefix": 1.0,
