@@ -121,6 +121,31 @@ def test_the_report_names_the_failed_nodes() -> None:
     assert unlogged.format().splitlines()[-1].startswith("the failed nodes did not get it")
 
 
+def test_the_report_of_a_ban_has_no_count() -> None:
+    """A purge by tag or prefix is a ban on every node (store/bans.py): no count yet; a
+    URL purge may be a ban on one node (its list of sites incomplete), exact on another."""
+    banned = Report(
+        Purge("tag", "t"),
+        (NodeResult("http://a:1", 0, banned=True), NodeResult("http://b:1", None, "refused")),
+        "off",
+    )
+    assert banned.format().splitlines()[:3] == [
+        "banned on 1 of 2 nodes: entries stop being served now; removed in the background",
+        "http://a:1: banned",
+        "http://b:1: failed: refused",
+    ]
+    mixed = Report(
+        Purge("url", "/a"),
+        (NodeResult("http://a:1", 0, banned=True), NodeResult("http://b:1", 2)),
+        "off",
+    )
+    assert mixed.format().splitlines() == [
+        "purged 2 and banned on 2 of 2 nodes",
+        "http://a:1: banned",
+        "http://b:1: purged 2",
+    ]
+
+
 def view(epoch: str = "e1", head: int = 10, first: int = 1) -> LogView:
     return LogView(epoch, head, first)
 

@@ -74,3 +74,21 @@ def test_every_applied_purge_is_recorded(store: Store) -> None:
     purging.apply(store, "http://origin", purging.Purge("url", "no-path"))  # refused: not applied
     shown = [(r.kind, r.value, r.soft, r.purged) for r in RecentPurges(store.state).read()]
     assert shown == [("all", "", False, 0), ("tag", "t", True, 0), ("url", "/a", False, 0)]
+
+
+def test_a_ban_is_pending_until_settled(tmp_path: Path) -> None:
+    """A ban is recorded at once, pending; the lurker sets its count when it is done
+    (store/lurker.py), in place, by its time and kind."""
+    recent = RecentPurges(tmp_path)
+    recent.record(PurgeRecord(1.5, "tag", "t", False, 0, pending=True))
+    recent.record(record(2))
+    recent.settle(1.5, "prefix", 9)  # another kind: not this one
+    assert [(r.kind, r.pending, r.purged) for r in recent.read()] == [
+        ("url", False, 2),
+        ("tag", True, 0),
+    ]
+    recent.settle(1.5, "tag", 7)
+    assert [(r.kind, r.pending, r.purged) for r in recent.read()] == [
+        ("url", False, 2),
+        ("tag", False, 7),
+    ]
