@@ -9,9 +9,9 @@ Files, in ``v1/state`` (docs/cache-format.md):
 - ``bans``: one JSON object a line, oldest first. A ban is appended whole, in one write on
   an ``O_APPEND`` descriptor; the lurker drops the bans it is done with by rewriting the
   file (a temporary file, then ``os.replace``). Both under ``bans.lock`` (never deleted).
-- ``bans.gen``: an 8-byte generation counter, bumped (under the lock) after each append or
-  rewrite. Every process maps it, so reading it costs no syscall: a worker reads the ban
-  file again only when the generation moved.
+- ``bans.gen``: an 8-byte generation counter (native byte order), bumped (under the lock)
+  after each append or rewrite. Every process maps it, so reading it costs no syscall: a
+  worker reads the ban file again only when the generation moved.
 
 Invariants:
 - A ban is in the file, and the generation bumped, before its purge answers: any lookup
@@ -29,7 +29,6 @@ import json
 import logging
 import mmap
 import os
-import struct
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ log = logging.getLogger(__name__)
 
 BanKind = Literal["url", "prefix", "tag", "all"]
 LOCK_TIMEOUT = 10.0
-_GEN = struct.Struct("<Q")
+GEN_SIZE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +142,7 @@ class Bans:
         self.path = state / "bans"
         self.gen_path = state / "bans.gen"
         self._lock_path = state / "bans.lock"
-        # A shared map: one carried across a fork still shows the same file.
-        self._map: mmap.mmap | None = None
+        self._counter: memoryview | None = None  # bans.gen, mapped
         self._current = BanList(-1)
         self._reload = threading.Lock()
 
@@ -153,20 +151,20 @@ class Bans:
     def generation(self) -> int:
         """The shared generation counter: a read of mapped memory (-1 if it cannot be
         mapped, which makes every memo untrusted and every lookup reload)."""
-        mapped = self._map
-        if mapped is None:
-            mapped = self._open_map()
-            if mapped is None:
+        counter = self._counter
+        if counter is None:
+            counter = self._open_counter()
+            if counter is None:
                 return -1
-        value: int = _GEN.unpack_from(mapped)[0]
+        value: int = counter[0]
         return value
 
     def current(self) -> BanList:
         """The bans in force now: the list read at the current generation."""
+        kept, counter = self._current, self._counter
+        if counter is not None and counter[0] == kept.generation:
+            return kept  # the hit path: one read of mapped memory
         generation = self.generation()
-        kept = self._current
-        if generation == kept.generation and generation >= 0:
-            return kept
         with self._reload:
             if self._current.generation != generation or generation < 0:
                 self._current = ban_list(generation, self.read())
@@ -189,24 +187,26 @@ class Bans:
                     log.warning("skipping an unreadable ban in %s: %r", self.path, line[:80])
         return found
 
-    def _open_map(self) -> mmap.mmap | None:
+    def _open_counter(self) -> memoryview | None:
+        """``bans.gen`` mapped (created if missing), as one native unsigned 64-bit int."""
         try:
             fd = os.open(self.gen_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             log.warning("cannot open %s: %s", self.gen_path, exc)
             return None
         try:
-            if os.fstat(fd).st_size < _GEN.size:
+            if os.fstat(fd).st_size < GEN_SIZE:
                 # Never shrinks: another process may have created it and bumped it already.
-                os.ftruncate(fd, _GEN.size)
-            mapped = mmap.mmap(fd, _GEN.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                os.ftruncate(fd, GEN_SIZE)
+            mapped = mmap.mmap(fd, GEN_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except (OSError, ValueError) as exc:
             log.warning("cannot map %s: %s", self.gen_path, exc)
             return None
         finally:
             os.close(fd)
-        self._map = mapped
-        return mapped
+        # Never closed: the process keeps it, and a fork's child shares it (MAP_SHARED).
+        self._counter = memoryview(mapped).cast("Q")
+        return self._counter
 
     # ---- writing (purges, the lurker) ---------------------------------------------------
 
@@ -244,7 +244,7 @@ class Bans:
                         preserve_lock_file=True)  # fmt: skip
 
     def _bump(self) -> None:
-        mapped = self._map or self._open_map()
-        if mapped is None:
+        counter = self._counter or self._open_counter()
+        if counter is None:
             raise OSError(f"cannot map {self.gen_path}")
-        _GEN.pack_into(mapped, 0, _GEN.unpack_from(mapped)[0] + 1)
+        counter[0] += 1  # under the lock: no other writer

@@ -438,9 +438,7 @@ def _ignore(op: str) -> None:
 def _unbanned(hit: Hit, meta: dict[str, Any], bans: BanList) -> Hit | None:
     """``hit`` unless a ban covers it: None (a miss) for a hard ban, marked soft-purged
     for a soft one; the file stays for the lurker, which counts what it removes."""
-    if not bans.bans:
-        return hit
-    ban = bans.verdict(meta)
+    ban = bans.verdict(meta) if bans.bans else None
     if ban is None:
         return hit
     if not ban.soft:
