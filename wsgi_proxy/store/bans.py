@@ -143,6 +143,7 @@ class Bans:
         self.gen_path = state / "bans.gen"
         self._lock_path = state / "bans.lock"
         self._counter: memoryview | None = None  # bans.gen, mapped
+        self._warned = False
         self._current = BanList(-1)
         self._reload = threading.Lock()
 
@@ -192,7 +193,7 @@ class Bans:
         try:
             fd = os.open(self.gen_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            log.warning("cannot open %s: %s", self.gen_path, exc)
+            self._cannot_map(exc)
             return None
         try:
             if os.fstat(fd).st_size < GEN_SIZE:
@@ -200,13 +201,19 @@ class Bans:
                 os.ftruncate(fd, GEN_SIZE)
             mapped = mmap.mmap(fd, GEN_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except (OSError, ValueError) as exc:
-            log.warning("cannot map %s: %s", self.gen_path, exc)
+            self._cannot_map(exc)
             return None
         finally:
             os.close(fd)
         # Never closed: the process keeps it, and a fork's child shares it (MAP_SHARED).
         self._counter = memoryview(mapped).cast("Q")
         return self._counter
+
+    def _cannot_map(self, exc: Exception) -> None:
+        """Said once a process: every lookup tries again (and reads the ban file)."""
+        if not self._warned:
+            log.warning("cannot map %s (%s): every lookup reads the bans", self.gen_path, exc)
+            self._warned = True
 
     # ---- writing (purges, the lurker) ---------------------------------------------------
 
