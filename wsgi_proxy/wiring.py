@@ -48,7 +48,7 @@ def create_app(config: Config | None = None) -> Any:
     metrics = Metrics(config.metrics_dir, lambda: cache_gauges(store, config.max_size))
     metrics.start()
     store.on_error = metrics.count_cache_error
-    Evictor(store, config.max_size, on_evict=metrics.evictions.inc).start()
+    Evictor(store, config.max_size, metrics_dir=config.metrics_dir).start()
     # Several nodes as one cache (WSGI_PROXY_PEERS, WSGI_PROXY_REDIS_URL): purges for every
     # node, and the shared tier; it catches up with the purge log before the first request.
     cluster = Cluster(config, store, metrics)
