@@ -83,6 +83,32 @@ def test_the_manager_is_the_masters_process_restarted_if_it_dies_and_stopped_wit
     assert poll(lambda: not Path(f"/proc/{second}").exists(), 5), "outlived the server"
 
 
+def test_the_manager_ends_when_its_master_is_killed_even_as_it_starts(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """kill -9 of the master, at once and once the manager runs: the manager does not
+    linger (reparented, it would keep the folder's lock from the next server's)."""
+    for wait in (0.0, 2.0):
+        proxy = proxy_factory(ready=wait > 0)
+        if not wait:
+            assert poll(lambda: bool(manager_pids(proxy.pid)), 10)  # noqa: B023
+        time.sleep(wait)
+        managers = manager_pids(proxy.pid)
+        assert managers
+        os.kill(proxy.pid, signal.SIGKILL)
+        proxy.wait_exit(10)
+        for pid in managers:
+            assert poll(lambda: not _alive(pid), 5), f"manager {pid} outlived its master"  # noqa: B023
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_disk_use_stays_within_5_percent_of_the_limit_under_a_stream_of_misses(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:

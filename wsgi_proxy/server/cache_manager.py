@@ -56,7 +56,7 @@ class ManagerProcess:
             if self._stopping.is_set():
                 return
             self.process = subprocess.Popen(  # noqa: S603 - this interpreter, this module
-                [sys.executable, "-m", __name__], stdin=subprocess.DEVNULL
+                [sys.executable, "-m", __name__, str(os.getpid())], stdin=subprocess.DEVNULL
             )
             self.log.info("cache manager started (pid %d)", self.process.pid)
 
@@ -86,8 +86,9 @@ class ManagerProcess:
             process.kill()
 
 
-def main() -> int:
-    """The manager's process: rounds every ``STEP`` until told to stop or orphaned."""
+def main(argv: list[str]) -> int:
+    """The manager's process: rounds every ``STEP`` until told to stop or orphaned.
+    ``argv``: the master's pid."""
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s] [%(process)d] [%(levelname)s] cache manager: %(message)s",
@@ -97,7 +98,9 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    parent = os.getppid()
+    parent = int(argv[0]) if argv else os.getppid()
+    if os.getppid() != parent:
+        return 0  # the master died before this process could start
     try:
         os.nice(NICENESS)
     except OSError as exc:
@@ -137,4 +140,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
