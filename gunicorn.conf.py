@@ -49,6 +49,10 @@ on_starting = _settings["on_starting"]
 on_reload = _settings["on_reload"]
 # The master forgets a dead worker's thread-pool gauges.
 child_exit = _settings["child_exit"]
+# Starts the cache manager process, which keeps the cache under WSGI_PROXY_MAX_SIZE.
+when_ready = _settings["when_ready"]
+# Stops it.
+on_exit = _settings["on_exit"]
 # stdout (the journal under systemd); none with WSGI_PROXY_LOG_FORMAT=off.
 accesslog = _settings["accesslog"]
 # Combined format with the cache status, the origin's time and Cache-Status.

@@ -26,8 +26,8 @@ setting, or no cache at the folder given; 3 a URL purge that matched nothing sto
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -198,13 +198,31 @@ def clear_cache() -> int:
     if opened is None:
         return 2
     config, store, _record = opened
+    from wsgi_proxy.store.eviction import manager_lock  # noqa: PLC0415
+    from wsgi_proxy.store.fetch_locks import try_acquire  # noqa: PLC0415
+
     try:
-        store.clear()
+        trash = store.clear()
     except OSError as exc:
         print(f"caching-proxy: error: cannot clear {config.cache_dir}: {exc}", file=sys.stderr)
         return 1
-    print(f"cleared {config.cache_dir}")
+    lock = manager_lock(store)
+    if try_acquire(lock, 0):
+        # No cache manager runs to delete the old files: a process of their own does,
+        # in the background (a server started meanwhile counts them until they are gone).
+        lock.release()
+        subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
+            [sys.executable, "-c", _SWEEP, str(trash)],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    print(f"cleared {config.cache_dir}: the old files are deleted in the background")
     return 0
+
+
+_SWEEP = "import os, shutil, sys; os.nice(10); shutil.rmtree(sys.argv[1], ignore_errors=True)"
 
 
 def _purge_parser() -> argparse.ArgumentParser:
@@ -259,10 +277,6 @@ def purge(args: list[str]) -> int:
         print(report.format())
         return 1 if report.failed else 0
     results = [purging.apply(store, origin, order) for origin in origins]
-    # What was removed counts out of the shared totals now (the server's cache_bytes and
-    # cache_files), not at the next scan: this process has no evictor to fold it in.
-    with contextlib.suppress(OSError, TimeoutError):
-        store.usage.flush()
     if any(result.banned for result in results):
         # A ban cannot know its count at once: the lurker counts as it removes (operations.md).
         print(purging.BANNED)
@@ -330,27 +344,42 @@ def stats(args: list[str]) -> int:
 
 
 def stats_lines(config: Config, store: Store, record: ServerRecord | None) -> list[str]:
-    """The figures of ``stats``, each ``NAME=VALUE  # what it is``."""
+    """The figures of ``stats``, each ``NAME=VALUE  # what it is``: the cache manager's
+    (store/manager.py), with what the journal recorded since; nothing is scanned."""
     import time  # noqa: PLC0415
 
-    from wsgi_proxy.store.eviction import cache_gauges, scan_objects  # noqa: PLC0415
+    from wsgi_proxy.store.eviction import manager_lock  # noqa: PLC0415
+    from wsgi_proxy.store.fetch_locks import try_acquire  # noqa: PLC0415
+    from wsgi_proxy.store.manager import Usage, current_usage, read_state  # noqa: PLC0415
 
-    scan = scan_objects(store.objects, time.time())
+    state = read_state(store)
+    usage = current_usage(store, state) if state else Usage(0, 0, 0, 0)
     limit = record.max_size if record else config.max_size
     source = "as the server was started" if record else "from this environment: no record"
-    counted = next(int(v) for n, _d, v in cache_gauges(store, limit) if n.endswith("cache_bytes"))
-    share = f"{100 * counted / limit:.1f} % of the limit" if limit else "no limit"
+    share = f"{100 * usage.total / limit:.1f} % of the limit" if limit else "no limit"
     origins = ", ".join(record.origins) if record else config.origin.url
+    lock = manager_lock(store)
+    running = not try_acquire(lock, 0)
+    if not running:
+        lock.release()
+    if state is None:
+        counted = "never counted: no cache manager has run on this folder"
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(state["updated"])))
+        counted = (f"the cache manager (pid {state['pid']}) counts" if running
+                   else f"as the cache manager counted at {when}; it does not run now")  # fmt: skip
     return [
         f"cache_dir={config.cache_dir}  # the cache folder read",
         f"origins={origins}  # the origins its entries were stored for",
-        f"files={scan.entries}  # responses stored (each Vary variant counts), counted now",
-        f"bytes={scan.total}  # their size on disk, headers included ({_size(scan.total)}), "
-        "counted now",
+        f"files={usage.files}  # responses and markers stored (each Vary variant counts), "
+        f"{counted}",
+        f"bytes={usage.total}  # disk use as du counts it ({_size(usage.total)}, {share}): "
+        "the entries, their folders, the state and lock files",
+        f"trash_bytes={usage.trash}  # of that, a cleared cache not yet deleted "
+        f"({_size(usage.trash)})",
         f"limit_bytes={limit}  # {PREFIX}MAX_SIZE, {source} ({_size(limit)})",
-        f"counter_bytes={counted}  # the workers' running total, which eviction keeps under "
-        f"the limit ({_size(counted)}, {share}); each worker adds its writes twice a "
-        "second, and a scan every 5 minutes sets it to what is on disk",
+        f"evicted={int(state['evicted']) if state else 0}  # files evicted to keep the limit "
+        "since the cache manager started",
     ]
 
 

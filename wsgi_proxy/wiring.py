@@ -51,7 +51,7 @@ def create_app(config: Config | None = None) -> Any:
     from wsgi_proxy.store.lurker import lurk  # noqa: PLC0415
 
     # The ban lurker runs in the evictor's thread, one worker at a time (store/lurker.py).
-    Evictor(store, config.max_size, on_evict=metrics.evictions.inc,
+    Evictor(store, config.max_size, metrics_dir=config.metrics_dir,
             lurk=lambda: lurk(store, metrics.count_purged)).start()  # fmt: skip
     # Several nodes as one cache (WSGI_PROXY_PEERS, WSGI_PROXY_REDIS_URL): purges for every
     # node, and the shared tier; it catches up with the purge log before the first request.

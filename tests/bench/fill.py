@@ -51,7 +51,7 @@ def fill(
         writer.write(i.to_bytes(8, "big") + base[8:])  # a different body for each
         if not writer.commit():
             raise SystemExit(f"could not publish {target} in {cache_dir}")
-    store.usage.flush()  # the shared byte count, as a worker's evictor would fold it in
+    # The cache manager counts what was written from the journal (store/journal.py).
     return time.perf_counter() - start
 
 

@@ -171,10 +171,9 @@ def files_metric_is(proxy: ProxyProcess, expected: int) -> Scrape:
 
 def workers_settled(proxy: ProxyProcess, workers: int = 2) -> None:
     """Wait until every worker has built its app (its pool reported in status.json; each
-    request on a new connection, which the kernel hands to either worker) and its evictor's
-    first scan is over (one pass interval, 0.5 s, after the build). That scan sets the
-    counter to what is on disk: a file published while it runs can be counted twice until
-    the next scan (docs/monitoring.md), which this test is not about."""
+    request on a new connection, which the kernel hands to either worker) and the cache
+    manager's first scan is over. A file published while that scan runs can be counted
+    twice until the next scan (docs/monitoring.md), which this test is not about."""
 
     def started() -> bool:
         reply = proxy.get("/_wsgi_proxy/status.json", AUTH)
@@ -236,37 +235,36 @@ def test_cache_files_follows_fill_purge_clear_and_restart(
     files_metric_is(again, 1)
 
 
-def usage_counter(cache_dir: Path) -> tuple[int, int]:
-    """The shared totals the metrics read (bytes, files): v1/state/usage."""
-    stored, files = (cache_dir / "v1" / "state" / "usage").read_text().split()
-    return int(stored), int(files)
-
-
-def test_a_command_line_purge_counts_out_what_it_removed(
+def test_a_command_line_purge_on_a_stopped_servers_folder_is_counted(
     proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
-    """``caching-proxy purge`` runs in a process with no evictor to fold its removals into
-    the shared totals: it does so itself, so the server's ``wsgi_proxy_cache_files`` and
-    ``wsgi_proxy_cache_bytes`` do not wait for the next scan (five minutes). Checked on
-    the folder of a stopped server, where no scan can run meanwhile."""
+    """``caching-proxy purge`` on the folder of a stopped server records what it removed in
+    the journal: ``stats`` counts it at once (the manager's last figures and the journal
+    since), and so does the server's cache manager when it starts again."""
     proxy = admin_proxy(proxy_factory)
     paths = [origin.route(f"/cli-files/{i}", headers=CACHED, body=b"c" * 500) for i in range(3)]
     for path in paths:
         assert proxy.get(path).x_cache == "MISS"
     files_metric_is(proxy, 3)
     proxy.stop()
-    stored, files = usage_counter(proxy.cache_dir)
-    assert files == 3
+    env = proxy_env(origin.url, proxy.cache_dir)
     purged = subprocess.run(
         [sys.executable, "-m", "wsgi_proxy", "purge", paths[0]],
-        env=proxy_env(origin.url, proxy.cache_dir),
+        env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert (purged.returncode, purged.stdout) == (0, "purged 1\n"), purged.stderr
-    after = usage_counter(proxy.cache_dir)
-    assert after[1] == 2 and after[0] < stored, (stored, files, after)
+    stats = subprocess.run(
+        [sys.executable, "-m", "wsgi_proxy", "stats"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "files=2  #" in stats.stdout, stats.stdout
+    files_metric_is(admin_proxy(proxy_factory), 2)
 
 
 def test_cache_files_is_right_after_an_eviction(

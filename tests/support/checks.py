@@ -46,12 +46,12 @@ def assert_proxy_error(reply: Response, status: int) -> None:
 
 
 def cache_bytes(folder: Path) -> int:
-    """Total size of the regular files under `folder` (files vanishing meanwhile skipped)."""
+    """Disk use under `folder` as ``du -s -B1`` counts it: the allocated blocks of every
+    file and folder, `folder` itself included (files vanishing meanwhile skipped)."""
     total = 0
-    for path in folder.rglob("*"):
+    for path in [folder, *folder.rglob("*")]:
         try:
-            if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
+            total += path.lstat().st_blocks * 512
         except FileNotFoundError:
             continue
     return total

@@ -78,13 +78,30 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def children_of(pid: int) -> list[int]:
-    """PIDs of the live children of `pid`, from /proc/<pid>/task/*/children."""
+MANAGER_MODULE = "wsgi_proxy.server.cache_manager"
+
+
+def children_of(pid: int, *, managers: bool = False) -> list[int]:
+    """PIDs of the live children of `pid`, from /proc/<pid>/task/*/children: a gunicorn
+    master's workers, and its cache manager process only with `managers`."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with suppress(OSError):
             found += [int(child) for child in (task / "children").read_text().split()]
-    return sorted(set(found))
+    return sorted(child for child in set(found) if managers or not is_manager(child))
+
+
+def is_manager(pid: int) -> bool:
+    """Is `pid` a cache manager process (server/cache_manager.py)?"""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return MANAGER_MODULE.encode() in command
+
+
+def manager_pids(master: int) -> list[int]:
+    return [pid for pid in children_of(master, managers=True) if is_manager(pid)]
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -194,12 +211,12 @@ class ProxyProcess:
         return client.request(self.port, "GET", target, headers, None, timeout)
 
     def stop(self) -> None:
-        """SIGTERM, wait up to STOP_GRACE s, SIGKILL; then SIGKILL surviving workers."""
+        """SIGTERM, wait up to STOP_GRACE s, SIGKILL; then SIGKILL surviving workers (and
+        cache manager)."""
         if self.process.poll() is None:
             with suppress(OSError):
-                self._workers.update(
-                    {pid: s for pid in children_of(self.pid) if (s := _start_time(pid))}
-                )
+                children = children_of(self.pid, managers=True)
+                self._workers.update({pid: s for pid in children if (s := _start_time(pid))})
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=STOP_GRACE)

@@ -55,6 +55,8 @@ POOL_COUNTERS = (
 CACHE_OPS = ("read", "write")
 # The file in the metrics folder that counts the workers that exited (count_worker_exit).
 WORKER_EXITS = "worker_exits"
+# The file in the metrics folder the cache manager counts its evictions in (store/manager.py).
+EVICTIONS = "evictions"
 # The versions wsgi_proxy_build_info names: label, then the distribution (None: Python).
 BUILD_LABELS = (
     ("version", "wsgi_proxy"),
@@ -101,6 +103,13 @@ def count_worker_exit(folder: Path) -> None:
     os.replace(tmp, path)
 
 
+def _count_in(path: Path) -> float:
+    try:
+        return float(path.read_text() or 0)
+    except (OSError, ValueError):
+        return 0.0
+
+
 def reset_metrics_dir(folder: Path) -> None:
     """Empty the folder at server start: files of processes from an earlier run would
     otherwise be summed in forever."""
@@ -138,7 +147,6 @@ class Metrics:
         self.bytes = Counter(
             "wsgi_proxy_body_bytes", "Body bytes sent to clients, by source", ["source"]
         )
-        self.evictions = Counter("wsgi_proxy_evictions", "Files removed to keep the size limit")
         self.purges = Counter("wsgi_proxy_purges", "Purge operations applied, by kind", ["kind"])
         self.purged_entries = Counter(
             "wsgi_proxy_purged_entries",
@@ -317,6 +325,11 @@ class _ScrapeCollector:
             exits = 0.0
         yield CounterMetricFamily(
             "wsgi_proxy_worker_exits", "Worker processes that exited (the master counts)", exits
+        )
+        yield CounterMetricFamily(
+            "wsgi_proxy_evictions",
+            "Files removed to keep the size limit (the cache manager counts)",
+            _count_in(self.folder / EVICTIONS),
         )
         info = GaugeMetricFamily(
             "wsgi_proxy_build_info", "The versions running, as labels", labels=list(self.build)

@@ -52,6 +52,8 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "on_starting": on_starting,
         "on_reload": on_reload,
         "child_exit": child_exit,
+        "when_ready": when_ready,
+        "on_exit": on_exit,
         "accesslog": None if server.log_format == "off" else "-",
         "access_log_format": ACCESS_LOG_FORMAT,
         "logger_class": JsonLinesLogger if server.log_format == "json" else TextLogger,
@@ -111,6 +113,27 @@ def on_reload(server: Any) -> None:
     where a socket per worker cannot work (tuning/gunicorn_sockets.py)."""
     if tuning.is_tuned("gunicorn"):
         shared_socket_where_needed(server)
+
+
+# The master's cache manager process (server/cache_manager.py), once started.
+_manager: list[Any] = []
+
+
+def when_ready(server: Any) -> None:
+    """In the master, before it forks the first worker: start the cache manager's process,
+    which keeps the cache folder under its limit outside the workers."""
+    from wsgi_proxy.server.cache_manager import ManagerProcess  # noqa: PLC0415
+
+    if not _manager:
+        manager = ManagerProcess(server.log)
+        manager.start()
+        _manager.append(manager)
+
+
+def on_exit(server: Any) -> None:
+    """In the master, as it exits: stop the cache manager."""
+    for manager in _manager:
+        manager.stop()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -12,19 +12,18 @@ Invariants:
 - Lock files are a bounded set and are never deleted: unlinking a held lock file would break
   mutual exclusion.
 - Every disk error is contained here: the cache degrades to pass-through, never to an error
-  for the client. A write refused for want of room (``ENOSPC``, ``EDQUOT``) raises
-  ``disk_full``: the worker's evictor then makes room as if the size limit were reached.
+  for the client. A disk that fills before the size limit is the cache manager's to see
+  (manager.py): it keeps some of the disk free.
+- What the store adds to the folder and removes from it is appended to the journal
+  (journal.py), from which the cache manager counts the folder's disk use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import secrets
-import shutil
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -34,12 +33,14 @@ from wsgi_proxy.core import keys
 from wsgi_proxy.core.errors import ConfigError
 from wsgi_proxy.core.headers import Headers
 from wsgi_proxy.core.model import Entry
+from wsgi_proxy.store import journal
 from wsgi_proxy.store.bans import BanList, Bans
 from wsgi_proxy.store.entry_file import (
     TMP_PREFIX,
     CorruptEntry,
     EntryWriter,
     Published,
+    disk_bytes,
     entry_of,
     keeps_fine_timestamps,
     meta_of,
@@ -54,6 +55,9 @@ from wsgi_proxy.store.site_list import SiteList
 from wsgi_proxy.store.usage import UsageCounter
 
 log = logging.getLogger(__name__)
+
+# A cleared objects folder, renamed, until the cache manager has deleted it.
+TRASH_PREFIX = "trash."
 
 # A hit refreshes the file's mtime (the LRU clock) at most this often, to spare a syscall
 # (the default of WSGI_PROXY_TOUCH_INTERVAL).
@@ -87,8 +91,6 @@ class Store:
         self.usage = UsageCounter(self.state)
         self.sites = SiteList(self.state)
         self.bans = Bans(self.state)  # purges by prefix and tag, applied at lookup (bans.py)
-        # Set by a write that found the disk full; the evictor (eviction.py) clears it.
-        self.disk_full = threading.Event()
         # Told of each failed read or write ("read", "write"): the metrics (wiring.py).
         self.on_error: Callable[[str], None] = _ignore
         self._objects = str(self.objects)
@@ -124,11 +126,8 @@ class Store:
         self.open_files = OpenFiles(self.touch_interval, max_files=0)  # let go of any held
 
     def note_write_error(self, exc: OSError) -> None:
-        """A write to the cache failed (the caller logs it and passes through); when for
-        want of room, ``disk_full`` asks the evictor to make some."""
+        """A write to the cache failed (the caller logs it and passes through)."""
         self.on_error("write")
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            self.disk_full.set()
 
     def primary_path(self, primary: str) -> Path:
         return Path(self._primary_location(primary))
@@ -311,9 +310,15 @@ class Store:
             return None
 
     def record(self, published: Published) -> None:
-        """Account for an entry just published: the folder's size, then its markers."""
-        self.usage.add(published.added, 0 if published.replaced else 1)
+        """Account for an entry just published (the journal), then keep its markers."""
+        rel = self._relative(published.path)
+        if published.folder_bytes:
+            journal.note_added(self.state, os.path.dirname(rel) + "/", published.folder_bytes, -1)
+        journal.note_added(self.state, rel, published.disk_bytes, published.replaced_bytes)
         self.after_publish(published.path, published.meta)
+
+    def _relative(self, path: Path | str) -> str:
+        return os.path.relpath(path, self._objects)
 
     def after_publish(self, path: Path, entry_meta: dict[str, Any]) -> None:
         """Keep the folder consistent after ``path`` was published: a Vary marker for a
@@ -369,18 +374,19 @@ class Store:
         if variants.is_dir():
             self._remove_tree(variants)
 
-    def clear(self) -> None:
+    def clear(self) -> Path:
         """Empty the cache while workers serve: the objects folder is swapped for an empty
         one in one rename; open files stay readable; in-flight writes fail to publish. The
         list of sites starts anew first: a response published meanwhile is either listed
-        anew or swept away with the old folder (site_list.py)."""
+        anew or swept away with the old folder (site_list.py). The old folder, returned, is
+        the cache manager's to delete (manager.py), in the background."""
         self.prepare()
         self.sites.reset()
-        trash = self.root / f"trash.{secrets.token_hex(6)}"
-        os.rename(self.objects, trash)
+        trash = self.root / f"{TRASH_PREFIX}{secrets.token_hex(6)}"
+        journal.note_cleared(self.state)  # before the swap: what is published meanwhile
+        os.rename(self.objects, trash)  # counts, and too much is never too little
         self.objects.mkdir(mode=0o700)
-        shutil.rmtree(trash, ignore_errors=True)
-        self.usage.reset(0, 0)
+        return trash
 
     def remove_if_same(self, hit: Hit) -> None:
         """Remove ``hit``'s file unless another entry was published there since."""
@@ -389,22 +395,24 @@ class Store:
                 self.remove(Path(hit.location))
 
     def remove(self, path: Path) -> None:
-        """Remove the file at ``path``, if there, and count its bytes out of the usage."""
+        """Remove the file at ``path``, if there, and record it in the journal."""
         try:
-            size = path.stat().st_size
+            size = disk_bytes(path.stat())
             path.unlink()
         except FileNotFoundError:
             return
         except OSError as exc:
             log.warning("cannot remove %s: %s", path, exc)
             return
-        self.usage.add(-size, -1)
+        journal.note_removed(self.state, self._relative(path), size)
 
     def _remove_tree(self, folder: Path) -> None:
         with contextlib.suppress(OSError):
             for item in os.scandir(folder):
                 self.remove(Path(item.path))
+            size = disk_bytes(folder.stat())
             folder.rmdir()
+            journal.note_removed(self.state, self._relative(folder) + "/", size)
 
     # ---- locks --------------------------------------------------------------------------
 

@@ -58,8 +58,9 @@ class Published:
 
     path: Path
     meta: dict[str, Any]
-    added: int  # bytes the folder grew by: the new file's size less the one it replaced
-    replaced: bool  # a file was there before (the folder holds no more files than before)
+    disk_bytes: int  # the new file's, as du counts them (allocated blocks)
+    replaced_bytes: int  # those of the file it replaced; -1 when there was none
+    folder_bytes: int  # those of the folder made for it (a variants folder); else 0
 
 
 class EntryWriter:
@@ -80,7 +81,7 @@ class EntryWriter:
         self.failed = False
         self.error: OSError | None = None  # the disk write that failed, if one did
         self.coarse_mtime: OSError | None = None  # why the nanosecond mtime was refused
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder_bytes = _make_folder(path.parent)
         self.tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}.{secrets.token_hex(6)}"
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.header_size = len(self._header(0, 0))
@@ -160,16 +161,16 @@ class EntryWriter:
     def publish(self) -> Published | None:
         """Put the sealed entry in place (``os.replace``): what was published, or None."""
         try:
+            added = disk_bytes(os.stat(self.tmp))
             try:
-                replaced: int | None = self.path.stat().st_size
+                replaced = disk_bytes(self.path.stat())
             except FileNotFoundError:
-                replaced = None
+                replaced = -1
             os.replace(self.tmp, self.path)
         except OSError as exc:
             self.drop(exc)
             return None
-        added = self.header_size + self.length - (replaced or 0)
-        return Published(self.path, self.meta, added, replaced is not None)
+        return Published(self.path, self.meta, added, replaced, self.folder_bytes)
 
     def drop(self, exc: OSError) -> bool:
         """Drop the entry because the disk refused it (logged; kept in ``error``)."""
@@ -186,6 +187,57 @@ class EntryWriter:
             self.fd = -1
         with contextlib.suppress(OSError):
             self.tmp.unlink()
+
+
+# A temporary file older than this is a dead writer's whatever its name says.
+STALE_TMP_AGE = 6 * 3600.0
+
+
+def is_dead_tmp(name: str, mtime: float, now: float) -> bool:
+    """Is the temporary file ``name`` (``.tmp.<pid>.<token>``) a dead writer's: its process
+    gone (or a zombie), or the file older than ``STALE_TMP_AGE``?"""
+    if now - mtime > STALE_TMP_AGE:
+        return True
+    try:
+        pid = int(name[len(TMP_PREFIX) :].split(".", maxsplit=1)[0])
+    except ValueError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    # A killed writer may linger as a zombie where nobody reaps it: state Z is dead too.
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def disk_bytes(stat: os.stat_result) -> int:
+    """What ``du`` counts for a file or folder: its allocated blocks."""
+    return stat.st_blocks * 512
+
+
+def _make_folder(folder: Path) -> int:
+    """Make ``folder`` if missing, and its parents: the disk bytes of the folders it made."""
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        return 0
+    except FileNotFoundError:
+        made = _make_folder(folder.parent)
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            return made
+        return made + _size_of(folder)
+    return _size_of(folder)
+
+
+def _size_of(folder: Path) -> int:
+    try:
+        return disk_bytes(os.stat(folder))
+    except OSError:
+        return 0
 
 
 def read_header(file: BinaryIO, *, remember: bool = True) -> tuple[dict[str, Any], int, bytes]:

@@ -9,9 +9,9 @@ were in the list when it started are dropped from the file: every file published
 them has been reached.
 
 Invariants:
-- Runs in one process at a time (today the evictor's, under ``state/evict.lock``): its
-  progress (``state/lurker``, replaced whole) is shared, so a step continues the pass
-  whichever worker takes it.
+- Runs in one process at a time (today a worker's evictor thread, under
+  ``state/lurker.lock``): its progress (``state/lurker``, replaced whole) is shared, so a
+  step continues the pass whichever worker takes it.
 - With no ban in the list it reads nothing but the mapped generation counter.
 - Counts are truthful as far as the lurker can tell: each file it removes or marks is
   counted once, for the (oldest hard, else oldest soft) ban that covered it, in the

@@ -186,5 +186,4 @@ def test_the_lurker_removes_marks_counts_and_drops(store: Store) -> None:
         totals[label] = totals.get(label, 0) + n
     assert totals == {"tag": 5, "prefix-soft": 1}
     assert recent.read()[0].purged == 5 and not recent.read()[0].pending
-    assert store.usage.flush() > 0  # the removed files counted out, the rest still in
     assert not (store.state / "lurker").exists()

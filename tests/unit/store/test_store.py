@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import time
 import zlib
 from dataclasses import replace
@@ -14,7 +12,6 @@ import pytest
 
 from wsgi_proxy.core.model import Entry, ResponseHead
 from wsgi_proxy.store.cache import Store
-from wsgi_proxy.store.eviction import Evictor, scan_objects
 from wsgi_proxy.store.hits import CheckedBodies, Hit, PassMarker
 
 KEY = "GET http://o/x"
@@ -149,52 +146,6 @@ def test_a_small_body_comes_with_the_header_read(store: Store) -> None:
         assert found.read(1, 4) == b"mal"
 
 
-def test_eviction_removes_least_recently_used_and_dead_temp_files(store: Store) -> None:
-    for i in range(10):
-        assert put(store, b"x" * 1000, entry(key=f"GET http://o/{i}"))
-        path = store.primary_path(f"GET http://o/{i}")
-        os.utime(path, (NOW - 1000 + i, NOW - 1000 + i))
-    dead = store.objects / "00" / ".tmp.999999999.dead"
-    dead.parent.mkdir(exist_ok=True)
-    dead.write_bytes(b"y" * 500)
-    total = Evictor(store, max_size=5000).evict(NOW)
-    assert total <= 5000 * 0.85
-    assert not dead.exists()
-    survivors = {p.name for p in files(store)}
-    newest = store.primary_path("GET http://o/9").name
-    oldest = store.primary_path("GET http://o/0").name
-    assert newest in survivors
-    assert oldest not in survivors
-    assert scan_objects(store.objects, NOW).total == total
-    assert store.usage.read() == total
-
-
-@pytest.mark.parametrize(
-    ("error", "full"),
-    [(errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EACCES, False), (errno.EROFS, False)],
-)
-def test_a_write_refused_for_want_of_room_makes_room_as_if_at_the_limit(
-    store: Store, error: int, full: bool
-) -> None:
-    for i in range(10):  # 10 files far below the limit, the oldest first
-        assert put(store, b"x" * 1000, entry(key=f"GET http://o/{i}"))
-        path = store.primary_path(f"GET http://o/{i}")
-        os.utime(path, (NOW - 1000 + i, NOW - 1000 + i))
-    before = scan_objects(store.objects, NOW).total
-    store.note_write_error(OSError(error, os.strerror(error)))
-    assert store.disk_full.is_set() is full
-
-    Evictor(store, max_size=10**9).tick(NOW)
-
-    after = scan_objects(store.objects, NOW).total
-    survivors = {p.name for p in files(store)}
-    assert (after <= before * 0.85) is full
-    assert (store.primary_path("GET http://o/0").name not in survivors) is full
-    assert store.primary_path("GET http://o/9").name in survivors
-    assert not store.disk_full.is_set()
-    assert store.usage.read() == after
-
-
 def early_hit(body: bytes, inode: int) -> Hit:
     """A hit whose whole body came with its header (no file open)."""
     head = ResponseHead(200, "OK", ())
@@ -217,39 +168,3 @@ def test_checked_bodies_remember_matches_only_and_start_again_when_full() -> Non
     without_body = replace(early_hit(b"long body", 4), early=b"long")
     with pytest.raises(OSError, match="not open"):
         checked.check(without_body)
-
-
-def test_the_usage_counter_counts_the_files_the_scan_would(store: Store) -> None:
-    """Published where none was, replaced, a variant and its marker, removed, cleared: the
-    counter's files are always the scan's, once flushed."""
-
-    def counted() -> tuple[int, int]:
-        store.usage.flush()
-        return store.usage.read_both()
-
-    def scanned() -> tuple[int, int]:
-        scan = scan_objects(store.objects, NOW)
-        return scan.total, scan.entries
-
-    assert counted() == scanned() == (0, 0)
-    for i in range(3):
-        assert put(store, b"x" * 100, entry(key=f"GET http://o/{i}"))
-    assert counted() == scanned() and counted()[1] == 3
-    assert put(store, b"y" * 50, entry(key="GET http://o/0"))  # replaced: no new file
-    assert counted() == scanned() and counted()[1] == 3
-    assert put(store, b"v", entry(vary=(("accept", "a"),), key="GET http://o/v"))
-    assert counted() == scanned() and counted()[1] == 5  # the variant and its Vary marker
-    store.invalidate("GET http://o/v")
-    store.remove(store.primary_path("GET http://o/1"))
-    assert counted() == scanned() and counted()[1] == 2
-    store.clear()
-    assert counted() == scanned() == (0, 0)
-
-
-def test_a_usage_file_of_bytes_alone_reads_as_no_files(store: Store) -> None:
-    """The format before the files were counted: the next scan sets both."""
-    store.usage.path.write_text("1234")
-    assert store.usage.read_both() == (1234, 0)
-    assert put(store, b"x", entry())
-    Evictor(store, max_size=10**9).evict(NOW)
-    assert store.usage.read_both() == (scan_objects(store.objects, NOW).total, 1)

@@ -1,0 +1,246 @@
+"""The cache manager (store/manager.py, server/cache_manager.py): a process of the gunicorn
+master that keeps the cache folder's disk use, as du counts it, under WSGI_PROXY_MAX_SIZE,
+outside the request workers. Real gunicorn with two workers, a real origin, the folder
+measured as du measures it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from support import client
+from support.checks import cache_breakdown, cache_bytes, poll
+from support.origin import Origin
+from support.proxy import ProxyFactory, ProxyProcess, manager_pids, proxy_env
+
+CACHED = [("Cache-Control", "max-age=600")]
+BODY = b"m" * 6000  # two 4 KiB blocks with its header
+# The folders alone take up to 1 MiB (256 first-level folders of 4 KiB): limits well above.
+LIMIT = 8_000_000
+
+
+def routes(origin: Origin, name: str, count: int) -> list[str]:
+    return [origin.route(f"/{name}/{i}", headers=CACHED, body=BODY) for i in range(count)]
+
+
+@contextmanager
+def misses(proxy: ProxyProcess, paths: list[str], threads: int = 6) -> Iterator[list[int]]:
+    """Clients asking for `paths` (each once, in turn) until the block ends: misses at the
+    speed the proxy and the origin allow. Yields the count of answers so far."""
+    done = [0]
+    stop = threading.Event()
+    lock = threading.Lock()
+    cursor = iter(paths)
+
+    def run() -> None:
+        while not stop.is_set():
+            with lock:
+                path = next(cursor, None)
+            if path is None:
+                return
+            assert client.request(proxy.port, "GET", path).status == 200
+            with lock:
+                done[0] += 1
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+
+
+def du_samples(proxy: ProxyProcess, seconds: float, interval: float = 0.2) -> list[int]:
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples.append(cache_bytes(proxy.cache_dir))
+        time.sleep(interval)
+    return samples
+
+
+def test_the_manager_is_the_masters_process_restarted_if_it_dies_and_stopped_with_it(
+    proxy_factory: ProxyFactory,
+) -> None:
+    proxy = proxy_factory()
+    assert poll(lambda: len(manager_pids(proxy.pid)) == 1, 10)
+    (first,) = manager_pids(proxy.pid)
+    os.kill(first, signal.SIGKILL)
+    assert poll(lambda: manager_pids(proxy.pid) not in ([], [first]), 10), "not restarted"
+    (second,) = manager_pids(proxy.pid)
+    assert "cache manager" in proxy.stderr(80)
+    proxy.stop()
+    assert poll(lambda: not Path(f"/proc/{second}").exists(), 5), "outlived the server"
+
+
+def test_the_manager_ends_when_its_master_is_killed_even_as_it_starts(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """kill -9 of the master, at once and once the manager runs: the manager does not
+    linger (reparented, it would keep the folder's lock from the next server's)."""
+    for wait in (0.0, 2.0):
+        proxy = proxy_factory(ready=wait > 0)
+        if not wait:
+            assert poll(lambda: bool(manager_pids(proxy.pid)), 10)  # noqa: B023
+        time.sleep(wait)
+        managers = manager_pids(proxy.pid)
+        assert managers
+        os.kill(proxy.pid, signal.SIGKILL)
+        proxy.wait_exit(10)
+        for pid in managers:
+            assert poll(lambda: not _alive(pid), 5), f"manager {pid} outlived its master"  # noqa: B023
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_disk_use_stays_within_5_percent_of_the_limit_under_a_stream_of_misses(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """Misses, six at a time, until they wrote three times the limit: du never reads more
+    than 5 % over the limit once the first second has passed."""
+    limit = LIMIT // 2
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(limit)})
+    samples = []
+    with misses(proxy, routes(origin, "stream", 3000)) as done:
+        time.sleep(1.0)
+        deadline = time.monotonic() + 120
+        while done[0] * 8192 < 3 * limit and time.monotonic() < deadline:
+            samples.append(cache_bytes(proxy.cache_dir))
+            time.sleep(0.2)
+        answered = done[0]
+    assert answered * 8192 >= 3 * limit, f"only {answered} misses: the test proves nothing"
+    assert max(samples) <= limit * 1.05, (max(samples), cache_breakdown(proxy.cache_dir))
+    assert min(samples[len(samples) // 2 :]) >= limit * 0.8  # it does not empty the cache
+
+
+def test_a_restart_on_a_folder_over_a_lower_limit_comes_down_within_seconds(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)})
+    paths = routes(origin, "before", 1200)
+    with misses(proxy, paths) as done:
+        assert poll(lambda: done[0] >= 1200, 60)
+    full = cache_bytes(proxy.cache_dir)
+    assert full > LIMIT * 0.6
+    proxy.stop()
+
+    lower = LIMIT * 3 // 8
+    again = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(lower)})
+    with misses(again, routes(origin, "after", 2000)):
+        time.sleep(2.0)
+        samples = du_samples(again, 4.0)
+    assert max(samples) <= lower * 1.05, (samples, cache_breakdown(again.cache_dir))
+
+
+def test_the_workers_do_not_evict_the_manager_does(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """With the manager stopped (SIGSTOP), misses take the folder over the limit: no worker
+    evicts. Let go, it brings the folder back under the limit."""
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)})
+    assert poll(lambda: len(manager_pids(proxy.pid)) == 1, 10)
+    (manager,) = manager_pids(proxy.pid)
+    os.kill(manager, signal.SIGSTOP)
+    try:
+        with misses(proxy, routes(origin, "stopped", 1500)) as done:
+            assert poll(lambda: done[0] >= 1500, 60)
+        over = cache_bytes(proxy.cache_dir)
+        assert over > LIMIT * 1.2
+    finally:
+        os.kill(manager, signal.SIGCONT)
+    assert poll(lambda: cache_bytes(proxy.cache_dir) <= LIMIT * 1.05, 10)
+
+
+def test_without_the_proxys_hooks_one_worker_keeps_the_limit(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """gunicorn started without -c gunicorn.conf.py: no manager process; one worker says so
+    and runs the manager's rounds itself."""
+
+    empty = tmp_path / "none.conf.py"  # else gunicorn reads ./gunicorn.conf.py
+    empty.write_text("")
+
+    def bare(port: int) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", "-c", str(empty), "wsgi_proxy:app", "-b",
+                f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"]  # fmt: skip
+
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)}, command=bare)
+    with misses(proxy, routes(origin, "bare", 3000)) as done:
+        assert poll(lambda: done[0] >= 3000, 90)
+    assert manager_pids(proxy.pid) == []
+    assert poll(lambda: cache_bytes(proxy.cache_dir) <= LIMIT * 1.05, 10), cache_breakdown(
+        proxy.cache_dir
+    )
+    assert proxy.stderr(200).count("no cache manager process") == 1
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsgi_proxy", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_clear_answers_at_once_and_the_old_files_go_in_the_background(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """While the server runs, its manager deletes the cleared folder; with no server, a
+    process the CLI leaves behind does. Either way the answer does not wait for it, and
+    what was cached is a MISS at once."""
+    cache = tmp_path / "cleared"
+    proxy = proxy_factory(cache_dir=cache)
+    paths = routes(origin, "clear", 200)
+    with misses(proxy, paths) as done:
+        assert poll(lambda: done[0] >= 200, 60)
+    env = proxy_env(origin.url, cache)
+    cleared = cli(["--clear-cache"], env)
+    assert cleared.returncode == 0, cleared.stderr
+    assert proxy.get(paths[0]).x_cache == "MISS"
+    assert poll(lambda: not list((cache / "v1").glob("trash.*")), 10)
+
+    with misses(proxy, paths[1:100]) as done:
+        assert poll(lambda: done[0] >= 99, 60)
+    proxy.stop()
+    before = cache_bytes(cache)
+    cleared = cli(["--clear-cache"], env)
+    assert cleared.returncode == 0, cleared.stderr
+    assert poll(lambda: not list((cache / "v1").glob("trash.*")), 10)
+    assert cache_bytes(cache) < before - 90 * 8192
+
+
+def test_stats_reads_the_managers_figures_which_match_du(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    cache = tmp_path / "counted"
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)}, cache_dir=cache)
+    with misses(proxy, routes(origin, "stats", 150)) as done:
+        assert poll(lambda: done[0] >= 150, 60)
+    time.sleep(0.5)
+    done_stats = cli(["stats"], proxy_env(origin.url, cache))
+    assert done_stats.returncode == 0, done_stats.stderr
+    figures = dict(
+        line.split("  # ", 1)[0].split("=", 1) for line in done_stats.stdout.splitlines()
+    )
+    assert figures["files"] == "150"
+    # du of the folder, less what changes as the manager writes its own state files.
+    assert abs(int(figures["bytes"]) - cache_bytes(cache)) <= 3 * 4096, figures

@@ -1,0 +1,143 @@
+"""The cache manager's process (store/manager.py): started by the gunicorn master before
+it forks the workers, watched by it (started again when it dies), stopped with it.
+
+Invariants:
+- One manager per cache folder at a time: it holds ``state/manager.lock`` while it runs;
+  a second one waits for the lock.
+- The master starts it from its ``when_ready`` hook and sets ``MANAGED_ENV`` for the
+  workers it forks next, so that none of them runs the manager's rounds itself
+  (store/eviction.py); ``on_exit`` stops it. A thread of the master waits on it and starts
+  it again, a second later (at most one start every ``RESTART_DELAY``), if it dies.
+- It runs at a lower CPU priority (nice 10) than the workers: scans and evictions take
+  what the requests leave.
+- It ends by itself when the master is gone (its parent changes), and never exits with
+  gunicorn's worker boot or load error codes (3, 4), which a master would take for its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from filelock import Timeout
+
+from wsgi_proxy.core.config import Config
+from wsgi_proxy.store.cache import Store
+from wsgi_proxy.store.eviction import MANAGED_ENV, manager_lock
+from wsgi_proxy.store.manager import STEP, CacheManager
+
+RESTART_DELAY = 1.0
+NICENESS = 10
+STOP_WAIT = 5.0
+
+
+class ManagerProcess:
+    """In the gunicorn master: the manager's process, kept running."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        os.environ[MANAGED_ENV] = "1"
+        self._spawn()
+        threading.Thread(target=self._watch, name="wsgi_proxy-manager-watch", daemon=True).start()
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self.process = subprocess.Popen(  # noqa: S603 - this interpreter, this module
+                [sys.executable, "-m", __name__, str(os.getpid())], stdin=subprocess.DEVNULL
+            )
+            self.log.info("cache manager started (pid %d)", self.process.pid)
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            process = self.process
+            if process is None:
+                return
+            code = process.wait()  # 0 too when the master reaped it first
+            if self._stopping.is_set():
+                return
+            self.log.error("cache manager (pid %d) exited (%s): starting it again",
+                           process.pid, code)  # fmt: skip
+            time.sleep(RESTART_DELAY)
+            self._spawn()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main(argv: list[str]) -> int:
+    """The manager's process: rounds every ``STEP`` until told to stop or orphaned.
+    ``argv``: the master's pid."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] cache manager: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S %z",
+    )
+    log = logging.getLogger("wsgi_proxy.cache_manager")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    parent = int(argv[0]) if argv else os.getppid()
+    if os.getppid() != parent:
+        return 0  # the master died before this process could start
+    try:
+        os.nice(NICENESS)
+    except OSError as exc:
+        log.warning("cannot lower its priority: %s", exc)
+    try:
+        config = Config.from_env()
+        store = Store(config.cache_dir, lock_stripes=1, max_variants=config.max_variants)
+        store.prepare()
+    except Exception as exc:  # noqa: BLE001 - said, then retried by the master
+        log.error("cannot open the cache folder: %s", exc)  # noqa: TRY400 - one line
+        stop.wait(RESTART_DELAY * 5)
+        return 1
+    lock = manager_lock(store)
+    while True:  # a manager before this one may still hold the folder
+        if stop.is_set() or os.getppid() != parent:
+            return 0
+        try:
+            lock.acquire(timeout=1.0)
+            break
+        except Timeout:
+            continue
+    manager = CacheManager(store, config.max_size, metrics_dir=config.metrics_dir)
+    try:
+        while not stop.is_set() and os.getppid() == parent:
+            try:
+                manager.step(time.time())
+            except OSError as exc:  # a full or read-only disk
+                log.warning("round failed: %s", exc)
+                stop.wait(1.0)
+            except Exception:  # the process outlives any one failure
+                log.exception("round failed")
+                stop.wait(1.0)
+            stop.wait(STEP)
+    finally:
+        lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,428 @@
+"""The cache manager: keeps the cache folder's disk use under ``WSGI_PROXY_MAX_SIZE`` and
+does every scan of the folder, outside the request workers (as nginx's cache manager and
+loader do). It runs in a process of its own that the gunicorn master starts and watches
+(server/cache_manager.py), or, where the master runs without the proxy's hooks, in one
+worker's thread at a time (eviction.py).
+
+What it counts is what ``du`` counts: the allocated blocks of every file and folder the
+cache keeps (entries, variants, markers, their folders, the state and lock files, the
+journal, and a cleared folder until it is deleted).
+
+How:
+- A first scan (the loader) walks the folder once: it counts every file and folder and
+  queues the stored files oldest first, by mtime (the LRU clock that hits refresh,
+  cache.py). Dead writers' temporary files are removed on the way.
+- From then on the workers' journal (journal.py) tells it what was added and removed: no
+  scan. Every ``STEP`` it reads the journal; over the high-water mark it evicts from the
+  queue's old end down to the low-water mark. A file used since it was queued (its mtime
+  moved) goes back to the young end instead: a second chance, so the queue stays close to
+  least-recently-used order without being told of hits.
+- A disk that fills before the limit is seen by ``statvfs``: the limit is then the disk
+  use at which ``RESERVE`` stays free.
+- A cleared folder (``Store.clear``) is deleted here, in the background, and counted until
+  it is gone.
+- A scan of the whole folder runs again every ``RESCAN_INTERVAL``, to correct drift (a
+  writer killed between its publish and its journal record).
+
+Memory: one queue item per stored file, about 120 bytes (the path's digests as bytes, and
+mtime and size packed in one int).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsgi_proxy.ops.metrics import EVICTIONS
+from wsgi_proxy.store import journal
+from wsgi_proxy.store.cache import TRASH_PREFIX, Store
+from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
+from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
+
+log = logging.getLogger(__name__)
+
+STEP = 0.1
+HIGH_WATER = 0.98
+LOW_WATER = 0.96
+RESCAN_INTERVAL = 3600.0
+# The state and lock folders are measured again this often (they change little).
+OVERHEAD_INTERVAL = 60.0
+# Free space the manager keeps on the cache's disk when it fills before the limit: this
+# share of the disk, at most MAX_RESERVE.
+RESERVE = 0.02
+MAX_RESERVE = 256 << 20
+# An eviction or a deletion of a cleared folder yields after this long, to read the journal.
+BUDGET = 0.25
+_UNITS = 512
+_SHIFT = 40  # a queue item's int: mtime in seconds << _SHIFT | size in 512-byte units
+_MASK = (1 << _SHIFT) - 1
+STATE_FILE = "manager.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the manager counts, in disk bytes."""
+
+    objects: int  # stored files and their folders
+    files: int  # stored files: entries, variants, markers
+    overhead: int  # state and lock files
+    trash: int  # cleared folders not deleted yet
+
+    @property
+    def total(self) -> int:
+        return self.objects + self.overhead + self.trash
+
+
+def counted(usage: Usage, records: list[journal.Record]) -> Usage:
+    """``usage`` with the journal's ``records`` applied."""
+    objects, files, trash = usage.objects, usage.files, usage.trash
+    for record in records:
+        match record:
+            case Added(path, added, replaced):
+                objects += added - max(replaced, 0)
+                if replaced < 0 and not path.endswith("/"):
+                    files += 1
+            case Removed(path, removed):
+                objects = max(0, objects - removed)
+                if not path.endswith("/"):
+                    files = max(0, files - 1)
+            case Cleared():
+                trash += objects
+                objects = files = 0
+    return Usage(objects, files, usage.overhead, trash)
+
+
+class LruQueue:
+    """Stored files, oldest first: each a path key and an int packing mtime and size."""
+
+    def __init__(self) -> None:
+        self.keys: deque[bytes | str] = deque()
+        self.stamps: deque[int] = deque()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def append(self, path: str, mtime: float, size: int) -> None:
+        self.keys.append(_key_of(path))
+        self.stamps.append(int(mtime) << _SHIFT | min(-(-size // _UNITS), _MASK))
+
+    def popleft(self) -> tuple[str, int]:
+        """The oldest file's path and the mtime (seconds) it was queued with."""
+        return _path_of(self.keys.popleft()), self.stamps.popleft() >> _SHIFT
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.stamps.clear()
+
+
+class CacheManager:
+    """One cache folder's size keeper. ``step`` does one round; the caller loops."""
+
+    def __init__(
+        self,
+        store: Store,
+        max_size: int,
+        *,
+        metrics_dir: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.max_size = max_size
+        self.metrics_dir = metrics_dir
+        self.objects_dir = str(store.objects)
+        self.reader = journal.JournalReader(store.state)
+        self.queue = LruQueue()
+        self.objects = self.files = self.overhead = self.trash = 0
+        self.evicted = 0
+        self.loaded_at = 0.0
+        self._overhead_at = 0.0
+        self._locks = 0
+        self._written: tuple[int, ...] = ()
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.objects, self.files, self.overhead, self.trash)
+
+    # ---- the loader ---------------------------------------------------------------------
+
+    def load(self, now: float) -> None:
+        """Count the whole folder and queue its stored files, oldest first. Records appended
+        while it walks are read after it: a file both walked and recorded counts twice until
+        the next scan (too much, never too little)."""
+        started = time.monotonic()
+        self.reader.skip_to_end()
+        journal.remove_rotated(self.store.state)
+        found: list[tuple[float, str, int]] = []
+        objects = files = 0
+        for rel, stat, is_file in _walk(self.objects_dir, now):
+            size = disk_bytes(stat)
+            objects += size
+            if is_file:
+                files += 1
+                found.append((stat.st_mtime, rel, size))
+        found.sort()
+        queue = LruQueue()
+        for mtime, rel, size in found:
+            queue.append(rel, mtime, size)
+        del found
+        self.queue, self.objects, self.files = queue, objects, files
+        self.trash = sum(_tree_size(path) for path in self._trash_folders())
+        self._overhead_at = 0.0
+        self._measure_overhead(now)
+        self.loaded_at = now
+        log.info(
+            "%d files, %d bytes on disk in %s (scanned in %.1f s)",
+            files, self.usage.total, self.store.root, time.monotonic() - started,
+        )  # fmt: skip
+
+    # ---- one round ----------------------------------------------------------------------
+
+    def step(self, now: float) -> None:
+        if not self.loaded_at or now - self.loaded_at > RESCAN_INTERVAL:
+            self.load(now)
+        self._apply(self.reader.read(now))
+        deadline = time.monotonic() + BUDGET
+        if self.trash:
+            self._delete_trash(deadline)
+        limit = self.limit()
+        if self.usage.total > limit * HIGH_WATER:
+            self._evict(limit * LOW_WATER, deadline)
+        self._measure_overhead(now)
+        self._publish(now)  # its own files count from the next round
+
+    def limit(self) -> int:
+        """``max_size``, or less when the disk would fill first (``RESERVE`` kept free)."""
+        try:
+            fs = os.statvfs(self.objects_dir)
+        except OSError:
+            return self.max_size
+        reserve = min(fs.f_blocks * fs.f_frsize * RESERVE, MAX_RESERVE)
+        free = fs.f_bavail * fs.f_frsize
+        if free >= reserve:
+            return self.max_size
+        return int(min(self.max_size, max(0, self.usage.total - (reserve - free))))
+
+    def _apply(self, records: list[journal.Record]) -> None:
+        usage = counted(self.usage, records)
+        self.objects, self.files, self.trash = usage.objects, usage.files, usage.trash
+        now = time.time()
+        for record in records:
+            match record:
+                case Added(path, added, _) if not path.endswith("/"):
+                    self.queue.append(path, now, added)
+                case Cleared():
+                    self.queue.clear()
+                case _:
+                    pass
+
+    def _evict(self, target: float, deadline: float) -> None:
+        evicted = 0
+        queue = self.queue
+        while self.usage.total > target and len(queue) and time.monotonic() < deadline:
+            rel, queued_mtime = queue.popleft()
+            path = os.path.join(self.objects_dir, rel)
+            try:
+                stat = os.lstat(path)
+                if int(stat.st_mtime) > queued_mtime:
+                    queue.append(rel, stat.st_mtime, disk_bytes(stat))  # used since: later
+                    continue
+                os.unlink(path)
+            except FileNotFoundError:
+                continue  # removed since, and counted out by its record
+            except OSError as exc:
+                log.warning("cannot evict %s: %s", path, exc)
+                continue
+            self.objects = max(0, self.objects - disk_bytes(stat))
+            self.files = max(0, self.files - 1)
+            evicted += 1
+            self._remove_empty_variants_folder(os.path.dirname(path))
+        if evicted:
+            self.evicted += evicted
+            log.info("evicted %d files, down to %d bytes (limit %d)", evicted,
+                     self.usage.total, self.max_size)  # fmt: skip
+
+    def _remove_empty_variants_folder(self, folder: str) -> None:
+        if not folder.endswith(".d"):
+            return
+        with contextlib.suppress(OSError):
+            size = disk_bytes(os.lstat(folder))
+            os.rmdir(folder)  # only if empty
+            self.objects = max(0, self.objects - size)
+
+    # ---- cleared folders ----------------------------------------------------------------
+
+    def _trash_folders(self) -> list[str]:
+        with contextlib.suppress(OSError), os.scandir(self.store.root) as listing:
+            return [e.path for e in listing if e.name.startswith(TRASH_PREFIX)]
+        return []
+
+    def _delete_trash(self, deadline: float) -> None:
+        """Delete cleared folders file by file, within the time budget."""
+        folders = self._trash_folders()
+        for folder in folders:
+            for rel, stat, _ in _walk(folder, 0.0, keep_tmp=True):
+                if rel.endswith("/"):
+                    continue  # folders go with rmtree below, once emptied
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, rel))
+                    self.trash = max(0, self.trash - disk_bytes(stat))
+                if time.monotonic() > deadline:
+                    return
+            shutil.rmtree(folder, ignore_errors=True)
+        if not self._trash_folders():
+            self.trash = 0
+
+    # ---- what it tells others -----------------------------------------------------------
+
+    def _measure_overhead(self, now: float) -> None:
+        """The state files, every round (a few); the lock files (up to one per stripe) and
+        the folders themselves, every ``OVERHEAD_INTERVAL``."""
+        root = self.store.root
+        if now - self._overhead_at > OVERHEAD_INTERVAL:
+            self._overhead_at = now
+            locks = 0
+            for folder in (root, root / "state", root / "locks", self.store.objects):
+                with contextlib.suppress(OSError):
+                    locks += disk_bytes(os.lstat(folder))
+            self._locks = locks + _files_size(root / "locks")
+        self.overhead = self._locks + _files_size(root / "state")
+
+    def _publish(self, now: float) -> None:
+        """The totals, for the workers' metrics and the CLI: ``state/usage`` (bytes and
+        files) and ``state/manager.json``; written when they change."""
+        usage = self.usage
+        figures = (usage.total, usage.files, usage.trash, self.evicted)
+        if figures == self._written:
+            return
+        self.store.usage.reset(usage.total, usage.files)
+        state = {
+            "pid": os.getpid(),
+            "updated": now,
+            "loaded": self.loaded_at,
+            "limit": self.max_size,
+            "bytes": usage.total,
+            "objects_bytes": usage.objects,
+            "overhead_bytes": usage.overhead,
+            "trash_bytes": usage.trash,
+            "files": usage.files,
+            "queued": len(self.queue),
+            "evicted": self.evicted,
+            "journal": self.reader.position(),
+        }
+        _replace_text(self.store.state / STATE_FILE, json.dumps(state))
+        if self.metrics_dir is not None and self.evicted != (self._written or (0,) * 4)[3]:
+            with contextlib.suppress(OSError):
+                _replace_text(self.metrics_dir / EVICTIONS, str(self.evicted))
+        self._written = figures
+
+
+def read_state(store: Store) -> dict[str, Any] | None:
+    """What the manager last published (``_publish``), or None."""
+    try:
+        data = json.loads((store.state / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def current_usage(store: Store, state: dict[str, Any]) -> Usage:
+    """The manager's last figures with what the journal recorded since it read it."""
+    usage = Usage(
+        int(state.get("objects_bytes", 0)),
+        int(state.get("files", 0)),
+        int(state.get("overhead_bytes", 0)),
+        int(state.get("trash_bytes", 0)),
+    )
+    reader = journal.JournalReader(store.state)
+    position = state.get("journal")
+    if isinstance(position, list) and len(position) == 3:
+        reader.seek(int(position[0]), int(position[1]), int(position[2]))
+        return counted(usage, reader.read(time.time(), rotate=False))
+    return usage
+
+
+def _walk(
+    top: str, now: float, keep_tmp: bool = False
+) -> Iterator[tuple[str, os.stat_result, bool]]:
+    """Every folder and file under ``top`` (not ``top`` itself): its path relative to
+    ``top`` (folders end with ``/``), its ``lstat``, and whether it is a stored file. Dead
+    writers' temporary files are removed (unless ``keep_tmp``); live ones count, but are
+    not stored files."""
+    folders = [""]
+    while folders:
+        rel_folder = folders.pop()
+        try:
+            with os.scandir(os.path.join(top, rel_folder)) as listing:
+                items = list(listing)
+        except OSError:
+            continue
+        for item in items:
+            rel = f"{rel_folder}{item.name}"
+            try:
+                stat = item.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if item.is_dir(follow_symlinks=False):
+                folders.append(rel + "/")
+                yield rel + "/", stat, False
+            elif not item.name.startswith(TMP_PREFIX):
+                yield rel, stat, True
+            elif not keep_tmp and is_dead_tmp(item.name, stat.st_mtime, now):
+                with contextlib.suppress(OSError):
+                    os.unlink(item.path)
+            else:
+                yield rel, stat, False
+
+
+def _files_size(folder: Path) -> int:
+    total = 0
+    with contextlib.suppress(OSError), os.scandir(folder) as listing:
+        for item in listing:
+            with contextlib.suppress(OSError):
+                total += disk_bytes(item.stat(follow_symlinks=False))
+    return total
+
+
+def _tree_size(top: str) -> int:
+    total = 0
+    with contextlib.suppress(OSError):
+        total += disk_bytes(os.lstat(top))
+    for _, stat, _ in _walk(top, 0.0, keep_tmp=True):
+        total += disk_bytes(stat)
+    return total
+
+
+def _key_of(rel: str) -> bytes | str:
+    """A stored file's path, compact: its digests as bytes where it is ``ab/<digest>`` or
+    ``ab/<digest>.d/<digest>`` (cache.py's layout), else the path itself."""
+    try:
+        if len(rel) == 67 and rel[2] == "/":
+            return bytes.fromhex(rel[3:])
+        if len(rel) == 134 and rel[2] == "/" and rel[67:70] == ".d/":
+            return bytes.fromhex(rel[3:67] + rel[70:])
+    except ValueError:
+        pass
+    return rel
+
+
+def _path_of(key: bytes | str) -> str:
+    if isinstance(key, str):
+        return key
+    text = key.hex()
+    if len(key) == 32:
+        return f"{text[:2]}/{text}"
+    return f"{text[:2]}/{text[:64]}.d/{text[64:]}"
+
+
+def _replace_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp.{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
