@@ -162,8 +162,8 @@ class Cluster:
         or not applied again if the replay already did."""
         if self.purge_log is not None and epoch and seq:
             done = self.purge_log.applied_count(epoch, seq)
-            if done is not None:
-                return PurgeResult(done)
+            if done is not None:  # the replay applied it: what it said then
+                return PurgeResult(done, banned=purge.is_ban)
         result: PurgeResult = purging.apply(self.store, self.config.origin.url, purge)
         if self.purge_log is not None and epoch and seq:
             self.purge_log.record_ahead(epoch, seq)

@@ -74,6 +74,12 @@ class Purge:
     soft: bool = False
 
     @property
+    def is_ban(self) -> bool:
+        """Is it always carried out as a ban (bans.py)? By prefix, by tag, and a soft purge
+        of everything; a URL purge is one only where the list of sites is incomplete."""
+        return self.kind in ("prefix", "tag") or (self.kind == "all" and self.soft)
+
+    @property
     def label(self) -> str:
         """The metrics label: ``tag``, ``tag-soft`` ..."""
         return self.kind + ("-soft" if self.soft else "")

@@ -178,3 +178,19 @@ def test_what_a_node_does_with_the_log(
         assert isinstance(decision, PurgeAll) and decision.position == expected.position
     else:
         assert decision == expected
+
+
+@pytest.mark.parametrize(
+    ("purge", "is_ban"),
+    [
+        (Purge("prefix", "/a"), True),
+        (Purge("tag", "t", soft=True), True),
+        (Purge("all", "", soft=True), True),
+        (Purge("all", ""), False),
+        (Purge("url", "/a"), False),
+    ],
+)
+def test_which_purges_are_always_bans(purge: Purge, is_ban: bool) -> None:
+    """A node that already applied a logged purge from the purge log answers the fan-out
+    with what it did then: a ban for these (cluster/nodes.py)."""
+    assert purge.is_ban is is_ban
