@@ -53,19 +53,21 @@ def ban(proxy: ProxyProcess, query: str) -> Response:
     return answer
 
 
-@pytest.mark.parametrize("kind", ["prefix", "tag"])
+@pytest.mark.parametrize(("kind", "size"), [("prefix", 3), ("tag", 3), ("prefix", 300_000)])
 def test_a_hard_ban_takes_effect_in_every_worker_at_once(
-    proxy_factory: ProxyFactory, origin: Origin, kind: str
+    proxy_factory: ProxyFactory, origin: Origin, kind: str, size: int
 ) -> None:
     """After the ban's answer, no request is served from a banned entry, memo or file:
     the origin now answers ``no-store``, so the old files stay in place and any worker
     that still trusted them would answer the old body. A response fetched after the ban
-    is then cached as usual."""
+    is then cached as usual. Small bodies are answered from memory (hot set, ready
+    answers), a large one from the file each worker holds open (open_files.py)."""
     proxy = admin_proxy(proxy_factory)
     tagged = [*CACHED, ("Surrogate-Key", "grp")]
-    paths = [origin.route(f"/hb/{n}", headers=tagged, body=b"old") for n in range(2)]
+    old = b"o" * size
+    paths = [origin.route(f"/hb/{n}", headers=tagged, body=old) for n in range(2)]
     kept = origin.route("/other", headers=CACHED, body=b"kept")
-    warm(proxy, paths, b"old")
+    warm(proxy, paths, old)
     warm(proxy, [kept], b"kept")
     for path in paths:
         origin.route(path.removeprefix(origin.prefix), headers=UNSTORED, body=b"new")
