@@ -1,10 +1,11 @@
 """The ban lurker: applies the bans (bans.py) to the files themselves, in the background,
 so that space is reclaimed and the ban list stays short (Varnish's ban lurker).
 
-``lurk`` is a step: each call walks some of the 256 first-level folders of ``objects``
-(at least one, more while under its time budget), reads each entry's header, removes the
-hard-banned responses (through the store, so usage is counted) and marks the soft-banned
-ones soft-purged (as a soft purge does). When a whole pass has finished, the bans that
+``lurk`` is a step: each call walks the 256 first-level folders of ``objects`` in order,
+from where the last step stopped, for about its time budget (at least one response and
+its variants), reads each entry's header, removes the hard-banned responses (through the
+store, so usage is counted) and marks the soft-banned ones soft-purged (as a soft purge
+does). When a whole pass has finished, the bans that
 were in the list when it started are dropped from the file: every file published before
 them has been reached.
 
@@ -47,11 +48,13 @@ BUDGET = 0.05  # seconds a step goes on taking folders for, after its first
 
 @dataclass(slots=True)
 class Pass:
-    """A pass in progress: the bans it started with, the next folder, counts by ban."""
+    """A pass in progress: the bans it started with, the next folder and the last name done
+    in it, counts by ban."""
 
     bans: list[int] = field(default_factory=list)  # their time_ns
     next: int = 0
     counts: dict[int, int] = field(default_factory=dict)
+    after: str = ""
 
 
 def lurk(
@@ -70,11 +73,14 @@ def lurk(
     deadline = time.monotonic() + budget
     while progress.next < FOLDERS:
         folder = store.objects / f"{progress.next:02x}"
-        counted = _lurk_folder(store, folder, progress.counts)
+        counted, stopped = _lurk_folder(store, folder, progress, deadline)
         if on_purged is not None:
             for label, count in counted.items():
                 on_purged(label, count)
-        progress.next += 1
+        if stopped is None:
+            progress.next, progress.after = progress.next + 1, ""
+        else:
+            progress.after = stopped
         if time.monotonic() > deadline:
             break
     if progress.next < FOLDERS:
@@ -86,31 +92,51 @@ def lurk(
     return bool(store.bans.current().bans)
 
 
-def _lurk_folder(store: Store, folder: Path, counts: dict[int, int]) -> dict[str, int]:
-    """Remove or mark the banned responses under ``folder``; counts by metrics label."""
+def _lurk_folder(
+    store: Store, folder: Path, progress: Pass, deadline: float
+) -> tuple[dict[str, int], str | None]:
+    """Remove or mark the banned responses under ``folder``, by name after
+    ``progress.after``, until ``deadline``: counts by metrics label, and the last name done
+    (None when the folder is done). By name, so that a resumed step neither skips a file
+    that was there when the pass began nor needs the listing to stay the same; a
+    response's variants (``<name>.d``) go with it."""
     counted: dict[str, int] = {}
-    for item in walk_files(folder):
-        if item.name.startswith(TMP_PREFIX):
+    try:
+        with os.scandir(folder) as listing:
+            names = sorted(e.name for e in listing if not e.name.startswith(TMP_PREFIX))
+    except OSError:
+        return counted, None  # no such folder yet: nothing in it
+    for name in names:
+        if name <= progress.after:
             continue
-        bans = store.bans.current()  # a ban added during the walk applies at once
-        if not bans.bans:
-            break
-        path = Path(item.path)
-        try:
-            identity = identity_of(os.stat(path))
-        except OSError:
-            continue
-        meta = read_meta(path, remember=False)  # the worker's memo keeps its hot headers
-        if meta is None or meta.get("kind") != "response":
-            continue
-        ban = bans.verdict(meta)
-        if ban is None or (ban.soft and meta.get("soft_purged")):
-            continue
-        if not _apply(store, path, identity, ban):
-            continue
-        counts[ban.time_ns] = counts.get(ban.time_ns, 0) + 1
-        counted[ban.label] = counted.get(ban.label, 0) + 1
-    return counted
+        path = folder / name
+        files = [path] if not name.endswith(".d") else [
+            Path(item.path) for item in walk_files(path) if not item.name.startswith(TMP_PREFIX)
+        ]  # fmt: skip
+        for file in files:
+            ban = _lurk_file(store, file)
+            if ban is not None:
+                progress.counts[ban.time_ns] = progress.counts.get(ban.time_ns, 0) + 1
+                counted[ban.label] = counted.get(ban.label, 0) + 1
+        if time.monotonic() > deadline and name != names[-1]:
+            return counted, name
+    return counted, None
+
+
+def _lurk_file(store: Store, path: Path) -> Ban | None:
+    """The ban the response at ``path`` was removed or marked for, or None."""
+    bans = store.bans.current()  # a ban added during the walk applies at once
+    try:
+        identity = identity_of(os.stat(path))
+    except OSError:
+        return None
+    meta = read_meta(path, remember=False)  # the worker's memo keeps its hot headers
+    if meta is None or meta.get("kind") != "response":
+        return None
+    ban = bans.verdict(meta) if bans.bans else None
+    if ban is None or (ban.soft and meta.get("soft_purged")):
+        return None
+    return ban if _apply(store, path, identity, ban) else None
 
 
 def _apply(store: Store, path: Path, identity: tuple[int, int, int], ban: Ban) -> bool:
@@ -142,7 +168,8 @@ def _load(path: Path) -> Pass | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Pass([int(t) for t in data["bans"]], int(data["next"]),
-                    {int(k): int(v) for k, v in data["counts"].items()})  # fmt: skip
+                    {int(k): int(v) for k, v in data["counts"].items()},
+                    str(data.get("after", "")))  # fmt: skip
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -152,7 +179,7 @@ def _load(path: Path) -> Pass | None:
 
 def _save(path: Path, progress: Pass) -> None:
     tmp = path.with_name(f"{TMP_PREFIX}lurker.{os.getpid()}")
-    text = json.dumps({"bans": progress.bans, "next": progress.next,
+    text = json.dumps({"bans": progress.bans, "next": progress.next, "after": progress.after,
                        "counts": {str(k): v for k, v in progress.counts.items()}})  # fmt: skip
     try:
         tmp.write_text(text, encoding="utf-8")
