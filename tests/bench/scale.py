@@ -51,6 +51,7 @@ end, also on Ctrl-C or an error, and the scratch folder removed (``--keep`` keep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -72,7 +73,7 @@ if __package__ in (None, ""):  # run as a script: ``bench`` is imported as the t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.client import ADMIN_PREFIX, cache_outcomes, outcome_delta, settled_outcomes
-from bench.procs import Service, Services, exit_on_signal, free_port, settle_cpu
+from bench.procs import Service, Services, exit_on_signal, free_port, settle_cpu, tree_pids
 from bench.run import code_state, machine, nginx_binary, start_proxy
 
 HOST = "bench.example"  # every request's Host: the key stays the same across restarts
@@ -394,10 +395,12 @@ class Run:
             self.services.stop(self.proxy)
             self.proxy = None
 
-    def wrk(self, conns: int, seconds: float, script: Path) -> Wrk:
+    def wrk(self, conns: int, seconds: float, script: Path, *, settle: bool = True) -> Wrk:
+        """``run_wrk``; then, if ``settle``, wait for the proxy's CPU to go idle."""
         assert self.proxy is not None
         res = run_wrk(self.proxy.port, conns, seconds, script, self.pin)
-        settle_cpu(self.proxy.proc.pid)
+        if settle:
+            settle_cpu(self.proxy.proc.pid)
         return res
 
 
@@ -405,20 +408,37 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def set_affinity(root: int, cpus: set[int]) -> None:
+    """Every thread of ``root`` and its descendants on ``cpus`` (threads made later take
+    their creator's)."""
+    for pid in tree_pids(root):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, cpus)
+
+
 def fill(run: Run, n: int) -> dict[str, Any]:
-    """Unique misses 0..n-1 at full speed; the proxy's miss count polled every 0.5 s."""
+    """Unique misses 0..n-1 at full speed through HTTP; the proxy's miss count polled every
+    0.5 s. The fill rate is taken from 1 s to 1 + ``--duration`` s (past the workers'
+    first requests); after that, when pinned and not ``--fill-pinned``, the proxy may use
+    every CPU until the fill ends (the rest of the fill only; its rate is given apart)."""
     assert run.proxy is not None
-    port, args = run.proxy.port, run.args
+    port, args, root = run.proxy.port, run.args, run.proxy.proc.pid
     script = unique_script(run.scratch, "fill", 0, n)
     before = cache_outcomes(port)
     if before is None:
         raise SystemExit("the proxy's metrics are closed: the fill cannot be followed")
-    cap = n / 200 + 300  # seconds: far beyond any fill rate seen
+    cap = n / 100 + 300  # seconds: far beyond any fill rate seen
     argv = wrk_argv(port, args.conns, cap, script, run.pin)
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # fmt: skip
-    first: tuple[float, int] | None = None
+    samples: list[tuple[float, int]] = []
+    widened: tuple[float, int] | None = None
     misses, last_change, last = 0, start, -1
     try:
         while misses < n:
@@ -426,31 +446,42 @@ def fill(run: Run, n: int) -> dict[str, Any]:
             now = cache_outcomes(port) or {}
             misses = now.get("miss", 0) - before.get("miss", 0)
             t = time.monotonic() - start
-            if first is None and t >= args.duration:
-                first = (t, misses)
+            samples.append((t, misses))
             if misses != last:
                 last, last_change = misses, time.monotonic()
             if proc.poll() is not None or time.monotonic() - last_change > 60:
                 raise SystemExit(f"the fill stalled at {misses} of {n} misses")
+            wide = run.pin and not args.fill_pinned and widened is None
+            if wide and t >= 1 + args.duration and misses < n:
+                set_affinity(root, set(range(os.cpu_count() or 1)))
+                widened = (t, misses)
         took = time.monotonic() - start
     finally:
+        if widened is not None:
+            set_affinity(root, {0})  # as run.py pins the servers
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # wrk prints its figures on SIGINT
         out, _ = proc.communicate(timeout=30)
-    if first is None:
-        first = (took, misses)
+    begin = next((s for s in samples if s[0] >= 1.0), samples[0])
+    end = next((s for s in samples if s[0] >= begin[0] + args.duration), samples[-1])
+    first_rate = (end[1] - begin[1]) / (end[0] - begin[0]) if end[0] > begin[0] else None
     outcomes = outcome_delta(before, settled_outcomes(port))
     res = parse_wrk(out) if "Requests/sec" in out else None
-    return {
+    result: dict[str, Any] = {
         "misses": misses,
         "s": round(took, 2),
         "rate": round(misses / took),
-        "first_s": round(first[0], 2),
-        "first_rate": round(first[1] / first[0]),
+        "first_from_s": round(begin[0], 2),
+        "first_to_s": round(end[0], 2),
+        "first_rate": round(first_rate) if first_rate is not None else round(misses / took),
         "conns": args.conns,
         "outcomes": outcomes,
         "wrk_errors": res.errors if res else None,
+        "rest_on_all_cpus": widened is not None,
     }
+    if widened is not None:
+        result["rest_rate"] = round((misses - widened[1]) / (took - widened[0]))
+    return result
 
 
 def purges(run: Run, n: int, cache: Path) -> dict[str, Any]:
@@ -499,13 +530,14 @@ def disk_line(d: dict[str, Any]) -> str:
 
 
 def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin_port: int,
-             pin: bool, n: int) -> dict[str, Any]:  # fmt: skip
+             pin: bool, out: dict[str, Any]) -> None:  # fmt: skip
+    """Every step for ``out["entries"]`` entries, each result put in ``out`` as it comes."""
+    n = out["entries"]
     label = size_label(n)
     folder = scratch / f"n{label}"
     folder.mkdir()
     cache = folder / "cache"
     run = Run(args, services, folder, origin_port, secrets.token_hex(24), pin)
-    out: dict[str, Any] = {"entries": n}
     fill_limit = max(1 << 30, n * 16 << 10)  # no eviction while filling
     say(f"\n== {label}: {n} entries ==")
     proxy = run.start(cache, fill_limit, f"proxy-{label}")
@@ -537,7 +569,11 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         limit = max(1 << 20, before // 2)
         proxy = run.start(cache, limit, f"proxy-{label}-evict")
         with DiskSampler(cache, pin) as sampler:
-            res = run.wrk(args.conns, args.duration, hot)
+            # 1 s of the hot set first, unmeasured: each worker builds its app on its first
+            # request, which is no scan's cost; no wait for an idle CPU after it.
+            argv = wrk_argv(proxy.port, args.conns, 1, hot, pin)
+            subprocess.run(argv, capture_output=True, timeout=120, check=False)
+            res = run.wrk(args.conns, args.duration, hot, settle=False)
         out["hot_evicting"] = {**res.as_json(), "disk_before": before,
                                **sampler.summary(limit)}  # fmt: skip
         say(f"  hot while evicting (limit {limit}): p99 {res.p99_ms} ms, "
@@ -566,7 +602,9 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         # 10. clear
         left = cli(["stats"], cache)
         clear = cli(["--clear-cache"], cache)
-        out["clear"] = {**clear, "files_before": stats_fields(left["out"]).get("files")}
+        _, fields, _, _ = request(proxy.port, "GET", paths[0])
+        out["clear"] = {**clear, "files_before": stats_fields(left["out"]).get("files"),
+                        "after": fields.get("x-cache")}  # fmt: skip
         say(
             f"  --clear-cache: {clear['s']} s, exit {clear['exit']}, "
             f"{out['clear']['files_before']} files before"
@@ -575,7 +613,6 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         run.stop()
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
-    return out
 
 
 _VERSION_S: float | None = None
@@ -659,12 +696,18 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
         for kid in memory["children"]:
             what = "" if kid["cmdline"] == master else f" `{kid['cmdline'][:60]}`"
             parts.append(f"{(kid['rss_kib'] or 0) / 1024:.0f}{what}")
-        return (f"{', '.join(parts)} (master {(memory['master_rss_kib'] or 0) / 1024:.0f}; "
-                "children with the master's command line unnamed)")  # fmt: skip
+        return f"{', '.join(parts)} (master {(memory['master_rss_kib'] or 0) / 1024:.0f})"
+
+    def fill_cell(r: dict[str, Any]) -> str:
+        f = r["fill"]
+        rest = (f"; after the first part, proxy on all CPUs: {f['rest_rate']}/s"
+                if f["rest_on_all_cpus"] else "")  # fmt: skip
+        return f"{f['rate']}/s, {f['s']} s{rest}"
 
     def clear_cell(r: dict[str, Any]) -> str:
         c = r["clear"]
-        return f"{_ms(c['s'])} ({c['files_before']} files), exit {c['exit']}"
+        return (f"{_ms(c['s'])} ({c['files_before']} files), exit {c['exit']}, a stored URL "
+                f"then {c['after']}")  # fmt: skip
 
     def evicting_cell(r: dict[str, Any]) -> str:
         w = r["hot_evicting"]
@@ -681,16 +724,13 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
             ),
         ),
         row(
-            f"fill rate, first {results['settings']['duration']} s (misses/s)",
+            f"fill rate from empty, {results['settings']['duration']} s from the 1st (misses/s)",
             lambda r: r["fill"]["first_rate"],
         ),
-        row(
-            "fill, whole (HTTP, misses/s; time)",
-            lambda r: f"{r['fill']['rate']}; {r['fill']['s']} s",
-        ),
+        row("fill, whole (HTTP; misses/s, time)", fill_cell),
         row("hot set (100 URLs)", wrk_cell("hot")),
         row("spread over all entries", wrk_cell("spread")),
-        row("RSS of each child of the master, MiB", mem_cell),
+        row("RSS MiB of each child of the master (its command line if not the master's)", mem_cell),
         row("`caching-proxy stats`", lambda r: _ms(r["stats"]["s"])),
         row("`caching-proxy --version` (start-up alone)", lambda r: _ms(r["version_s"])),
     ]
@@ -758,6 +798,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="seconds per wrk run, and of the fill rate's first part (10)")  # fmt: skip
     ap.add_argument("--conns", type=int, default=64, help="wrk connections (64)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    ap.add_argument("--fill-pinned", action="store_true",
+                    help="keep the proxy on CPU 0 for the whole fill (by default it may use "
+                         "every CPU once the fill rate is measured)")  # fmt: skip
     ap.add_argument("--proxy-env", action="append", default=[], metavar="NAME=VALUE",
                     help="an environment variable for every proxy (repeatable)")  # fmt: skip
     ap.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
@@ -765,6 +808,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, help="write the results to this file")
     ap.add_argument("--markdown", type=Path, help="write the table to this file")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (logs)")
+    ap.add_argument("--table", type=Path, metavar="JSON",
+                    help="print the table of an earlier --json file, run nothing")  # fmt: skip
     args = ap.parse_args(argv)
     args.size_list = parse_sizes(args.sizes)
     if not args.size_list or min(args.size_list) < 200:
@@ -774,11 +819,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table is not None:
+        print(markdown(json.loads(args.table.read_text())), end="")
+        return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, exit_on_signal)
+    # Ctrl-C raises KeyboardInterrupt even where the shell started this with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     command = shlex.join(sys.orig_argv)
     about = {**machine(), **code_state()}
     say(f"command: {command}\nmachine: {about['cpu_model']}, {about['cpus']} CPUs; code "
@@ -792,7 +842,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         origin_port = start_origin(services, scratch)
         for n in args.size_list:
-            results["sizes"].append(one_size(args, services, scratch, origin_port, pin, n))
+            out: dict[str, Any] = {"entries": n}
+            results["sizes"].append(out)  # in the table even if the run stops midway
+            one_size(args, services, scratch, origin_port, pin, out)
     finally:
         services.stop_all()
         if args.keep:
@@ -810,4 +862,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every process stopped, the scratch folder removed")
