@@ -16,8 +16,11 @@ Then, in order, on that proxy and its cache folder:
 1. fill: wrk (one thread, ``--conns``) sends unique URLs ``/s/<bb>/0`` .. ``N-1`` from an
    empty cache, all through HTTP (``WSGI_PROXY_MAX_SIZE`` large enough that nothing is
    evicted). The proxy's metrics are polled every 0.5 s: the fill rate is its misses per
-   second over the first ``--duration`` seconds, and over the whole fill; wrk is stopped
-   once N misses are counted (the URLs after N are hits on ``/s/00/0``);
+   second from the 1st second to the 1st + ``--duration`` (past each worker's start),
+   and over the whole fill; wrk is stopped once N misses are counted (the URLs after N
+   are hits on ``/s/00/0``). Once the rate is measured, when pinned, the proxy may use
+   every CPU until the fill ends (its rate given apart; ``--fill-pinned`` keeps it on
+   CPU 0): 1,000,000 misses at ~1,800/s take ~10 minutes;
 2. hot: wrk rotating over 100 stored URLs, ``--duration`` s: req/s, p50, p99;
 3. spread: wrk drawing URLs uniformly over all N (a Lua ``math.random``): req/s, p50, p99;
    every answer must be a hit (the proxy's metrics say);
@@ -30,21 +33,25 @@ Then, in order, on that proxy and its cache folder:
    purge --cache-dir``, each on its own URL / bucket: one URL, a prefix covering 1 % (one
    bucket), a tag on 1 % (another bucket), a tag matching nothing. After each purge that
    matched, one purged URL is fetched: it must be a MISS;
+   then the hot set (``HOT_CONNS`` connections) beside unique misses at full speed
+   (``--conns``), the limit far away: the reference for step 8;
 7. hot set over eviction: the proxy is stopped and started again with the limit at half
-   of what ``du`` counts for the folder: the hot-set wrk runs at once, while the proxy
-   scans and evicts; its p99 beside step 2's;
-8. disk under misses: on that proxy (now at its limit), wrk drives unique misses at full
-   speed for ``--duration`` s; the folder's disk use as ``du -s -B1`` counts it (blocks,
-   every file) is sampled every second: the largest and last ratio to the limit, and the
-   largest after the first 5 s;
+   of what ``du`` counts for the folder: after 1 s of the hot set, unmeasured (each worker
+   builds its app on its first request), the hot-set wrk runs while the proxy scans and
+   evicts; its p99 beside step 2's;
+8. disk under misses: on that proxy (now at or over its limit), wrk drives unique misses
+   at full speed for ``--duration`` s, the hot set beside them as in step 6; the folder's
+   disk use as ``du -s -B1`` counts it (blocks, every file) is sampled every second: the
+   largest and last ratio to the limit, and the largest after the first 5 s;
 9. restart over the limit: stopped, the limit lowered to half again, started, misses at
    once for ``--duration`` s, sampled likewise;
-10. ``caching-proxy --clear-cache --cache-dir`` wall time, on what is left (its file count
-    from ``stats`` just before).
+10. ``caching-proxy --clear-cache --cache-dir`` wall time, while the proxy serves, on what
+    is left (its file count from ``stats`` just before); a stored URL must then be a MISS.
 
 Every measurement is the proxy under test's. Pinning as run.py (proxy on CPU 0; wrk,
 nginx and ``du`` on CPU 1) unless ``--no-pin``. The output is a markdown table, sizes as
-columns, and ``--json`` the details. Every process is stopped by process group at the
+columns (``--table FILE`` prints it again from a ``--json`` file), and ``--json`` the
+details, du samples included. Every process is stopped by process group at the
 end, also on Ctrl-C or an error, and the scratch folder removed (``--keep`` keeps it).
 """
 
@@ -79,6 +86,7 @@ from bench.run import code_state, machine, nginx_binary, start_proxy
 HOST = "bench.example"  # every request's Host: the key stays the same across restarts
 BODY_SIZE = 1024
 HOT_URLS = 100
+HOT_CONNS = 8  # the hot set's connections while misses run beside it
 BUCKETS = 100
 # The buckets purged (1 % of the entries each); the hot set lies in other buckets.
 PREFIX_BUCKETS = {"admin": 7, "cli": 8}
@@ -192,6 +200,26 @@ def run_wrk(port: int, conns: int, seconds: float, script: Path, pin: bool) -> W
     res = parse_wrk(done.stdout + done.stderr)
     res.outcomes = outcome_delta(before, settled_outcomes(port))
     return res
+
+
+def concurrent_wrk(port: int, runs: list[tuple[int, Path]], seconds: float, pin: bool
+                   ) -> tuple[list[Wrk], dict[str, int]]:  # fmt: skip
+    """wrk runs side by side, one per (connections, script); the proxy's requests by cache
+    outcome meanwhile, all runs together."""
+    before = settled_outcomes(port)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for conns, script in runs:
+            argv = wrk_argv(port, conns, seconds, script, pin)
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        results = [parse_wrk(proc.communicate(timeout=seconds + 120)[0]) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results, outcome_delta(before, settled_outcomes(port))
 
 
 _HEAD = f'wrk.headers["Host"] = "{HOST}"\n'
@@ -563,6 +591,18 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         say(f"  stats: {stats['s']} s, exit {stats['exit']}")
         out["purge"] = purges(run, n, cache)
 
+        # 6b. the hot set beside misses at full speed, the limit far away: no eviction
+        first_id = n + 1_000_000_000  # URLs never asked before
+        misses = unique_script(folder, "misses-far", 3 * first_id, None)
+        (miss, hot_res), outcomes = concurrent_wrk(
+            proxy.port, [(args.conns, misses), (HOT_CONNS, hot)], args.duration, pin
+        )
+        settle_cpu(proxy.proc.pid)
+        out["hot_misses_far"] = {"misses": miss.as_json(), "hot": hot_res.as_json(),
+                                 "outcomes": outcomes}  # fmt: skip
+        say(f"  hot set ({HOT_CONNS} conns) beside {miss.rps:.0f} misses/s, no eviction: "
+            f"p99 {hot_res.p99_ms} ms")  # fmt: skip
+
         # 7. restart over the limit, the hot set at once
         run.stop()
         before = disk_bytes(cache, pin)
@@ -580,13 +620,17 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
             f"disk/limit max {out['hot_evicting']['max_ratio']} final "
             f"{out['hot_evicting']['final_ratio']}")  # fmt: skip
 
-        # 8. misses at full speed, the folder at its limit
-        first_id = n + 1_000_000_000  # URLs never asked before
+        # 8. misses at full speed, the folder at its limit; the hot set beside them
         misses = unique_script(folder, "misses", first_id, None)
         with DiskSampler(cache, pin) as sampler:
-            res = run.wrk(args.conns, args.duration, misses)
-        out["disk_misses"] = {**res.as_json(), **sampler.summary(limit)}
-        say(f"  misses at the limit: {disk_line(out['disk_misses'])}")
+            (miss, hot_res), outcomes = concurrent_wrk(
+                proxy.port, [(args.conns, misses), (HOT_CONNS, hot)], args.duration, pin
+            )
+        settle_cpu(proxy.proc.pid)
+        out["disk_misses"] = {**miss.as_json(), **sampler.summary(limit),
+                              "hot": hot_res.as_json(), "all_outcomes": outcomes}  # fmt: skip
+        say(f"  misses at the limit: {disk_line(out['disk_misses'])}; hot set beside them: "
+            f"p99 {hot_res.p99_ms} ms")  # fmt: skip
 
         # 9. stop, lower the limit, start, misses at once
         run.stop()
@@ -704,6 +748,11 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
                 if f["rest_on_all_cpus"] else "")  # fmt: skip
         return f"{f['rate']}/s, {f['s']} s{rest}"
 
+    def misses_hot_cell(r: dict[str, Any]) -> str:
+        far, over = r["hot_misses_far"], r["disk_misses"]
+        return (f"{far['hot']['p99_ms']} / {over['hot']['p99_ms']} ms (misses/s "
+                f"{far['misses']['rps']} / {over['rps']})")  # fmt: skip
+
     def clear_cell(r: dict[str, Any]) -> str:
         c = r["clear"]
         return (f"{_ms(c['s'])} ({c['files_before']} files), exit {c['exit']}, a stored URL "
@@ -743,6 +792,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
             evicting_cell),
         row("disk / limit while restarted over the limit, hot set only",
             disk_cell("hot_evicting")),
+        row(f"hot set p99 ({HOT_CONNS} conns) beside misses at full speed: limit far / over "
+            "the limit (eviction)", misses_hot_cell),
         row("disk / limit under misses at full speed", disk_cell("disk_misses")),
         row("disk / limit, restarted over the limit, misses", disk_cell("disk_restart")),
         row("`caching-proxy --clear-cache` (files before)", clear_cell),
