@@ -81,7 +81,7 @@ if __package__ in (None, ""):  # run as a script: ``bench`` is imported as the t
 
 from bench.client import ADMIN_PREFIX, cache_outcomes, outcome_delta, settled_outcomes
 from bench.procs import Service, Services, exit_on_signal, free_port, settle_cpu, tree_pids
-from bench.run import code_state, machine, nginx_binary, start_proxy
+from bench.run import REPO, code_state, machine, nginx_binary, start_proxy
 
 HOST = "bench.example"  # every request's Host: the key stays the same across restarts
 BODY_SIZE = 1024
@@ -300,12 +300,14 @@ def request(
 
 
 def cli(args: list[str], cache: Path) -> dict[str, Any]:
-    """``caching-proxy <args> --cache-dir cache``, timed (wall, start-up included)."""
+    """``caching-proxy <args> --cache-dir cache`` of this tree (run in it, so its
+    ``wsgi_proxy`` is imported), timed (wall, start-up included), without the caller's
+    WSGI_PROXY_* settings: the folder's own record says what the server used."""
     argv = [sys.executable, "-m", "wsgi_proxy", *args, "--cache-dir", str(cache)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSGI_PROXY_")}
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600,
-                          check=False)  # fmt: skip
+                          check=False, cwd=REPO)  # fmt: skip
     took = time.perf_counter() - start
     return {"argv": shlex.join(["caching-proxy", *args, "--cache-dir", str(cache)]),
             "exit": done.returncode, "s": round(took, 3),
@@ -668,7 +670,7 @@ def _version_s() -> float:
     if _VERSION_S is None:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "wsgi_proxy", "--version"], capture_output=True,
-                       check=False)  # fmt: skip
+                       check=False, cwd=REPO)  # fmt: skip
         _VERSION_S = round(time.perf_counter() - start, 3)
     return _VERSION_S
 
