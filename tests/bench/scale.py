@@ -81,7 +81,7 @@ if __package__ in (None, ""):  # run as a script: ``bench`` is imported as the t
 
 from bench.client import ADMIN_PREFIX, cache_outcomes, outcome_delta, settled_outcomes
 from bench.procs import Service, Services, exit_on_signal, free_port, settle_cpu, tree_pids
-from bench.run import REPO, code_state, machine, nginx_binary, start_proxy
+from bench.run import PROXY_CODE, REPO, code_state, machine, nginx_binary, start_proxy
 
 HOST = "bench.example"  # every request's Host: the key stays the same across restarts
 BODY_SIZE = 1024
@@ -299,15 +299,21 @@ def request(
         conn.close()
 
 
-def cli(args: list[str], cache: Path) -> dict[str, Any]:
-    """``caching-proxy <args> --cache-dir cache`` of this tree (run in it, so its
+def tree_python(tree: Path) -> str:
+    """The Python of ``tree``: its ``.venv``'s if it has one (as run.start_proxy picks)."""
+    python = tree / ".venv" / "bin" / "python"
+    return str(python) if tree != REPO and python.exists() else sys.executable
+
+
+def cli(args: list[str], cache: Path, tree: Path) -> dict[str, Any]:
+    """``caching-proxy <args> --cache-dir cache`` of ``tree`` (run in it, so its
     ``wsgi_proxy`` is imported), timed (wall, start-up included), without the caller's
     WSGI_PROXY_* settings: the folder's own record says what the server used."""
-    argv = [sys.executable, "-m", "wsgi_proxy", *args, "--cache-dir", str(cache)]
+    argv = [tree_python(tree), "-m", "wsgi_proxy", *args, "--cache-dir", str(cache)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSGI_PROXY_")}
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600,
-                          check=False, cwd=REPO)  # fmt: skip
+                          check=False, cwd=tree)  # fmt: skip
     took = time.perf_counter() - start
     return {"argv": shlex.join(["caching-proxy", *args, "--cache-dir", str(cache)]),
             "exit": done.returncode, "s": round(took, 3),
@@ -417,7 +423,7 @@ class Run:
     def start(self, cache: Path, max_size: int, name: str) -> Service:
         settings = {"WSGI_PROXY_MAX_SIZE": str(max_size), "WSGI_PROXY_ADMIN_TOKEN": self.token}
         self.proxy = start_proxy(self.services, name, self.origin_port, cache, self.args,
-                                 settings)  # fmt: skip
+                                 settings, tree=self.args.tree)  # fmt: skip
         return self.proxy
 
     def stop(self) -> None:
@@ -544,7 +550,7 @@ def purges(run: Run, n: int, cache: Path) -> dict[str, Any]:
                          "answer": body.decode(errors="replace").strip()}  # fmt: skip
             else:
                 argv = ["purge", value] if kind == "url" else ["purge", f"--{key}", value]
-                done = cli(argv, cache)
+                done = cli(argv, cache, run.args.tree)
                 entry = {"s": done["s"], "exit": done["exit"], "answer": done["out"]}
             if probe is not None:
                 entry["after"] = check_miss(probe)
@@ -587,8 +593,8 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         say(f"  spread: {out['spread']}")
         out["memory"] = children_rss(proxy.proc.pid)
         say(f"  memory: {out['memory']}")
-        out["version_s"] = _version_s()
-        stats = cli(["stats"], cache)
+        out["version_s"] = _version_s(args.tree)
+        stats = cli(["stats"], cache, args.tree)
         out["stats"] = {**stats, "fields": stats_fields(stats["out"])}
         say(f"  stats: {stats['s']} s, exit {stats['exit']}")
         out["purge"] = purges(run, n, cache)
@@ -646,8 +652,8 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         say(f"  restarted over the limit ({before} B on disk): {disk_line(out['disk_restart'])}")
 
         # 10. clear
-        left = cli(["stats"], cache)
-        clear = cli(["--clear-cache"], cache)
+        left = cli(["stats"], cache, args.tree)
+        clear = cli(["--clear-cache"], cache, args.tree)
         _, fields, _, _ = request(proxy.port, "GET", paths[0])
         out["clear"] = {**clear, "files_before": stats_fields(left["out"]).get("files"),
                         "after": fields.get("x-cache")}  # fmt: skip
@@ -664,13 +670,13 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
 _VERSION_S: float | None = None
 
 
-def _version_s() -> float:
+def _version_s(tree: Path) -> float:
     """``caching-proxy --version`` wall time: the interpreter's and the CLI's start-up."""
     global _VERSION_S  # noqa: PLW0603 - measured once per run
     if _VERSION_S is None:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "wsgi_proxy", "--version"], capture_output=True,
-                       check=False, cwd=REPO)  # fmt: skip
+        argv = [tree_python(tree), "-m", "wsgi_proxy", "--version"]
+        subprocess.run(argv, capture_output=True, check=False, cwd=tree)
         _VERSION_S = round(time.perf_counter() - start, 3)
     return _VERSION_S
 
@@ -689,8 +695,13 @@ def _ms(seconds: float | None) -> str:
 
 
 def _purged(entry: dict[str, Any]) -> str:
-    m = re.search(r"purged (\d+)", entry.get("answer", ""))
-    return m.group(1) if m else "?"
+    """``N purged`` from an answer ``purged N``, else the answer's first word (``banned``)."""
+    answer = str(entry.get("answer", ""))
+    m = re.search(r"purged (\d+)", answer)
+    if m:
+        return f"{m.group(1)} purged"
+    words = answer.split(":", 1)[0].split(maxsplit=1)
+    return words[0][:30] if words else "no answer"
 
 
 def table_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -731,7 +742,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
         def cell(r: dict[str, Any]) -> str:
             p = r["purge"][name]
             after = f", then {p['after']}" if "after" in p else ""
-            return f"{_ms(p['s'])} ({_purged(p)} purged{after})"
+            return f"{_ms(p['s'])} ({_purged(p)}{after})"
 
         return cell
 
@@ -863,7 +874,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (logs)")
     ap.add_argument("--table", type=Path, metavar="JSON",
                     help="print the table of an earlier --json file, run nothing")  # fmt: skip
+    ap.add_argument("--tree", type=Path, default=REPO, metavar="DIR",
+                    help="measure the proxy (server and CLI) of another checkout, under its "
+                         ".venv if it has one (default: this one)")  # fmt: skip
     args = ap.parse_args(argv)
+    args.tree = args.tree.resolve()
+    if not (args.tree / "wsgi_proxy").is_dir():
+        ap.error(f"--tree {args.tree}: no wsgi_proxy/ there")
     args.size_list = parse_sizes(args.sizes)
     if not args.size_list or min(args.size_list) < 200:
         ap.error("--sizes: at least 200 entries each (1 % buckets must hold some)")
@@ -883,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C raises KeyboardInterrupt even where the shell started this with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     command = shlex.join(sys.orig_argv)
-    about = {**machine(), **code_state()}
+    about = {**machine(), **code_state(args.tree)}
     say(f"command: {command}\nmachine: {about['cpu_model']}, {about['cpus']} CPUs; code "
         f"{about['version']}; pinning: {pin}")  # fmt: skip
     scratch = Path(tempfile.mkdtemp(prefix="wsgi-proxy-scale-"))
@@ -900,6 +917,9 @@ def main(argv: list[str] | None = None) -> int:
             one_size(args, services, scratch, origin_port, pin, out)
     finally:
         services.stop_all()
+        results["proxy_code"] = dict(PROXY_CODE)  # what each proxy started with
+        if len(set(PROXY_CODE.values())) > 1:
+            say(f"warning: the proxy's code changed during the run: {PROXY_CODE}")
         if args.keep:
             say(f"scratch folder kept: {scratch}")
         else:
