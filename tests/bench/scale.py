@@ -579,10 +579,12 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
     proxy = run.start(cache, fill_limit, f"proxy-{label}")
     say(f"  proxy pid {proxy.proc.pid}, WSGI_PROXY_MAX_SIZE={fill_limit}")
     try:
+        # 1. fill
         out["fill"] = fill(run, n)
         say(f"  fill: {out['fill']}")
         full = disk_bytes(cache, pin)
         out["disk_full_bytes"] = full
+        # 2. hot set, 3. spread, 4. memory
         paths = hot_paths(n)
         hot = hot_script(folder, paths)
         run.wrk(args.conns, 2, hot)  # every worker has answered, its first scans begun
@@ -593,7 +595,8 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         say(f"  spread: {out['spread']}")
         out["memory"] = children_rss(proxy.proc.pid)
         say(f"  memory: {out['memory']}")
-        out["version_s"] = _version_s(args.tree)
+        # 5. stats, 6. purges
+        out["version_s"] = version_s(args.tree)
         stats = cli(["stats"], cache, args.tree)
         out["stats"] = {**stats, "fields": stats_fields(stats["out"])}
         say(f"  stats: {stats['s']} s, exit {stats['exit']}")
@@ -667,18 +670,12 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         shutil.rmtree(folder, ignore_errors=True)
 
 
-_VERSION_S: float | None = None
-
-
-def _version_s(tree: Path) -> float:
+def version_s(tree: Path) -> float:
     """``caching-proxy --version`` wall time: the interpreter's and the CLI's start-up."""
-    global _VERSION_S  # noqa: PLW0603 - measured once per run
-    if _VERSION_S is None:
-        start = time.perf_counter()
-        argv = [tree_python(tree), "-m", "wsgi_proxy", "--version"]
-        subprocess.run(argv, capture_output=True, check=False, cwd=tree)
-        _VERSION_S = round(time.perf_counter() - start, 3)
-    return _VERSION_S
+    start = time.perf_counter()
+    argv = [tree_python(tree), "-m", "wsgi_proxy", "--version"]
+    subprocess.run(argv, capture_output=True, check=False, cwd=tree)
+    return round(time.perf_counter() - start, 3)
 
 
 # ---- the table ----------------------------------------------------------------------------
