@@ -32,8 +32,9 @@ Then, in order, on that proxy and its cache folder:
    /_wsgi_proxy/purge?url=|prefix=|tag=`` with the token) and through ``caching-proxy
    purge --cache-dir``, each on its own URL / bucket: one URL, a prefix covering 1 % (one
    bucket), a tag on 1 % (another bucket), a tag matching nothing. After each purge that
-   matched, one purged URL is fetched: it must be a MISS;
-   then the hot set (``HOT_CONNS`` connections) beside unique misses at full speed
+   matched, one purged URL is fetched: it must be a MISS. Then a tag on 1 % again (a
+   third bucket) through the endpoint, 1 s into a hot-set wrk run: its time, and the
+   hot set's p99 over that run. Then the hot set (``HOT_CONNS`` connections) beside unique misses at full speed
    (``--conns``), the limit far away: the reference for step 8;
 7. hot set over eviction: the proxy is stopped and started again with the limit at half
    of what ``du`` counts for the folder: after 1 s of the hot set, unmeasured (each worker
@@ -91,7 +92,7 @@ HOT_CONNS = 8  # the hot set's connections while misses run beside it
 BUCKETS = 100
 # The buckets purged (1 % of the entries each); the hot set lies in other buckets.
 PREFIX_BUCKETS = {"admin": 7, "cli": 8}
-TAG_BUCKETS = {"admin": 13, "cli": 14}
+TAG_BUCKETS = {"admin": 13, "cli": 14, "load": 21}
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 NGINX_CONF = """\
@@ -521,9 +522,10 @@ def fill(run: Run, n: int) -> dict[str, Any]:
     return result
 
 
-def purges(run: Run, n: int, cache: Path) -> dict[str, Any]:
+def purges(run: Run, n: int, cache: Path, hot: Path) -> dict[str, Any]:
     """Each purge through the admin endpoint and through the CLI, timed; a purged URL must
-    then be a MISS."""
+    then be a MISS. Then a tag on 1 % again through the endpoint, 1 s into a hot-set wrk
+    run (``hot``), and that run's figures."""
     assert run.proxy is not None
     port = run.proxy.port
     auth = {"Authorization": f"Bearer {run.token}"}
@@ -557,6 +559,25 @@ def purges(run: Run, n: int, cache: Path) -> dict[str, Any]:
                 entry["after"] = check_miss(probe)
             results[f"{way}_{kind}"] = entry
             say(f"  purge {way} {kind} {value}: {entry}")
+    tag = f"b{TAG_BUCKETS['load']:02d}"
+    argv = wrk_argv(port, run.args.conns, run.args.duration, hot, run.pin)
+    load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1)
+        status, _, body, took = request(port, "POST", f"{ADMIN_PREFIX}/purge?tag={tag}", auth)
+        wrk_out = load.communicate(timeout=run.args.duration + 120)[0]
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    bucket = TAG_BUCKETS["load"]
+    probe = path_of(bucket + BUCKETS if n > bucket + BUCKETS else bucket)
+    answer = body.decode(errors="replace").strip()
+    entry = {"s": round(took, 4), "status": status, "answer": answer,
+             "after": check_miss(probe), "hot": parse_wrk(wrk_out).as_json()}  # fmt: skip
+    results["admin_tag_load"] = entry
+    say(f"  purge admin tag {tag} under the hot set's load: {entry}")
+    settle_cpu(run.proxy.proc.pid)
     return results
 
 
@@ -601,7 +622,7 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         stats = cli(["stats"], cache, args.tree)
         out["stats"] = {**stats, "fields": stats_fields(stats["out"])}
         say(f"  stats: {stats['s']} s, exit {stats['exit']}")
-        out["purge"] = purges(run, n, cache)
+        out["purge"] = purges(run, n, cache, hot)
 
         # 6b. the hot set beside misses at full speed, the limit far away: no eviction
         first_id = n + 1_000_000_000  # URLs never asked before
@@ -798,6 +819,10 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
         for kind, what in (("url", "one URL"), ("prefix", "prefix, 1 %"), ("tag", "tag, 1 %"),
                            ("tag_none", "tag matching nothing")):  # fmt: skip
             rows.append(row(f"purge, {title}: {what}", purge_cell(f"{way}_{kind}")))
+    under_load = purge_cell("admin_tag_load")
+    rows.append(row("purge, admin endpoint: tag, 1 %, 1 s into a hot-set run (its p99)",
+                    lambda r: f"{under_load(r)}, hot set p99 "
+                              f"{r['purge']['admin_tag_load']['hot']['p99_ms']} ms"))  # fmt: skip
     rows += [
         row("hot set p99 idle / just restarted over the limit (scan, eviction)",
             evicting_cell),
