@@ -34,8 +34,9 @@ Then, in order, on that proxy and its cache folder:
    bucket), a tag on 1 % (another bucket), a tag matching nothing. After each purge that
    matched, one purged URL is fetched: it must be a MISS. Then a tag on 1 % again (a
    third bucket) through the endpoint, 1 s into a hot-set wrk run: its time, and the
-   hot set's p99 over that run. Then the hot set (``HOT_CONNS`` connections) beside unique misses at full speed
-   (``--conns``), the limit far away: the reference for step 8;
+   hot set's p99 over that run. Then the hot set (``HOT_CONNS`` connections) beside
+   unique misses at full speed (``--conns``), the limit far away: the reference for
+   step 8;
 7. hot set over eviction: the proxy is stopped and started again with the limit at half
    of what ``du`` counts for the folder: after 1 s of the hot set, unmeasured (each worker
    builds its app on its first request), the hot-set wrk runs while the proxy scans and
