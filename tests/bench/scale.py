@@ -771,7 +771,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
         master = memory["master_cmdline"]
         parts = []
         for kid in memory["children"]:
-            what = "" if kid["cmdline"] == master else f" `{kid['cmdline'][:60]}`"
+            args = kid["cmdline"].split(" ", 1)[-1]  # without the interpreter's path
+            what = "" if kid["cmdline"] == master else f" `{args[:60]}`"
             parts.append(f"{(kid['rss_kib'] or 0) / 1024:.0f}{what}")
         return f"{', '.join(parts)} (master {(memory['master_rss_kib'] or 0) / 1024:.0f})"
 
