@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 STEP = 0.1
 HIGH_WATER = 0.98
 LOW_WATER = 0.96
-RESCAN_INTERVAL = 3600.0
+# The whole folder is walked again this often, to correct drift; eviction waits meanwhile
+# (some seconds at 1,000,000 files).
+RESCAN_INTERVAL = 6 * 3600.0
 # The state and lock folders are measured again this often (they change little).
 OVERHEAD_INTERVAL = 60.0
 # Free space the manager keeps on the cache's disk when it fills before the limit: this
