@@ -64,6 +64,8 @@ RESERVE = 0.02
 MAX_RESERVE = 256 << 20
 # An eviction or a deletion of a cleared folder yields after this long, to read the journal.
 BUDGET = 0.25
+# Evictions are logged at most this often.
+LOG_INTERVAL = 60.0
 _UNITS = 512
 _SHIFT = 40  # a queue item's int: mtime in seconds << _SHIFT | size in 512-byte units
 _MASK = (1 << _SHIFT) - 1
@@ -148,6 +150,7 @@ class CacheManager:
         self._overhead_at = 0.0
         self._locks = 0
         self._trash_files: Iterator[int] | None = None
+        self._logged = -LOG_INTERVAL
         self._written: tuple[int, ...] = ()
 
     @property
@@ -255,8 +258,10 @@ class CacheManager:
             self._remove_empty_variants_folder(os.path.dirname(path))
         if evicted:
             self.evicted += evicted
-            log.info("evicted %d files, down to %d bytes (limit %d)", evicted,
-                     self.usage.total, self.max_size)  # fmt: skip
+            if time.monotonic() - self._logged > LOG_INTERVAL:  # not ten lines a second
+                self._logged = time.monotonic()
+                log.info("%d files evicted in all, down to %d bytes (limit %d)",
+                         self.evicted, self.usage.total, self.max_size)  # fmt: skip
 
     def _remove_empty_variants_folder(self, folder: str) -> None:
         if not folder.endswith(".d"):
