@@ -140,7 +140,7 @@ def run_wrk(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     out = done.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)$", out, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
     count = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)

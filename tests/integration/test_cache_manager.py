@@ -233,6 +233,9 @@ def test_stats_reads_the_managers_figures_which_match_du(
 ) -> None:
     cache = tmp_path / "counted"
     proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)}, cache_dir=cache)
+    # After the manager's first walk: what is published while it walks counts twice
+    # (too much, never too little) until the next walk, which this test is not about.
+    assert poll((cache / "v1" / "state" / "manager.json").exists, 10)
     with misses(proxy, routes(origin, "stats", 150)) as done:
         assert poll(lambda: done[0] >= 150, 60)
     time.sleep(0.5)
@@ -242,5 +245,6 @@ def test_stats_reads_the_managers_figures_which_match_du(
         line.split("  # ", 1)[0].split("=", 1) for line in done_stats.stdout.splitlines()
     )
     assert figures["files"] == "150"
-    # du of the folder, less what changes as the manager writes its own state files.
-    assert abs(int(figures["bytes"]) - cache_bytes(cache)) <= 3 * 4096, figures
+    # du of the folder (the manager counts from v1/ down), less what changes as the
+    # manager writes its own state files.
+    assert abs(int(figures["bytes"]) - cache_bytes(cache / "v1")) <= 2 * 4096, figures

@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 STEP = 0.1
 HIGH_WATER = 0.98
 LOW_WATER = 0.96
-RESCAN_INTERVAL = 3600.0
+# The whole folder is walked again this often, to correct drift; eviction waits meanwhile
+# (some seconds at 1,000,000 files).
+RESCAN_INTERVAL = 6 * 3600.0
 # The state and lock folders are measured again this often (they change little).
 OVERHEAD_INTERVAL = 60.0
 # Free space the manager keeps on the cache's disk when it fills before the limit: this
@@ -62,6 +64,8 @@ RESERVE = 0.02
 MAX_RESERVE = 256 << 20
 # An eviction or a deletion of a cleared folder yields after this long, to read the journal.
 BUDGET = 0.25
+# Evictions are logged at most this often.
+LOG_INTERVAL = 60.0
 _UNITS = 512
 _SHIFT = 40  # a queue item's int: mtime in seconds << _SHIFT | size in 512-byte units
 _MASK = (1 << _SHIFT) - 1
@@ -113,7 +117,7 @@ class LruQueue:
 
     def append(self, path: str, mtime: float, size: int) -> None:
         self.keys.append(_key_of(path))
-        self.stamps.append(int(mtime) << _SHIFT | min(-(-size // _UNITS), _MASK))
+        self.stamps.append(_stamp(mtime, size))
 
     def popleft(self) -> tuple[str, int]:
         """The oldest file's path and the mtime (seconds) it was queued with."""
@@ -145,6 +149,8 @@ class CacheManager:
         self.loaded_at = 0.0
         self._overhead_at = 0.0
         self._locks = 0
+        self._trash_files: Iterator[int] | None = None
+        self._logged = -LOG_INTERVAL
         self._written: tuple[int, ...] = ()
 
     @property
@@ -160,19 +166,22 @@ class CacheManager:
         started = time.monotonic()
         self.reader.skip_to_end()
         journal.remove_rotated(self.store.state)
-        found: list[tuple[float, str, int]] = []
+        keys: list[bytes | str] = []
+        stamps: list[int] = []
         objects = files = 0
         for rel, stat, is_file in _walk(self.objects_dir, now):
             size = disk_bytes(stat)
             objects += size
             if is_file:
                 files += 1
-                found.append((stat.st_mtime, rel, size))
-        found.sort()
+                keys.append(_key_of(rel))
+                stamps.append(_stamp(stat.st_mtime, size))
+        # Oldest first, in memory close to the queue's own: no tuple per file.
+        order = sorted(range(len(stamps)), key=stamps.__getitem__)
         queue = LruQueue()
-        for mtime, rel, size in found:
-            queue.append(rel, mtime, size)
-        del found
+        queue.keys.extend(keys[i] for i in order)
+        queue.stamps.extend(stamps[i] for i in order)
+        del keys, stamps, order
         self.queue, self.objects, self.files = queue, objects, files
         self.trash = sum(_tree_size(path) for path in self._trash_folders())
         self._overhead_at = 0.0
@@ -185,7 +194,9 @@ class CacheManager:
 
     # ---- one round ----------------------------------------------------------------------
 
-    def step(self, now: float) -> None:
+    def step(self, now: float) -> bool:
+        """One round; True when work is left for the next one (a cleared folder still
+        there, or over the limit still)."""
         if not self.loaded_at or now - self.loaded_at > RESCAN_INTERVAL:
             self.load(now)
         self._apply(self.reader.read(now))
@@ -197,6 +208,7 @@ class CacheManager:
             self._evict(limit * LOW_WATER, deadline)
         self._measure_overhead(now)
         self._publish(now)  # its own files count from the next round
+        return bool(self.trash) or self.usage.total > limit * HIGH_WATER
 
     def limit(self) -> int:
         """``max_size``, or less when the disk would fill first (``RESERVE`` kept free)."""
@@ -246,8 +258,10 @@ class CacheManager:
             self._remove_empty_variants_folder(os.path.dirname(path))
         if evicted:
             self.evicted += evicted
-            log.info("evicted %d files, down to %d bytes (limit %d)", evicted,
-                     self.usage.total, self.max_size)  # fmt: skip
+            if time.monotonic() - self._logged > LOG_INTERVAL:  # not ten lines a second
+                self._logged = time.monotonic()
+                log.info("%d files evicted in all, down to %d bytes (limit %d)",
+                         self.evicted, self.usage.total, self.max_size)  # fmt: skip
 
     def _remove_empty_variants_folder(self, folder: str) -> None:
         if not folder.endswith(".d"):
@@ -265,18 +279,15 @@ class CacheManager:
         return []
 
     def _delete_trash(self, deadline: float) -> None:
-        """Delete cleared folders file by file, within the time budget."""
-        folders = self._trash_folders()
-        for folder in folders:
-            for rel, stat, _ in _walk(folder, 0.0, keep_tmp=True):
-                if rel.endswith("/"):
-                    continue  # folders go with rmtree below, once emptied
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(folder, rel))
-                    self.trash = max(0, self.trash - disk_bytes(stat))
-                if time.monotonic() > deadline:
-                    return
-            shutil.rmtree(folder, ignore_errors=True)
+        """Delete cleared folders file by file, within the time budget, where the last
+        round left off."""
+        if self._trash_files is None:
+            self._trash_files = _deleted_files(self._trash_folders())
+        for freed in self._trash_files:
+            self.trash = max(0, self.trash - freed)
+            if time.monotonic() > deadline:
+                return
+        self._trash_files = None
         if not self._trash_folders():
             self.trash = 0
 
@@ -382,6 +393,54 @@ def _walk(
                 yield rel, stat, False
 
 
+def _deleted_files(folders: list[str]) -> Iterator[int]:
+    """Delete ``folders`` (cleared objects folders), yielding the disk bytes freed by each
+    file as it goes: names relative to an open folder, a ``stat`` and an ``unlink`` a
+    file."""
+    for top in folders:
+        try:
+            with os.scandir(top) as listing:
+                subs = [(e.path, e.is_dir(follow_symlinks=False)) for e in listing]
+        except OSError:
+            subs = []
+        for sub, is_dir in subs:
+            if not is_dir:
+                yield _unlinked(sub)
+                continue
+            try:
+                fd = os.open(sub, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                with os.scandir(fd) as listing:
+                    names = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+                for name, inner_dir in names:
+                    if inner_dir:  # a variants folder
+                        shutil.rmtree(os.path.join(sub, name), ignore_errors=True)
+                        yield 0
+                        continue
+                    try:
+                        freed = disk_bytes(os.stat(name, dir_fd=fd, follow_symlinks=False))
+                        os.unlink(name, dir_fd=fd)
+                    except OSError:
+                        continue
+                    yield freed
+            finally:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.rmdir(sub)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _unlinked(path: str) -> int:
+    try:
+        freed = disk_bytes(os.lstat(path))
+        os.unlink(path)
+    except OSError:
+        return 0
+    return freed
+
+
 def _files_size(folder: Path) -> int:
     total = 0
     with contextlib.suppress(OSError), os.scandir(folder) as listing:
@@ -398,6 +457,11 @@ def _tree_size(top: str) -> int:
     for _, stat, _ in _walk(top, 0.0, keep_tmp=True):
         total += disk_bytes(stat)
     return total
+
+
+def _stamp(mtime: float, size: int) -> int:
+    """A queue item's int: mtime in seconds, then the size in 512-byte units."""
+    return int(mtime) << _SHIFT | min(-(-size // _UNITS), _MASK)
 
 
 def _key_of(rel: str) -> bytes | str:
