@@ -48,11 +48,10 @@ def create_app(config: Config | None = None) -> Any:
     metrics = Metrics(config.metrics_dir, lambda: cache_gauges(store, config.max_size))
     metrics.start()
     store.on_error = metrics.count_cache_error
-    from wsgi_proxy.store.lurker import lurk  # noqa: PLC0415
-
-    # The ban lurker runs in the evictor's thread, one worker at a time (store/lurker.py).
+    # Without a cache manager process, one worker's thread runs the manager's rounds,
+    # the ban lurker's included (store/eviction.py).
     Evictor(store, config.max_size, metrics_dir=config.metrics_dir,
-            lurk=lambda: lurk(store, metrics.count_purged)).start()  # fmt: skip
+            on_purged=metrics.count_purged).start()  # fmt: skip
     # Several nodes as one cache (WSGI_PROXY_PEERS, WSGI_PROXY_REDIS_URL): purges for every
     # node, and the shared tier; it catches up with the purge log before the first request.
     cluster = Cluster(config, store, metrics)

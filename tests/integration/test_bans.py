@@ -21,8 +21,8 @@ from wsgi_proxy.core import keys
 from wsgi_proxy.core.model import Entry, ResponseHead
 from wsgi_proxy.store.bans import Bans
 from wsgi_proxy.store.cache import Store
-from wsgi_proxy.store.eviction import walk_files
 from wsgi_proxy.store.purge import BANNED, read_meta
+from wsgi_proxy.store.walk import walk_files
 
 TOKEN = "t0ken"
 AUTH = [("Authorization", f"Bearer {TOKEN}")]

@@ -248,3 +248,33 @@ def test_stats_reads_the_managers_figures_which_match_du(
     # du of the folder (the manager counts from v1/ down), less what changes as the
     # manager writes its own state files.
     assert abs(int(figures["bytes"]) - cache_bytes(cache / "v1")) <= 2 * 4096, figures
+
+
+def test_workers_stop_storing_while_the_manager_counts_the_folder_over_its_limit(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """The manager behind (here stopped, its last count over the limit): misses pass
+    through unstored, so the disk's use does not grow; once it counts again, they are
+    stored again."""
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)})
+    assert poll(lambda: len(manager_pids(proxy.pid)) == 1, 10)
+    assert poll((proxy.cache_dir / "v1" / "state" / "manager.json").exists, 10)
+    # Each worker builds its app (and its upkeep thread) at its first request.
+    warm = origin.route("/warm", headers=[("Cache-Control", "no-store")], body=b"w")
+    for _ in range(20):
+        assert proxy.get(warm).status == 200
+    (manager,) = manager_pids(proxy.pid)
+    os.kill(manager, signal.SIGSTOP)
+    try:
+        usage = proxy.cache_dir / "v1" / "state" / "usage"
+        usage.write_text(f"{int(LIMIT * 1.1)} 1000")  # as a manager that fell behind counts
+        time.sleep(1.0)  # each worker reads it every half second
+        (path,) = routes(origin, "paused", 1)
+        assert [proxy.get(path).x_cache for _ in range(3)] == ["MISS"] * 3
+        assert origin.count(path) == 3
+        assert "responses are not stored until the cache manager has made room" in (
+            proxy.stderr(50)
+        )
+    finally:
+        os.kill(manager, signal.SIGCONT)
+    assert poll(lambda: proxy.get(path).x_cache == "HIT", 10)

@@ -117,6 +117,24 @@ def reset_metrics_dir(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+PURGED_ENTRIES = (
+    "wsgi_proxy_purged_entries",
+    "Stored responses removed (or marked stale) by purges, by kind",
+    ["kind"],
+)
+
+
+def purged_entries_counter(folder: Path) -> Callable[[str, int], None]:
+    """In the cache manager's process (which runs the ban lurker): ``count(kind, n)`` adds
+    to ``wsgi_proxy_purged_entries_total`` as a worker's ``count_purged`` does, in a file of
+    its own in the metrics folder that the scrape sums with the workers'."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    from prometheus_client import Counter  # noqa: PLC0415
+
+    counter = Counter(*PURGED_ENTRIES)
+    return lambda kind, count: counter.labels(kind).inc(count)
+
+
 class Metrics:
     """The proxy's counters and histograms. One instance per worker process."""
 
@@ -148,11 +166,7 @@ class Metrics:
             "wsgi_proxy_body_bytes", "Body bytes sent to clients, by source", ["source"]
         )
         self.purges = Counter("wsgi_proxy_purges", "Purge operations applied, by kind", ["kind"])
-        self.purged_entries = Counter(
-            "wsgi_proxy_purged_entries",
-            "Stored responses removed (or marked stale) by purges, by kind",
-            ["kind"],
-        )
+        self.purged_entries = Counter(*PURGED_ENTRIES)
         self.cache_errors = Counter(
             "wsgi_proxy_cache_errors",
             "Cache folder operations that failed (read, write), the request passed through",

@@ -30,6 +30,7 @@ from typing import Any
 from filelock import Timeout
 
 from wsgi_proxy.core.config import Config
+from wsgi_proxy.ops.metrics import purged_entries_counter
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.eviction import MANAGED_ENV, manager_lock
 from wsgi_proxy.store.manager import STEP, CacheManager
@@ -121,7 +122,8 @@ def main(argv: list[str]) -> int:
             break
         except Timeout:
             continue
-    manager = CacheManager(store, config.max_size, metrics_dir=config.metrics_dir)
+    manager = CacheManager(store, config.max_size, metrics_dir=config.metrics_dir,
+                           on_purged=purged_entries_counter(config.metrics_dir))  # fmt: skip
     try:
         while not stop.is_set() and os.getppid() == parent:
             try:

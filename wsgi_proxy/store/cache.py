@@ -91,6 +91,9 @@ class Store:
         self.usage = UsageCounter(self.state)
         self.sites = SiteList(self.state)
         self.bans = Bans(self.state)  # purges by prefix and tag, applied at lookup (bans.py)
+        # Set by the worker's upkeep thread (eviction.py) while the folder is over its limit
+        # by more than the cache manager's margin: responses pass through, not stored.
+        self.over_limit = False
         # Told of each failed read or write ("read", "write"): the metrics (wiring.py).
         self.on_error: Callable[[str], None] = _ignore
         self._objects = str(self.objects)
@@ -281,9 +284,12 @@ class Store:
     def begin(
         self, entry: Entry, *, expected_length: int | None, max_body: int
     ) -> PendingEntry | None:
-        """A writer for ``entry``'s body, or None when the disk refuses (logged). A response
-        that varies goes to its variant's file, selected by ``entry.vary``. Its site is
-        listed as it is published (site_list.py), so that purges by path find it."""
+        """A writer for ``entry``'s body, or None when the disk refuses (logged) or the
+        folder is over its limit (``over_limit``). A response that varies goes to its
+        variant's file, selected by ``entry.vary``. Its site is listed as it is published
+        (site_list.py), so that purges by path find it."""
+        if self.over_limit:
+            return None  # the cache manager is behind: nothing new until it made room
         path = self.primary_path(entry.key)
         if entry.vary:
             path = _variants_dir(path) / keys.variant_digest(entry.vary)

@@ -10,17 +10,15 @@ holding ``state/manager.lock``) runs the manager's rounds in its ``Evictor`` thr
 Invariants:
 - Every half second each worker lets go of its held files that can no longer be given
   (``OpenFiles.prune``): a removed entry's disk blocks are free within one interval.
-- ``walk_files`` is the one walk of the cache folder outside the manager (purge.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
@@ -34,7 +32,8 @@ log = logging.getLogger(__name__)
 # Set in the environment of the workers by the master that started a manager process.
 MANAGED_ENV = "_WSGI_PROXY_CACHE_MANAGER"
 MANAGER_LOCK = "manager.lock"
-LURKER_LOCK = "lurker.lock"
+# Over this share of the limit (the manager evicts from 98 %), workers stop storing.
+PAUSE_ABOVE = 1.02
 
 
 def manager_lock(store: Store) -> FileLock:
@@ -54,12 +53,10 @@ class Evictor:
         metrics_dir: Path | None = None,
         interval: float = 0.5,
         managed: bool | None = None,
-        lurk: Callable[[], bool] | None = None,
+        on_purged: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
-        # The ban lurker's step (lurker.py): run here, one worker at a time, until the cache
-        # manager process runs it.
-        self.lurk = lurk
+        self.on_purged = on_purged
         self.max_size = max_size
         self.metrics_dir = metrics_dir
         self.interval = interval
@@ -90,8 +87,7 @@ class Evictor:
 
     def tick(self, now: float) -> None:
         self.store.open_files.prune(now)
-        if self.lurk is not None and self.store.bans.current().bans:
-            self._lurk_alone(self.lurk)
+        self._check_limit()
         if self.managed:
             return
         if self.manager is None:
@@ -107,19 +103,23 @@ class Evictor:
                     "the cache folder under its limit",
                     os.getpid(),
                 )
-            self.manager = CacheManager(self.store, self.max_size, metrics_dir=self.metrics_dir)
+            self.manager = CacheManager(self.store, self.max_size, metrics_dir=self.metrics_dir,
+                                        on_purged=self.on_purged)  # fmt: skip
         self.manager.step(now)
 
-    def _lurk_alone(self, lurk: Callable[[], bool]) -> None:
-        """One lurker step unless another worker's runs (then the next tick tries again)."""
-        lock = FileLock(self.store.state / LURKER_LOCK, thread_local=False,
-                        preserve_lock_file=True)  # fmt: skip
-        if not try_acquire(lock, 0):
-            return
-        try:
-            lurk()
-        finally:
-            lock.release()
+    def _check_limit(self) -> None:
+        """Stop storing while the cache manager's last count is over ``PAUSE_ABOVE`` of the
+        limit (it is behind: starved of CPU, or still walking the folder after a restart
+        over a lower limit); store again once it is back under the limit. So the disk's
+        use stays bounded whatever the miss rate."""
+        total = self.store.usage.read()
+        if self.store.over_limit:
+            self.store.over_limit = total > self.max_size
+        elif total > self.max_size * PAUSE_ABOVE:
+            self.store.over_limit = True
+            log.warning("the cache folder is over its limit (%d bytes, limit %d): responses "
+                        "are not stored until the cache manager has made room",
+                        total, self.max_size)  # fmt: skip
 
 
 def cache_gauges(store: Store, max_size: int) -> list[tuple[str, str, float]]:
@@ -130,22 +130,3 @@ def cache_gauges(store: Store, max_size: int) -> list[tuple[str, str, float]]:
         ("wsgi_proxy_cache_limit_bytes", "WSGI_PROXY_MAX_SIZE", float(max_size)),
         ("wsgi_proxy_cache_files", "Files stored: entries, variants and markers", float(files)),
     ]
-
-
-def walk_files(folder: Path) -> Iterator[os.DirEntry[str]]:
-    """Every file under ``folder``, entries and writers' temporary files. Each folder is
-    listed whole before its files are handed out, so that a file published meanwhile is
-    not met twice; a folder that cannot be read is skipped."""
-    folders = [str(folder)]
-    while folders:
-        try:
-            with os.scandir(folders.pop()) as listing:
-                items = list(listing)
-        except OSError:
-            continue
-        for item in items:
-            with contextlib.suppress(OSError):
-                if item.is_dir(follow_symlinks=False):
-                    folders.append(item.path)
-                else:
-                    yield item

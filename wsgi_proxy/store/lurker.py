@@ -10,9 +10,9 @@ were in the list when it started are dropped from the file: every file published
 them has been reached.
 
 Invariants:
-- Runs in one process at a time (today a worker's evictor thread, under
-  ``state/lurker.lock``): its progress (``state/lurker``, replaced whole) is shared, so a
-  step continues the pass whichever worker takes it.
+- Runs in one process at a time: the cache manager's (manager.py), which holds
+  ``state/manager.lock``. Its progress (``state/lurker``, replaced whole) is kept on disk,
+  so a pass goes on after the manager is restarted.
 - With no ban in the list it reads nothing but the mapped generation counter.
 - Counts are truthful as far as the lurker can tell: each file it removes or marks is
   counted once, for the (oldest hard, else oldest soft) ban that covered it, in the
@@ -35,10 +35,10 @@ from pathlib import Path
 from wsgi_proxy.store.bans import Ban
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX
-from wsgi_proxy.store.eviction import walk_files
 from wsgi_proxy.store.hits import identity_of
 from wsgi_proxy.store.purge import read_meta, soft_purge
 from wsgi_proxy.store.recent_purges import RecentPurges
+from wsgi_proxy.store.walk import walk_files
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,8 @@ How:
   use at which ``RESERVE`` stays free.
 - A cleared folder (``Store.clear``) is deleted here, in the background, and counted until
   it is gone.
+- The ban lurker (lurker.py) runs here: the files that purges by prefix and tag (bans)
+  cover are removed or marked in the background.
 - A scan of the whole folder runs again every ``RESCAN_INTERVAL``, to correct drift (a
   writer killed between its publish and its journal record).
 
@@ -37,7 +39,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ from wsgi_proxy.store import journal
 from wsgi_proxy.store.cache import TRASH_PREFIX, Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
+from wsgi_proxy.store.lurker import lurk
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ RESERVE = 0.02
 MAX_RESERVE = 256 << 20
 # An eviction or a deletion of a cleared folder yields after this long, to read the journal.
 BUDGET = 0.25
+# The figures are written again this often even unchanged (what a worker reads stays true).
+REPUBLISH_INTERVAL = 5.0
 # Evictions are logged at most this often.
 LOG_INTERVAL = 60.0
 _UNITS = 512
@@ -137,8 +142,10 @@ class CacheManager:
         max_size: int,
         *,
         metrics_dir: Path | None = None,
+        on_purged: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_purged = on_purged  # entries the ban lurker removed or marked, by kind
         self.max_size = max_size
         self.metrics_dir = metrics_dir
         self.objects_dir = str(store.objects)
@@ -151,6 +158,7 @@ class CacheManager:
         self._locks = 0
         self._trash_files: Iterator[int] | None = None
         self._logged = -LOG_INTERVAL
+        self._published_at = 0.0
         self._written: tuple[int, ...] = ()
 
     @property
@@ -206,9 +214,13 @@ class CacheManager:
         limit = self.limit()
         if self.usage.total > limit * HIGH_WATER:
             self._evict(limit * LOW_WATER, deadline)
+        # The ban lurker, after the limit: removing what bans cover reclaims space too.
+        lurking = self.store.bans.current().bans and lurk(self.store, self.on_purged)
+        if lurking:
+            self._apply(self.reader.read(now))  # what it removed, through the store
         self._measure_overhead(now)
         self._publish(now)  # its own files count from the next round
-        return bool(self.trash) or self.usage.total > limit * HIGH_WATER
+        return bool(self.trash or lurking) or self.usage.total > limit * HIGH_WATER
 
     def limit(self) -> int:
         """``max_size``, or less when the disk would fill first (``RESERVE`` kept free)."""
@@ -308,11 +320,13 @@ class CacheManager:
 
     def _publish(self, now: float) -> None:
         """The totals, for the workers' metrics and the CLI: ``state/usage`` (bytes and
-        files) and ``state/manager.json``; written when they change."""
+        files) and ``state/manager.json``; written when they change, and every
+        ``REPUBLISH_INTERVAL``."""
         usage = self.usage
         figures = (usage.total, usage.files, usage.trash, self.evicted)
-        if figures == self._written:
+        if figures == self._written and now - self._published_at < REPUBLISH_INTERVAL:
             return
+        self._published_at = now
         self.store.usage.reset(usage.total, usage.files)
         state = {
             "pid": os.getpid(),

@@ -35,10 +35,10 @@ from wsgi_proxy.core import keys, sites
 from wsgi_proxy.store.bans import Ban, BanKind
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, CorruptEntry, entry_of, read_header
-from wsgi_proxy.store.eviction import walk_files
 from wsgi_proxy.store.hits import Hit
 from wsgi_proxy.store.hot_set import stamp_of
 from wsgi_proxy.store.recent_purges import PurgeRecord, RecentPurges
+from wsgi_proxy.store.walk import walk_files
 
 log = logging.getLogger(__name__)
 
