@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wsgi_proxy.store.atomic import replace_text
 from wsgi_proxy.store.bans import Ban
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX
@@ -178,12 +179,6 @@ def _load(path: Path) -> Pass | None:
 
 
 def _save(path: Path, progress: Pass) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}lurker.{os.getpid()}")
     text = json.dumps({"bans": progress.bans, "next": progress.next, "after": progress.after,
                        "counts": {str(k): v for k, v in progress.counts.items()}})  # fmt: skip
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    replace_text(path, text)

@@ -46,6 +46,7 @@ from typing import Any
 
 from wsgi_proxy.ops.metrics import EVICTIONS
 from wsgi_proxy.store import journal
+from wsgi_proxy.store.atomic import replace_text
 from wsgi_proxy.store.cache import TRASH_PREFIX, Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
@@ -342,10 +343,10 @@ class CacheManager:
             "evicted": self.evicted,
             "journal": self.reader.position(),
         }
-        _replace_text(self.store.state / STATE_FILE, json.dumps(state))
+        replace_text(self.store.state / STATE_FILE, json.dumps(state))
         if self.metrics_dir is not None and self.evicted != (self._written or (0,) * 4)[3]:
             with contextlib.suppress(OSError):
-                _replace_text(self.metrics_dir / EVICTIONS, str(self.evicted))
+                replace_text(self.metrics_dir / EVICTIONS, str(self.evicted))
         self._written = figures
 
 
@@ -498,9 +499,3 @@ def _path_of(key: bytes | str) -> str:
     if len(key) == 32:
         return f"{text[:2]}/{text}"
     return f"{text[:2]}/{text[:64]}.d/{text[64:]}"
-
-
-def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp.{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -16,10 +16,8 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from wsgi_proxy.store.entry_file import TMP_PREFIX
+from wsgi_proxy.store.atomic import replace_text
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ class RecentPurges:
         try:
             with lock:
                 kept = change(self.read(newest_first=False))
-                _replace(self.path, "".join(json.dumps(r.to_json()) + "\n" for r in kept))
+                replace_text(self.path, "".join(json.dumps(r.to_json()) + "\n" for r in kept))
         except (OSError, Timeout) as exc:
             log.warning("cannot record the purge in %s: %s", self.path, exc)
 
@@ -110,13 +108,3 @@ class RecentPurges:
             except (ValueError, KeyError, TypeError):
                 log.debug("skipping an unreadable line of %s: %r", self.path, line[:80])
         return records[::-1] if newest_first else records
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()

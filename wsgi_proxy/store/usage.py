@@ -11,10 +11,9 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from wsgi_proxy.store.entry_file import TMP_PREFIX
+from wsgi_proxy.store.atomic import replace_text
 
 
 class UsageCounter:
@@ -25,9 +24,7 @@ class UsageCounter:
 
     def reset(self, total: int, files: int) -> None:
         """Replace the totals (the cache manager's)."""
-        tmp = self.path.with_name(f"{TMP_PREFIX}{self.path.name}.{os.getpid()}")
-        tmp.write_text(f"{total} {files}")
-        os.replace(tmp, self.path)
+        replace_text(self.path, f"{total} {files}")
 
     def read(self) -> int:
         """The bytes stored."""
