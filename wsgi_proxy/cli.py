@@ -199,18 +199,15 @@ def clear_cache() -> int:
         return 2
     config, store, _record = opened
     from wsgi_proxy.store.eviction import manager_lock  # noqa: PLC0415
-    from wsgi_proxy.store.fetch_locks import try_acquire  # noqa: PLC0415
 
     try:
         trash = store.clear()
     except OSError as exc:
         print(f"caching-proxy: error: cannot clear {config.cache_dir}: {exc}", file=sys.stderr)
         return 1
-    lock = manager_lock(store)
-    if try_acquire(lock, 0):
+    if not manager_lock(store).is_held_elsewhere():
         # No cache manager runs to delete the old files: a process of their own does,
         # in the background (a server started meanwhile counts them until they are gone).
-        lock.release()
         subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
             [sys.executable, "-c", _SWEEP, str(trash)],
             start_new_session=True,
@@ -349,7 +346,6 @@ def stats_lines(config: Config, store: Store, record: ServerRecord | None) -> li
     import time  # noqa: PLC0415
 
     from wsgi_proxy.store.eviction import manager_lock  # noqa: PLC0415
-    from wsgi_proxy.store.fetch_locks import try_acquire  # noqa: PLC0415
     from wsgi_proxy.store.manager import Usage, current_usage, read_state  # noqa: PLC0415
 
     state = read_state(store)
@@ -358,10 +354,7 @@ def stats_lines(config: Config, store: Store, record: ServerRecord | None) -> li
     source = "as the server was started" if record else "from this environment: no record"
     share = f"{100 * usage.total / limit:.1f} % of the limit" if limit else "no limit"
     origins = ", ".join(record.origins) if record else config.origin.url
-    lock = manager_lock(store)
-    running = not try_acquire(lock, 0)
-    if not running:
-        lock.release()
+    running = manager_lock(store).is_held_elsewhere()
     if state is None:
         counted = "never counted: no cache manager has run on this folder"
     else:

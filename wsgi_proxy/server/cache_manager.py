@@ -27,8 +27,6 @@ import threading
 import time
 from typing import Any
 
-from filelock import Timeout
-
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.ops.metrics import purged_entries_counter
 from wsgi_proxy.store.cache import Store
@@ -114,14 +112,9 @@ def main(argv: list[str]) -> int:
         stop.wait(RESTART_DELAY * 5)
         return 1
     lock = manager_lock(store)
-    while True:  # a manager before this one may still hold the folder
-        if stop.is_set() or os.getppid() != parent:
+    while not lock.try_acquire():  # a manager before this one may still hold the folder
+        if stop.wait(1.0) or os.getppid() != parent:
             return 0
-        try:
-            lock.acquire(timeout=1.0)
-            break
-        except Timeout:
-            continue
     manager = CacheManager(store, config.max_size, metrics_dir=config.metrics_dir,
                            on_purged=purged_entries_counter(config.metrics_dir))  # fmt: skip
     try:

@@ -29,6 +29,7 @@ import json
 import logging
 import mmap
 import os
+import struct
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -189,17 +190,18 @@ class Bans:
         return found
 
     def _open_counter(self) -> memoryview | None:
-        """``bans.gen`` mapped (created if missing), as one native unsigned 64-bit int."""
+        """``bans.gen`` mapped read-only (created if missing), as one native unsigned 64-bit
+        int. Read-only: a writable mapping held for the process's life would keep the cache's
+        disk from being remounted read-only; ``_bump`` writes with ``pwrite``, which the
+        mapping sees at once (the same page cache)."""
         try:
-            fd = os.open(self.gen_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            _ensure_size(self.gen_path)
+            fd = os.open(self.gen_path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             self._cannot_map(exc)
             return None
         try:
-            if os.fstat(fd).st_size < GEN_SIZE:
-                # Never shrinks: another process may have created it and bumped it already.
-                os.ftruncate(fd, GEN_SIZE)
-            mapped = mmap.mmap(fd, GEN_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mapped = mmap.mmap(fd, GEN_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
         except (OSError, ValueError) as exc:
             self._cannot_map(exc)
             return None
@@ -254,4 +256,22 @@ class Bans:
         counter = self._counter or self._open_counter()
         if counter is None:
             raise OSError(f"cannot map {self.gen_path}")
-        counter[0] += 1  # under the lock: no other writer
+        fd = os.open(self.gen_path, os.O_WRONLY | os.O_CLOEXEC)
+        try:  # under the lock: no other writer
+            os.pwrite(fd, struct.pack("@Q", counter[0] + 1), 0)
+        finally:
+            os.close(fd)
+
+
+def _ensure_size(path: Path) -> None:
+    """``path`` at least ``GEN_SIZE`` bytes long (created, zero, if missing). Never shrunk:
+    another process may have created it and bumped it already."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_size >= GEN_SIZE:
+            return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_size < GEN_SIZE:
+            os.ftruncate(fd, GEN_SIZE)
+    finally:
+        os.close(fd)

@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -56,6 +57,8 @@ from wsgi_proxy.store.usage import UsageCounter
 
 log = logging.getLogger(__name__)
 
+# Touched by a write refused for want of room: the cache manager's signal (manager.py).
+DISK_FULL = "disk-full"
 # A cleared objects folder, renamed, until the cache manager has deleted it.
 TRASH_PREFIX = "trash."
 
@@ -108,6 +111,8 @@ class Store:
         if the folder cannot be used."""
         for folder in (self.root.parent, self.objects, self.locks, self.state):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # made while there is room; not touched
+            os.close(os.open(self.state / DISK_FULL, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.sites.start(self.objects)
         # Probed where entries are published: objects/ may be another mount than state/.
         kept = keeps_fine_timestamps(self.objects)
@@ -129,8 +134,13 @@ class Store:
         self.open_files = OpenFiles(self.touch_interval, max_files=0)  # let go of any held
 
     def note_write_error(self, exc: OSError) -> None:
-        """A write to the cache failed (the caller logs it and passes through)."""
+        """A write to the cache failed (the caller logs it and passes through). When for
+        want of room, the cache manager is told through the mtime of ``state/disk-full``
+        (which takes no room to change): it then makes room (manager.py)."""
         self.on_error("write")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            with contextlib.suppress(OSError):
+                os.utime(self.state / DISK_FULL)
 
     def primary_path(self, primary: str) -> Path:
         return Path(self._primary_location(primary))

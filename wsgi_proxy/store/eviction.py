@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -21,10 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock
-
 from wsgi_proxy.store.cache import Store
-from wsgi_proxy.store.fetch_locks import try_acquire
 from wsgi_proxy.store.manager import CacheManager
 
 log = logging.getLogger(__name__)
@@ -36,9 +34,44 @@ MANAGER_LOCK = "manager.lock"
 PAUSE_ABOVE = 1.02
 
 
-def manager_lock(store: Store) -> FileLock:
-    """Held by the cache manager (process or thread) for as long as it runs."""
-    return FileLock(store.state / MANAGER_LOCK, thread_local=False, preserve_lock_file=True)
+class ManagerLock:
+    """``state/manager.lock``, held by the cache manager (process or thread) for as long as
+    it runs: an ``flock`` on a descriptor opened read-only (filelock opens its files for
+    writing), so that holding it for hours keeps no file of the cache's disk open for
+    writing, and the disk can still be remounted read-only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+
+    def try_acquire(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def is_held_elsewhere(self) -> bool:
+        """Does a cache manager run on this folder now?"""
+        if not self.try_acquire():
+            return True
+        self.release()
+        return False
+
+
+def manager_lock(store: Store) -> ManagerLock:
+    return ManagerLock(store.state / MANAGER_LOCK)
 
 
 class Evictor:
@@ -62,7 +95,7 @@ class Evictor:
         self.interval = interval
         self.managed = os.environ.get(MANAGED_ENV) == "1" if managed is None else managed
         self.manager: CacheManager | None = None
-        self._lock: FileLock | None = None
+        self._lock: ManagerLock | None = None
         self._stop = threading.Event()
         self._warned = False
 
@@ -92,7 +125,7 @@ class Evictor:
             return
         if self.manager is None:
             lock = manager_lock(self.store)
-            if not try_acquire(lock, 0):
+            if not lock.try_acquire():
                 return
             self._lock = lock
             if not self._warned:

@@ -18,7 +18,9 @@ How:
   moved) goes back to the young end instead: a second chance, so the queue stays close to
   least-recently-used order without being told of hits.
 - A disk that fills before the limit is seen by ``statvfs``: the limit is then the disk
-  use at which ``RESERVE`` stays free.
+  use at which ``RESERVE`` stays free. A write refused for want of room all the same (a
+  response larger than that reserve) touches ``state/disk-full``: the manager then evicts
+  down to ``FULL_WATER`` of what is stored, again at each refusal, until it fits.
 - A cleared folder (``Store.clear``) is deleted here, in the background, and counted until
   it is gone.
 - The ban lurker (lurker.py) runs here: the files that purges by prefix and tag (bans)
@@ -47,7 +49,7 @@ from typing import Any
 from wsgi_proxy.ops.metrics import EVICTIONS
 from wsgi_proxy.store import journal
 from wsgi_proxy.store.atomic import replace_text
-from wsgi_proxy.store.cache import TRASH_PREFIX, Store
+from wsgi_proxy.store.cache import DISK_FULL, TRASH_PREFIX, Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
 from wsgi_proxy.store.lurker import lurk
@@ -65,6 +67,9 @@ OVERHEAD_INTERVAL = 60.0
 # Free space the manager keeps on the cache's disk when it fills before the limit: this
 # share of the disk, at most MAX_RESERVE.
 RESERVE = 0.02
+# A write refused for want of room (a disk that fills before the limit, or another
+# program's files on it): the manager evicts down to this share of what is stored then.
+FULL_WATER = 0.85
 MAX_RESERVE = 256 << 20
 # An eviction or a deletion of a cleared folder yields after this long, to read the journal.
 BUDGET = 0.25
@@ -160,6 +165,7 @@ class CacheManager:
         self._trash_files: Iterator[int] | None = None
         self._logged = -LOG_INTERVAL
         self._published_at = 0.0
+        self._full_seen: int | None = None
         self._written: tuple[int, ...] = ()
 
     @property
@@ -213,6 +219,9 @@ class CacheManager:
         if self.trash:
             self._delete_trash(deadline)
         limit = self.limit()
+        if self._disk_filled():
+            # A write found no room: as much again as the old low-water mark frees.
+            self._evict(self.usage.total * FULL_WATER, deadline)
         if self.usage.total > limit * HIGH_WATER:
             self._evict(limit * LOW_WATER, deadline)
         # The ban lurker, after the limit: removing what bans cover reclaims space too.
@@ -222,6 +231,16 @@ class CacheManager:
         self._measure_overhead(now)
         self._publish(now)  # its own files count from the next round
         return bool(self.trash or lurking) or self.usage.total > limit * HIGH_WATER
+
+    def _disk_filled(self) -> bool:
+        """Has a write been refused for want of room since the last round (``DISK_FULL``'s
+        mtime moved)?"""
+        try:
+            mtime = os.stat(self.store.state / DISK_FULL).st_mtime_ns
+        except OSError:
+            return False
+        seen, self._full_seen = self._full_seen, mtime
+        return seen is not None and mtime != seen
 
     def limit(self) -> int:
         """``max_size``, or less when the disk would fill first (``RESERVE`` kept free)."""

@@ -3,6 +3,7 @@ what it evicts, and the journal's records and the queue's packing as tables."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -220,3 +221,24 @@ def _state(store: Store) -> dict[str, object]:
     state = read_state(store)
     assert state is not None
     return state
+
+
+@pytest.mark.parametrize(
+    ("error", "full"),
+    [(errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EACCES, False), (errno.EROFS, False)],
+)
+def test_a_write_refused_for_want_of_room_makes_room(store: Store, error: int, full: bool) -> None:
+    """Far below the limit, a write refused for want of room (and only that) has the
+    manager evict the least recently used down to 85 % of what is stored; opening the
+    store again (each worker does) is no such signal."""
+    paths = aged(store, 20, 100_000)
+    manager = CacheManager(store, 10**12)
+    manager.step(NOW)
+    before = manager.objects
+    Store(store.root.parent, lock_stripes=1, max_variants=1).prepare()
+    time.sleep(0.01)  # the signal is an mtime
+    store.note_write_error(OSError(error, os.strerror(error)))
+    manager.step(NOW)
+    assert (manager.objects <= before * 0.85) is full
+    assert (not paths[0].exists()) is full
+    assert paths[-1].exists()
