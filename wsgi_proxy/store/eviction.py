@@ -10,6 +10,9 @@ holding ``state/manager.lock``) runs the manager's rounds in its ``Evictor`` thr
 Invariants:
 - Every half second each worker lets go of its held files that can no longer be given
   (``OpenFiles.prune``): a removed entry's disk blocks are free within one interval.
+- Every half second each worker reads the manager's count (``state/usage``): over
+  ``PAUSE_ABOVE`` of the limit it stores nothing new (``Store.over_limit``) until the
+  count is back under the limit.
 """
 
 from __future__ import annotations
