@@ -1,5 +1,5 @@
-"""A large cache made with the project's own Store API, and waiting for the proxy's first
-scan of it.
+"""A large cache made with the project's own Store API, and waiting for the proxy's cache
+manager's first walk of it.
 
 ``fill`` writes entries exactly where and as the proxy would after fetching them: primary
 key ``GET <origin><target> http://<FILL_HOST>`` (requests for them must send that ``Host``:
@@ -11,6 +11,7 @@ times of now (so ``max-age=3600`` keeps them fresh for an hour), published by
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -57,39 +58,34 @@ def fill(
 
 @dataclass(frozen=True)
 class Scan:
-    files: int | None  # entries the last scan counted
-    seconds: float | None  # how long the last scan took (its start and end marks)
+    files: int | None  # files the cache manager's last walk counted
+    seconds: float | None  # how long that walk took
     finished_at: float  # time.time() of its end
 
 
-def scan_marks(cache_dir: Path) -> tuple[float, float] | None:
-    """(start, end) mtimes of the evictor's last scan: it touches ``state/scanned`` before
-    walking the folder and writes ``state/entries`` after."""
-    state = cache_dir / "v1" / "state"
+def last_walk(cache_dir: Path) -> Scan | None:
+    """The cache manager's last walk of the folder, from what it publishes
+    (``v1/state/manager.json``, store/manager.py); None before its first."""
     try:
-        return (state / "scanned").stat().st_mtime, (state / "entries").stat().st_mtime
-    except FileNotFoundError:
+        state = json.loads((cache_dir / "v1" / "state" / "manager.json").read_text())
+    except (OSError, ValueError):
         return None
+    if not state.get("loaded"):
+        return None
+    return Scan(state.get("files"), state.get("load_seconds"), float(state["loaded"]))
 
 
-def wait_for_scans(cache_dir: Path, quiet: float = 3.0, timeout: float = 300.0) -> Scan:
-    """Wait until the proxy's evictor scans are over: every worker's evictor scans the
-    whole folder on its first tick (0.5 s after the worker's first request, unless another
-    worker's scan holds the lock then), and a scan of 100,000 files takes seconds on the
-    proxy's CPU. Done when the last scan ended ``quiet`` seconds ago and none started."""
+def wait_for_scans(cache_dir: Path, started: float, timeout: float = 300.0) -> Scan:
+    """Wait until the proxy's cache manager has walked the folder once since ``started``
+    (its start: the manager walks the whole folder then, off the workers, and a walk of
+    100,000 files takes seconds of its CPU)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        marks = scan_marks(cache_dir)
-        if marks is not None:
-            started, finished = marks
-            if finished >= started and time.time() - max(marks) >= quiet:
-                try:
-                    files = int((cache_dir / "v1" / "state" / "entries").read_text())
-                except (OSError, ValueError):
-                    files = None
-                return Scan(files, round(finished - started, 3), finished)
+        walk = last_walk(cache_dir)
+        if walk is not None and walk.finished_at >= started:
+            return walk
         time.sleep(0.2)
-    raise SystemExit(f"the proxy's eviction scan of {cache_dir} did not finish in {timeout} s")
+    raise SystemExit(f"the cache manager's walk of {cache_dir} did not finish in {timeout} s")
 
 
 def origin_fields(port: int, path: str) -> Headers:

@@ -287,6 +287,7 @@ def size_phase(
     # Both proxies alike; room for the filled entries without eviction (4 KiB a file).
     max_size = f"{max(1 << 10, (args.entries * 4096 >> 20) * 2)}M"
     settings = {"WSGI_PROXY_MAX_SIZE": max_size}
+    started = time.time()
     big = start_proxy(services, "proxy-big", origin_port, big_cache, args, settings)
     small = start_proxy(services, "proxy-small", origin_port, scratch / "cache-small", args,
                         settings)  # fmt: skip
@@ -302,15 +303,11 @@ def size_phase(
         for path, body in hot.items():
             warm(service.port, path, body, x_cache="HIT")
     script = rotation_script(scratch, hot_paths)
-    for service in (big, small):  # every worker gets requests: its app and evictor start
+    for service in (big, small):  # every worker gets requests: its app starts
         run_wrk(service.port, "/", max(args.conn_counts), 2, pin, script)
-    print(
-        "  waiting for the proxies' first eviction scans (each worker's evictor walks the "
-        "whole cache folder on its first tick) ...",
-        flush=True,
-    )
-    scan = fill.wait_for_scans(big_cache)
-    fill.wait_for_scans(scratch / "cache-small")
+    print("  waiting for the cache managers' first walks of their folders ...", flush=True)
+    scan = fill.wait_for_scans(big_cache, started)
+    fill.wait_for_scans(scratch / "cache-small", started)
     print(f"  last scan of the big cache: {scan.files} files in {scan.seconds} s", flush=True)
     pairs = [
         Pair("size", "HIT 1k x100 URLs", c, big, small, "/", script, expect=("hit", "hit"))
@@ -318,10 +315,10 @@ def size_phase(
     ]
     print(f"  wrk rotating over {len(hot_paths)} URLs, HITs in both proxies", flush=True)
     run_pairs(pairs, args.rounds, args.duration, pin)
-    marks = fill.scan_marks(big_cache)
-    rescanned = marks is not None and marks[0] > scan.finished_at
+    walk = fill.last_walk(big_cache)
+    rescanned = walk is not None and walk.finished_at > scan.finished_at
     if rescanned:
-        print("  note: the big proxy's evictor scanned again during the measurement")
+        print("  note: the big proxy's cache manager walked the folder again meanwhile")
     for service in (big, small):
         services.stop(service)
     return {

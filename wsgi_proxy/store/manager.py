@@ -160,6 +160,7 @@ class CacheManager:
         self.objects = self.files = self.overhead = self.trash = 0
         self.evicted = 0
         self.loaded_at = 0.0
+        self.load_seconds = 0.0
         self._overhead_at = 0.0
         self._locks = 0
         self._trash_files: Iterator[int] | None = None
@@ -202,9 +203,10 @@ class CacheManager:
         self._overhead_at = 0.0
         self._measure_overhead(now)
         self.loaded_at = now
+        self.load_seconds = time.monotonic() - started
         log.info(
             "%d files, %d bytes on disk in %s (scanned in %.1f s)",
-            files, self.usage.total, self.store.root, time.monotonic() - started,
+            files, self.usage.total, self.store.root, self.load_seconds,
         )  # fmt: skip
 
     # ---- one round ----------------------------------------------------------------------
@@ -352,6 +354,7 @@ class CacheManager:
             "pid": os.getpid(),
             "updated": now,
             "loaded": self.loaded_at,
+            "load_seconds": round(self.load_seconds, 3),
             "limit": self.max_size,
             "bytes": usage.total,
             "objects_bytes": usage.objects,
