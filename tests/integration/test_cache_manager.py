@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from support import client
 from support.checks import cache_breakdown, cache_bytes, poll
+from support.cli import run_cli
 from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess, manager_pids, proxy_env
 
@@ -190,17 +190,6 @@ def test_without_the_proxys_hooks_one_worker_keeps_the_limit(
     assert proxy.stderr(200).count("no cache manager process") == 1
 
 
-def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wsgi_proxy", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_clear_answers_at_once_and_the_old_files_go_in_the_background(
     proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
 ) -> None:
@@ -213,7 +202,7 @@ def test_clear_answers_at_once_and_the_old_files_go_in_the_background(
     with misses(proxy, paths) as done:
         assert poll(lambda: done[0] >= 200, 60)
     env = proxy_env(origin.url, cache)
-    cleared = cli(["--clear-cache"], env)
+    cleared = run_cli(["--clear-cache"], env)
     assert cleared.returncode == 0, cleared.stderr
     assert proxy.get(paths[0]).x_cache == "MISS"
     assert poll(lambda: not list((cache / "v1").glob("trash.*")), 10)
@@ -222,7 +211,7 @@ def test_clear_answers_at_once_and_the_old_files_go_in_the_background(
         assert poll(lambda: done[0] >= 99, 60)
     proxy.stop()
     before = cache_bytes(cache)
-    cleared = cli(["--clear-cache"], env)
+    cleared = run_cli(["--clear-cache"], env)
     assert cleared.returncode == 0, cleared.stderr
     assert poll(lambda: not list((cache / "v1").glob("trash.*")), 10)
     assert cache_bytes(cache) < before - 90 * 8192
@@ -239,7 +228,7 @@ def test_stats_reads_the_managers_figures_which_match_du(
     with misses(proxy, routes(origin, "stats", 150)) as done:
         assert poll(lambda: done[0] >= 150, 60)
     time.sleep(0.5)
-    done_stats = cli(["stats"], proxy_env(origin.url, cache))
+    done_stats = run_cli(["stats"], proxy_env(origin.url, cache))
     assert done_stats.returncode == 0, done_stats.stderr
     figures = dict(
         line.split("  # ", 1)[0].split("=", 1) for line in done_stats.stdout.splitlines()

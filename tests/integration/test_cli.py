@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from support.cli import CLI, run_cli
 from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess, proxy_env
 
@@ -19,7 +18,6 @@ from wsgi_proxy.core.config import PREFIX
 from wsgi_proxy.store.purge import BANNED
 
 CACHED = [("Cache-Control", "max-age=600")]
-RUN = [sys.executable, "-m", "wsgi_proxy"]
 UNREACHABLE = "http://127.0.0.1:9"  # the origin the server's environment names: never used
 
 
@@ -31,10 +29,6 @@ def shell_env(**settings: str) -> dict[str, str]:
     return {**env, **{PREFIX + name: value for name, value in settings.items()}}
 
 
-def cli(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*RUN, *args], env=env, capture_output=True, text=True, timeout=60)
-
-
 def started_with_flags(
     factory: ProxyFactory, origin: Origin, cache: Path, **env: str
 ) -> ProxyProcess:
@@ -42,7 +36,7 @@ def started_with_flags(
     names another origin, which the flag overrides."""
 
     def command(port: int) -> list[str]:
-        return [*RUN, "--port", str(port), "--origin", origin.url, "--cache-dir", str(cache),
+        return [*CLI, "--port", str(port), "--origin", origin.url, "--cache-dir", str(cache),
                 "--workers", "2"]  # fmt: skip
 
     return factory(env, origin=UNREACHABLE, cache_dir=cache, command=command)
@@ -59,12 +53,12 @@ def test_purge_finds_what_a_server_started_with_flags_stored(
         assert proxy.get(path).x_cache == "MISS"
         assert proxy.get(path).x_cache == "HIT"
     # The shell knows the cache folder (the issue's case), not the origin the flag gave.
-    done = cli(["purge", one], shell_env(CACHE_DIR=str(cache)))
+    done = run_cli(["purge", one], shell_env(CACHE_DIR=str(cache)))
     assert (done.returncode, done.stdout) == (0, "purged 1\n"), done.stderr
     assert proxy.get(one).x_cache == "MISS"
     # Nothing of the server's settings, the folder as a flag.
-    done = cli(["purge", "--cache-dir", str(cache), "--prefix", origin.prefix + "/cli/dir/"],
-               shell_env())  # fmt: skip
+    done = run_cli(["purge", "--cache-dir", str(cache), "--prefix", origin.prefix + "/cli/dir/"],
+                   shell_env())  # fmt: skip
     assert (done.returncode, done.stdout) == (0, BANNED + "\n"), done.stderr
     assert proxy.get(two).x_cache == "MISS"
     assert proxy.get(one).x_cache == "HIT"
@@ -79,14 +73,14 @@ def test_a_url_purge_that_matches_nothing_says_so(
     kept = origin.route("/kept", headers=CACHED, body=b"kept")
     proxy.get(kept)
     env = shell_env(CACHE_DIR=str(cache))
-    done = cli(["purge", origin.prefix + "/never"], env)
+    done = run_cli(["purge", origin.prefix + "/never"], env)
     assert done.returncode == 3, (done.stdout, done.stderr)
     assert done.stdout == "purged 0\n"
     assert "nothing stored matched" in done.stderr
     assert origin.url in done.stderr  # the origin it searched for
     # Bans answer before anything is looked at: they cannot know their count (exit 0).
     for args in (["purge", "--prefix", "/nothing/"], ["purge", "--tag", "none"]):
-        done = cli(args, env)
+        done = run_cli(args, env)
         assert (done.returncode, done.stdout, done.stderr) == (0, BANNED + "\n", ""), args
     assert proxy.get(kept).x_cache == "HIT"
 
@@ -96,7 +90,7 @@ def test_commands_refuse_a_folder_no_server_used_and_create_nothing(
     tmp_path: Path, command: list[str]
 ) -> None:
     folder = tmp_path / "not-a-cache"
-    done = cli([*command, "--cache-dir", str(folder)], shell_env())
+    done = run_cli([*command, "--cache-dir", str(folder)], shell_env())
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert f"no cache at {folder}" in done.stderr
     assert not folder.exists()
@@ -109,7 +103,7 @@ def test_stats_and_clear_use_the_servers_record(
     proxy = started_with_flags(proxy_factory, origin, cache, WSGI_PROXY_MAX_SIZE="5M")
     path = origin.route("/stats", headers=CACHED, body=b"s" * 2000)
     proxy.get(path)
-    done = cli(["stats", "--cache-dir", str(cache)], shell_env())
+    done = run_cli(["stats", "--cache-dir", str(cache)], shell_env())
     assert done.returncode == 0, done.stderr
     figures = {}
     for line in done.stdout.splitlines():
@@ -122,14 +116,14 @@ def test_stats_and_clear_use_the_servers_record(
     assert figures["origins"] == origin.url
     assert int(figures["bytes"]) > 2000
     assert "(5.0 MiB)" in done.stdout
-    cleared = cli(["--clear-cache", "--cache-dir", str(cache)], shell_env())
+    cleared = run_cli(["--clear-cache", "--cache-dir", str(cache)], shell_env())
     assert cleared.returncode == 0, cleared.stderr
     assert proxy.get(path).x_cache == "MISS"
 
 
 def check_config(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     env = proxy_env("http://127.0.0.1:8000", tmp_path / "new" / "cache")
-    return cli(["check-config"], {**env, **{PREFIX + k: v for k, v in settings.items()}})
+    return run_cli(["check-config"], {**env, **{PREFIX + k: v for k, v in settings.items()}})
 
 
 # A server setting, a bad value for it: check-config refuses it naming the variable.
@@ -171,12 +165,12 @@ def test_server_warns_about_unknown_names_at_start_up(proxy_factory: ProxyFactor
 
 @pytest.mark.parametrize("command", [["stats"], ["check-config"], ["purge"], []])
 def test_every_command_answers_help(command: list[str]) -> None:
-    done = cli([*command, "--help"], shell_env())
+    done = run_cli([*command, "--help"], shell_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: caching-proxy {' '.join(command)}".rstrip())
 
 
 def test_version() -> None:
-    done = cli(["--version"], shell_env())
+    done = run_cli(["--version"], shell_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("caching-proxy 0.") and "gunicorn" in done.stdout

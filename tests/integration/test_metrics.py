@@ -10,13 +10,12 @@ import json
 import os
 import platform
 import signal
-import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
 from support.checks import poll
+from support.cli import run_cli
 from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess, proxy_env
 from support.scrapes import AUTH, TOKEN, Scrape, histogram_counts, scrape
@@ -210,24 +209,12 @@ def test_cache_files_follows_fill_purge_clear_and_restart(
     workers_settled(again)
 
     env = proxy_env(origin.url, again.cache_dir)
-    purged = subprocess.run(
-        [sys.executable, "-m", "wsgi_proxy", "purge", paths[1]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    purged = run_cli(["purge", paths[1]], env)
     assert (purged.returncode, purged.stdout) == (0, "purged 1\n"), purged.stderr
     assert stored_files(again.cache_dir) == 5
     files_metric_is(again, 5)
 
-    cleared = subprocess.run(
-        [sys.executable, "-m", "wsgi_proxy", "--clear-cache"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    cleared = run_cli(["--clear-cache"], env)
     assert cleared.returncode == 0, cleared.stderr
     assert stored_files(again.cache_dir) == 0
     files_metric_is(again, 0)
@@ -248,21 +235,9 @@ def test_a_command_line_purge_on_a_stopped_servers_folder_is_counted(
     files_metric_is(proxy, 3)
     proxy.stop()
     env = proxy_env(origin.url, proxy.cache_dir)
-    purged = subprocess.run(
-        [sys.executable, "-m", "wsgi_proxy", "purge", paths[0]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    purged = run_cli(["purge", paths[0]], env)
     assert (purged.returncode, purged.stdout) == (0, "purged 1\n"), purged.stderr
-    stats = subprocess.run(
-        [sys.executable, "-m", "wsgi_proxy", "stats"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    stats = run_cli(["stats"], env)
     assert "files=2  #" in stats.stdout, stats.stdout
     files_metric_is(admin_proxy(proxy_factory), 2)
 
