@@ -72,6 +72,7 @@ if __package__ in (None, ""):  # run as a script: ``bench`` is imported as the t
 from bench import fill, streaming
 from bench.client import cache_outcomes, concurrent_gets, distinct_misses, get, herd, warm
 from bench.load import Pair, print_group, rotation_script, run_pairs, run_wrk
+from bench.nginx_origin import nginx_binary, start_nginx
 from bench.procs import Service, Services, exit_on_signal, free_port
 from bench.summary import Targets, print_summary, summary_rows
 
@@ -93,38 +94,16 @@ PROXY_ENV = {"WSGI_PROXY_ADMIN_ALLOW": "127.0.0.1"}
 # The code each proxy started with (``code_state``), by service name.
 PROXY_CODE: dict[str, str] = {}
 
-NGINX_CONF = """\
-worker_processes 1;
-{user}
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  default_type application/octet-stream;
-  sendfile on; tcp_nopush off; tcp_nodelay on;
-  keepalive_timeout 65; keepalive_requests 100000000;
-  client_body_temp_path {d}/tmp_body; proxy_temp_path {d}/tmp_proxy;
-  fastcgi_temp_path {d}/tmp_fcgi; uwsgi_temp_path {d}/tmp_uwsgi; scgi_temp_path {d}/tmp_scgi;
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    root {www};
+# The origin's paths: cached, never stored, the large file, and slow (bench_origin.py).
+ORIGIN_LOCATIONS = """\
     location /c/ {{ add_header Cache-Control "max-age=3600"; }}
     location /nostore/ {{ add_header Cache-Control "no-store"; }}
     location /big/ {{ add_header Cache-Control "max-age=3600"; }}
     location /slow/ {{ proxy_pass http://127.0.0.1:{slow}; proxy_buffering off; }}
-  }}
-}}
 """
 
 
 # ---- servers ------------------------------------------------------------------------------
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
-    )
 
 
 def start_origin(
@@ -140,17 +119,9 @@ def start_origin(
         why = "--python-origin" if python_only else "nginx not installed"
         return slow_port, slow_port, f"Python threaded server, bench_origin.py ({why})"
     services.start("slow-origin", slow_argv, slow_port, cpus="1")
-    port = free_port()
-    folder = scratch / "nginx"
-    for sub in ("tmp_body", "tmp_proxy", "tmp_fcgi", "tmp_uwsgi", "tmp_scgi"):
-        (folder / sub).mkdir(parents=True)
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = folder / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, d=folder, port=port, www=www, slow=slow_port))
     version = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
-    error_log = str(folder / "nginx-error.log")
-    argv = [nginx, "-p", f"{folder}/", "-e", error_log, "-c", str(conf), "-g", "daemon off;"]
-    services.start("origin", argv, port, cpus="1")
+    locations = ORIGIN_LOCATIONS.format(slow=slow_port)
+    port = start_nginx(services, nginx, scratch / "nginx", www, locations)
     described = version.stderr.strip().removeprefix("nginx version: ")
     return port, slow_port, f"nginx ({described}), bench_origin.py for /slow/"
 

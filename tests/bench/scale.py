@@ -83,8 +83,9 @@ if __package__ in (None, ""):  # run as a script: ``bench`` is imported as the t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.client import ADMIN_PREFIX, cache_outcomes, outcome_delta, settled_outcomes
-from bench.procs import Service, Services, exit_on_signal, free_port, settle_cpu, tree_pids
-from bench.run import PROXY_CODE, REPO, code_state, machine, nginx_binary, start_proxy
+from bench.nginx_origin import nginx_binary, start_nginx
+from bench.procs import Service, Services, exit_on_signal, settle_cpu, tree_pids
+from bench.run import PROXY_CODE, REPO, code_state, machine, start_proxy
 
 HOST = "bench.example"  # every request's Host: the key stays the same across restarts
 BODY_SIZE = 1024
@@ -96,30 +97,14 @@ PREFIX_BUCKETS = {"admin": 7, "cli": 8}
 TAG_BUCKETS = {"admin": 13, "cli": 14, "load": 21}
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
-NGINX_CONF = """\
-worker_processes 1;
-{user}
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  default_type application/octet-stream;
-  sendfile on; tcp_nopush off; tcp_nodelay on;
-  keepalive_timeout 65; keepalive_requests 100000000;
-  client_body_temp_path {d}/tmp_body; proxy_temp_path {d}/tmp_proxy;
-  fastcgi_temp_path {d}/tmp_fcgi; uwsgi_temp_path {d}/tmp_uwsgi; scgi_temp_path {d}/tmp_scgi;
-  map $request_uri $skey {{ "~^/s/([0-9][0-9])/" "b$1"; default "none"; }}
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    root {www};
-    location /s/ {{
+# The Surrogate-Key of /s/<bb>/<i> is b<bb>: its bucket as a tag.
+ORIGIN_HTTP = '  map $request_uri $skey { "~^/s/([0-9][0-9])/" "b$1"; default "none"; }\n'
+ORIGIN_LOCATIONS = """\
+    location /s/ {
       try_files /one.bin =404;
       add_header Cache-Control "max-age=86400";
       add_header Surrogate-Key $skey;
-    }}
-  }}
-}}
+    }
 """
 
 
@@ -865,17 +850,7 @@ def start_origin(services: Services, scratch: Path) -> int:
     www = scratch / "www"
     www.mkdir()
     (www / "one.bin").write_bytes(os.urandom(BODY_SIZE))
-    folder = scratch / "nginx"
-    for sub in ("tmp_body", "tmp_proxy", "tmp_fcgi", "tmp_uwsgi", "tmp_scgi"):
-        (folder / sub).mkdir(parents=True)
-    port = free_port()
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = folder / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, d=folder, port=port, www=www))
-    error_log = str(folder / "nginx-error.log")
-    argv = [nginx, "-p", f"{folder}/", "-e", error_log, "-c", str(conf), "-g", "daemon off;"]
-    services.start("origin", argv, port, cpus="1")
-    return port
+    return start_nginx(services, nginx, scratch / "nginx", www, ORIGIN_LOCATIONS, ORIGIN_HTTP)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
