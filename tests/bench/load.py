@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import statistics
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,12 +157,20 @@ def run_wrk(
     )
 
 
-def rotation_script(folder: Path, paths: list[str]) -> Path:
-    """A wrk Lua script sending GETs to ``paths`` in turn (one wrk thread: one cycle)."""
+def wrk_headers(headers: Mapping[str, str]) -> str:
+    """Lua lines adding ``headers`` to every request of a wrk script."""
+    return "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in headers.items())
+
+
+def rotation_script(
+    folder: Path, paths: list[str], headers: Mapping[str, str] | None = None
+) -> Path:
+    """A wrk Lua script sending GETs to ``paths`` in turn (one wrk thread: one cycle), each
+    with ``headers`` added."""
     listed = ",\n".join(f'  "{p}"' for p in paths)
     script = folder / "rotate.lua"
     script.write_text(
-        f"local paths = {{\n{listed}\n}}\n"
+        wrk_headers(headers or {}) + f"local paths = {{\n{listed}\n}}\n"
         "local i = 0\n"
         "request = function()\n"
         "  i = i % #paths + 1\n"

@@ -83,6 +83,7 @@ if __package__ in (None, ""):  # run as a script: ``bench`` is imported as the t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.client import ADMIN_PREFIX, cache_outcomes, outcome_delta, settled_outcomes
+from bench.load import rotation_script, wrk_headers
 from bench.nginx_origin import nginx_binary, start_nginx
 from bench.procs import Service, Services, exit_on_signal, settle_cpu, tree_pids
 from bench.run import PROXY_CODE, REPO, code_state, machine, start_proxy
@@ -210,7 +211,7 @@ def concurrent_wrk(port: int, runs: list[tuple[int, Path]], seconds: float, pin:
     return results, outcome_delta(before, settled_outcomes(port))
 
 
-_HEAD = f'wrk.headers["Host"] = "{HOST}"\n'
+_HEAD = wrk_headers({"Host": HOST})
 
 
 def unique_script(folder: Path, name: str, start: int, stop: int | None) -> Path:
@@ -252,20 +253,6 @@ def hot_paths(n: int) -> list[str]:
     while len(ids) < min(HOT_URLS, n):
         ids.append(next(extra))
     return [path_of(i) for i in ids[:HOT_URLS]]
-
-
-def hot_script(folder: Path, paths: list[str]) -> Path:
-    listed = ",\n".join(f'  "{p}"' for p in paths)
-    script = folder / "hot.lua"
-    script.write_text(
-        _HEAD + f"local paths = {{\n{listed}\n}}\n"
-        "local i = 0\n"
-        "request = function()\n"
-        "  i = i % #paths + 1\n"
-        '  return wrk.format("GET", paths[i])\n'
-        "end\n"
-    )
-    return script
 
 
 # ---- the proxy from outside: HTTP, the CLI, /proc, du --------------------------------------
@@ -594,7 +581,7 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
         out["disk_full_bytes"] = full
         # 2. hot set, 3. spread, 4. memory
         paths = hot_paths(n)
-        hot = hot_script(folder, paths)
+        hot = rotation_script(folder, paths, {"Host": HOST})
         run.wrk(args.conns, 2, hot)  # every worker has answered, its first scans begun
         time.sleep(2)
         out["hot"] = run.wrk(args.conns, args.duration, hot).as_json()
