@@ -53,6 +53,7 @@ from wsgi_proxy.store.cache import DISK_FULL, TRASH_PREFIX, Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
 from wsgi_proxy.store.lurker import lurk
+from wsgi_proxy.store.walk import walk
 
 log = logging.getLogger(__name__)
 
@@ -400,34 +401,24 @@ def current_usage(store: Store, state: dict[str, Any]) -> Usage:
 def _walk(
     top: str, now: float, keep_tmp: bool = False
 ) -> Iterator[tuple[str, os.stat_result, bool]]:
-    """Every folder and file under ``top`` (not ``top`` itself): its path relative to
-    ``top`` (folders end with ``/``), its ``lstat``, and whether it is a stored file. Dead
-    writers' temporary files are removed (unless ``keep_tmp``); live ones count, but are
-    not stored files."""
-    folders = [""]
-    while folders:
-        rel_folder = folders.pop()
+    """Every folder and file under ``top`` (not ``top`` itself, walk.py's order): its path
+    relative to ``top``, its ``lstat``, and whether it is a stored file. Dead writers'
+    temporary files are removed (unless ``keep_tmp``); live ones count, but are not stored
+    files."""
+    for rel, item, is_dir in walk(top):
         try:
-            with os.scandir(os.path.join(top, rel_folder)) as listing:
-                items = list(listing)
+            stat = item.stat(follow_symlinks=False)
         except OSError:
             continue
-        for item in items:
-            rel = f"{rel_folder}{item.name}"
-            try:
-                stat = item.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if item.is_dir(follow_symlinks=False):
-                folders.append(rel + "/")
-                yield rel + "/", stat, False
-            elif not item.name.startswith(TMP_PREFIX):
-                yield rel, stat, True
-            elif not keep_tmp and is_dead_tmp(item.name, stat.st_mtime, now):
-                with contextlib.suppress(OSError):
-                    os.unlink(item.path)
-            else:
-                yield rel, stat, False
+        if is_dir:
+            yield rel, stat, False
+        elif not item.name.startswith(TMP_PREFIX):
+            yield rel, stat, True
+        elif not keep_tmp and is_dead_tmp(item.name, stat.st_mtime, now):
+            with contextlib.suppress(OSError):
+                os.unlink(item.path)
+        else:
+            yield rel, stat, False
 
 
 def _deleted_files(folders: list[str]) -> Iterator[int]:
