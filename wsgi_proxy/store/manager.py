@@ -29,7 +29,7 @@ How:
   writer killed between its publish and its journal record).
 
 Memory: one queue item per stored file, about 120 bytes (the path's digests as bytes, and
-mtime and size packed in one int).
+mtime and size packed in one int: lru_queue.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import logging
 import os
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from wsgi_proxy.store.atomic import replace_text
 from wsgi_proxy.store.cache import DISK_FULL, TRASH_PREFIX, Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
+from wsgi_proxy.store.lru_queue import LruQueue, key_of, stamp
 from wsgi_proxy.store.lurker import lurk
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,6 @@ BUDGET = 0.25
 REPUBLISH_INTERVAL = 5.0
 # Evictions are logged at most this often.
 LOG_INTERVAL = 60.0
-_UNITS = 512
-_SHIFT = 40  # a queue item's int: mtime in seconds << _SHIFT | size in 512-byte units
-_MASK = (1 << _SHIFT) - 1
 STATE_FILE = "manager.json"
 
 
@@ -114,29 +111,6 @@ def counted(usage: Usage, records: list[journal.Record]) -> Usage:
                 trash += objects
                 objects = files = 0
     return Usage(objects, files, usage.overhead, trash)
-
-
-class LruQueue:
-    """Stored files, oldest first: each a path key and an int packing mtime and size."""
-
-    def __init__(self) -> None:
-        self.keys: deque[bytes | str] = deque()
-        self.stamps: deque[int] = deque()
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def append(self, path: str, mtime: float, size: int) -> None:
-        self.keys.append(_key_of(path))
-        self.stamps.append(_stamp(mtime, size))
-
-    def popleft(self) -> tuple[str, int]:
-        """The oldest file's path and the mtime (seconds) it was queued with."""
-        return _path_of(self.keys.popleft()), self.stamps.popleft() >> _SHIFT
-
-    def clear(self) -> None:
-        self.keys.clear()
-        self.stamps.clear()
 
 
 class CacheManager:
@@ -190,8 +164,8 @@ class CacheManager:
             objects += size
             if is_file:
                 files += 1
-                keys.append(_key_of(rel))
-                stamps.append(_stamp(stat.st_mtime, size))
+                keys.append(key_of(rel))
+                stamps.append(stamp(stat.st_mtime, size))
         # Oldest first, in memory close to the queue's own: no tuple per file.
         order = sorted(range(len(stamps)), key=stamps.__getitem__)
         queue = LruQueue()
@@ -494,30 +468,3 @@ def _tree_size(top: str) -> int:
     for _, stat, _ in _walk(top, 0.0, keep_tmp=True):
         total += disk_bytes(stat)
     return total
-
-
-def _stamp(mtime: float, size: int) -> int:
-    """A queue item's int: mtime in seconds, then the size in 512-byte units."""
-    return int(mtime) << _SHIFT | min(-(-size // _UNITS), _MASK)
-
-
-def _key_of(rel: str) -> bytes | str:
-    """A stored file's path, compact: its digests as bytes where it is ``ab/<digest>`` or
-    ``ab/<digest>.d/<digest>`` (cache.py's layout), else the path itself."""
-    try:
-        if len(rel) == 67 and rel[2] == "/":
-            return bytes.fromhex(rel[3:])
-        if len(rel) == 134 and rel[2] == "/" and rel[67:70] == ".d/":
-            return bytes.fromhex(rel[3:67] + rel[70:])
-    except ValueError:
-        pass
-    return rel
-
-
-def _path_of(key: bytes | str) -> str:
-    if isinstance(key, str):
-        return key
-    text = key.hex()
-    if len(key) == 32:
-        return f"{text[:2]}/{text}"
-    return f"{text[:2]}/{text[:64]}.d/{text[64:]}"

@@ -14,7 +14,8 @@ from wsgi_proxy.core.model import Entry, ResponseHead
 from wsgi_proxy.store import journal
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.journal import Added, Cleared, Removed
-from wsgi_proxy.store.manager import CacheManager, LruQueue, Usage, counted, current_usage
+from wsgi_proxy.store.lru_queue import LruQueue
+from wsgi_proxy.store.manager import CacheManager, Usage, counted, current_usage
 
 NOW = time.time()
 DIGEST = "ab" * 32
