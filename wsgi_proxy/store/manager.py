@@ -241,6 +241,9 @@ class CacheManager:
                 (folder.st_dev, folder.st_ino), self.walked_at, now, self.queue,
             )  # fmt: skip
             size = manager_index.write(path, index)
+            # The index counts while it exists: what stats says of a stopped server too.
+            self._measure_overhead(now)
+            self._publish(now)
         except OSError as exc:
             log.warning("cannot write %s: %s", path, exc)
             return

@@ -264,6 +264,8 @@ def stopped_cleanly(store: Store) -> CacheManager:
     put(store, "GET http://o/journaled", b"j" * 7000)  # read by the final read only
     manager.save_index(NOW)
     assert (store.state / "index").exists()
+    # What stats says of the stopped server: the index counts, like du.
+    assert current_usage(store, _state(store)).total == du(store.root)
     assert journal_bytes(store) > 0  # a position that means something
     return manager
 
