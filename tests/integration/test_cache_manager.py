@@ -5,6 +5,7 @@ measured as du measures it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -267,3 +268,83 @@ def test_workers_stop_storing_while_the_manager_counts_the_folder_over_its_limit
     finally:
         os.kill(manager, signal.SIGCONT)
     assert poll(lambda: proxy.get(path).x_cache == "HIT", 10)
+
+
+def manager_state(cache: Path) -> dict[str, object]:
+    """What the cache manager last published (store/manager.py, ``_publish``)."""
+    try:
+        state = json.loads((cache / "v1" / "state" / "manager.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def counted_by(cache: Path, proxy: ProxyProcess) -> dict[str, object]:
+    """The figures of the manager that runs for ``proxy`` now, once it has counted."""
+    managers: list[int] = []
+
+    def published() -> bool:
+        managers[:] = manager_pids(proxy.pid)
+        state = manager_state(cache)
+        return bool(state.get("loaded")) and state.get("pid") in managers
+
+    assert poll(published, 20), (manager_state(cache), managers, proxy.stderr(30))
+    return manager_state(cache)
+
+
+def stored_files(cache: Path) -> int:
+    return sum(1 for p in (cache / "v1" / "objects").rglob("*") if p.is_file())
+
+
+def test_a_clean_stop_leaves_an_index_the_restart_starts_from_over_a_lower_limit(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """SIGTERM to the master: its manager writes state/index. Started again over a lower
+    limit, the new manager reads it (no walk), deletes it, and brings du under the limit
+    at once; its count of files is the folder's."""
+    cache = tmp_path / "indexed"
+    index = cache / "v1" / "state" / "index"
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)}, cache_dir=cache)
+    assert counted_by(cache, proxy)["loaded_from"] == "walk"
+    with misses(proxy, routes(origin, "indexed", 1200)) as done:
+        assert poll(lambda: done[0] >= 1200, 60)
+    assert cache_bytes(cache) > LIMIT * 0.6
+    proxy.stop()
+    assert index.exists(), proxy.stderr(30)
+    assert "files written to" in proxy.stderr(30)
+
+    lower = LIMIT * 3 // 8
+    again = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(lower)}, cache_dir=cache)
+    state = counted_by(cache, again)
+    assert state["loaded_from"] == "index", again.stderr(30)
+    assert not index.exists()
+    assert poll(lambda: cache_bytes(cache) <= lower * 1.05, 10), cache_breakdown(cache)
+    time.sleep(0.5)
+    assert manager_state(cache)["files"] == stored_files(cache)
+
+
+def test_a_killed_manager_leaves_no_index_and_its_replacement_walks(
+    proxy_factory: ProxyFactory, origin: Origin, tmp_path: Path
+) -> None:
+    """The index a clean stop left is read once: the manager that read it, killed, leaves
+    none, and the one the master starts in its place walks the folder."""
+    cache = tmp_path / "killed"
+    index = cache / "v1" / "state" / "index"
+    proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)}, cache_dir=cache)
+    counted_by(cache, proxy)
+    with misses(proxy, routes(origin, "killed", 200)) as done:
+        assert poll(lambda: done[0] >= 200, 60)
+    proxy.stop()
+    assert index.exists()
+
+    again = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT)}, cache_dir=cache)
+    assert counted_by(cache, again)["loaded_from"] == "index"
+    (first,) = manager_pids(again.pid)
+    with misses(again, routes(origin, "after", 50)) as done:
+        assert poll(lambda: done[0] >= 50, 60)
+    os.kill(first, signal.SIGKILL)
+    assert poll(lambda: manager_pids(again.pid) not in ([], [first]), 10), "not restarted"
+    state = counted_by(cache, again)
+    assert state["loaded_from"] == "walk", again.stderr(30)
+    assert not index.exists()
+    assert state["files"] == stored_files(cache) == 250

@@ -14,6 +14,9 @@ Invariants:
   record and an eviction a miss.
 - It ends by itself when the master is gone (its parent changes), and never exits with
   gunicorn's worker boot or load error codes (3, 4), which a master would take for its own.
+- A clean stop (SIGTERM, SIGINT, or orphaned) writes the manager's index
+  (``state/index``, store/manager_index.py) before the lock is let go, so the next manager
+  starts from it instead of walking the folder; a manager killed leaves none.
 """
 
 from __future__ import annotations
@@ -130,6 +133,13 @@ def main(argv: list[str]) -> int:
                 log.exception("round failed")
                 stop.wait(1.0)
             stop.wait(STEP)
+        # A clean stop (told to, or orphaned): the next manager starts from its index
+        # instead of walking the folder. Within the master's STOP_WAIT: under a second at
+        # 1,000,000 files.
+        try:
+            manager.save_index(time.time())
+        except Exception:  # the lock is released all the same; the next one walks
+            log.exception("cannot write the cache manager's index")
     finally:
         lock.release()
     return 0

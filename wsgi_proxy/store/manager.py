@@ -12,6 +12,13 @@ How:
 - A first scan (the loader) walks the folder once: it counts every file and folder and
   queues the stored files oldest first, by mtime (the LRU clock that hits refresh,
   cache.py). Dead writers' temporary files are removed on the way.
+- Unless a clean stop left its index (``state/index``, manager_index.py): then the counts
+  and the queue are read from it in a second or two, and the journal is read on from
+  where that manager stopped, so a restart over a lower limit evicts at once. The index
+  is deleted as it is read, used or not: from then on files are evicted without journal
+  records, so a later start (after a crash) must walk. Files deleted by hand while the
+  proxy was stopped are counted until the next walk (eviction skips them, and removes a
+  little more than needed); files added by hand are not counted until then.
 - From then on the workers' journal (journal.py) tells it what was added and removed: no
   scan. Every ``STEP`` it reads the journal; over the high-water mark it evicts from the
   queue's old end down to the low-water mark. A file used since it was queued (its mtime
@@ -25,11 +32,13 @@ How:
   it is gone.
 - The ban lurker (lurker.py) runs here: the files that purges by prefix and tag (bans)
   cover are removed or marked in the background.
-- A scan of the whole folder runs again every ``RESCAN_INTERVAL``, to correct drift (a
-  writer killed between its publish and its journal record).
+- A scan of the whole folder runs again every ``RESCAN_INTERVAL`` since the last one
+  (across restarts from the index too), to correct drift (a writer killed between its
+  publish and its journal record, files changed by hand); it waits while files are still
+  to be evicted, since eviction waits while it runs.
 
 Memory: one queue item per stored file, about 120 bytes (the path's digests as bytes, and
-mtime and size packed in one int).
+mtime and size packed in one int: lru_queue.py).
 """
 
 from __future__ import annotations
@@ -40,18 +49,18 @@ import logging
 import os
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wsgi_proxy.ops.metrics import EVICTIONS
-from wsgi_proxy.store import journal
+from wsgi_proxy.store import journal, manager_index
 from wsgi_proxy.store.atomic import replace_text
 from wsgi_proxy.store.cache import DISK_FULL, TRASH_PREFIX, Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
+from wsgi_proxy.store.lru_queue import LruQueue, key_of, stamp
 from wsgi_proxy.store.lurker import lurk
 from wsgi_proxy.store.walk import walk
 
@@ -78,9 +87,6 @@ BUDGET = 0.25
 REPUBLISH_INTERVAL = 5.0
 # Evictions are logged at most this often.
 LOG_INTERVAL = 60.0
-_UNITS = 512
-_SHIFT = 40  # a queue item's int: mtime in seconds << _SHIFT | size in 512-byte units
-_MASK = (1 << _SHIFT) - 1
 STATE_FILE = "manager.json"
 
 
@@ -117,29 +123,6 @@ def counted(usage: Usage, records: list[journal.Record]) -> Usage:
     return Usage(objects, files, usage.overhead, trash)
 
 
-class LruQueue:
-    """Stored files, oldest first: each a path key and an int packing mtime and size."""
-
-    def __init__(self) -> None:
-        self.keys: deque[bytes | str] = deque()
-        self.stamps: deque[int] = deque()
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def append(self, path: str, mtime: float, size: int) -> None:
-        self.keys.append(_key_of(path))
-        self.stamps.append(_stamp(mtime, size))
-
-    def popleft(self) -> tuple[str, int]:
-        """The oldest file's path and the mtime (seconds) it was queued with."""
-        return _path_of(self.keys.popleft()), self.stamps.popleft() >> _SHIFT
-
-    def clear(self) -> None:
-        self.keys.clear()
-        self.stamps.clear()
-
-
 class CacheManager:
     """One cache folder's size keeper. ``step`` does one round; the caller loops."""
 
@@ -160,8 +143,10 @@ class CacheManager:
         self.queue = LruQueue()
         self.objects = self.files = self.overhead = self.trash = 0
         self.evicted = 0
-        self.loaded_at = 0.0
+        self.loaded_at = 0.0  # the end of the last count, from the index or a walk
         self.load_seconds = 0.0
+        self.loaded_from = ""  # "index" or "walk"
+        self.walked_at = 0.0  # the last walk's, before a restart too
         self._overhead_at = 0.0
         self._locks = 0
         self._trash_files: Iterator[int] | None = None
@@ -176,11 +161,28 @@ class CacheManager:
 
     # ---- the loader ---------------------------------------------------------------------
 
-    def load(self, now: float) -> None:
+    def load(self, now: float, *, from_index: bool = True) -> None:
+        """The first count: from the index a clean stop left (``from_index``), else a walk
+        of the whole folder. Either way the cleared folders and the state and lock files
+        are measured anew."""
+        started = time.monotonic()
+        if not (from_index and self._load_index(now)):
+            self._walk_folder(now)
+        self.trash = sum(_tree_size(path) for path in self._trash_folders())
+        self._overhead_at = 0.0
+        self._measure_overhead(now)
+        self.loaded_at = now
+        self.load_seconds = time.monotonic() - started
+        how = "walked" if self.loaded_from == "walk" else "read from state/index"
+        log.info(
+            "%d files, %d bytes on disk in %s (%s in %.1f s)",
+            self.files, self.usage.total, self.store.root, how, self.load_seconds,
+        )  # fmt: skip
+
+    def _walk_folder(self, now: float) -> None:
         """Count the whole folder and queue its stored files, oldest first. Records appended
         while it walks are read after it: a file both walked and recorded counts twice until
         the next scan (too much, never too little)."""
-        started = time.monotonic()
         self.reader.skip_to_end()
         journal.remove_rotated(self.store.state)
         keys: list[bytes | str] = []
@@ -191,8 +193,8 @@ class CacheManager:
             objects += size
             if is_file:
                 files += 1
-                keys.append(_key_of(rel))
-                stamps.append(_stamp(stat.st_mtime, size))
+                keys.append(key_of(rel))
+                stamps.append(stamp(stat.st_mtime, size))
         # Oldest first, in memory close to the queue's own: no tuple per file.
         order = sorted(range(len(stamps)), key=stamps.__getitem__)
         queue = LruQueue()
@@ -200,23 +202,64 @@ class CacheManager:
         queue.stamps.extend(stamps[i] for i in order)
         del keys, stamps, order
         self.queue, self.objects, self.files = queue, objects, files
-        self.trash = sum(_tree_size(path) for path in self._trash_folders())
-        self._overhead_at = 0.0
-        self._measure_overhead(now)
-        self.loaded_at = now
-        self.load_seconds = time.monotonic() - started
-        log.info(
-            "%d files, %d bytes on disk in %s (scanned in %.1f s)",
-            files, self.usage.total, self.store.root, self.load_seconds,
-        )  # fmt: skip
+        self.walked_at, self.loaded_from = now, "walk"
+
+    def _load_index(self, now: float) -> bool:
+        """Start from ``state/index`` (manager_index.py), deleted as it is read, if it is
+        there and still true of the folder: the journal is read on from where it stopped.
+        False (and one line logged where there was an index) to walk instead."""
+        path = self.store.state / manager_index.NAME
+        try:
+            index = manager_index.consume(path)
+            if index is None:
+                return False
+            stale = manager_index.stale_reason(index, self.store.objects, self.reader.path)
+        except (OSError, manager_index.BadIndex) as exc:
+            log.warning("%s not used (%s): walking the folder", path, exc)
+            return False
+        if stale is not None:
+            log.warning("%s not used (%s): walking the folder", path, stale)
+            return False
+        journal.remove_rotated(self.store.state)  # what they held was read before the index
+        self.reader.seek(*index.journal)
+        self.queue, self.objects, self.files = index.queue, index.objects, index.files
+        self.walked_at, self.loaded_from = min(index.walked, now), "index"
+        return True
+
+    def save_index(self, now: float) -> None:
+        """At a clean stop: the journal read to its end, then the counts, the queue and the
+        journal's position written to ``state/index`` for the next manager."""
+        if not self.loaded_at:
+            return  # stopped before its first count: nothing worth keeping
+        started = time.monotonic()
+        self._apply(self.reader.read(now, rotate=False))
+        path = self.store.state / manager_index.NAME
+        try:
+            folder = os.stat(self.objects_dir)
+            device, inode, offset = self.reader.position()
+            index = manager_index.Index(
+                self.objects, self.files, (device, inode, offset),
+                (folder.st_dev, folder.st_ino), self.walked_at, now, self.queue,
+            )  # fmt: skip
+            size = manager_index.write(path, index)
+            # The index counts while it exists: what stats says of a stopped server too.
+            self._measure_overhead(now)
+            self._publish(now)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
+            return
+        log.info("%d files written to %s (%d bytes) in %.2f s",
+                 len(self.queue), path, size, time.monotonic() - started)  # fmt: skip
 
     # ---- one round ----------------------------------------------------------------------
 
     def step(self, now: float) -> bool:
         """One round; True when work is left for the next one (a cleared folder still
         there, or over the limit still)."""
-        if not self.loaded_at or now - self.loaded_at > RESCAN_INTERVAL:
+        if not self.loaded_at:
             self.load(now)
+        elif self._rescan_due(now):
+            self.load(now, from_index=False)
         self._apply(self.reader.read(now))
         deadline = time.monotonic() + BUDGET
         if self.trash:
@@ -234,6 +277,14 @@ class CacheManager:
         self._measure_overhead(now)
         self._publish(now)  # its own files count from the next round
         return bool(self.trash or lurking) or self.usage.total > limit * HIGH_WATER
+
+    def _rescan_due(self, now: float) -> bool:
+        """``RESCAN_INTERVAL`` since the last walk (before a restart too, through the
+        index), and not while files are still to be evicted: eviction waits during a walk,
+        and a restart from the index over a lower limit must come down first."""
+        if now - self.walked_at <= RESCAN_INTERVAL:
+            return False
+        return not (len(self.queue) and self.usage.total > self.limit() * HIGH_WATER)
 
     def _disk_filled(self) -> bool:
         """Has a write been refused for want of room since the last round (``DISK_FULL``'s
@@ -356,6 +407,8 @@ class CacheManager:
             "updated": now,
             "loaded": self.loaded_at,
             "load_seconds": round(self.load_seconds, 3),
+            "loaded_from": self.loaded_from,
+            "walked": self.walked_at,
             "limit": self.max_size,
             "bytes": usage.total,
             "objects_bytes": usage.objects,
@@ -485,30 +538,3 @@ def _tree_size(top: str) -> int:
     for _, stat, _ in _walk(top, 0.0, keep_tmp=True):
         total += disk_bytes(stat)
     return total
-
-
-def _stamp(mtime: float, size: int) -> int:
-    """A queue item's int: mtime in seconds, then the size in 512-byte units."""
-    return int(mtime) << _SHIFT | min(-(-size // _UNITS), _MASK)
-
-
-def _key_of(rel: str) -> bytes | str:
-    """A stored file's path, compact: its digests as bytes where it is ``ab/<digest>`` or
-    ``ab/<digest>.d/<digest>`` (cache.py's layout), else the path itself."""
-    try:
-        if len(rel) == 67 and rel[2] == "/":
-            return bytes.fromhex(rel[3:])
-        if len(rel) == 134 and rel[2] == "/" and rel[67:70] == ".d/":
-            return bytes.fromhex(rel[3:67] + rel[70:])
-    except ValueError:
-        pass
-    return rel
-
-
-def _path_of(key: bytes | str) -> str:
-    if isinstance(key, str):
-        return key
-    text = key.hex()
-    if len(key) == 32:
-        return f"{text[:2]}/{text}"
-    return f"{text[:2]}/{text[:64]}.d/{text[64:]}"

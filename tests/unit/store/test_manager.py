@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from wsgi_proxy.core.model import Entry, ResponseHead
 from wsgi_proxy.store import journal
+from wsgi_proxy.store import manager as manager_module
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.journal import Added, Cleared, Removed
-from wsgi_proxy.store.manager import CacheManager, LruQueue, Usage, counted, current_usage
+from wsgi_proxy.store.lru_queue import LruQueue
+from wsgi_proxy.store.manager import CacheManager, Usage, counted, current_usage
 
 NOW = time.time()
 DIGEST = "ab" * 32
@@ -242,3 +246,145 @@ def test_a_write_refused_for_want_of_room_makes_room(store: Store, error: int, f
     assert (manager.objects <= before * 0.85) is full
     assert (not paths[0].exists()) is full
     assert paths[-1].exists()
+
+
+# ---- the index a clean stop leaves (manager_index.py) -------------------------------------
+
+
+def stopped_cleanly(store: Store) -> CacheManager:
+    """A manager that walked a folder of aged entries (one varying: 64-byte keys; a file
+    of an odd name: a str key), then stopped cleanly, writing its index."""
+    aged(store, 6, 10_000)
+    put(store, "GET http://o/v", b"v" * 3000, vary=(("accept", "a"),))
+    odd = store.objects / "ab" / "odd-name"
+    odd.parent.mkdir(exist_ok=True)
+    odd.write_bytes(b"o" * 5000)
+    manager = CacheManager(store, 10**9)
+    manager.step(NOW)
+    put(store, "GET http://o/journaled", b"j" * 7000)  # read by the final read only
+    manager.save_index(NOW)
+    assert (store.state / "index").exists()
+    # What stats says of the stopped server: the index counts, like du.
+    assert current_usage(store, _state(store)).total == du(store.root)
+    assert journal_bytes(store) > 0  # a position that means something
+    return manager
+
+
+def journal_bytes(store: Store) -> int:
+    return (store.state / journal.NAME).stat().st_size
+
+
+def walked(store: Store) -> CacheManager:
+    scan = CacheManager(store, 10**9)
+    scan.load(NOW, from_index=False)
+    return scan
+
+
+def test_the_next_manager_starts_from_the_index_and_reads_the_journal_on(store: Store) -> None:
+    """Same queue, in the same order, same counts; what the journal recorded since the
+    stop is applied by the next read; the index is gone once read."""
+    before = stopped_cleanly(store)
+    assert {len(k) if isinstance(k, bytes) else str for k in before.queue.keys} == {32, 64, str}
+    put(store, "GET http://o/late", b"l" * 20_000)  # after the stop: in the journal only
+    store.remove(store.primary_path("GET http://o/2"))
+    after = CacheManager(store, 10**9)
+    after.load(NOW)
+    assert after.loaded_from == "index"
+    assert not (store.state / "index").exists()
+    assert list(after.queue.keys) == list(before.queue.keys)
+    assert list(after.queue.stamps) == list(before.queue.stamps)
+    assert (after.objects, after.files) == (before.objects, before.files)
+    assert after.walked_at == before.walked_at
+    after.step(NOW)
+    scan = walked(store)
+    assert (after.objects, after.files) == (scan.objects, scan.files)
+    assert after.files == stored_files(store)
+    after.step(NOW)  # the state files it wrote count from the next round
+    assert after.usage.total == du(store.root)
+    assert _state(store)["loaded_from"] == "index"
+
+
+def _replace_journal(store: Store) -> None:
+    """Another file at the journal's path (made before the old one goes: another inode),
+    longer than the one read."""
+    new = store.state / "journal.new"
+    new.write_bytes((store.state / journal.NAME).read_bytes() * 2)
+    os.replace(new, store.state / journal.NAME)
+
+
+def _shorten_journal(store: Store) -> None:
+    os.truncate(store.state / journal.NAME, journal_bytes(store) - 1)
+
+
+def _damage_index(store: Store) -> None:
+    index = store.state / "index"
+    index.write_bytes(index.read_bytes()[:-1])
+
+
+def _other_version(store: Store) -> None:
+    index = store.state / "index"
+    data = index.read_bytes()
+    index.write_bytes(data[:8] + (99).to_bytes(4, sys.byteorder) + data[12:])
+
+
+FALLBACKS = [
+    ("a truncated index", _damage_index),
+    ("another version", _other_version),
+    ("a journal with another inode", _replace_journal),
+    ("a journal shorter than the offset read", _shorten_journal),
+    ("no journal", lambda store: (store.state / journal.NAME).unlink()),
+    ("cleared while stopped", lambda store: store.clear()),
+]
+
+
+@pytest.mark.parametrize(("case", "change"), FALLBACKS)
+def test_an_index_that_is_no_longer_true_is_deleted_and_the_folder_walked(
+    store: Store, case: str, change: Callable[[Store], object]
+) -> None:
+    stopped_cleanly(store)
+    change(store)
+    # Added by hand: counted by a walk, never from the index.
+    (store.objects / "cd").mkdir(exist_ok=True)
+    (store.objects / "cd" / "by-hand").write_bytes(b"h" * 9000)
+    manager = CacheManager(store, 10**9)
+    manager.load(NOW)
+    assert manager.loaded_from == "walk", case
+    assert not (store.state / "index").exists()
+    scan = walked(store)
+    assert (manager.objects, manager.files, len(manager.queue)) == (
+        scan.objects, scan.files, len(scan.queue),
+    )  # fmt: skip
+    assert manager.files == stored_files(store)
+
+
+def test_a_manager_that_never_counted_writes_no_index(store: Store) -> None:
+    CacheManager(store, 10**9).save_index(NOW)
+    assert not (store.state / "index").exists()
+
+
+def test_a_rescan_due_at_a_restart_waits_until_the_folder_is_under_its_limit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk before the stop is older than RESCAN_INTERVAL: the restart from the index
+    evicts first (a walk would hold eviction back), then walks."""
+    paths = aged(store, 20, 100_000)
+    long_ago = NOW - manager_module.RESCAN_INTERVAL - 60
+    before = CacheManager(store, 10**9)
+    before.step(long_ago)
+    before.save_index(long_ago)
+    after = CacheManager(store, before.usage.total // 2)
+    monkeypatch.setattr(manager_module, "BUDGET", 0.0)  # no eviction within a round
+    after.step(NOW)
+    after.step(NOW)
+    assert after.loaded_from == "index"  # over the limit still: no walk
+    assert all(p.exists() for p in paths)
+    monkeypatch.undo()
+    after.step(NOW)
+    assert after.loaded_from == "index"
+    assert after.usage.total <= after.max_size * manager_module.HIGH_WATER
+    assert not paths[0].exists()
+    after.step(NOW)
+    assert after.loaded_from == "walk"
+    assert after.walked_at == NOW
+    after.step(NOW)
+    assert after.loaded_from == "walk" and after.loaded_at == NOW  # not again
