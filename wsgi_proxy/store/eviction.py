@@ -139,8 +139,10 @@ class Evictor:
                     "the cache folder under its limit",
                     os.getpid(),
                 )
+            # Deleting on the worker's own upkeep thread: no more threads in a worker.
             self.manager = CacheManager(self.store, self.max_size, metrics_dir=self.metrics_dir,
-                                        on_purged=self.on_purged)  # fmt: skip
+                                        on_purged=self.on_purged,
+                                        deleting_threads=1)  # fmt: skip
         self.manager.step(now)
 
     def _check_limit(self) -> None:

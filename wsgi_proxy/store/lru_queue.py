@@ -36,6 +36,18 @@ class LruQueue:
         """The oldest file's path and the mtime (seconds) it was queued with."""
         return path_of(self.keys.popleft()), self.stamps.popleft() >> SHIFT
 
+    def take(self, budget: int, most: int) -> list[tuple[str, int]]:
+        """The oldest files, removed from the queue, until their sizes add up to
+        ``budget`` bytes or there are ``most``: each one's path and queued mtime."""
+        keys, stamps = self.keys, self.stamps
+        taken: list[tuple[str, int]] = []
+        total = 0
+        while keys and len(taken) < most and total < budget:
+            item = stamps.popleft()
+            taken.append((path_of(keys.popleft()), item >> SHIFT))
+            total += (item & MASK) * UNITS
+        return taken
+
     def clear(self) -> None:
         self.keys.clear()
         self.stamps.clear()

@@ -21,9 +21,10 @@ How:
   little more than needed); files added by hand are not counted until then.
 - From then on the workers' journal (journal.py) tells it what was added and removed: no
   scan. Every ``STEP`` it reads the journal; over the high-water mark it evicts from the
-  queue's old end down to the low-water mark. A file used since it was queued (its mtime
-  moved) goes back to the young end instead: a second chance, so the queue stays close to
-  least-recently-used order without being told of hits.
+  queue's old end down to the low-water mark, deleting on a few threads (deleter.py). A
+  file used since it was queued (its mtime moved) goes back to the young end instead: a
+  second chance, so the queue stays close to least-recently-used order without being told
+  of hits.
 - A disk that fills before the limit is seen by ``statvfs``: the limit is then the disk
   use at which ``RESERVE`` stays free. A write refused for want of room all the same (a
   response larger than that reserve) touches ``state/disk-full``: the manager then evicts
@@ -58,6 +59,7 @@ from wsgi_proxy.ops.metrics import EVICTIONS
 from wsgi_proxy.store import journal, manager_index
 from wsgi_proxy.store.atomic import replace_text
 from wsgi_proxy.store.cache import DISK_FULL, TRASH_PREFIX, Store
+from wsgi_proxy.store.deleter import BATCH, THREADS, Deleter, Outcome
 from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
 from wsgi_proxy.store.lru_queue import LruQueue, key_of, stamp
@@ -133,12 +135,15 @@ class CacheManager:
         *,
         metrics_dir: Path | None = None,
         on_purged: Callable[[str, int], None] | None = None,
+        deleting_threads: int = THREADS,
     ) -> None:
         self.store = store
         self.on_purged = on_purged  # entries the ban lurker removed or marked, by kind
         self.max_size = max_size
         self.metrics_dir = metrics_dir
         self.objects_dir = str(store.objects)
+        # Evicted files are deleted on a few threads (deleter.py).
+        self.deleter = Deleter(self.objects_dir, deleting_threads)
         self.reader = journal.JournalReader(store.state)
         self.queue = LruQueue()
         self.objects = self.files = self.overhead = self.trash = 0
@@ -325,23 +330,17 @@ class CacheManager:
         evicted = 0
         queue = self.queue
         while self.usage.total > target and len(queue) and time.monotonic() < deadline:
-            rel, queued_mtime = queue.popleft()
-            path = os.path.join(self.objects_dir, rel)
-            try:
-                stat = os.lstat(path)
-                if int(stat.st_mtime) > queued_mtime:
-                    queue.append(rel, stat.st_mtime, disk_bytes(stat))  # used since: later
+            files = queue.take(int(self.usage.total - target), BATCH)
+            for (rel, _), (outcome, stat) in zip(files, self.deleter.delete(files), strict=True):
+                if stat is None or outcome is Outcome.GONE:
+                    continue  # removed since (counted out by its record), or refused
+                if outcome is Outcome.USED:
+                    queue.append(rel, stat.st_mtime, disk_bytes(stat))  # a second chance
                     continue
-                os.unlink(path)
-            except FileNotFoundError:
-                continue  # removed since, and counted out by its record
-            except OSError as exc:
-                log.warning("cannot evict %s: %s", path, exc)
-                continue
-            self.objects = max(0, self.objects - disk_bytes(stat))
-            self.files = max(0, self.files - 1)
-            evicted += 1
-            self._remove_empty_variants_folder(os.path.dirname(path))
+                self.objects = max(0, self.objects - disk_bytes(stat))
+                self.files = max(0, self.files - 1)
+                evicted += 1
+                self._remove_empty_variants_folder(os.path.dirname(rel))
         if evicted:
             self.evicted += evicted
             if time.monotonic() - self._logged > LOG_INTERVAL:  # not ten lines a second
@@ -349,9 +348,10 @@ class CacheManager:
                 log.info("%d files evicted in all, down to %d bytes (limit %d)",
                          self.evicted, self.usage.total, self.max_size)  # fmt: skip
 
-    def _remove_empty_variants_folder(self, folder: str) -> None:
-        if not folder.endswith(".d"):
+    def _remove_empty_variants_folder(self, rel_folder: str) -> None:
+        if not rel_folder.endswith(".d"):
             return
+        folder = os.path.join(self.objects_dir, rel_folder)
         with contextlib.suppress(OSError):
             size = disk_bytes(os.lstat(folder))
             os.rmdir(folder)  # only if empty

@@ -162,15 +162,18 @@ def aged(store: Store, count: int, size: int) -> list[Path]:
     return paths
 
 
-def test_eviction_takes_the_least_recently_used_down_to_the_low_water_mark(store: Store) -> None:
-    paths = aged(store, 20, 100_000)
+@pytest.mark.parametrize("threads", [1, 4])  # deleting on the manager's thread, or on four
+def test_eviction_takes_the_least_recently_used_down_to_the_low_water_mark(
+    store: Store, threads: int
+) -> None:
+    paths = aged(store, 40, 100_000)
     dead = store.objects / "00" / ".tmp.999999999.dead"
     dead.parent.mkdir(exist_ok=True)
     dead.write_bytes(b"y" * 500)
     loaded = CacheManager(store, 10**9)
     loaded.load(NOW)
     limit = loaded.usage.total // 2
-    manager = CacheManager(store, limit)
+    manager = CacheManager(store, limit, deleting_threads=threads)
     manager.step(NOW)
     assert manager.usage.total <= limit * 0.98  # below the high-water mark (state files grew)
     assert manager.usage.total > limit * 0.8  # not much more than needed

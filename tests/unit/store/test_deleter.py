@@ -1,0 +1,90 @@
+"""The cache manager's deleting threads (deleter.py) and the queue's ``take``, on real files:
+each file's outcome, in the order given, the same on one thread as on several."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from wsgi_proxy.store.deleter import Deleter, Outcome
+from wsgi_proxy.store.lru_queue import LruQueue
+
+NOW = int(time.time())
+QUEUED = NOW - 100
+
+# (what happened to the file since it was queued, the outcome expected)
+CASES = [
+    ("untouched", Outcome.DELETED),
+    ("used since", Outcome.USED),
+    ("removed since", Outcome.GONE),
+    ("touched within the same second", Outcome.DELETED),
+]
+
+
+def make(folder: Path, i: int, case: str) -> str:
+    rel = f"{i % 7:02x}/file-{i}"
+    path = folder / rel
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"x" * 100)
+    mtime = {"untouched": QUEUED - 5, "used since": NOW, "touched within the same second":
+             QUEUED + 0.5}.get(case, QUEUED)  # fmt: skip
+    os.utime(path, (mtime, mtime))
+    if case == "removed since":
+        path.unlink()
+    return rel
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("count", [1, 7, 300])
+def test_each_file_gets_its_outcome_in_the_order_given(
+    tmp_path: Path, threads: int, count: int
+) -> None:
+    cases = [CASES[i % len(CASES)] for i in range(count)]
+    files = [(make(tmp_path, i, case), QUEUED) for i, (case, _) in enumerate(cases)]
+    deleter = Deleter(str(tmp_path), threads)
+    try:
+        results = deleter.delete(files)
+    finally:
+        deleter.close()
+    assert [outcome for outcome, _ in results] == [expected for _, expected in cases]
+    for (rel, _), (outcome, stat) in zip(files, results, strict=True):
+        assert (tmp_path / rel).exists() == (outcome is Outcome.USED)
+        assert (stat is None) == (outcome is Outcome.GONE)
+
+
+def test_a_file_that_cannot_be_deleted_is_gone_not_deleted(tmp_path: Path) -> None:
+    folder = tmp_path / "00"
+    folder.mkdir()
+    (folder / "sub").mkdir()  # unlink of a folder fails (EISDIR or EPERM)
+    os.utime(folder / "sub", (QUEUED - 5, QUEUED - 5))
+    results = Deleter(str(tmp_path), 1).delete([("00/sub", QUEUED)])
+    assert results == [(Outcome.GONE, None)]
+    assert (folder / "sub").is_dir()
+
+
+# (sizes queued in bytes, budget, most) -> how many are taken, oldest first
+TAKE = [
+    ([4096] * 10, 10_000, 100, 3),  # until the sizes reach the budget
+    ([4096] * 10, 4096, 100, 1),
+    ([4096] * 10, 10**9, 4, 4),  # at most ``most``
+    ([4096] * 3, 10**9, 100, 3),  # the whole queue
+    ([512, 100_000, 512], 1000, 100, 2),
+    ([4096], 0, 100, 0),  # nothing needed
+]
+
+
+@pytest.mark.parametrize(("sizes", "budget", "most", "taken"), TAKE)
+def test_take_removes_the_oldest_up_to_the_budget(
+    sizes: list[int], budget: int, most: int, taken: int
+) -> None:
+    queue = LruQueue()
+    digests = [f"{i + 1:02x}" * 32 for i in range(len(sizes))]
+    paths = [f"{d[:2]}/{d}" for d in digests]  # as cache.py lays them out
+    for i, (path, size) in enumerate(zip(paths, sizes, strict=True)):
+        queue.append(path, NOW + i, size)
+    got = queue.take(budget, most)
+    assert got == [(paths[i], NOW + i) for i in range(taken)]
+    assert len(queue) == len(sizes) - taken
