@@ -14,13 +14,16 @@ Invariants:
   record and an eviction a miss.
 - It ends by itself when the master is gone (its parent changes), and never exits with
   gunicorn's worker boot or load error codes (3, 4), which a master would take for its own.
-- A clean stop (SIGTERM, SIGINT, or orphaned) writes the manager's index
-  (``state/index``, store/manager_index.py) before the lock is let go, so the next manager
-  starts from it instead of walking the folder; a manager killed leaves none.
+- A clean stop (SIGTERM or SIGINT) writes the manager's index (``state/index``,
+  store/manager_index.py) before the lock is let go, so the next manager starts from it
+  instead of walking the folder. A manager killed, or orphaned (its master killed: a crash,
+  whose workers may have left dead writers' files and unrecorded publishes), leaves none:
+  the next one walks the folder, which removes those files and counts what is there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -32,6 +35,7 @@ from typing import Any
 
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.ops.metrics import purged_entries_counter
+from wsgi_proxy.store import manager_index
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.eviction import MANAGED_ENV, manager_lock
 from wsgi_proxy.store.manager import STEP, CacheManager
@@ -53,6 +57,9 @@ class ManagerProcess:
 
     def start(self) -> None:
         os.environ[MANAGED_ENV] = "1"
+        with contextlib.suppress(Exception):  # no index taken: the manager walks
+            state = Store(Config.from_env().cache_dir, lock_stripes=1, max_variants=1).state
+            manager_index.take_over(state, os.getpid())
         self._spawn()
         threading.Thread(target=self._watch, name="wsgi_proxy-manager-watch", daemon=True).start()
 
@@ -118,8 +125,12 @@ def main(argv: list[str]) -> int:
     while not lock.try_acquire():  # a manager before this one may still hold the folder
         if stop.wait(1.0) or os.getppid() != parent:
             return 0
+    # The index this master took over from the last clean stop (manager_index.take_over),
+    # else one a manager that stopped after this master started wrote (a handover).
+    names = (manager_index.taken_name(parent), manager_index.NAME)
     manager = CacheManager(store, config.max_size, metrics_dir=config.metrics_dir,
-                           on_purged=purged_entries_counter(config.metrics_dir))  # fmt: skip
+                           on_purged=purged_entries_counter(config.metrics_dir),
+                           index_names=names)  # fmt: skip
     try:
         while not stop.is_set() and os.getppid() == parent:
             try:
@@ -133,13 +144,15 @@ def main(argv: list[str]) -> int:
                 log.exception("round failed")
                 stop.wait(1.0)
             stop.wait(STEP)
-        # A clean stop (told to, or orphaned): the next manager starts from its index
-        # instead of walking the folder. Within the master's STOP_WAIT: under a second at
-        # 1,000,000 files.
-        try:
-            manager.save_index(time.time())
-        except Exception:  # the lock is released all the same; the next one walks
-            log.exception("cannot write the cache manager's index")
+        # A clean stop: the next manager starts from its index instead of walking the
+        # folder. Within the master's STOP_WAIT: under a second at 1,000,000 files.
+        if stop.is_set():
+            try:
+                manager.save_index(time.time())
+            except Exception:  # the lock is released all the same; the next one walks
+                log.exception("cannot write the cache manager's index")
+        else:
+            log.warning("the master is gone: no index written (the next start walks)")
     finally:
         lock.release()
     return 0

@@ -136,8 +136,11 @@ class CacheManager:
         metrics_dir: Path | None = None,
         on_purged: Callable[[str, int], None] | None = None,
         deleting_threads: int = THREADS,
+        index_names: tuple[str, ...] = (manager_index.NAME,),
     ) -> None:
         self.store = store
+        # The index files it may start from, the first one found first (manager_index.py).
+        self.index_names = index_names
         self.on_purged = on_purged  # entries the ban lurker removed or marked, by kind
         self.max_size = max_size
         self.metrics_dir = metrics_dir
@@ -210,25 +213,30 @@ class CacheManager:
         self.walked_at, self.loaded_from = now, "walk"
 
     def _load_index(self, now: float) -> bool:
-        """Start from ``state/index`` (manager_index.py), deleted as it is read, if it is
-        there and still true of the folder: the journal is read on from where it stopped.
-        False (and one line logged where there was an index) to walk instead."""
-        path = self.store.state / manager_index.NAME
-        try:
-            index = manager_index.consume(path)
-            if index is None:
-                return False
-            stale = manager_index.stale_reason(index, self.store.objects, self.reader.path)
-        except (OSError, manager_index.BadIndex) as exc:
-            log.warning("%s not used (%s): walking the folder", path, exc)
-            return False
-        if stale is not None:
-            log.warning("%s not used (%s): walking the folder", path, stale)
+        """Start from an index (manager_index.py; ``index_names``, the first one there),
+        if it is still true of the folder: the journal is read on from where it stopped.
+        Every index file found is deleted as it is read, used or not. False (and one line
+        logged where there was an index) to walk instead."""
+        chosen: manager_index.Index | None = None
+        for path in (self.store.state / name for name in self.index_names):
+            try:
+                index = manager_index.consume(path)
+                if index is None or chosen is not None:
+                    continue
+                stale = manager_index.stale_reason(index, self.store.objects, self.reader.path)
+            except (OSError, manager_index.BadIndex) as exc:
+                log.warning("%s not used (%s): walking the folder", path, exc)
+                continue
+            if stale is not None:
+                log.warning("%s not used (%s): walking the folder", path, stale)
+                continue
+            chosen = index
+        if chosen is None:
             return False
         journal.remove_rotated(self.store.state)  # what they held was read before the index
-        self.reader.seek(*index.journal)
-        self.queue, self.objects, self.files = index.queue, index.objects, index.files
-        self.walked_at, self.loaded_from = min(index.walked, now), "index"
+        self.reader.seek(*chosen.journal)
+        self.queue, self.objects, self.files = chosen.queue, chosen.objects, chosen.files
+        self.walked_at, self.loaded_from = min(chosen.walked, now), "index"
         return True
 
     def save_index(self, now: float) -> None:

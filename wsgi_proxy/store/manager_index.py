@@ -103,6 +103,27 @@ def _key_parts(keys: deque[bytes | str]) -> tuple[list[bytes | array[int]], list
     return [bytes(map(len, raw)), b"".join(raw)], strs
 
 
+def taken_name(master_pid: int) -> str:
+    """The name of the index a master took over for its manager (``take_over``)."""
+    return f"{NAME}.{master_pid}"
+
+
+def take_over(state: Path, master_pid: int) -> None:
+    """In a gunicorn master, before it starts its cache manager and workers: the index a
+    clean stop left is renamed for this master's manager (``taken_name``), and any a master
+    before it took is deleted. So an index serves only the first server started after the
+    clean stop that wrote it: if that server crashes before its manager read it (its
+    workers may have left dead writers' files, which only a walk removes), the next one
+    walks the folder."""
+    with contextlib.suppress(OSError), os.scandir(state) as listing:
+        for item in listing:
+            if item.name.startswith(NAME + ".") and item.name[len(NAME) + 1 :].isdigit():
+                with contextlib.suppress(OSError):
+                    os.unlink(item.path)
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(state / NAME, state / taken_name(master_pid))
+
+
 def consume(path: Path) -> Index | None:
     """The index at ``path``, deleted first; None where there is none. Raises
     ``BadIndex`` for one that cannot be used, and OSError if it cannot be read or

@@ -283,6 +283,25 @@ def walked(store: Store) -> CacheManager:
     return scan
 
 
+@pytest.mark.parametrize(
+    ("taken", "expected"),
+    [
+        ("index.5", "index"),  # this master's: taken over at its start
+        ("index.4", "walk"),  # another master's (gone by then): never used
+    ],
+)
+def test_a_manager_starts_from_the_index_its_master_took_over(
+    store: Store, taken: str, expected: str
+) -> None:
+    before = stopped_cleanly(store)
+    os.rename(store.state / "index", store.state / taken)
+    after = CacheManager(store, 10**9, index_names=("index.5", "index"))
+    after.load(NOW)
+    assert after.loaded_from == expected
+    assert (after.objects, after.files) == (before.objects, before.files)
+    assert not (store.state / "index.5").exists()
+
+
 def test_the_next_manager_starts_from_the_index_and_reads_the_journal_on(store: Store) -> None:
     """Same queue, in the same order, same counts; what the journal recorded since the
     stop is applied by the next read; the index is gone once read."""

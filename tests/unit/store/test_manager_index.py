@@ -109,3 +109,25 @@ def test_a_damaged_index_is_refused_and_deleted(tmp_path: Path, case: str, damag
     with pytest.raises(BadIndex):
         manager_index.consume(path)
     assert not path.exists(), case
+
+
+# (index files in state/ before a master with pid 42 starts) -> (those after its take-over)
+TAKE_OVER = [
+    ((), ()),
+    (("index",), ("index.42",)),  # the last clean stop's, for this master's manager
+    (("index.7",), ()),  # taken by a master whose manager never read it: a crash, walk
+    (("index", "index.7"), ("index.42",)),
+    (("index.tmp", "journal"), ("index.tmp", "journal")),  # not an index taken over
+]
+
+
+@pytest.mark.parametrize(("before", "after"), TAKE_OVER)
+def test_a_master_takes_the_index_over_for_its_manager(
+    tmp_path: Path, before: tuple[str, ...], after: tuple[str, ...]
+) -> None:
+    for name in before:
+        (tmp_path / name).write_bytes(name.encode())
+    manager_index.take_over(tmp_path, 42)
+    assert tuple(sorted(p.name for p in tmp_path.iterdir())) == after
+    if "index" in before:
+        assert (tmp_path / "index.42").read_bytes() == b"index"
