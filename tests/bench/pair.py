@@ -3,11 +3,12 @@ alternating between rounds, nothing else on the servers' CPU (run.py's ``--basel
 runs beside the three ceiling apps and the proxy's other rows).
 
     .venv/bin/python tests/bench/pair.py --b ../base --rounds 10
-    .venv/bin/python tests/bench/pair.py --b ../base --scrape    # a metrics scrape first
+    .venv/bin/python tests/bench/pair.py --b ../base --scrape    # outcomes checked, as run.py
 
 Each checkout runs under its own ``.venv`` if it has one (as ``run.py --baseline``), in
 front of one nginx origin. Rows: ``pass`` (a no-store 1 KiB) or ``hit`` (a stored 1 KiB),
-with a connection count. The figure is the median of the rounds' req/s ratios a/b.
+with a connection count; each row run as run.py runs its rows (load.py's ``run_pairs``):
+the figure is the median of the rounds' req/s ratios a/b, with CPU per request.
 Not a test: pytest collects nothing from here.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -24,9 +24,9 @@ if __package__ in (None, ""):  # run as a script: ``bench`` is imported as the t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import run
-from bench.client import cache_outcomes, warm
-from bench.load import run_wrk
-from bench.procs import Services, settle_cpu
+from bench.client import warm
+from bench.load import Pair, print_group, run_pairs
+from bench.procs import Services
 
 PATHS = {"pass": ("/nostore/1k.bin", "MISS"), "hit": ("/c/1k.bin", "HIT")}
 
@@ -38,7 +38,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rows", default="pass:64,hit:64,pass:16", help="kind:connections,...")
-    parser.add_argument("--scrape", action="store_true", help="read /metrics before each run")
+    parser.add_argument(
+        "--scrape",
+        action="store_true",
+        help="read the metrics before and after each run, checking every request's outcome, "
+        "as run.py does",
+    )
     parser.add_argument("--proxy-env", action="append", default=[], metavar="NAME=VALUE")
     return parser.parse_args(argv)
 
@@ -51,36 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     (scratch / "logs").mkdir()
     services = Services(scratch / "logs", True)
     rows = [(kind, int(conns)) for kind, conns in (r.split(":") for r in args.rows.split(","))]
-    rps: dict[tuple[str, int], tuple[list[float], list[float]]] = {row: ([], []) for row in rows}
     try:
         origin, _, _ = run.start_origin(services, scratch, scratch / "www", python_only=False)
-        sides = [
+        a, b = (
             run.start_proxy(services, name, origin, scratch / f"cache-{name}", settings, tree=tree)
             for name, tree in (("a", args.a.resolve()), ("b", args.b.resolve()))
-        ]
-        for side in sides:
+        )
+        for side in (a, b):
             for path, x_cache in PATHS.values():
                 warm(side.port, path, bodies[path], x_cache=x_cache)
-        for rnd in range(args.rounds):
-            for i, (kind, conns) in enumerate(rows):
-                order = [0, 1] if (rnd + i) % 2 == 0 else [1, 0]
-                for index in order:
-                    side = sides[index]
-                    if args.scrape:
-                        cache_outcomes(side.port)
-                    settle_cpu(side.proc.pid)
-                    res = run_wrk(side.port, PATHS[kind][0], conns, args.duration, True)
-                    rps[(kind, conns)][index].append(res.rps)
-                    print(f"  [round {rnd}] {kind} c{conns} {side.name} {res.rps:.0f} req/s "
-                          f"p99 {res.p99_ms} ms", flush=True)  # fmt: skip
+        outcome = {"pass": "pass", "hit": "hit"}
+        pairs = [
+            Pair("pair", f"{kind} 1k", conns, a, b, PATHS[kind][0],
+                 expect=(outcome[kind], outcome[kind]) if args.scrape else (None, None))
+            for kind, conns in rows
+        ]  # fmt: skip
+        run_pairs(pairs, args.rounds, args.duration, pin=True)
     finally:
         services.stop_all()
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\na = {args.a}, b = {args.b}, {args.rounds} rounds x {args.duration} s")
-    for (kind, conns), (a, b) in rps.items():
-        ratios = sorted(x / y for x, y in zip(a, b, strict=True) if y)
-        print(f"{kind} c{conns}: a/b {statistics.median(ratios):.3f} "
-              f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+    title = f"a = {args.a}, b = {args.b}: {args.rounds} rounds x {args.duration} s"
+    print_group(title, [pair.summary() for pair in pairs])
     return 0
 
 

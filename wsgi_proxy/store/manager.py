@@ -48,7 +48,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,12 +58,11 @@ from wsgi_proxy.ops.metrics import EVICTIONS
 from wsgi_proxy.store import journal, manager_index
 from wsgi_proxy.store.atomic import replace_text
 from wsgi_proxy.store.cache import DISK_FULL, TRASH_PREFIX, Store
-from wsgi_proxy.store.deleter import BATCH, THREADS, Deleter, Outcome
-from wsgi_proxy.store.entry_file import TMP_PREFIX, is_dead_tmp
+from wsgi_proxy.store.deleter import BATCH, THREADS, Deleter, Outcome, delete_folders
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
 from wsgi_proxy.store.lru_queue import LruQueue, key_of, stamp
 from wsgi_proxy.store.lurker import lurk
-from wsgi_proxy.store.walk import walk
+from wsgi_proxy.store.walk import files_size, tree_size, walk_counted
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +174,7 @@ class CacheManager:
         started = time.monotonic()
         if not (from_index and self._load_index(now)):
             self._walk_folder(now)
-        self.trash = sum(_tree_size(path) for path in self._trash_folders())
+        self.trash = sum(tree_size(path) for path in self._trash_folders())
         self._overhead_at = 0.0
         self._measure_overhead(now)
         self.loaded_at = now
@@ -196,7 +194,7 @@ class CacheManager:
         keys: list[bytes | str] = []
         stamps: list[int] = []
         objects = files = 0
-        for rel, stat, is_file in _walk(self.objects_dir, now):
+        for rel, stat, is_file in walk_counted(self.objects_dir, now):
             size = disk_bytes(stat)
             objects += size
             if is_file:
@@ -376,7 +374,7 @@ class CacheManager:
         """Delete cleared folders file by file, within the time budget, where the last
         round left off."""
         if self._trash_files is None:
-            self._trash_files = _deleted_files(self._trash_folders())
+            self._trash_files = delete_folders(self._trash_folders())
         for freed in self._trash_files:
             self.trash = max(0, self.trash - freed)
             if time.monotonic() > deadline:
@@ -397,8 +395,8 @@ class CacheManager:
             for folder in (root, root / "state", root / "locks", self.store.objects):
                 with contextlib.suppress(OSError):
                     locks += disk_bytes(os.lstat(folder))
-            self._locks = locks + _files_size(root / "locks")
-        self.overhead = self._locks + _files_size(root / "state")
+            self._locks = locks + files_size(root / "locks")
+        self.overhead = self._locks + files_size(root / "state")
 
     def _publish(self, now: float) -> None:
         """The totals, for the workers' metrics and the CLI: ``state/usage`` (bytes and
@@ -457,92 +455,3 @@ def current_usage(store: Store, state: dict[str, Any]) -> Usage:
         reader.seek(int(position[0]), int(position[1]), int(position[2]))
         return counted(usage, reader.read(time.time(), rotate=False))
     return usage
-
-
-def _walk(
-    top: str, now: float, keep_tmp: bool = False
-) -> Iterator[tuple[str, os.stat_result, bool]]:
-    """Every folder and file under ``top`` (not ``top`` itself, walk.py's order): its path
-    relative to ``top``, its ``lstat``, and whether it is a stored file. Dead writers'
-    temporary files are removed (unless ``keep_tmp``); live ones count, but are not stored
-    files."""
-    for rel, item, is_dir in walk(top):
-        try:
-            stat = item.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if is_dir:
-            yield rel, stat, False
-        elif not item.name.startswith(TMP_PREFIX):
-            yield rel, stat, True
-        elif not keep_tmp and is_dead_tmp(item.name, stat.st_mtime, now):
-            with contextlib.suppress(OSError):
-                os.unlink(item.path)
-        else:
-            yield rel, stat, False
-
-
-def _deleted_files(folders: list[str]) -> Iterator[int]:
-    """Delete ``folders`` (cleared objects folders), yielding the disk bytes freed by each
-    file as it goes: names relative to an open folder, a ``stat`` and an ``unlink`` a
-    file."""
-    for top in folders:
-        try:
-            with os.scandir(top) as listing:
-                subs = [(e.path, e.is_dir(follow_symlinks=False)) for e in listing]
-        except OSError:
-            subs = []
-        for sub, is_dir in subs:
-            if not is_dir:
-                yield _unlinked(sub)
-                continue
-            try:
-                fd = os.open(sub, os.O_RDONLY | os.O_DIRECTORY)
-            except OSError:
-                continue
-            try:
-                with os.scandir(fd) as listing:
-                    names = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
-                for name, inner_dir in names:
-                    if inner_dir:  # a variants folder
-                        shutil.rmtree(os.path.join(sub, name), ignore_errors=True)
-                        yield 0
-                        continue
-                    try:
-                        freed = disk_bytes(os.stat(name, dir_fd=fd, follow_symlinks=False))
-                        os.unlink(name, dir_fd=fd)
-                    except OSError:
-                        continue
-                    yield freed
-            finally:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.rmdir(sub)
-        shutil.rmtree(top, ignore_errors=True)
-
-
-def _unlinked(path: str) -> int:
-    try:
-        freed = disk_bytes(os.lstat(path))
-        os.unlink(path)
-    except OSError:
-        return 0
-    return freed
-
-
-def _files_size(folder: Path) -> int:
-    total = 0
-    with contextlib.suppress(OSError), os.scandir(folder) as listing:
-        for item in listing:
-            with contextlib.suppress(OSError):
-                total += disk_bytes(item.stat(follow_symlinks=False))
-    return total
-
-
-def _tree_size(top: str) -> int:
-    total = 0
-    with contextlib.suppress(OSError):
-        total += disk_bytes(os.lstat(top))
-    for _, stat, _ in _walk(top, 0.0, keep_tmp=True):
-        total += disk_bytes(stat)
-    return total
