@@ -45,32 +45,47 @@ def test_cache_folder_stays_within_max_size(origin: Origin, proxy_factory: Proxy
     assert within, cache_breakdown(proxy.cache_dir)
 
 
+# Small entries for the LRU test: each 1 % of the limit, so that one store never takes the
+# count from under the limit to over the workers' pause (102 %, eviction.py).
+SMALL = LIMIT // 100
+
+
 def test_eviction_removes_the_least_recently_used_entries(
     origin: Origin, proxy_factory: ProxyFactory
 ) -> None:
     """Four entries written together; one of them read again once its LRU touch is due;
-    then seven more. Eviction (to 96 % of the limit, of which the folders and state files
-    take some: about 8 of these entries) keeps the newest by use: the re-read one outlives
-    its neighbours, which a first-in, first-out eviction would keep in its place."""
+    then as many more again as the limit holds, each stored once the folder is back within
+    the limit (so that no worker pauses storing). Eviction keeps the newest by use: the
+    re-read one outlives its neighbours, which a first-in, first-out eviction would have
+    removed with them."""
     proxy = proxy_factory({"WSGI_PROXY_MAX_SIZE": str(LIMIT), "WSGI_PROXY_TOUCH_INTERVAL": "1"})
-    old = _fill(origin, proxy, 4)
+    paths = [
+        origin.route(f"/e{n}", headers=CACHEABLE, body=pattern_bytes(SMALL))
+        for n in range(4 + LIMIT // SMALL)
+    ]
+    old, new = paths[:4], paths[4:]
+    for path in old:
+        assert_response(proxy.get(path), cache="MISS", body=pattern_bytes(SMALL))
     time.sleep(1.5)  # past the touch interval: the next hit refreshes the file's mtime
-    assert_response(proxy.get(old[1]), cache="HIT", body=pattern_bytes(ENTRY))
-    new = _fill(origin, proxy, 7, first=4)
-    # Eviction is done once the folder holds less than was written and stops shrinking
-    # (the cache manager runs every tenth of a second); the layout inside it is the proxy's
-    # business.
+    assert_response(proxy.get(old[1]), cache="HIT", body=pattern_bytes(SMALL))
+    for path in new:
+        assert_response(proxy.get(path), cache="MISS", body=pattern_bytes(SMALL))
+        within = poll(lambda: cache_bytes(proxy.cache_dir) <= LIMIT, timeout=10, interval=0.05)
+        assert within, cache_breakdown(proxy.cache_dir)
+    # The folder holds more than the limit's worth of entries: eviction has run. Wait until
+    # it stops shrinking (the cache manager runs every tenth of a second).
     samples = [cache_bytes(proxy.cache_dir)]
 
     def settled() -> bool:
+        time.sleep(0.3)
         samples.append(cache_bytes(proxy.cache_dir))
-        return samples[-1] == samples[-2] < 11 * ENTRY
+        return samples[-1] == samples[-2]
 
-    assert poll(settled, timeout=10, interval=0.6), cache_breakdown(proxy.cache_dir)
+    assert poll(settled, timeout=10), cache_breakdown(proxy.cache_dir)
     for path in [old[1], *new[-3:]]:  # before any MISS below stores (and evicts) again
-        assert_response(proxy.get(path), cache="HIT", body=pattern_bytes(ENTRY))
+        assert_response(proxy.get(path), cache="HIT", body=pattern_bytes(SMALL))
     for path in (old[0], old[2]):
-        assert_response(proxy.get(path), cache="MISS", body=pattern_bytes(ENTRY))
+        assert_response(proxy.get(path), cache="MISS", body=pattern_bytes(SMALL))
     assert [origin.count(path) for path in [old[1], *new[-3:]]] == [1, 1, 1, 1]
     assert [origin.count(path) for path in (old[0], old[2])] == [2, 2]
 
