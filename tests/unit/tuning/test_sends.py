@@ -68,15 +68,21 @@ def test_send_file_sends_the_span_through_full_buffers(
     server, peer = pair
     waits: list[float] = []
     real_wait = response._wait_writable
+    full = threading.Event()
 
     def counted_wait(sockno: int, timeout: float) -> None:
         waits.append(timeout)
+        full.set()
         real_wait(sockno, timeout)
+
+    def read_once_full() -> None:  # not before: a reader keeping up would leave room
+        full.wait(10)
+        read_exactly(peer, len(BODY) - 7, received)
 
     monkeypatch.setattr(response, "_wait_writable", counted_wait)
     received = bytearray()
     with body_file.open("rb") as f:
-        reader = threading.Thread(target=read_exactly, args=(peer, len(BODY) - 7, received))
+        reader = threading.Thread(target=read_once_full)
         reader.start()
         sent = send_file(server.fileno(), f.fileno(), len(HEADER) + 7, len(BODY) - 7, 5.0)
         reader.join(10)
