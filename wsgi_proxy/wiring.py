@@ -3,6 +3,7 @@ and ``LazyApp`` is the WSGI callable gunicorn loads, which builds it after the f
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -13,6 +14,16 @@ from wsgi_proxy.core import threads
 from wsgi_proxy.core.config import Config
 
 __all__ = ["LazyApp", "create_app"]
+
+# The garbage collector's thresholds in a process that serves requests: Python's own for
+# the young generations (700 allocations, 10), a full collection at most every 100 second-
+# generation ones instead of 10. A full collection walks every object the worker holds
+# (its memos: about 100,000 with hits spread over a large cache) with the GIL held: 0.08 s
+# of CPU, and 0.25 to 0.5 s of wall time on a busy CPU, during which no thread of the
+# worker runs. With hits spread over 100,000 entries they came three times in 20 s and set
+# the p99 (docs/performance.md, "Where the time goes"). Still run, about once a minute at
+# full load, so cyclic garbage is still freed; the young generations free most of it.
+COLLECTOR_THRESHOLDS = (700, 10, 100)
 
 # gunicorn started without -c gunicorn.conf.py, away from the folder holding it (README).
 SINGLE_THREADED = (
@@ -82,6 +93,7 @@ class LazyApp:
             with self._lock:
                 if self._app is None:
                     self._app = create_app(self.config)
+                    gc.set_threshold(*COLLECTOR_THRESHOLDS)
                     pool = threads.process_pool()  # the worker's (server/worker.py)
                     if pool is not None:
                         self._app.metrics.watch_pool(pool)

@@ -29,6 +29,7 @@ from wsgi_proxy.flow.proxy_app import ProxyApp
 from wsgi_proxy.ops.metrics import Metrics
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.open_files import MAX_FILES
+from wsgi_proxy.store.repeats import RecentLookups
 from wsgi_proxy.upstream.origin_client import Upstream
 
 CACHED = [("Cache-Control", "max-age=600"), ("ETag", '"v1"'), ("X-Kind", "ready")]
@@ -100,6 +101,24 @@ def _without_clock(reply: Response) -> list[tuple[str, str]]:
             shape = re.sub(r"ttl=\d+", "ttl=...", value)
         shaped.append((name, shape))
     return shaped
+
+
+def test_a_hit_not_looked_up_lately_is_not_made_ready(origin: Origin, tmp_path: Path) -> None:
+    """An entry asked for once in a long while (repeats.py; a window of 2 lookups here) is
+    answered by the flow, and made ready from its second lookup within a while."""
+    app = _worker(origin, tmp_path / "cache")
+    app.store.recent = RecentLookups(2)
+    path = origin.route("/seldom", headers=CACHED, body=b"seldom")
+    assert_response(_call(app, path), cache="MISS", body=b"seldom")
+    for other in ("/a", "/b", "/c", "/d"):  # lookups of other entries: two windows
+        assert app.store.lookup(f"GET {origin.url}{other}", (), time.time()) is None
+    given = app.ready.given
+    for _ in range(2):  # not looked up lately, then the second lookup: both by the flow
+        assert_response(_call(app, path), cache="HIT", body=b"seldom")
+    assert app.ready.given == given
+    assert_response(_call(app, path), cache="HIT", body=b"seldom")
+    assert app.ready.given == given + 1
+    assert origin.count(path) == 1
 
 
 SIZES = pytest.mark.parametrize("size", [1600, 300_000], ids=["in-memory", "from-the-file"])

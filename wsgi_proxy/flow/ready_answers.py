@@ -15,7 +15,8 @@ decision for the common request.
 Invariants:
 - An answer is made ready only from a stored response that the flow read from the store,
   found fresh and served whole to a plain request, from a body this worker checked
-  against its CRC-32 (never from a stale answer, nor from one refreshed after a 304).
+  against its CRC-32 (never from a stale answer, nor from one refreshed after a 304), and
+  looked up lately (store/repeats.py: not an entry asked for once in a long while).
 - Only where the filesystem keeps nanosecond mtimes (the store's probe, as for store/hot_set.py).
 - It is given only while the file it came from is still in place and unchanged (one
   ``stat`` per answer: device, inode, size and mtime, as in store/hot_set.py), while fresh,

@@ -140,6 +140,8 @@ class Serving:
         key = ex.ready_key
         if key is None or ex.req.method != "GET" or not self.store.fine_timestamps:
             return
+        if not found.again:  # not looked up lately: unlikely to be asked for again soon
+            return
         if self.store.is_verified(found):
             self.ready.make(key, ex.environ, found, fields, held, targeting=self.targeting)
 

@@ -52,6 +52,7 @@ from wsgi_proxy.store.hits import CheckedBodies, Hit, PassMarker, identity_of
 from wsgi_proxy.store.hot_set import HotSet, Remembered, Stamp, stamp_of
 from wsgi_proxy.store.open_files import OpenFile, OpenFiles
 from wsgi_proxy.store.pending_entry import PendingEntry
+from wsgi_proxy.store.repeats import RecentLookups
 from wsgi_proxy.store.site_list import SiteList
 from wsgi_proxy.store.usage import UsageCounter
 
@@ -103,6 +104,8 @@ class Store:
         self._locks = str(self.locks)
         self.checked = CheckedBodies()
         self.hot = HotSet(0)  # off until prepare() finds fine-grained timestamps
+        # The memos take an entry from its second lookup in a while (repeats.py).
+        self.recent = RecentLookups(HOT_ENTRIES)
         self.open_files = OpenFiles(touch_interval)
         self.fine_timestamps = False
 
@@ -159,11 +162,11 @@ class Store:
         opened = self._open(path, primary, now)
         if opened is None:
             return None
-        meta, file, offset, stamp, early = opened
+        meta, file, offset, stamp, early, again = opened
         kind = meta.get("kind")
         if kind == "response":
             return _unbanned(Hit(entry_of(meta), path, file, offset, int(meta["body_crc"], 16),
-                                 stamp, early, bans.generation), meta, bans)  # fmt: skip
+                                 stamp, early, bans.generation, again), meta, bans)  # fmt: skip
         if file is not None:
             file.close()
         if kind == "pass":
@@ -175,7 +178,7 @@ class Store:
         opened = self._open(variant_path, primary, now)
         if opened is None:
             return None
-        meta, file, offset, stamp, early = opened
+        meta, file, offset, stamp, early, again = opened
         entry = entry_of(meta)
         if entry.vary != values:
             if file is not None:
@@ -183,14 +186,15 @@ class Store:
             return None
         crc = int(meta["body_crc"], 16)
         return _unbanned(Hit(entry, variant_path, file, offset, crc, stamp, early,
-                             bans.generation), meta, bans)  # fmt: skip
+                             bans.generation, again), meta, bans)  # fmt: skip
 
     def _open(
         self, path: str, primary: str, now: float
-    ) -> tuple[dict[str, Any], BinaryIO | None, int, Stamp, bytes] | None:
+    ) -> tuple[dict[str, Any], BinaryIO | None, int, Stamp, bytes, bool] | None:
         """The header of the entry at ``path``, the file open at no particular position
-        (None when the hot set had it whole), where the body begins, the file's stamp and
-        the body bytes read with the header."""
+        (None when the hot set had it whole), where the body begins, the file's stamp, the
+        body bytes read with the header, and whether it was looked up lately (repeats.py:
+        only then do the memos take it)."""
         hot = self.hot.get(path)
         if hot is not None:
             remembered, stat = hot
@@ -198,7 +202,8 @@ class Store:
             due = now - stat.st_mtime > self.touch_interval
             if remembered.meta.get("key") == primary and not due:
                 meta, offset = remembered.meta, remembered.body_offset
-                return meta, None, offset, remembered.stamp, remembered.early
+                return meta, None, offset, remembered.stamp, remembered.early, True
+        again = self.recent.again(path)  # a miss counts: its fill is often hit next
         try:
             file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
         except FileNotFoundError:
@@ -208,7 +213,7 @@ class Store:
             self.on_error("read")
             return None
         try:
-            meta, offset, early = read_header(file)
+            meta, offset, early = read_header(file, remember=again)
             if meta.get("key") != primary:
                 raise CorruptEntry("key mismatch")
             stat = os.fstat(file.fileno())
@@ -220,9 +225,9 @@ class Store:
             self.remove(Path(path))
             return None
         stat = _touched(file, stat, now, self.touch_interval)
-        if self._is_worth_remembering(meta, stat, early):
+        if again and self._is_worth_remembering(meta, stat, early):
             self.hot.add(path, Remembered(stamp_of(stat), meta, offset, early))
-        return meta, file, offset, stamp_of(stat), early
+        return meta, file, offset, stamp_of(stat), early, again
 
     def _is_worth_remembering(
         self, meta: dict[str, Any], stat: os.stat_result, early: bytes

@@ -243,8 +243,8 @@ def _size_of(folder: Path) -> int:
 def read_header(file: BinaryIO, *, remember: bool = True) -> tuple[dict[str, Any], int, bytes]:
     """The header block of the entry ``file`` is open on (read from its start), where the
     body begins, and the body bytes that came with the read. The returned dict is shared
-    by every reader: never mutate it. ``remember=False`` (a walk of the whole folder)
-    parses without the memo, leaving the hot headers in it."""
+    by every reader: never mutate it. ``remember=False`` (a walk of the whole folder, an
+    entry not looked up lately) parses without the memo, leaving the hot headers in it."""
     first = file.read(_FIRST_READ)
     if len(first) < _PREFIX.size:
         raise CorruptEntry("short prefix")

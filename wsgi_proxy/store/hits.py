@@ -38,6 +38,7 @@ class Hit:
     stamp: Stamp  # device, inode, size and mtime of the file when it was opened
     early: bytes = b""
     bans: int = -1  # the ban generation the lookup checked it at (bans.py); -1: none
+    again: bool = True  # looked up lately (repeats.py): the memos may keep it
 
     @property
     def identity(self) -> tuple[int, int, int]:

@@ -9,7 +9,8 @@ Invariants:
   its stamp, and the file is then read afresh.
 - Only header-only entries (pass and Vary markers) and responses whose whole body came
   with the header read (at most 8 KiB) are kept; the store adds a response only once this
-  worker has checked its body's CRC-32.
+  worker has checked its body's CRC-32, and any entry only from its second lookup within
+  a while (repeats.py).
 - Each publish sets its file's mtime to the nanosecond (entry_file.py), so a file published
   into the inode of a removed one does not pass for it; the store turns the set on only
   where the filesystem keeps nanosecond mtimes.

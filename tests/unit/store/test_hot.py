@@ -17,6 +17,7 @@ from wsgi_proxy.flow.ready_answers import Ready, ReadyAnswers, is_plain
 from wsgi_proxy.store.cache import TOUCH_INTERVAL, Store
 from wsgi_proxy.store.hits import Hit, PassMarker
 from wsgi_proxy.store.hot_set import HotSet, Remembered, stamp_of
+from wsgi_proxy.store.repeats import RecentLookups
 
 KEY = "GET http://o/x"
 NOW = time.time()
@@ -116,6 +117,23 @@ def test_a_small_body_is_read_from_the_disk_until_checked_then_from_memory(store
     assert third.file is None
     assert third.read(0, 10) == b"small body"
     assert third.stamp == second.stamp
+
+
+def test_an_entry_not_looked_up_lately_is_not_remembered(store: Store) -> None:
+    """The memos take an entry from its second lookup within a while (repeats.py): with
+    hits spread over many entries, one asked for once in a long while would only churn
+    them. A window of 2 lookups here instead of the store's 4,096."""
+    store.recent = RecentLookups(2)
+    put(store, b"seldom")
+    first = hit(store)
+    assert store.verify(first, first.read(0, 6))  # checked: worth remembering from now on
+    for other in ("GET http://o/a", "GET http://o/b", "GET http://o/c", "GET http://o/d"):
+        assert store.lookup(other, (), NOW) is None  # misses count as lookups: two windows
+    lately = hit(store)
+    assert (lately.again, lately.file is not None, len(store.hot)) == (False, True, 0)
+    again = hit(store)  # the second lookup in a while: remembered
+    assert (again.again, again.file is not None, len(store.hot)) == (True, True, 1)
+    assert hit(store).file is None
 
 
 def test_a_large_body_is_never_remembered(store: Store) -> None:
