@@ -107,7 +107,14 @@ def test_request_durations_survive_the_workers_that_recorded_them(
     for pid in old:
         os.kill(pid, signal.SIGQUIT)
     assert poll(lambda: not old & set(proxy.worker_pids()), 20), "the workers were not replaced"
-    found = scraped_when(proxy, lambda s: s.total(f"{DURATION}_count") >= 20)
+    # The master counts an exit just after it reaps the worker (gunicorn's child_exit hook,
+    # after waitpid): the scrape may come between the two.
+    found = scraped_when(
+        proxy,
+        lambda s: (
+            s.total(f"{DURATION}_count") >= 20 and s.get("wsgi_proxy_worker_exits_total") >= 2
+        ),
+    )
     assert histogram_counts(found, DURATION, "cache") == {"miss": 1.0, "hit": 19.0}, found.text
     assert found.value("wsgi_proxy_worker_exits_total") == 2
 
