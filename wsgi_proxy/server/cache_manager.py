@@ -36,7 +36,7 @@ from typing import Any
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.ops.metrics import purged_entries_counter
 from wsgi_proxy.store import manager_index
-from wsgi_proxy.store.cache import Store
+from wsgi_proxy.store.cache import Store, state_folder
 from wsgi_proxy.store.eviction import MANAGED_ENV, manager_lock
 from wsgi_proxy.store.manager import STEP, CacheManager
 
@@ -58,8 +58,7 @@ class ManagerProcess:
     def start(self) -> None:
         os.environ[MANAGED_ENV] = "1"
         with contextlib.suppress(Exception):  # no index taken: the manager walks
-            state = Store(Config.from_env().cache_dir, lock_stripes=1, max_variants=1).state
-            manager_index.take_over(state, os.getpid())
+            manager_index.take_over(state_folder(Config.from_env().cache_dir), os.getpid())
         self._spawn()
         threading.Thread(target=self._watch, name="wsgi_proxy-manager-watch", daemon=True).start()
 

@@ -69,6 +69,8 @@ TOUCH_INTERVAL = 60.0
 # Small entries each worker remembers (hot_set.py): each holds its file's first read (8 KiB)
 # and its decoded header (shared with entry_file's memo of decoded headers).
 HOT_ENTRIES = 4096
+# The layout's version: everything the store writes is under <cache dir>/v1.
+FORMAT = "v1"
 
 
 class Store:
@@ -83,10 +85,10 @@ class Store:
         max_variants: int,
         touch_interval: float = TOUCH_INTERVAL,
     ) -> None:
-        self.root = root / "v1"
+        self.root = root / FORMAT
         self.objects = self.root / "objects"
         self.locks = self.root / "locks"
-        self.state = self.root / "state"
+        self.state = state_folder(root)
         self.lock_stripes = lock_stripes
         self.max_variants = max_variants
         # The memos (hot set, ready answers, held files) are trusted only while the file's
@@ -448,6 +450,12 @@ class Store:
         """The fetch lock for ``primary`` if it is free now, held by the lease returned;
         None when another fetch holds it (or it cannot be taken: go on without it)."""
         return try_lease(self.key_lock(primary, 0))
+
+
+def state_folder(cache_dir: Path) -> Path:
+    """Where the store under ``cache_dir`` keeps its state files (journal, usage, bans,
+    the manager's index), without building the store."""
+    return cache_dir / FORMAT / "state"
 
 
 def check_folder(cache_dir: Path) -> None:

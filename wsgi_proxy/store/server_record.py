@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsgi_proxy.core.config import Config
+from wsgi_proxy.store.cache import state_folder
 
 VERSION = 1
 MAX_ORIGINS = 100  # the oldest go first past this: a record is not a history
@@ -46,7 +47,7 @@ class ServerRecord:
 
 
 def record_path(cache_dir: Path) -> Path:
-    return cache_dir / "v1" / "state" / "server"
+    return state_folder(cache_dir) / "server"
 
 
 def write_record(config: Config) -> ServerRecord:
