@@ -2,7 +2,9 @@
 
 ``gunicorn wsgi_proxy:app`` loads ``app``: reading it validates the configuration and the
 cache folder (a bad ``WSGI_PROXY_*`` value or an unusable folder fails the worker's boot
-with an error naming it, and gunicorn stops); the proxy itself,
+with an error naming it, and gunicorn stops). The folder is checked once: where the
+master's start-up hook (server/settings.py) found it usable, a worker started later on a
+folder broken since passes through instead of stopping the server. The proxy itself,
 its origin pool, cache folder and evictor thread, is built in each worker process on its
 first request, after the fork. Importing the package does nothing else.
 """
@@ -19,10 +21,10 @@ __all__ = ["LazyApp", "create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from wsgi_proxy.store.cache import check_folder  # noqa: PLC0415
+        from wsgi_proxy.store.cache import check_folder_once  # noqa: PLC0415
 
         config = Config.from_env()
-        check_folder(config.cache_dir)
+        check_folder_once(config.cache_dir)
         app = LazyApp(config)
         globals()["app"] = app
         return app

@@ -458,6 +458,11 @@ def state_folder(cache_dir: Path) -> Path:
     return cache_dir / FORMAT / "state"
 
 
+# The folders check_folder found usable in this process, or in the one it was forked
+# from: a gunicorn master checks at start-up, and its workers inherit the answer.
+_found_usable: set[Path] = set()
+
+
 def check_folder(cache_dir: Path) -> None:
     """Create and probe the cache folder; a ``ConfigError`` naming it if it is unusable."""
     try:
@@ -466,6 +471,16 @@ def check_folder(cache_dir: Path) -> None:
         raise ConfigError(
             "WSGI_PROXY_CACHE_DIR", f"cannot use {cache_dir}: {exc.strerror or exc}"
         ) from None
+    _found_usable.add(cache_dir)
+
+
+def check_folder_once(cache_dir: Path) -> None:
+    """``check_folder``, unless this process or its parent already found the folder
+    usable. A worker forked after the master's check must not fail its boot over a
+    folder that broke since (read only, full): gunicorn would stop the whole server.
+    It passes through instead, as the workers already running do (wiring.create_app)."""
+    if cache_dir not in _found_usable:
+        check_folder(cache_dir)
 
 
 def _ignore(op: str) -> None:

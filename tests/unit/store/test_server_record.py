@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from wsgi_proxy.core.config import Config, parse_origin
-from wsgi_proxy.store.cache import check_folder
+from wsgi_proxy.core.errors import ConfigError
+from wsgi_proxy.store.cache import check_folder, check_folder_once
 from wsgi_proxy.store.folder_check import folder_state
 from wsgi_proxy.store.server_record import read_record, record_path, write_record
 
@@ -65,3 +67,17 @@ def test_folder_state_refuses_what_this_user_cannot_write(tmp_path: Path) -> Non
         assert not folder_state(locked / "cache").usable
     finally:
         locked.chmod(0o700)
+
+
+def test_a_folder_found_usable_is_not_checked_again(tmp_path: Path) -> None:
+    """What a worker forked after the master's check sees: the answer is kept, so a folder
+    broken since fails no boot; one never checked is still refused, naming the setting."""
+    checked, unchecked = tmp_path / "checked", tmp_path / "unchecked"
+    check_folder_once(checked)
+    shutil.rmtree(checked)
+    checked.write_text("")  # unusable now: a file where the folder was
+    unchecked.write_text("")
+    check_folder_once(checked)
+    for check, folder in [(check_folder, checked), (check_folder_once, unchecked)]:
+        with pytest.raises(ConfigError, match="WSGI_PROXY_CACHE_DIR"):
+            check(folder)
