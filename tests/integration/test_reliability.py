@@ -274,19 +274,35 @@ def test_a_disk_full_before_the_size_limit_is_made_room_on(
 def test_a_read_only_cache_folder(
     proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
 ) -> None:
+    """A cache disk remounted read only: stored entries still hit, new ones pass through,
+    in the workers running then and in those started after; a server started on it is
+    refused with an error naming the setting."""
     proxy = proxy_factory(
-        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m")},
+        # A fetch lock that cannot be taken is no fetch under way: nothing to wait for, so
+        # a MISS is answered long before this timeout (the client gives up at 20 s).
+        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m"),
+         "WSGI_PROXY_LOCK_TIMEOUT": "60"},
         cache_dir=tiny_disk.path / "cache",
         command=proxy_on(tiny_disk),
-    )
+    )  # fmt: skip
     stored = origin.route("/ro-stored", headers=CACHED, body=b"stored before")
     proxy.get(stored)
     tiny_disk.remount_read_only()
     fresh = origin.route("/ro-new", headers=CACHED, body=b"passed through")
     for _ in range(2):
-        assert_response(proxy.get(fresh), cache="MISS", body=b"passed through")
+        reply = proxy.get(fresh, timeout=20)
+        assert_response(reply, cache="MISS", body=b"passed through")
     assert_response(proxy.get(stored), cache="HIT", body=b"stored before")
     assert origin.count(fresh) == 2
+    # Workers started after the disk went read only (a crash, a timeout, max_requests, a
+    # reload) serve the same way: the folder's state is no reason to stop the server.
+    old = proxy.worker_pids()
+    for pid in old:
+        os.kill(pid, signal.SIGTERM)
+    assert poll(lambda: not set(old) & set(proxy.worker_pids()), 30), proxy.stderr(40)
+    assert_response(proxy.get(fresh, timeout=20), cache="MISS", body=b"passed through")
+    assert_response(proxy.get(stored), cache="HIT", body=b"stored before")
+    proxy.assert_alive()
     refused = proxy_factory(
         {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m2")},
         cache_dir=tiny_disk.path / "other",

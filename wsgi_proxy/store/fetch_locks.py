@@ -76,8 +76,8 @@ class FetchLease:
 
     __slots__ = ("_lock",)
 
-    def __init__(self, lock: KeyLock) -> None:
-        self._lock: KeyLock | None = lock
+    def __init__(self, lock: KeyLock | None) -> None:
+        self._lock = lock
 
     @property
     def is_held(self) -> bool:
@@ -96,9 +96,18 @@ class FetchLease:
 
 
 def try_lease(lock: KeyLock) -> FetchLease | None:
-    """``lock`` taken now (no wait), as a lease; None when another holds it, or when it
-    cannot be taken (``try_acquire``: the caller goes on without it)."""
-    return FetchLease(lock) if try_acquire(lock, 0) else None
+    """``lock`` taken now (no wait), as a lease; None when another holds it. When it
+    cannot be taken at all (a read-only disk, no file descriptors left), a lease that holds
+    nothing: no fetch can hold it either, so there is nothing to wait for, and the caller
+    goes on as the holder, uncoalesced (waiting would poll until the lock timeout)."""
+    try:
+        lock.acquire(timeout=0, blocking=False)
+    except Timeout:
+        return None
+    except OSError as exc:
+        log.warning("lock failed (%s): going on without it", exc)
+        return FetchLease(None)
+    return FetchLease(lock)
 
 
 def held_for_other(lock: KeyLock, digest: str) -> bool:

@@ -27,7 +27,7 @@ from wsgi_proxy.request.body_stream import StreamingBody
 from wsgi_proxy.request.exchange import Exchange
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.entry_file import EntryWriter
-from wsgi_proxy.store.fetch_locks import FetchLease, key_lock, try_lease
+from wsgi_proxy.store.fetch_locks import FetchLease, key_lock, try_lease, wait_for_fetch
 from wsgi_proxy.store.hits import Hit
 from wsgi_proxy.store.pending_entry import PendingEntry
 from wsgi_proxy.upstream.origin_client import CHUNK_SIZE, OriginResponse
@@ -124,6 +124,21 @@ def test_a_lease_is_given_back_once_and_never_again(tmp_path: Path) -> None:
     assert path.read_bytes() == MINE.encode()
     second.release()
     assert try_lease(key_lock(str(path), MINE, 0)) is not None
+
+
+def test_a_lock_that_cannot_be_taken_is_not_waited_for(tmp_path: Path) -> None:
+    """A lock file the disk refuses (read only; here its folder is a file): no fetch can
+    hold it, so the caller goes on at once, with a lease holding nothing, and a waiter does
+    not poll until its timeout."""
+    (tmp_path / "locks").write_text("")
+    lock = key_lock(str(tmp_path / "locks" / "0.lock"), MINE, 0)
+    lease = try_lease(lock)
+    assert lease is not None
+    assert not lease.is_held
+    lease.release()
+    started = time.monotonic()
+    assert wait_for_fetch(lock, MINE, timeout=30.0)
+    assert time.monotonic() - started < 10.0
 
 
 def test_a_with_block_gives_the_lease_back_on_an_error(store: Store, lease: FetchLease) -> None:
