@@ -141,8 +141,8 @@ def _lurk_file(store: Store, path: Path) -> Ban | None:
 
 
 def _apply(store: Store, path: Path, identity: tuple[int, int, int], ban: Ban) -> bool:
-    if ban.soft:
-        return soft_purge(store, path)
+    if ban.soft:  # only the file judged: a 304 may have refreshed it since, after the ban
+        return soft_purge(store, path, identity)
     try:
         # A response published there since the header was read came after the ban.
         if identity_of(os.stat(path)) != identity:

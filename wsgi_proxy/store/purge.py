@@ -35,7 +35,7 @@ from wsgi_proxy.core import keys, sites
 from wsgi_proxy.store.bans import Ban, BanKind
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.entry_file import TMP_PREFIX, CorruptEntry, entry_of, read_header
-from wsgi_proxy.store.hits import Hit
+from wsgi_proxy.store.hits import Hit, identity_of
 from wsgi_proxy.store.hot_set import stamp_of
 from wsgi_proxy.store.recent_purges import PurgeRecord, RecentPurges
 from wsgi_proxy.store.walk import walk_files
@@ -249,15 +249,19 @@ def read_meta(path: Path, *, remember: bool = True) -> dict[str, Any] | None:
     return meta
 
 
-def soft_purge(store: Store, path: Path) -> bool:
+def soft_purge(store: Store, path: Path, identity: tuple[int, int, int] | None = None) -> bool:
     """Mark the stored response at ``path`` stale, keeping it for revalidation: published
-    anew under the same body (``Store.refresh``), as a 304 would be."""
+    anew under the same body (``Store.refresh``), as a 304 would be. With ``identity``
+    (``hits.identity_of`` of the file whose header the caller judged), only that file: a
+    response published there since came after the ban (a 304 refresh), and is left alone."""
     try:
         file = path.open("rb", buffering=0)
     except OSError:
         return False
     with file:
         try:
+            if identity is not None and identity_of(os.fstat(file.fileno())) != identity:
+                return False
             meta, offset, _ = read_header(file)
             if meta.get("kind") != "response":
                 return False

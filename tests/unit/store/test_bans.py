@@ -4,6 +4,7 @@ read at), and the lurker's steps (store/lurker.py) on a real store."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ import pytest
 from wsgi_proxy.core import keys
 from wsgi_proxy.core.headers import Headers
 from wsgi_proxy.core.model import Entry, ResponseHead
+from wsgi_proxy.store import lurker
 from wsgi_proxy.store.bans import Ban, Bans, ban_list, matches
 from wsgi_proxy.store.cache import Store
-from wsgi_proxy.store.hits import Hit
+from wsgi_proxy.store.hits import Hit, identity_of
 from wsgi_proxy.store.lurker import lurk
 from wsgi_proxy.store.recent_purges import PurgeRecord, RecentPurges
 
@@ -187,6 +189,23 @@ def test_the_lurker_removes_marks_counts_and_drops(store: Store) -> None:
     assert totals == {"tag": 5, "prefix-soft": 1}
     assert recent.read()[0].purged == 5 and not recent.read()[0].pending
     assert not (store.state / "lurker").exists()
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_a_response_refreshed_after_the_lurker_judged_it_is_left_alone(
+    store: Store, soft: bool
+) -> None:
+    """The lurker reads a response's header and finds it banned; before it acts, a worker
+    publishes the URL anew (after a soft ban, the 304 that refreshes it). The new file came
+    after the ban: it is neither marked stale nor removed."""
+    path = publish(store, "/r/1")
+    judged = identity_of(os.stat(path))
+    publish(store, "/r/1")
+    ban = Ban(time.time_ns(), "prefix", "/r/", None, ORIGIN, soft=soft)
+    assert not lurker._apply(store, path, judged, ban)
+    hit = found(store, "/r/1")
+    assert hit is not None and not hit.entry.soft_purged
+    hit.close()
 
 
 def test_a_step_stops_within_a_folder_and_the_next_goes_on_by_name(store: Store) -> None:
