@@ -92,15 +92,14 @@ def mark_worker_dead(folder: Path, pid: int) -> None:
 def count_worker_exit(folder: Path) -> None:
     """In the master, when a worker has exited: one more in ``worker_exits``, the file the
     scrape reads ``wsgi_proxy_worker_exits_total`` from (the master records no
-    prometheus_client value of its own). Only the master writes it, one exit at a time."""
-    path = folder / WORKER_EXITS
+    prometheus_client value of its own). One byte appended per exit, the count its size:
+    gunicorn 23 runs this inside its SIGCHLD handler, which another worker's exit can
+    interrupt, and a read-modify-write (or a shared temporary file) would lose a count."""
+    fd = os.open(folder / WORKER_EXITS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        count = int(path.read_text() or "0")
-    except (FileNotFoundError, ValueError):
-        count = 0
-    tmp = folder / f".tmp.{WORKER_EXITS}"
-    tmp.write_text(str(count + 1))
-    os.replace(tmp, path)
+        os.write(fd, b"1")
+    finally:
+        os.close(fd)
 
 
 def _count_in(path: Path) -> float:
@@ -334,8 +333,8 @@ class _ScrapeCollector:
             yield GaugeMetricFamily(name, doc, value=value)
         yield from durations.families(self.folder)
         try:
-            exits = float((self.folder / WORKER_EXITS).read_text() or 0)
-        except (OSError, ValueError):
+            exits = float((self.folder / WORKER_EXITS).stat().st_size)  # count_worker_exit
+        except OSError:
             exits = 0.0
         yield CounterMetricFamily(
             "wsgi_proxy_worker_exits", "Worker processes that exited (the master counts)", exits

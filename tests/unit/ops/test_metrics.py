@@ -95,3 +95,46 @@ def test_a_scrape_shows_exits_purges_build_and_the_cache_gauges(tmp_path: Path, 
     assert float(found['wsgi_proxy_cache_errors_total{op="write"}']) == 0
     [build] = [name for name in found if name.startswith("wsgi_proxy_build_info{")]
     assert 'python="' in build and 'gunicorn="' in build and float(found[build]) == 1
+
+
+NESTED_EXITS = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from wsgi_proxy.ops import metrics
+folder = Path(sys.argv[1])
+folder.mkdir()
+rounds = int(sys.argv[2])
+handled = []  # list.append: one step, so a nested handler's count is not lost here
+def handler(*_):
+    handled.append(1)
+    metrics.count_worker_exit(folder)
+signal.signal(signal.SIGUSR1, handler)
+def send() -> None:
+    for n in range(rounds):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        while len(handled) <= n:  # one signal at a time: pending ones would merge
+            time.sleep(0.0001)
+sender = threading.Thread(target=send)
+counted = 0
+sender.start()
+while sender.is_alive() or counted < rounds:
+    metrics.count_worker_exit(folder)
+    counted += 1
+sender.join()
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+text = metrics.Metrics(folder, lambda: []).render()[0].decode()
+sys.stdout.write(f"{counted + len(handled)} {text}")
+"""
+
+
+def test_worker_exits_counted_from_a_signal_handler_are_all_counted(tmp_path: Path) -> None:
+    """gunicorn 23's master counts an exit (child_exit) inside its SIGCHLD handler, which a
+    second worker's SIGCHLD can interrupt: two workers quitting at once must count two. Here
+    a handler counts while the main thread counts, many times over: none is lost."""
+    out = subprocess.run(
+        [sys.executable, "-c", NESTED_EXITS, str(tmp_path / "metrics"), "3000"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    total, text = out.split(" ", 1)
+    found = dict(re.findall(r"^(wsgi_proxy_\S+) (\S+)$", text, re.MULTILINE))
+    assert float(found["wsgi_proxy_worker_exits_total"]) == int(total)
