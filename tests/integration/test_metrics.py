@@ -17,7 +17,7 @@ from pathlib import Path
 from support.checks import poll
 from support.cli import run_cli
 from support.origin import Origin
-from support.proxy import ProxyFactory, ProxyProcess, proxy_env
+from support.proxy import ProxyFactory, ProxyProcess, process_states, proxy_env
 from support.scrapes import AUTH, TOKEN, Scrape, histogram_counts, scrape
 
 from wsgi_proxy.store.purge import BANNED
@@ -106,7 +106,9 @@ def test_request_durations_survive_the_workers_that_recorded_them(
         assert proxy.get(path).status == 200
     for pid in old:
         os.kill(pid, signal.SIGQUIT)
-    assert poll(lambda: not old & set(proxy.worker_pids()), 20), "the workers were not replaced"
+    assert poll(lambda: not old & set(proxy.worker_pids()), 20), (
+        f"the workers were not replaced: {process_states(old)}\n{proxy.stderr(40)}"
+    )
     # The master counts an exit just after it reaps the worker (gunicorn's child_exit hook,
     # after waitpid): the scrape may come between the two.
     found = scraped_when(

@@ -78,6 +78,20 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def process_states(pids: Iterable[int]) -> str:
+    """Each PID with its state letter from /proc (R running, S sleeping, Z a zombie its
+    parent has not reaped), for a failure message."""
+    states = []
+    for pid in pids:
+        try:
+            states.append(
+                f"{pid}:{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]}"
+            )
+        except OSError:
+            states.append(f"{pid}:gone")
+    return " ".join(states)
+
+
 MANAGER_MODULE = "wsgi_proxy.server.cache_manager"
 
 
