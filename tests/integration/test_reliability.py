@@ -361,8 +361,8 @@ def test_a_worker_told_to_quit_while_connections_arrive_exits_at_once(
                 # A new worker starts its pool's threads as the connections come: the
                 # moments the race is likeliest in. (A signal before the worker has set its
                 # handlers is lost: gunicorn's, not this test's, so wait for them.)
-                assert poll(lambda: bool(_quittable(proxy) - seen), 15.0, interval=0.005)
-                pid = min(_quittable(proxy) - seen)
+                assert poll(lambda: bool(proxy.quittable_workers() - seen), 15.0, interval=0.005)
+                pid = min(proxy.quittable_workers() - seen)
                 seen.add(pid)
                 time.sleep(0.02 * (round_ % 4))
                 os.kill(pid, signal.SIGQUIT)
@@ -374,15 +374,3 @@ def test_a_worker_told_to_quit_while_connections_arrive_exits_at_once(
             for future in clients:
                 future.result()
     assert proxy.get(path).status == 200
-
-
-def _quittable(proxy: ProxyProcess) -> set[int]:
-    """The workers that have set their signal handlers: gunicorn sets them before it loads
-    the application, whose background threads (request durations, eviction) are the first
-    a worker starts."""
-    ready = set()
-    for pid in proxy.worker_pids(expected=0):
-        with contextlib.suppress(OSError):
-            if len(os.listdir(f"/proc/{pid}/task")) > 1:
-                ready.add(pid)
-    return ready

@@ -193,6 +193,19 @@ class ProxyProcess:
                 f"{self.stderr()}"
             )
 
+    def quittable_workers(self) -> set[int]:
+        """The workers that have set their signal handlers. A signal sent to a worker
+        before that is lost (it runs the master's handler, inherited through the fork):
+        gunicorn's behaviour. gunicorn sets them before it loads the application, whose
+        threads (request durations, the thread pool) are the first a worker starts, on its
+        first request."""
+        ready = set()
+        for pid in self.worker_pids(expected=0):
+            with suppress(OSError):
+                if len(os.listdir(f"/proc/{pid}/task")) > 1:
+                    ready.add(pid)
+        return ready
+
     def worker_pids(self, expected: int = 2, timeout: float = 15.0) -> list[int]:
         """The gunicorn workers (children of the master), once `expected` of them run."""
         deadline = time.monotonic() + timeout
