@@ -27,9 +27,9 @@ if __package__ in (None, ""):  # run as a script: ``bench`` is imported as the t
 
 from bench import run
 from bench.client import warm
+from bench.pair import PATHS
 from bench.procs import Services, free_port
 
-PATHS = {"hit": ("/c/1k.bin", "HIT"), "pass": ("/nostore/1k.bin", "MISS")}
 CLIENTS = 4  # keep-alive connections, each sending its share of the requests in turn
 
 
@@ -86,15 +86,20 @@ def worker_instructions(
     warm(port, path, (scratch / "www" / path.lstrip("/")).read_bytes(), x_cache=x_cache)
     send(port, path, count)
     services.stop(service)
-    workers = [
-        int(m.group(1))
-        for f in out.glob("cg.*")
-        if re.search(r"^cmd:.* -m gunicorn ", text := f.read_text(errors="replace"), re.M)
-        and (m := re.search(r"^(?:summary|totals): (\d+)", text, re.M))
-    ]
-    if not workers:
+    counts = [_gunicorn_count(f.read_text(errors="replace")) for f in out.glob("cg.*")]
+    found = [count for count in counts if count is not None]
+    if not found:
         raise SystemExit(f"{name}: no gunicorn process's count in {out}")
-    return max(workers)  # the worker ran the requests: the master's count is far lower
+    return max(found)  # the worker ran the requests: the master's count is far lower
+
+
+def _gunicorn_count(callgrind_out: str) -> int | None:
+    """The instructions counted in one process's callgrind file, if that process was
+    gunicorn (not the cache manager the master starts)."""
+    if not re.search(r"^cmd:.* -m gunicorn ", callgrind_out, re.M):
+        return None
+    total = re.search(r"^(?:summary|totals): (\d+)", callgrind_out, re.M)
+    return int(total.group(1)) if total else None
 
 
 def main(argv: list[str] | None = None) -> int:

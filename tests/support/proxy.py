@@ -69,27 +69,26 @@ def proxy_env(
     return env
 
 
-def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in ticks), or None if the PID is gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3, the state, first),
+    or None if the PID is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in ticks), or None if the PID is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[19]
 
 
 def process_states(pids: Iterable[int]) -> str:
     """Each PID with its state letter from /proc (R running, S sleeping, Z a zombie its
     parent has not reaped), for a failure message."""
-    states = []
-    for pid in pids:
-        try:
-            states.append(
-                f"{pid}:{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]}"
-            )
-        except OSError:
-            states.append(f"{pid}:gone")
-    return " ".join(states)
+    return " ".join(f"{pid}:{(_stat_fields(pid) or ['gone'])[0]}" for pid in pids)
 
 
 MANAGER_MODULE = "wsgi_proxy.server.cache_manager"

@@ -69,11 +69,12 @@ def key_lock(path: str, digest: str, timeout: float) -> KeyLock:
 
 class FetchLease:
     """A URL's fetch lock, held: the one handle it is given back through. Made held by
-    ``try_lease`` (or holding nothing, where the disk refuses the lock: ``is_held`` is then
-    False from the start); ``release`` gives the lock back once, and does nothing after that, so an
-    owner releases on every way out without asking whether it was done already; ``with
-    lease:`` releases at the end of the block. Not shared between threads: one owner at a
-    time, which may hand it to the next one (the request to its body stream)."""
+    ``try_lease`` (or holding nothing where the disk refuses the lock: ``is_held`` is then
+    False from the start); ``release`` gives the lock back once, and does nothing after
+    that, so an owner releases on every way out without asking whether it was done
+    already; ``with lease:`` releases at the end of the block. Not shared between
+    threads: one owner at a time, which may hand it to the next one (the request to its
+    body stream)."""
 
     __slots__ = ("_lock",)
 

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsgi_proxy.store.cache import FORMAT
+
 
 @dataclass(frozen=True, slots=True)
 class FolderState:
@@ -40,4 +42,4 @@ def folder_state(cache_dir: Path) -> FolderState:
 
 def has_cache(cache_dir: Path) -> bool:
     """Whether a server has used ``cache_dir`` (its versioned folder exists)."""
-    return (cache_dir / "v1").is_dir()
+    return (cache_dir / FORMAT).is_dir()
