@@ -38,6 +38,10 @@ limit_request_field_size = _settings["limit_request_field_size"]
 worker_connections = _settings["worker_connections"]
 # None: the scheme is the proxy's to decide, from the trusted proxy in front only.
 secure_scheme_headers = _settings["secure_scheme_headers"]
+# None either: no request field sets SCRIPT_NAME or the like in the environ.
+forwarder_headers = _settings["forwarder_headers"]
+# "*": with nothing to trust a peer with, gunicorn need not parse its address per request.
+forwarded_allow_ips = _settings["forwarded_allow_ips"]
 # Nothing opens a socket, file or lock before the fork.
 preload_app = _settings["preload_app"]
 # gunicorn's control socket (25.1+; an older gunicorn ignores the name) has one path per

@@ -139,6 +139,25 @@ def test_unkeyed_headers_cannot_poison_the_cache(proxy: ProxyProcess, origin: Or
     assert origin.count(path) == 1
 
 
+def test_fields_named_like_environ_keys_change_nothing(proxy: ProxyProcess, origin: Origin) -> None:
+    """gunicorn maps a ``SCRIPT_NAME`` or ``PATH_INFO`` request field into the environ for a
+    peer it trusts (loopback by default, where nginx connects from), which would move the
+    path the proxy routes on: an admin request was a 404, a mismatch a 500.
+    The proxy has gunicorn map none, from anyone."""
+    item = origin.route("/shop/item", headers=CACHED, body=b"item")
+    assert_response(proxy.get(item), cache="MISS", body=b"item")
+    forged = [("SCRIPT_NAME", "/elsewhere"), ("SCRIPT_NAME", "/shop"),
+              ("PATH_INFO", "/_wsgi_proxy/health"), ("REMOTE_USER", "admin")]  # fmt: skip
+    for name, value in forged:
+        assert_response(proxy.get(item, [(name, value)]), cache="HIT", body=b"item")
+    assert origin.count(item) == 1
+    # A request for the admin interface stays one (it was a 404), never sent to the origin.
+    health = proxy.get("/_wsgi_proxy/health", [("SCRIPT_NAME", "/_wsgi_proxy")])
+    assert health.status == 200, health
+    assert origin.requests("/_wsgi_proxy/health") == []
+    assert origin.requests("/health") == []
+
+
 def test_private_answers_never_reach_a_second_client(proxy: ProxyProcess, origin: Origin) -> None:
     private = origin.route("/mine", headers=[("Cache-Control", "private, max-age=600")], body=b"A")
     cookie = origin.route("/cookie", headers=[*CACHED, ("Set-Cookie", "session=alice")], body=b"A")
