@@ -53,6 +53,8 @@ on_starting = _settings["on_starting"]
 on_reload = _settings["on_reload"]
 # The master forgets a dead worker's thread-pool gauges.
 child_exit = _settings["child_exit"]
+# Nothing: gunicorn's own logs every request at debug level, as the access log does.
+pre_request = _settings["pre_request"]
 # Starts the cache manager process, which keeps the cache under WSGI_PROXY_MAX_SIZE.
 when_ready = _settings["when_ready"]
 # Stops it.

@@ -57,6 +57,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         "on_starting": on_starting,
         "on_reload": on_reload,
         "child_exit": child_exit,
+        "pre_request": pre_request,
         "when_ready": when_ready,
         "on_exit": on_exit,
         "accesslog": None if server.log_format == "off" else "-",
@@ -139,6 +140,11 @@ def on_exit(server: Any) -> None:
     """In the master, as it exits: stop the cache manager."""
     for manager in _manager:
         manager.stop()
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """Nothing. gunicorn's own hook logs each request's method and path at debug level,
+    which the access log has already: about 1 % of a worker's time on a HIT."""
 
 
 def child_exit(server: Any, worker: Any) -> None:
