@@ -14,6 +14,9 @@ Invariants:
 - Every disk error is contained here: the cache degrades to pass-through, never to an error
   for the client. A disk that fills before the size limit is the cache manager's to see
   (manager.py): it keeps some of the disk free.
+- An entry the disk refuses to start (read only, full) is logged once a minute at most,
+  with the count since (ops/rare_logs.py): on a read-only disk every miss is refused. The
+  first one started after that is logged too. The metrics count every refusal.
 - What the store adds to the folder and removes from it is appended to the journal
   (journal.py), from which the cache manager counts the folder's disk use.
 """
@@ -34,6 +37,7 @@ from wsgi_proxy.core import keys
 from wsgi_proxy.core.errors import ConfigError
 from wsgi_proxy.core.headers import Headers
 from wsgi_proxy.core.model import Entry
+from wsgi_proxy.ops.rare_logs import RareLog
 from wsgi_proxy.store import journal
 from wsgi_proxy.store.bans import BanList, Bans
 from wsgi_proxy.store.entry_file import (
@@ -57,6 +61,8 @@ from wsgi_proxy.store.site_list import SiteList
 from wsgi_proxy.store.usage import UsageCounter
 
 log = logging.getLogger(__name__)
+# Entries the disk refused to start ("write"): a line a minute at most.
+_failures = RareLog(log)
 
 # Touched by a write refused for want of room: the cache manager's signal (manager.py).
 DISK_FULL = "disk-full"
@@ -311,12 +317,7 @@ class Store:
         if entry.vary:
             path = _variants_dir(path) / keys.variant_digest(entry.vary)
         meta = meta_of(entry)
-        try:
-            return PendingEntry(self, EntryWriter(path, meta, expected_length, max_body))
-        except OSError as exc:
-            log.warning("cannot write to the cache (%s): passing through", exc)
-            self.note_write_error(exc)
-            return None
+        return self._begin(path, meta, expected_length, max_body, "passing through")
 
     def publish_marker(self, primary: str, meta: dict[str, Any]) -> None:
         """Publish a Vary or pass marker (a header-only entry) at the primary path."""
@@ -325,12 +326,21 @@ class Store:
             writer.commit()
 
     def begin_raw(self, path: Path, meta: dict[str, Any]) -> PendingEntry | None:
+        return self._begin(path, meta, None, 0, "not stored")
+
+    def _begin(
+        self, path: Path, meta: dict[str, Any], expected: int | None, max_body: int, then: str
+    ) -> PendingEntry | None:
+        """The writer of an entry (``begin``, ``begin_raw``), or None when the disk refuses:
+        logged, ``then`` saying what becomes of the response."""
         try:
-            return PendingEntry(self, EntryWriter(path, meta, None, 0))
+            pending = PendingEntry(self, EntryWriter(path, meta, expected, max_body))
         except OSError as exc:
-            log.warning("cannot write to the cache (%s)", exc)
+            _failures.warning("write", "cannot write to the cache (%s): %s", exc, then)
             self.note_write_error(exc)
             return None
+        _failures.recovered("write", "cache writes work again")
+        return pending
 
     def record(self, published: Published) -> None:
         """Account for an entry just published (the journal), then keep its markers."""

@@ -19,6 +19,9 @@ Invariants:
   ``release`` is idempotent. Nothing else releases a fetch lock; a lease dropped unreleased
   is still let go by filelock when its lock is garbage-collected, but that is a safety net,
   not the rule.
+- A lock the disk refuses (read only, no file descriptors left) is logged once a minute at
+  most, with the count since (ops/rare_logs.py): on a read-only disk every miss fails it.
+  Its first success after that is logged too.
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ import time
 from filelock import FileLock, Timeout
 
 from wsgi_proxy.core.threads import waiting
+from wsgi_proxy.ops.rare_logs import RareLog
 
 log = logging.getLogger(__name__)
+# Lock failures ("lock"), shared by try_lease and try_acquire: a line a minute at most.
+_failures = RareLog(log)
 
 POLL_INTERVAL = 0.005  # a waiter looks again every 5 ms: it wakes soon after the publish
 _MARK_SIZE = 64  # a SHA-256 digest in hex
@@ -107,8 +113,9 @@ def try_lease(lock: KeyLock) -> FetchLease | None:
     except Timeout:
         return None
     except OSError as exc:
-        log.warning("lock failed (%s): going on without it", exc)
+        _failures.warning("lock", "lock failed (%s): going on without it", exc)
         return FetchLease(None)
+    _failures.recovered("lock", "lock files work again")
     return FetchLease(lock)
 
 
@@ -199,6 +206,7 @@ def try_acquire(lock: FileLock, timeout: float) -> bool:
     except Timeout:
         return False
     except OSError as exc:
-        log.warning("lock failed (%s): going on without it", exc)
+        _failures.warning("lock", "lock failed (%s): going on without it", exc)
         return False
+    _failures.recovered("lock", "lock files work again")
     return True
