@@ -14,6 +14,10 @@ Invariants:
   record and an eviction a miss.
 - It ends by itself when the master is gone (its parent changes), and never exits with
   gunicorn's worker boot or load error codes (3, 4), which a master would take for its own.
+- A cache folder it cannot open (read only, say, after a crash of the manager before it)
+  does not end it: it tries again every ``RETRY_INTERVAL``, where the master would only
+  start it again every few seconds, with two lines each time. Its disk failures, there and
+  in its rounds, are logged once a minute at most, with the count (ops/rare_logs.py).
 - A clean stop (SIGTERM or SIGINT) writes the manager's index (``state/index``,
   store/manager_index.py) before the lock is let go, so the next manager starts from it
   instead of walking the folder. A manager killed, or orphaned (its master killed: a crash,
@@ -35,6 +39,7 @@ from typing import Any
 
 from wsgi_proxy.core.config import Config
 from wsgi_proxy.ops.metrics import purged_entries_counter
+from wsgi_proxy.ops.rare_logs import RareLog
 from wsgi_proxy.store import manager_index
 from wsgi_proxy.store.cache import Store, state_folder
 from wsgi_proxy.store.eviction import MANAGED_ENV, manager_lock
@@ -44,6 +49,8 @@ RESTART_DELAY = 1.0
 # Between rounds while work is left (a cleared folder, over the limit).
 BUSY_STEP = 0.01
 STOP_WAIT = 5.0
+# A cache folder it cannot open is tried again this often.
+RETRY_INTERVAL = 5.0
 
 
 class ManagerProcess:
@@ -115,11 +122,13 @@ def main(argv: list[str]) -> int:
     try:
         config = Config.from_env()
         store = Store(config.cache_dir, lock_stripes=1, max_variants=config.max_variants)
-        store.prepare()
     except Exception as exc:  # noqa: BLE001 - said, then retried by the master
-        log.error("cannot open the cache folder: %s", exc)  # noqa: TRY400 - one line
+        log.error("cannot read the settings: %s", exc)  # noqa: TRY400 - one line
         stop.wait(RESTART_DELAY * 5)
         return 1
+    failures = RareLog(log)
+    if not _opened(store, stop, parent, failures):
+        return 0
     lock = manager_lock(store)
     while not lock.try_acquire():  # a manager before this one may still hold the folder
         if stop.wait(1.0) or os.getppid() != parent:
@@ -136,8 +145,8 @@ def main(argv: list[str]) -> int:
                 if manager.step(time.time()):
                     stop.wait(BUSY_STEP)  # more to do: a cleared folder, over the limit
                     continue
-            except OSError as exc:  # a full or read-only disk
-                log.warning("round failed: %s", exc)
+            except OSError as exc:  # a full or read-only disk: a line a minute at most
+                failures.warning("round", "round failed: %s", exc)
                 stop.wait(1.0)
             except Exception:  # the process outlives any one failure
                 log.exception("round failed")
@@ -155,6 +164,22 @@ def main(argv: list[str]) -> int:
     finally:
         lock.release()
     return 0
+
+
+def _opened(store: Store, stop: threading.Event, parent: int, failures: RareLog) -> bool:
+    """``store`` prepared, tried again every ``RETRY_INTERVAL`` while the folder cannot be
+    used (read only, say); False when told to stop, or orphaned, meanwhile."""
+    while True:
+        try:
+            store.prepare()
+        except OSError as exc:
+            failures.warning("open", "cannot open the cache folder (%s): trying again every "
+                             "%d s", exc, RETRY_INTERVAL)  # fmt: skip
+        else:
+            failures.recovered("open", "the cache folder is usable again")
+            return True
+        if stop.wait(RETRY_INTERVAL) or os.getppid() != parent:
+            return False
 
 
 if __name__ == "__main__":
