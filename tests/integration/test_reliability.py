@@ -20,7 +20,7 @@ from support.bodies import Digest, pattern_bytes, pattern_digest
 from support.checks import assert_response, poll
 from support.disks import DiskUnavailable, SmallDisk, small_disk
 from support.origin import Origin
-from support.proxy import ProxyFactory, ProxyProcess, gunicorn_command
+from support.proxy import ProxyFactory, ProxyProcess, gunicorn_command, manager_pids
 
 CACHED = [("Cache-Control", "max-age=600")]
 BIG = 16 * 1024 * 1024
@@ -311,6 +311,67 @@ def test_a_read_only_cache_folder(
     )
     assert refused.wait_exit(30) not in (None, 0)
     assert "WSGI_PROXY_CACHE_DIR" in refused.stderr(80)
+
+
+# The cache manager writes its figures every 5 s at least (a failed round each, on a read
+# only disk), and one that could not open the folder exited after 5 s, to be started again
+# a second later: each is watched for longer than that.
+MANAGER_WATCH = 8.0
+# The lines counted in the proxy's stderr.
+RO_LINES = ("lock failed", "cannot write to the cache", "round failed",
+            "cannot open the cache folder", "exited")  # fmt: skip
+
+
+def test_a_read_only_cache_folder_is_logged_once_not_per_request(
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
+) -> None:
+    """Every MISS on a read-only cache disk fails its fetch lock and its write, and every
+    few seconds the cache manager's round fails: each process logs each kind of failure
+    once (then once a minute, with a count), not once a request or a round. A cache
+    manager started on the folder then (its predecessor crashed) waits for the folder
+    instead of exiting, so the master does not start it again every few seconds. Once the
+    disk is writable again, that is logged, and responses are stored again."""
+    proxy = proxy_factory(
+        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m"),
+         "WSGI_PROXY_LOCK_TIMEOUT": "60"},
+        cache_dir=tiny_disk.path / "cache",
+        command=proxy_on(tiny_disk),
+    )  # fmt: skip
+    proxy.get(origin.route("/ro-before", headers=CACHED, body=b"stored before"))
+    # The manager has opened the folder and counted it ("N files, B bytes on disk in ..."):
+    # its rounds are to fail, not its start.
+    assert poll(lambda: "bytes on disk in" in proxy.stderr(100), 20), proxy.stderr()
+    start = proxy.stderr_path.stat().st_size
+
+    def logged() -> str:  # what the proxy wrote to stderr since the disk went read only
+        return proxy.stderr_path.read_bytes()[start:].decode(errors="replace")
+
+    tiny_disk.remount_read_only()
+    for i in range(50):
+        path = origin.route(f"/ro-miss{i}", headers=CACHED, body=b"passed through")
+        assert_response(proxy.get(path, timeout=20), cache="MISS", body=b"passed through")
+    assert poll(lambda: "round failed" in logged(), 20), logged()
+    time.sleep(MANAGER_WATCH)
+    (crashed,) = manager_pids(proxy.pid)
+    os.kill(crashed, signal.SIGKILL)
+    assert poll(lambda: "cannot open the cache folder" in logged(), 20), logged()
+    (manager,) = manager_pids(proxy.pid)
+    time.sleep(MANAGER_WATCH)
+    text = logged()
+    counts = {line: text.count(line) for line in RO_LINES}
+    # Each failure once in each worker that served a MISS (two at most) and in each
+    # manager; one exit, the crash. Before: two lines a MISS, a failed round every 1 to 5 s,
+    # and a replacement manager exiting every 6 s.
+    assert counts["lock failed"] in (1, 2), (counts, text)
+    assert counts["cannot write to the cache"] in (1, 2), (counts, text)
+    assert [counts[line] for line in RO_LINES[2:]] == [1, 1, 1], (counts, text)
+    assert manager_pids(proxy.pid) == [manager], text
+    tiny_disk.remount_read_write()
+    fresh = origin.route("/ro-after", headers=CACHED, body=b"stored after")
+    assert poll(lambda: proxy.get(fresh).x_cache == "HIT", 20), logged()
+    assert "cache writes work again" in logged()
+    assert poll(lambda: "the cache folder is usable again" in logged(), 20), logged()
+    proxy.assert_alive()
 
 
 def test_hundreds_of_clients_on_hits_misses_and_slow_answers(

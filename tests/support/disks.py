@@ -40,6 +40,8 @@ class SmallDisk(Protocol):
 
     def remount_read_only(self) -> None: ...
 
+    def remount_read_write(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -72,7 +74,13 @@ class NamespaceDisk:
     def remount_read_only(self) -> None:
         # A bind remount: the mount itself turns read only, which the namespace's root may
         # do (a plain ``remount,ro`` of the tmpfs is refused there).
-        command = [*self.enter(), "mount", "-o", "remount,bind,ro", str(self.path)]
+        self._remount("remount,bind,ro")
+
+    def remount_read_write(self) -> None:
+        self._remount("remount,bind,rw")
+
+    def _remount(self, options: str) -> None:
+        command = [*self.enter(), "mount", "-o", options, str(self.path)]
         subprocess.run(command, check=True, capture_output=True, timeout=START_TIMEOUT)
 
     def close(self) -> None:
@@ -104,6 +112,9 @@ class HostDisk:
 
     def remount_read_only(self) -> None:
         subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+
+    def remount_read_write(self) -> None:
+        subprocess.run(["mount", "-o", "remount,rw", str(self.path)], check=True)
 
     def close(self) -> None:
         subprocess.run(["umount", "-l", str(self.path)], check=False)
