@@ -20,6 +20,7 @@ from support.origin import Origin
 from support.proxy import ProxyFactory, ProxyProcess
 
 CACHED = [("Cache-Control", "max-age=600"), ("ETag", '"v1"')]
+TOKEN = "log-token"
 # Bodies kept in memory, sent from a file, held open by the worker, opened per answer
 # (store/open_files.py, flow/ready_answers.py).
 SIZES = [1000, 200_000, 1024 * 1024, 9_000_000]
@@ -182,3 +183,28 @@ def test_an_answer_cut_off_logs_what_went(
     logged = [int(lines[agent]["bytes"]) for agent in agents if agent in lines]
     assert len(logged) == len(agents), lines.keys()
     assert all(read <= count < size for count in logged), logged
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_proxys_own_lines_go_to_gunicorns_error_log(
+    proxy_factory: ProxyFactory, origin: Origin, log_format: str
+) -> None:
+    """The package's lines (here a purge's, at INFO) are written by gunicorn's error log, in
+    its format and at its level; they reached Python's last resort before, which drops INFO
+    and prints the rest without a time or a pid. A client's 4xx has its cause at debug level
+    only: junk requests do not fill the error log."""
+    proxy = proxy_factory({"WSGI_PROXY_LOG_FORMAT": log_format, "WSGI_PROXY_ADMIN_TOKEN": TOKEN})
+    path = origin.route("/logged", headers=CACHED, body=b"logged")
+    proxy.get(path)
+    purged = proxy.request("PURGE", path, [("Authorization", f"Bearer {TOKEN}")])
+    assert purged.status == 200, purged.describe()
+    refused = proxy.get("/refused", [("Host", "not a host")])
+    assert refused.status == 400, refused.describe()
+    line = re.compile(
+        rf"^\[[^]]+\] \[\d+\] \[INFO\] purge url '[^']*{path}': purged 1", re.MULTILINE
+    )
+    deadline = time.monotonic() + 10
+    while not line.search(proxy.stderr(200)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert line.search(proxy.stderr(200)), proxy.stderr(20)
+    assert "/refused" not in proxy.stderr(200)

@@ -268,7 +268,7 @@ class Admin:
             result = purging.apply(self.store, self.config.origin.url, purge)
             # A ban counts its entries as the lurker reaches them (store/lurker.py).
             self.metrics.count_purge(purge.label, result.purged)
-            log.info("purge %s: %s", purge.label, result.format())
+            log.info("purge %s %r: %s", purge.label, purge.value, result.format())
         return _text(200, result.format())
 
     def _cluster(self, request: Request) -> Response:

@@ -136,8 +136,11 @@ class ProxyApp:
                     return self._cached(ex)
                 return self._forward(ex)
         except ProxyError as exc:
-            # A 5xx (the origin failed) is the operator's to see, with its cause.
-            level = logging.WARNING if exc.status >= 500 else logging.INFO
+            # A 5xx (the origin failed) is the operator's to see, with its cause. A 4xx is
+            # the client's: the access log has it, its cause is at debug level, so that a
+            # client sending junk cannot fill the error log (nginx logs those at info,
+            # below its default level; gunicorn's default is info).
+            level = logging.WARNING if exc.status >= 500 else logging.DEBUG
             log.log(level, "%s %s: %d %s", environ.get("REQUEST_METHOD"),
                     environ.get("RAW_URI"), exc.status, exc)  # fmt: skip
             self.metrics.errors.labels(type(exc).__name__).inc()

@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import os
 import time
 import traceback
@@ -54,6 +55,7 @@ class ProxyLogger(Logger):  # type: ignore[misc]
         an access log at all, tested as gunicorn's own ``access()`` does: gunicorn 23 tests
         it on every request, 27 once here (its ``access_log_enabled``, which 23 lacks)."""
         super().setup(cfg)
+        _package_lines_to(self.error_log)
         self.writes_direct = is_tuned("python")
         self.logs_access = bool(
             cfg.accesslog
@@ -81,6 +83,25 @@ class ProxyLogger(Logger):  # type: ignore[misc]
         (tuning/log_writes.py), else through logging."""
         if not (self.writes_direct and write_line(self.access_log, line, self.access_fmt)):
             self.access_log.info("%s", line)
+
+
+# Marks the package's logger as set here, from gunicorn's error log (at a reload: again).
+_FROM_GUNICORN = "wsgi_proxy_from_gunicorn"
+
+
+def _package_lines_to(error_log: logging.Logger) -> None:
+    """The package's own lines (a 4xx's cause, a purge, a disk's trouble) to gunicorn's
+    error log: its handlers, so its format and file, and its level (``--log-level``).
+    Without a handler of their own they reached Python's last resort, which drops INFO
+    and prints the rest bare. Not where the operator configured the package's logger
+    (gunicorn's ``logconfig`` and the like): it has handlers then, of another's."""
+    package = logging.getLogger("wsgi_proxy")
+    if package.handlers and not getattr(package, _FROM_GUNICORN, False):
+        return
+    package.handlers = list(error_log.handlers)  # at a reload, the new ones
+    package.setLevel(error_log.level)
+    package.propagate = False
+    setattr(package, _FROM_GUNICORN, True)
 
 
 class JsonLogger(ProxyLogger):

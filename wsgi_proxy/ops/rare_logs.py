@@ -91,9 +91,8 @@ class RareLog:
     def recovered(self, key: str, msg: str, *args: object) -> None:
         """Kind ``key`` works again: ``msg % args`` logged, with the count of failures
         not told yet, if it failed since the last line and its last line was a warning;
-        nothing otherwise. At the warnings' level: who reads them learns that they ended
-        (and a worker's INFO lines reach no log: the package's loggers have no handler
-        there, Python's last resort prints WARNING up)."""
+        nothing otherwise. At the warnings' level: who reads them learns that they
+        ended."""
         if key not in self._failing:  # the common case: no lock taken
             return
         now = self.clock()
