@@ -6,9 +6,10 @@ runs beside the three ceiling apps and the proxy's other rows).
     .venv/bin/python tests/bench/pair.py --b ../base --scrape    # outcomes checked, as run.py
 
 Each checkout runs under its own ``.venv`` if it has one (as ``run.py --baseline``), in
-front of one nginx origin. Rows: ``pass`` (a no-store 1 KiB) or ``hit`` (a stored 1 KiB),
-with a connection count; each row run as run.py runs its rows (load.py's ``run_pairs``):
-the figure is the median of the rounds' req/s ratios a/b, with CPU per request.
+front of one nginx origin. Rows: ``pass`` (a no-store 1 KiB), ``hit``, ``hit64k`` or
+``hit1m`` (a stored 1 KiB, 64 KiB, 1 MiB), with a connection count; each row run as
+run.py runs its rows (load.py's ``run_pairs``): the figure is the median of the rounds'
+req/s ratios a/b, with CPU per request.
 Not a test: pytest collects nothing from here.
 """
 
@@ -28,7 +29,12 @@ from bench.client import warm
 from bench.load import Pair, print_group, run_pairs
 from bench.procs import Services
 
-PATHS = {"pass": ("/nostore/1k.bin", "MISS"), "hit": ("/c/1k.bin", "HIT")}
+PATHS = {
+    "pass": ("/nostore/1k.bin", "MISS"),
+    "hit": ("/c/1k.bin", "HIT"),
+    "hit64k": ("/c/64k.bin", "HIT"),
+    "hit1m": ("/c/1m.bin", "HIT"),
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         for side in (a, b):
             for path, x_cache in PATHS.values():
                 warm(side.port, path, bodies[path], x_cache=x_cache)
-        outcome = {"pass": "pass", "hit": "hit"}
+        outcome = {kind: "pass" if kind == "pass" else "hit" for kind in PATHS}
         pairs = [
-            Pair("pair", f"{kind} 1k", conns, a, b, PATHS[kind][0],
+            Pair("pair", kind, conns, a, b, PATHS[kind][0],
                  expect=(outcome[kind], outcome[kind]) if args.scrape else (None, None))
             for kind, conns in rows
         ]  # fmt: skip
