@@ -93,15 +93,17 @@ def _package_lines_to(error_log: logging.Logger) -> None:
     """The package's own lines (a 4xx's cause, a purge, a disk's trouble) to gunicorn's
     error log: its handlers, so its format and file, and its level (``--log-level``).
     Without a handler of their own they reached Python's last resort, which drops INFO
-    and prints the rest bare. Not where the operator configured the package's logger
-    (gunicorn's ``logconfig`` and the like): it has handlers then, of another's."""
+    and prints the rest bare. Nothing changes where the operator configured logging
+    (gunicorn's ``logconfig`` and the like) so that the package's logger has handlers of
+    its own, or the error log has none (its lines go up to the root's)."""
     package = logging.getLogger("wsgi_proxy")
     if package.handlers and not getattr(package, _FROM_GUNICORN, False):
         return
-    package.handlers = list(error_log.handlers)  # at a reload, the new ones
-    package.setLevel(error_log.level)
-    package.propagate = False
-    setattr(package, _FROM_GUNICORN, True)
+    handlers = list(error_log.handlers)  # at a reload, the new ones
+    package.handlers = handlers
+    package.setLevel(error_log.level if handlers else logging.NOTSET)
+    package.propagate = not handlers
+    setattr(package, _FROM_GUNICORN, bool(handlers))
 
 
 class JsonLogger(ProxyLogger):

@@ -45,7 +45,7 @@ def gunicorn_settings(server: ServerConfig) -> dict[str, Any]:
         # X-Forwarded-Proto): gunicorn reads no scheme header and maps no forwarder
         # header (SCRIPT_NAME and the like) into the environ, from anyone. Whom it would
         # trust with them is then moot: "*" spares gunicorn 27 parsing the peer's address
-        # on every request (6 to 8 % of a worker's time on HITs; docs/performance.md).
+        # on every request (about 3 % of a HIT's instructions; docs/performance.md).
         "secure_scheme_headers": {},
         "forwarder_headers": "",
         "forwarded_allow_ips": "*",
@@ -144,7 +144,7 @@ def on_exit(server: Any) -> None:
 
 def pre_request(worker: Any, req: Any) -> None:
     """Nothing. gunicorn's own hook logs each request's method and path at debug level,
-    which the access log has already: about 1 % of a worker's time on a HIT."""
+    which the access log has already (0.7 % of a HIT's instructions)."""
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,13 @@ import pytest
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.glogging import Logger, SafeAtoms
 
-from wsgi_proxy.ops.access_log import ACCESS_LOG_FORMAT, ProxyLogger, _Atoms, _default_line
+from wsgi_proxy.ops.access_log import (
+    ACCESS_LOG_FORMAT,
+    ProxyLogger,
+    _Atoms,
+    _default_line,
+    _package_lines_to,
+)
 
 
 @dataclass
@@ -113,3 +120,38 @@ def test_time_atom_is_now_in_the_common_log_format() -> None:
 
 def test_proxy_logger_is_a_gunicorn_logger() -> None:
     assert issubclass(ProxyLogger, Logger)
+
+
+# The package's logger after _package_lines_to: (the operator's own handler on it first,
+# gunicorn's error log with a handler) -> (its handler is the error log's, it propagates).
+PACKAGE_CASES = [
+    ((False, True), (True, False)),  # the default: to the error log's handler
+    ((False, False), (False, True)),  # the error log has none (a logconfig): left to the root
+    ((True, True), (False, True)),  # the operator's own handler stays, untouched
+    ((True, False), (False, True)),
+]
+
+
+@pytest.mark.parametrize(("given", "expected"), PACKAGE_CASES)
+def test_the_packages_lines_go_where_the_error_log_goes(
+    given: tuple[bool, bool], expected: tuple[bool, bool]
+) -> None:
+    own, error_has_handler = given
+    package = logging.getLogger("wsgi_proxy")
+    saved = (package.handlers, package.level, package.propagate, vars(package).copy())
+    error_log = logging.getLogger("test.error")
+    error_handler = logging.NullHandler()
+    error_log.handlers = [error_handler] if error_has_handler else []
+    error_log.setLevel(logging.INFO)
+    package.handlers = [logging.NullHandler()] if own else []
+    try:
+        for _ in range(2):  # a reload calls it again
+            _package_lines_to(error_log)
+        assert ((package.handlers == [error_handler]), package.propagate) == expected
+        if expected[0]:
+            assert package.level == logging.INFO
+    finally:
+        package.handlers, package.level, package.propagate = saved[:3]
+        vars(package).clear()
+        vars(package).update(saved[3])
+        error_log.handlers = []
