@@ -271,13 +271,9 @@ def test_a_disk_full_before_the_size_limit_is_made_room_on(
     proxy.assert_alive()
 
 
-def test_a_read_only_cache_folder(
-    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
-) -> None:
-    """A cache disk remounted read only: stored entries still hit, new ones pass through,
-    in the workers running then and in those started after; a server started on it is
-    refused with an error naming the setting."""
-    proxy = proxy_factory(
+def read_only_to_be(proxy_factory: ProxyFactory, tiny_disk: SmallDisk) -> ProxyProcess:
+    """A proxy whose cache folder is on ``tiny_disk``, which the test remounts read only."""
+    return proxy_factory(
         # A fetch lock that cannot be taken is no fetch under way: nothing to wait for, so
         # a MISS is answered long before this timeout (the client gives up at 20 s).
         {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m"),
@@ -285,6 +281,15 @@ def test_a_read_only_cache_folder(
         cache_dir=tiny_disk.path / "cache",
         command=proxy_on(tiny_disk),
     )  # fmt: skip
+
+
+def test_a_read_only_cache_folder(
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
+) -> None:
+    """A cache disk remounted read only: stored entries still hit, new ones pass through,
+    in the workers running then and in those started after; a server started on it is
+    refused with an error naming the setting."""
+    proxy = read_only_to_be(proxy_factory, tiny_disk)
     stored = origin.route("/ro-stored", headers=CACHED, body=b"stored before")
     proxy.get(stored)
     tiny_disk.remount_read_only()
@@ -331,12 +336,7 @@ def test_a_read_only_cache_folder_is_logged_once_not_per_request(
     manager started on the folder then (its predecessor crashed) waits for the folder
     instead of exiting, so the master does not start it again every few seconds. Once the
     disk is writable again, that is logged, and responses are stored again."""
-    proxy = proxy_factory(
-        {"WSGI_PROXY_METRICS_DIR": str(tiny_disk.path.parent / "m"),
-         "WSGI_PROXY_LOCK_TIMEOUT": "60"},
-        cache_dir=tiny_disk.path / "cache",
-        command=proxy_on(tiny_disk),
-    )  # fmt: skip
+    proxy = read_only_to_be(proxy_factory, tiny_disk)
     proxy.get(origin.route("/ro-before", headers=CACHED, body=b"stored before"))
     # The manager has opened the folder and counted it ("N files, B bytes on disk in ..."):
     # its rounds are to fail, not its start.
