@@ -374,9 +374,17 @@ def test_a_read_only_cache_folder_is_logged_once_not_per_request(
     proxy.assert_alive()
 
 
+# Two URLs on one fetch-lock stripe are not coalesced while the other's fetch holds it
+# (store/fetch_locks.py): with the default 65,536 stripes, 22 URLs share one in about
+# 0.35 % of runs, and each of five requests for one of them then goes to the origin (CI saw
+# it once). The 32-bit stripes the digest allows make that about 1 in 20 million.
+ALL_STRIPES = str(1 << 32)
+
+
 def test_hundreds_of_clients_on_hits_misses_and_slow_answers(
-    proxy: ProxyProcess, origin: Origin
+    proxy_factory: ProxyFactory, origin: Origin
 ) -> None:
+    proxy = proxy_factory({"WSGI_PROXY_LOCK_STRIPES": ALL_STRIPES})
     hot = origin.route("/hot", headers=CACHED, body=b"hot" * 100)
     slow = [origin.route(f"/slow{i}", headers=CACHED, body=b"slow", delay=0.3) for i in range(20)]
     passing = origin.route("/pass", headers=[("Cache-Control", "no-store")], body=b"pass")
