@@ -60,10 +60,8 @@ class RareLog:
         self.logger = logger
         self.interval = interval
         self.clock = clock
-        self._forget()
-        # Weakly: a RareLog dropped (a test's) is not kept alive by the fork hook.
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _forget(ref))
+        self.reset()
+        _made.add(self)
 
     def warning(self, key: str, msg: str, *args: object) -> None:
         """A failure of kind ``key``: ``msg % args`` logged now if it is the first of its
@@ -110,13 +108,20 @@ class RareLog:
             args = (*args, f"{left_out:,}", round(since))
         self.logger.warning(msg, *args)
 
-    def _forget(self) -> None:
+    def reset(self) -> None:
+        """Nothing failed yet, and a new lock (a child process after a fork)."""
         self._lock = threading.Lock()
         self._kinds: dict[str, _Kind] = {}
         self._failing: set[str] = set()  # kinds failed since their last success
 
 
-def _forget(ref: weakref.ref[RareLog]) -> None:
-    rare = ref()
-    if rare is not None:
-        rare._forget()
+# Every RareLog, weakly (a test's dropped is not kept): each starts afresh after a fork.
+_made: weakref.WeakSet[RareLog] = weakref.WeakSet()
+
+
+def _reset_all() -> None:
+    for rare in list(_made):
+        rare.reset()
+
+
+os.register_at_fork(after_in_child=_reset_all)
