@@ -10,6 +10,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -371,6 +373,72 @@ def test_a_read_only_cache_folder_is_logged_once_not_per_request(
     assert poll(lambda: proxy.get(fresh).x_cache == "HIT", 20), logged()
     assert "cache writes work again" in logged()
     assert poll(lambda: "the cache folder is usable again" in logged(), 20), logged()
+    proxy.assert_alive()
+
+
+# Run where the disk is mounted (its namespace): the entry ending in c's cut short (a
+# corrupt entry), the one ending in u's turned into a folder (a file that cannot be opened:
+# EISDIR, as EIO or EACCES would be). Prints how many it changed.
+DAMAGE = """
+import sys
+from pathlib import Path
+changed = 0
+for entry in sorted(Path(sys.argv[1]).rglob("*")):
+    if not entry.is_file():
+        continue
+    data = entry.read_bytes()
+    if data.endswith(b"c" * 100):
+        entry.write_bytes(data[:-1000])
+    elif data.endswith(b"u" * 100):
+        entry.unlink()
+        entry.mkdir()
+    else:
+        continue
+    changed += 1
+print(changed)
+"""
+# The lines counted in the proxy's stderr, each with the cause it must tell.
+DAMAGED_LINES = {"corrupt cache entry": "length mismatch",
+                 "cannot remove": "Read-only file system",
+                 "cache read failed": "Is a directory"}  # fmt: skip
+
+
+def test_entries_that_fail_on_a_read_only_disk_are_logged_once_not_per_request(
+    proxy_factory: ProxyFactory, origin: Origin, tiny_disk: SmallDisk
+) -> None:
+    """A corrupt entry the read-only disk will not let go is found corrupt again by every
+    request for it, and an entry that cannot be opened fails every request for it: each is
+    answered from the origin, and each kind of failure (corrupt, cannot remove, cannot
+    open) is logged once by each worker, with its path and cause, not once a request.
+    Once the disk is writable again, the corrupt entry is removed, and that is told."""
+    proxy = read_only_to_be(proxy_factory, tiny_disk)
+    corrupt = origin.route("/ro-corrupt", headers=CACHED, body=b"c" * 5000)
+    unreadable = origin.route("/ro-unreadable", headers=CACHED, body=b"u" * 5000)
+    for path in (corrupt, unreadable):
+        assert_response(proxy.get(path), cache="MISS")
+        assert_response(proxy.get(path), cache="HIT")
+    objects = str(tiny_disk.path / "cache" / "v1" / "objects")
+    command = [*tiny_disk.enter(), sys.executable, "-c", DAMAGE, objects]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=True)
+    assert done.stdout.split() == ["2"], done
+    start = proxy.stderr_path.stat().st_size
+    tiny_disk.remount_read_only()
+    for _ in range(50):
+        assert_response(proxy.get(corrupt, timeout=20), cache="MISS", body=b"c" * 5000)
+        assert_response(proxy.get(unreadable, timeout=20), cache="MISS", body=b"u" * 5000)
+    assert (origin.count(corrupt), origin.count(unreadable)) == (51, 51)
+    text = proxy.stderr_path.read_bytes()[start:].decode(errors="replace")
+    counts = {line: text.count(line) for line in DAMAGED_LINES}
+    # Once in each worker that served the requests (two at most). Before: once a request.
+    assert all(count in (1, 2) for count in counts.values()), (counts, text)
+    for line in text.splitlines():  # the first of each kind, with its file and cause
+        for kind, cause in DAMAGED_LINES.items():
+            assert kind not in line or (objects in line and cause in line), line
+    tiny_disk.remount_read_write()  # the corrupt entry goes at its next request, told once
+    assert_response(proxy.get(corrupt), cache="MISS", body=b"c" * 5000)
+    assert_response(proxy.get(corrupt), cache="HIT", body=b"c" * 5000)
+    text = proxy.stderr_path.read_bytes()[start:].decode(errors="replace")
+    assert text.count("removed corrupt cache entry") == 1, text
     proxy.assert_alive()
 
 

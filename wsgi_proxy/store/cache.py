@@ -14,9 +14,14 @@ Invariants:
 - Every disk error is contained here: the cache degrades to pass-through, never to an error
   for the client. A disk that fills before the size limit is the cache manager's to see
   (manager.py): it keeps some of the disk free.
-- An entry the disk refuses to start (read only, full) is logged once a minute at most,
-  with the count since (ops/rare_logs.py): on a read-only disk every miss is refused. The
-  first one started after that is logged too. The metrics count every refusal.
+- A disk failure a request can meet again on every request is logged once a minute at
+  most per kind, with the count since (ops/rare_logs.py); the first of each kind at once,
+  with its file and cause: an entry the disk refuses to start (read only, full: every
+  miss), an entry file that cannot be opened (every request for it), a file that cannot be
+  removed, and a corrupt entry left in place (a read-only disk: every request for it finds
+  it corrupt again). A corrupt entry removed is logged each time: it is found only once.
+  The first write and the first removal that work after failures are logged too. The
+  metrics count every refused write and failed open.
 - What the store adds to the folder and removes from it is appended to the journal
   (journal.py), from which the cache manager counts the folder's disk use.
 """
@@ -61,7 +66,9 @@ from wsgi_proxy.store.site_list import SiteList
 from wsgi_proxy.store.usage import UsageCounter
 
 log = logging.getLogger(__name__)
-# Entries the disk refused to start ("write"): a line a minute at most.
+# Failures that can come once a request, each kind a line a minute at most: entries the
+# disk refused to start ("write"), files it would not open ("read") or remove ("remove"),
+# corrupt entries left in place ("corrupt").
 _failures = RareLog(log)
 
 # Touched by a write refused for want of room: the cache manager's signal (manager.py).
@@ -217,7 +224,9 @@ class Store:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("cache read failed for %s: %s", path, exc)
+            # No recovery line: another file opening says nothing of this one (EACCES on
+            # it, a bad sector), and this one is only tried again by a request for it.
+            _failures.warning("read", "cache read failed for %s: %s", path, exc)
             self.on_error("read")
             return None
         try:
@@ -229,13 +238,22 @@ class Store:
                 raise CorruptEntry("length mismatch")
         except (CorruptEntry, OSError, ValueError, KeyError, TypeError) as exc:
             file.close()
-            log.warning("removing corrupt cache entry %s: %s", path, exc)
-            self.remove(Path(path))
+            self._drop_corrupt(path, exc)
             return None
         stat = _touched(file, stat, now, self.touch_interval)
         if again and self._is_worth_remembering(meta, stat, early):
             self.hot.add(path, Remembered(stamp_of(stat), meta, offset, early))
         return meta, file, offset, stamp_of(stat), early, again
+
+    def _drop_corrupt(self, path: str, exc: Exception) -> None:
+        """Remove the corrupt entry at ``path``, logged with ``exc``, its fault."""
+        if self.remove(Path(path)):  # gone, so found once: each is told
+            log.warning("removed corrupt cache entry %s: %s", path, exc)
+        else:  # found again by every request for it: a line a minute at most
+            # No recovery line of its own: once the disk allows, the next request for it
+            # removes it, and that is told (above).
+            _failures.warning("corrupt", "corrupt cache entry %s left in place (%s): "
+                              "each request for it passes through", path, exc)  # fmt: skip
 
     def _is_worth_remembering(
         self, meta: dict[str, Any], stat: os.stat_result, early: bytes
@@ -427,17 +445,20 @@ class Store:
             if identity_of(os.stat(hit.location)) == hit.identity:
                 self.remove(Path(hit.location))
 
-    def remove(self, path: Path) -> None:
-        """Remove the file at ``path``, if there, and record it in the journal."""
+    def remove(self, path: Path) -> bool:
+        """Remove the file at ``path``, if there, and record it in the journal; False when
+        the disk refused (read only): the file stays."""
         try:
             size = disk_bytes(path.stat())
             path.unlink()
         except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("cannot remove %s: %s", path, exc)
-            return
+            return True
+        except OSError as exc:  # every purge or invalidation of it fails alike
+            _failures.warning("remove", "cannot remove %s: %s", path, exc)
+            return False
+        _failures.recovered("remove", "cache files can be removed again")
         journal.note_removed(self.state, self._relative(path), size)
+        return True
 
     def _remove_tree(self, folder: Path) -> None:
         with contextlib.suppress(OSError):
