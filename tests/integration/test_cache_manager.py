@@ -84,6 +84,40 @@ def test_the_manager_is_the_masters_process_restarted_if_it_dies_and_stopped_wit
     assert poll(lambda: not Path(f"/proc/{second}").exists(), 5), "outlived the server"
 
 
+def test_a_manager_that_keeps_dying_is_started_again_less_and_less_often(
+    proxy_factory: ProxyFactory, origin: Origin
+) -> None:
+    """A manager killed soon after each start (as one that crashes at start exits): the
+    master waits 1 s, then 2, 4, 8 ... before the next start, and says so; the proxy serves
+    throughout. (The wait goes back to 1 s after a manager that lasted: unit-tested.)"""
+    proxy = proxy_factory()
+    path = origin.route("/restarts", headers=CACHED, body=BODY)
+    killed: list[int] = []
+    for _ in range(4):
+        assert poll(lambda: manager_pids(proxy.pid) not in ([], killed[-1:]), 20), proxy.stderr()
+        (manager,) = manager_pids(proxy.pid)
+        os.kill(manager, signal.SIGKILL)
+        killed.append(manager)
+        reply = client.request(proxy.port, "GET", path)
+        assert (reply.status, reply.body) == (200, BODY), reply.describe()
+
+    def exits() -> list[str]:  # the master's lines (-9, or 0 where gunicorn reaped it first)
+        return [line for line in proxy.stderr(200).splitlines() if ") exited (" in line]
+
+    assert poll(lambda: len(exits()) == 4, 10), proxy.stderr()
+    assert [line.rsplit(": ", 1)[1] for line in exits()] == [
+        f"starting it again in {delay} s" for delay in (1, 2, 4, 8)
+    ], exits()
+    # Well within the 8 s: none yet (before, each came a second after the kill). Then it does.
+    time.sleep(3)
+    assert manager_pids(proxy.pid) == [], proxy.stderr(20)
+    reply = client.request(proxy.port, "GET", path)
+    assert (reply.status, reply.body) == (200, BODY), reply.describe()
+    assert poll(lambda: manager_pids(proxy.pid) not in ([], killed[-1:]), 20), proxy.stderr()
+    assert origin.count(path) == 1  # stored at the first request, hit since
+    proxy.assert_alive()
+
+
 def test_the_manager_ends_when_its_master_is_killed_even_as_it_starts(
     proxy_factory: ProxyFactory,
 ) -> None:

@@ -7,7 +7,11 @@ Invariants:
 - The master starts it from its ``when_ready`` hook and sets ``MANAGED_ENV`` for the
   workers it forks next, so that none of them runs the manager's rounds itself
   (store/eviction.py); ``on_exit`` stops it. A thread of the master waits on it and starts
-  it again, a second later (at most one start every ``RESTART_DELAY``), if it dies.
+  it again if it dies: ``RESTART_DELAY`` later, or, after one that ran less than
+  ``STEADY_RUN`` (a crash at start, a settings error), twice the wait before that one, up
+  to ``MAX_RESTART_DELAY`` (``restart_delay``): a manager that cannot start costs a line
+  a minute, not one every few seconds. The master's line says when the next start comes;
+  ``stop`` ends the wait at once, and no start follows it.
 - It runs at the workers' CPU priority: at a lower one (nice 10 was tried), under load the
   workers' threads left it too little CPU to evict as fast as misses wrote (the folder
   reached twice the limit in the scale benchmark). Its steady work is small: a journal
@@ -45,7 +49,11 @@ from wsgi_proxy.store.cache import Store, state_folder
 from wsgi_proxy.store.eviction import MANAGED_ENV, manager_lock
 from wsgi_proxy.store.manager import STEP, CacheManager
 
+# The wait before starting a manager again after one that died; doubled after each that
+# ran less than STEADY_RUN, up to MAX_RESTART_DELAY (restart_delay).
 RESTART_DELAY = 1.0
+STEADY_RUN = 60.0
+MAX_RESTART_DELAY = 60.0
 # Between rounds while work is left (a cleared folder, over the limit).
 BUSY_STEP = 0.01
 STOP_WAIT = 5.0
@@ -59,6 +67,7 @@ class ManagerProcess:
     def __init__(self, log: Any) -> None:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = 0.0  # time.monotonic() at the process's start
         self._stopping = threading.Event()
         self._lock = threading.Lock()
 
@@ -76,9 +85,11 @@ class ManagerProcess:
             self.process = subprocess.Popen(  # noqa: S603 - this interpreter, this module
                 [sys.executable, "-m", __name__, str(os.getpid())], stdin=subprocess.DEVNULL
             )
+            self._started = time.monotonic()
             self.log.info("cache manager started (pid %d)", self.process.pid)
 
     def _watch(self) -> None:
+        delay: float | None = None  # the wait before the running manager's start
         while not self._stopping.is_set():
             process = self.process
             if process is None:
@@ -86,9 +97,11 @@ class ManagerProcess:
             code = process.wait()  # 0 too when the master reaped it first
             if self._stopping.is_set():
                 return
-            self.log.error("cache manager (pid %d) exited (%s): starting it again",
-                           process.pid, code)  # fmt: skip
-            time.sleep(RESTART_DELAY)
+            delay = restart_delay(delay, time.monotonic() - self._started)
+            self.log.error("cache manager (pid %d) exited (%s): starting it again in %g s",
+                           process.pid, code, delay)  # fmt: skip
+            if self._stopping.wait(delay):  # stop() ends the wait at once
+                return
             self._spawn()
 
     def stop(self) -> None:
@@ -102,6 +115,16 @@ class ManagerProcess:
             process.wait(STOP_WAIT)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def restart_delay(last: float | None, ran_for: float) -> float:
+    """The wait before starting the manager again after one that ran ``ran_for`` seconds
+    and was started after a wait of ``last`` (None: the first, started with the master).
+    ``RESTART_DELAY`` after the first or after one that ran ``STEADY_RUN`` or longer; twice
+    ``last`` after one that failed sooner, up to ``MAX_RESTART_DELAY``."""
+    if last is None or ran_for >= STEADY_RUN:
+        return RESTART_DELAY
+    return min(last * 2, MAX_RESTART_DELAY)
 
 
 def main(argv: list[str]) -> int:
