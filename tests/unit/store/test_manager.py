@@ -132,6 +132,33 @@ def test_the_journal_counts_what_a_scan_counts_and_what_du_counts(store: Store) 
     check()
 
 
+def test_the_folders_growth_counts_as_du_counts_it(store: Store) -> None:
+    """A folder entries are published in takes on blocks as names are added to it, and
+    keeps them when they go (ext4): no journal record tells it, the manager measures it,
+    and the next manager starts from the index with it."""
+    put(store, "GET http://o/0", b"x" * 100)
+    manager = CacheManager(store, 10**9)
+    manager.step(NOW)
+    folder = store.primary_path("GET http://o/0").parent
+    before = os.lstat(folder).st_blocks
+    for i in range(400):  # long names, as the store's: some blocks' worth
+        (folder / f"{i:064x}").touch()
+    for i in range(400):
+        (folder / f"{i:064x}").unlink()
+    if os.lstat(folder).st_blocks == before:
+        pytest.skip("this filesystem does not grow folders by blocks (tmpfs)")
+    later = NOW + manager_module.FOLDERS_INTERVAL
+    manager.step(later)
+    manager.step(later)  # the state files it wrote count from the next round
+    assert manager.usage.total == du(store.root)
+    manager.save_index(later)
+    after = CacheManager(store, 10**9)
+    after.step(later)
+    assert after.loaded_from == "index"
+    after.step(later)
+    assert after.usage.total == du(store.root)
+
+
 def du_trash(store: Store) -> int:
     return sum(du(p) for p in store.root.glob("trash.*"))
 
