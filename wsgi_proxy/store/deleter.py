@@ -8,6 +8,16 @@ deleting on its one thread got about a tenth of a CPU under a stream of misses (
 to run 85 % of the time) and evicted about 700 files a second; its deleting threads each
 get a share.
 
+Two sets of threads: for eviction the workers wait for (the folder under what they store
+up to), at their CPU priority, so that it keeps up with misses at full speed; and for
+eviction nobody waits for (``background``: the workers have stopped storing, so the
+folder can only shrink meanwhile), at the idle priority (``SCHED_IDLE``): they run only
+on a CPU that would be idle otherwise, and a request's thread that wakes takes the CPU
+from them at once. So a restart over a lower limit deletes half a million files without
+moving the hits' p99 (on a saturated CPU it waits for a lull; the folder does not grow
+meanwhile). A thread cannot be moved back from the idle priority without privileges
+(``RLIMIT_NICE``): hence two sets, not one that changes.
+
 Invariants:
 - A file is deleted only if its mtime (the LRU clock, cache.py) is not later than the one
   it was queued with; one used since is handed back, with its ``lstat``, to be queued again.
@@ -69,28 +79,44 @@ def delete_unused(objects_dir: str, files: list[tuple[str, int]]) -> list[Result
 
 
 class Deleter:
-    """``delete_unused`` over ``threads`` threads, started at the first large batch; one
-    thread (the caller's) when ``threads`` is 1."""
+    """``delete_unused`` over ``threads`` threads, each set started at its first batch; one
+    thread (the caller's, whatever ``background``) when ``threads`` is 1."""
 
     def __init__(self, objects_dir: str, threads: int = THREADS) -> None:
         self.objects_dir = objects_dir
         self.threads = max(1, threads)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pools: dict[bool, ThreadPoolExecutor] = {}
 
-    def delete(self, files: list[tuple[str, int]]) -> list[Result]:
-        if self.threads == 1 or len(files) < 2 * self.threads:
+    def delete(self, files: list[tuple[str, int]], *, background: bool = False) -> list[Result]:
+        """Delete ``files`` as ``delete_unused`` does, at the idle priority if
+        ``background``."""
+        small = len(files) < 2 * self.threads and not background
+        if self.threads == 1 or small or not files:
             return delete_unused(self.objects_dir, files)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="wsgi_proxy-evict")
+        pool = self._pools.get(background)
+        if pool is None:
+            name = "wsgi_proxy-evict-idle" if background else "wsgi_proxy-evict"
+            start = _at_idle_priority if background else None
+            pool = ThreadPoolExecutor(self.threads, thread_name_prefix=name, initializer=start)
+            self._pools[background] = pool
         step = -(-len(files) // self.threads)
         runs = [files[i : i + step] for i in range(0, len(files), step)]
-        parts = self._pool.map(delete_unused, [self.objects_dir] * len(runs), runs)
+        parts = pool.map(delete_unused, [self.objects_dir] * len(runs), runs)
         return [result for part in parts for result in part]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        for pool in self._pools.values():
+            pool.shutdown()
+        self._pools.clear()
+
+
+def _at_idle_priority() -> None:
+    """The calling thread to ``SCHED_IDLE`` (Linux); where that fails it stays as it was:
+    slower for the requests, as correct."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError) as exc:
+        log.debug("deleting threads at the workers' priority: %s", exc)
 
 
 def delete_folders(folders: list[str]) -> Iterator[int]:

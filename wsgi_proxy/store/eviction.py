@@ -26,15 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wsgi_proxy.store.cache import Store
-from wsgi_proxy.store.manager import CacheManager
+from wsgi_proxy.store.manager import PAUSE_ABOVE, CacheManager
 
 log = logging.getLogger(__name__)
 
 # Set in the environment of the workers by the master that started a manager process.
 MANAGED_ENV = "_WSGI_PROXY_CACHE_MANAGER"
 MANAGER_LOCK = "manager.lock"
-# Over this share of the limit (the manager evicts from 98 %), workers stop storing.
-PAUSE_ABOVE = 1.02
 
 
 class ManagerLock:

@@ -69,6 +69,9 @@ from wsgi_proxy.store.walk import files_size, tree_size, walk_counted
 log = logging.getLogger(__name__)
 
 STEP = 0.1
+# Over this share of the limit the workers store nothing new (eviction.py, which imports
+# this module).
+PAUSE_ABOVE = 1.02
 HIGH_WATER = 0.98
 LOW_WATER = 0.96
 # The whole folder is walked again this often, to correct drift; eviction waits meanwhile
@@ -289,9 +292,9 @@ class CacheManager:
         limit = self.limit()
         if self._disk_filled():
             # A write found no room: as much again as the old low-water mark frees.
-            self._evict(self.usage.total * FULL_WATER, deadline)
+            self._evict(self.usage.total * FULL_WATER, deadline, limit)
         if self.usage.total > limit * HIGH_WATER:
-            self._evict(limit * LOW_WATER, deadline)
+            self._evict(limit * LOW_WATER, deadline, limit)
         # The ban lurker, after the limit: removing what bans cover reclaims space too.
         lurking = self.store.bans.current().bans and lurk(self.store, self.on_purged)
         if lurking:
@@ -366,12 +369,24 @@ class CacheManager:
         self._folder_sizes = sizes
         self.objects = max(0, self.objects + grown)
 
-    def _evict(self, target: float, deadline: float) -> None:
+    def _evict(self, target: float, deadline: float, limit: int) -> None:
+        """Evict down to ``target`` (or until ``deadline``). Over ``PAUSE_ABOVE`` of a
+        ``limit`` the disk's room does not lower, the deleting threads run at the idle
+        priority (deleter.py): the workers have stopped storing (eviction.py), so nothing
+        waits for it, and the count this round waits on can only be too high meanwhile.
+        That count is published first: the workers see it within half a second, even while
+        the round waits for a CPU."""
         evicted = 0
         queue = self.queue
+        told = False
         while self.usage.total > target and len(queue) and time.monotonic() < deadline:
             files = queue.take(int(self.usage.total - target), BATCH)
-            for (rel, _), (outcome, stat) in zip(files, self.deleter.delete(files), strict=True):
+            background = unwaited(self.usage.total, limit, self.max_size)
+            if background and not told:
+                self._publish(time.time())
+                told = True
+            deleted = self.deleter.delete(files, background=background)
+            for (rel, _), (outcome, stat) in zip(files, deleted, strict=True):
                 if stat is None or outcome is Outcome.GONE:
                     continue  # removed since (counted out by its record), or refused
                 if outcome is Outcome.USED:
@@ -464,6 +479,13 @@ class CacheManager:
             with contextlib.suppress(OSError):
                 replace_text(self.metrics_dir / EVICTIONS, str(self.evicted))
         self._written = figures
+
+
+def unwaited(total: int, limit: int, max_size: int) -> bool:
+    """Does nobody wait for eviction at ``total`` disk bytes (the idle priority will do)?
+    Yes over ``PAUSE_ABOVE`` of the ``limit``, where the workers store nothing new, unless
+    the disk's own room lowered the limit under ``max_size``: a disk filling up waits."""
+    return limit == max_size and total > limit * PAUSE_ABOVE
 
 
 def read_state(store: Store) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ each file's outcome, in the order given, the same on one thread as on several.""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -37,22 +38,45 @@ def make(folder: Path, i: int, case: str) -> str:
     return rel
 
 
+@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("threads", [1, 4])
 @pytest.mark.parametrize("count", [1, 7, 300])
 def test_each_file_gets_its_outcome_in_the_order_given(
-    tmp_path: Path, threads: int, count: int
+    tmp_path: Path, threads: int, count: int, background: bool
 ) -> None:
     cases = [CASES[i % len(CASES)] for i in range(count)]
     files = [(make(tmp_path, i, case), QUEUED) for i, (case, _) in enumerate(cases)]
     deleter = Deleter(str(tmp_path), threads)
     try:
-        results = deleter.delete(files)
+        results = deleter.delete(files, background=background)
     finally:
         deleter.close()
     assert [outcome for outcome, _ in results] == [expected for _, expected in cases]
     for (rel, _), (outcome, stat) in zip(files, results, strict=True):
         assert (tmp_path / rel).exists() == (outcome is Outcome.USED)
         assert (stat is None) == (outcome is Outcome.GONE)
+
+
+def policies(prefix: str) -> set[int]:
+    """The scheduling policies of this process's threads named ``prefix``_<n>."""
+    return {os.sched_getscheduler(t.native_id or 0) for t in threading.enumerate()
+            if t.name.rsplit("_", 1)[0] == prefix}  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_background_deleting_threads_run_at_the_idle_priority(tmp_path: Path) -> None:
+    """Eviction nobody waits for runs on threads of its own at SCHED_IDLE; the rest at the
+    caller's priority (a thread cannot be moved back without privileges)."""
+    deleter = Deleter(str(tmp_path), 2)
+    try:
+        for background in (True, False, True):
+            files = [(make(tmp_path, i, "untouched"), QUEUED) for i in range(8)]
+            outcomes = {outcome for outcome, _ in deleter.delete(files, background=background)}
+            assert outcomes == {Outcome.DELETED}
+        assert policies("wsgi_proxy-evict-idle") == {os.SCHED_IDLE}
+        assert policies("wsgi_proxy-evict") == {os.sched_getscheduler(0)} != {os.SCHED_IDLE}
+    finally:
+        deleter.close()
 
 
 def test_a_file_that_cannot_be_deleted_is_gone_not_deleted(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from wsgi_proxy.store import manager as manager_module
 from wsgi_proxy.store.cache import Store
 from wsgi_proxy.store.journal import Added, Cleared, Removed
 from wsgi_proxy.store.lru_queue import LruQueue
-from wsgi_proxy.store.manager import CacheManager, Usage, counted, current_usage
+from wsgi_proxy.store.manager import CacheManager, Usage, counted, current_usage, unwaited
 
 NOW = time.time()
 DIGEST = "ab" * 32
@@ -61,6 +61,22 @@ JOURNAL_LINES = [
     ("", None),
     ("? 1 2 3", None),
 ]
+
+
+UNWAITED = [
+    # (total, limit, max_size, deleted at the idle priority)
+    (1000, 1000, 1000, False),  # at the limit: the workers store, and wait for room
+    (1020, 1000, 1000, False),  # at PAUSE_ABOVE: still storing
+    (1021, 1000, 1000, True),  # over it: they have stopped storing
+    (2000, 1000, 1000, True),  # a restart over a halved limit
+    (2000, 900, 1000, False),  # the disk is filling up (its reserve lowered the limit)
+    (0, 1000, 1000, False),
+]
+
+
+@pytest.mark.parametrize(("total", "limit", "max_size", "expected"), UNWAITED)
+def test_unwaited(total: int, limit: int, max_size: int, expected: bool) -> None:
+    assert unwaited(total, limit, max_size) is expected
 
 
 @pytest.mark.parametrize(("line", "record"), JOURNAL_LINES)
