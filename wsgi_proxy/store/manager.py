@@ -60,7 +60,7 @@ from wsgi_proxy.ops.metrics import EVICTIONS
 from wsgi_proxy.store import journal, manager_index
 from wsgi_proxy.store.atomic import replace_text
 from wsgi_proxy.store.cache import DISK_FULL, TRASH_PREFIX, Store
-from wsgi_proxy.store.deleter import BATCH, THREADS, Deleter, Outcome, delete_folders
+from wsgi_proxy.store.deleter import BATCH, THREADS, Deleter, Done, Outcome, delete_folders
 from wsgi_proxy.store.journal import Added, Cleared, Removed, disk_bytes
 from wsgi_proxy.store.lru_queue import LruQueue, key_of, stamp
 from wsgi_proxy.store.lurker import lurk
@@ -284,6 +284,8 @@ class CacheManager:
         elif self._rescan_due(now):
             self.load(now, from_index=False)
         self._apply(self.reader.read(now))
+        if self.deleter.pending:  # an idle thread's deletions from a round before
+            self.evicted += self._count_out(self.deleter.delete([]))
         if now - self._folders_at >= FOLDERS_INTERVAL:
             self._measure_folders(now)
         deadline = time.monotonic() + BUDGET
@@ -385,23 +387,30 @@ class CacheManager:
             if background and not told:
                 self._publish(time.time())
                 told = True
-            deleted = self.deleter.delete(files, background=background)
-            for (rel, _), (outcome, stat) in zip(files, deleted, strict=True):
-                if stat is None or outcome is Outcome.GONE:
-                    continue  # removed since (counted out by its record), or refused
-                if outcome is Outcome.USED:
-                    queue.append(rel, stat.st_mtime, disk_bytes(stat))  # a second chance
-                    continue
-                self.objects = max(0, self.objects - disk_bytes(stat))
-                self.files = max(0, self.files - 1)
-                evicted += 1
-                self._remove_empty_variants_folder(os.path.dirname(rel))
+            evicted += self._count_out(self.deleter.delete(files, background=background))
+        if self.deleter.pending:  # what the idle thread was at: counted once it is done
+            evicted += self._count_out(self.deleter.delete([]))
         if evicted:
             self.evicted += evicted
             if time.monotonic() - self._logged > LOG_INTERVAL:  # not ten lines a second
                 self._logged = time.monotonic()
                 log.info("%d files evicted in all, down to %d bytes (limit %d)",
                          self.evicted, self.usage.total, self.max_size)  # fmt: skip
+
+    def _count_out(self, done: list[Done]) -> int:
+        """Count out the files deleted, queue again those used since: the files deleted."""
+        evicted = 0
+        for (rel, _), (outcome, stat) in done:
+            if stat is None or outcome is Outcome.GONE:
+                continue  # removed since (counted out by its record), or refused
+            if outcome is Outcome.USED:
+                self.queue.append(rel, stat.st_mtime, disk_bytes(stat))  # a second chance
+                continue
+            self.objects = max(0, self.objects - disk_bytes(stat))
+            self.files = max(0, self.files - 1)
+            evicted += 1
+            self._remove_empty_variants_folder(os.path.dirname(rel))
+        return evicted
 
     def _remove_empty_variants_folder(self, rel_folder: str) -> None:
         if not rel_folder.endswith(".d"):
