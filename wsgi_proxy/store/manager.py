@@ -354,9 +354,10 @@ class CacheManager:
         (``objects/<xx>/``) grew or shrank since it was last measured. A publish records a
         folder it makes at its size then (cache.py), but a folder takes on blocks as names
         are added to it, and ext4 gives them back only with the folder: at 1,000,000 entries,
-        256 folders of about 300 KiB each, 7 % of a 1 GiB limit, which no record told (du
-        measured 1.07 times the limit while the manager counted 0.97). A folder not seen
-        before is only noted: the walk, the index or its journal record counted it.
+        256 folders of about 300 KiB each, 7 % of a 1 GiB limit, which no record told (at
+        100,000 entries, du measured 1.07 times the limit after ten minutes of misses, the
+        manager's count under it). A folder not seen before is only noted: the walk, the
+        index or its journal record counted it.
         Variants folders (a few names each) are not measured."""
         self._folders_at = now
         sizes: dict[str, int] = {}
@@ -373,11 +374,11 @@ class CacheManager:
 
     def _evict(self, target: float, deadline: float, limit: int) -> None:
         """Evict down to ``target`` (or until ``deadline``). Over ``PAUSE_ABOVE`` of a
-        ``limit`` the disk's room does not lower, the deleting threads run at the idle
-        priority (deleter.py): the workers have stopped storing (eviction.py), so nothing
-        waits for it, and the count this round waits on can only be too high meanwhile.
-        That count is published first: the workers see it within half a second, even while
-        the round waits for a CPU."""
+        ``limit`` the disk's room does not lower (``unwaited``), the files go to the idle
+        priority thread first (deleter.py): the workers have stopped storing (eviction.py),
+        so nothing waits for it, and the count can only be too high while it works. That
+        count is published first: the workers see it within half a second, even if the
+        round is held up (an idle thread preempted while it holds the GIL)."""
         evicted = 0
         queue = self.queue
         told = False
