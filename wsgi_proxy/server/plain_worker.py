@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import FrameType
 
-from gunicorn.workers import base, gthread
+from gunicorn.workers import gthread
 
 from wsgi_proxy.server.error_pages import PlainErrorPages
 
@@ -17,19 +17,23 @@ class PlainWorker(PlainErrorPages, gthread.ThreadWorker):  # type: ignore[misc]
     effect), its own response writer."""
 
     def handle_quit(self, sig: int, frame: FrameType | None) -> None:
-        """SIGQUIT and SIGINT, gunicorn's quick exit, as its base worker handles them:
-        ``worker_int``, then ``SystemExit`` from the handler. gthread's own handler (gunicorn
-        23.0 to 27.x) first shuts its executor down from inside the signal handler: when the
-        signal lands while the main thread is inside the executor's ``submit``, which holds
-        the lock ``shutdown`` takes, the worker hangs until the master's timeout kills it.
-        ``run`` shuts the executor down instead, once the exit has left ``submit``."""
-        base.Worker.handle_quit(self, sig, frame)
+        """SIGQUIT and SIGINT, gunicorn's quick exit: ``worker_int``, then the loop ends at
+        its next turn (within a second, its poll's timeout), and ``run`` returns: no
+        ``SystemExit`` from the handler. Raised wherever the main thread was, it could leave
+        a lock taken: inside ``futures.wait``, which takes each pending future's lock in
+        turn, one stayed taken, the thread finishing that request waited for it for ever,
+        and so did Python's exit for that thread: the worker hung until the master's
+        timeout killed it (gunicorn 23.0, about one quit in 200). gthread's own handler
+        (23.0 to 27.x) also shut its executor down from inside the handler, which hung when
+        the signal landed inside ``submit``."""
+        self.alive = False
+        self.cfg.worker_int(self)
 
     def run(self) -> None:
-        """gthread's loop; however it ends, the executor is shut down from the main thread,
-        outside any signal handler, so every thread it started ends (Python's exit waits
-        for them): even one whose start the exit interrupted, before the executor counted it.
-        Shutting down twice is harmless."""
+        """gthread's loop, which ends once ``alive`` is false, and waits for the requests
+        under way (up to ``graceful_timeout``); however it ends, the executor is shut down
+        from the main thread, outside any signal handler, so every thread it started ends
+        (Python's exit waits for them). Shutting down twice is harmless."""
         try:
             super().run()
         finally:
