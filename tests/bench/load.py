@@ -163,19 +163,23 @@ def wrk_headers(headers: Mapping[str, str]) -> str:
 
 
 def rotation_script(
-    folder: Path, paths: list[str], headers: Mapping[str, str] | None = None
+    folder: Path,
+    paths: list[str],
+    headers: Mapping[str, str] | None = None,
+    extra: str = "",
+    name: str = "rotate.lua",
 ) -> Path:
-    """A wrk Lua script sending GETs to ``paths`` in turn (one wrk thread: one cycle), each
-    with ``headers`` added."""
+    """A wrk Lua script (``folder``/``name``) sending GETs to ``paths`` in turn (one wrk
+    thread: one cycle), each with ``headers`` added, and ``extra`` Lua after."""
     listed = ",\n".join(f'  "{p}"' for p in paths)
-    script = folder / "rotate.lua"
+    script = folder / name
     script.write_text(
         wrk_headers(headers or {}) + f"local paths = {{\n{listed}\n}}\n"
         "local i = 0\n"
         "request = function()\n"
         "  i = i % #paths + 1\n"
         '  return wrk.format("GET", paths[i])\n'
-        "end\n"
+        "end\n" + extra
     )
     return script
 

@@ -248,10 +248,8 @@ def unique_script(folder: Path, name: str, start: int, stop: int | None) -> Path
 def paced_script(folder: Path, paths: list[str]) -> Path:
     """``rotation_script``'s GETs, each connection waiting ``PACED_DELAY_MS`` before each
     request (wrk times a request from its write: the wait is not in its latency)."""
-    script = folder / "paced.lua"
-    text = rotation_script(folder, paths, {"Host": HOST}).read_text()
-    script.write_text(text + f"delay = function()\n  return {PACED_DELAY_MS}\nend\n")
-    return script
+    delay = f"delay = function()\n  return {PACED_DELAY_MS}\nend\n"
+    return rotation_script(folder, paths, {"Host": HOST}, extra=delay, name="paced.lua")
 
 
 def spread_script(folder: Path, n: int) -> Path:
@@ -713,8 +711,8 @@ def one_size(args: argparse.Namespace, services: Services, scratch: Path, origin
             # --duration s at least, then on until within 5 % of the limit (or the cap)
             while not runs or (not sampler.settled(limit) and sampler.now() < args.settle_cap):
                 runs.append(run.wrk(args.conns, args.duration, misses, settle=False))
-        res = Wrk(sum(r.requests for r in runs) / sum(args.duration for _ in runs),
-                  max((r.p50_ms or 0) for r in runs), max((r.p99_ms or 0) for r in runs),
+        # The runs' rate together; no percentile of theirs makes one of the whole.
+        res = Wrk(sum(r.requests for r in runs) / (args.duration * len(runs)), None, None,
                   sum(r.requests for r in runs), sum(r.errors for r in runs))  # fmt: skip
         out["disk_restart"] = {**res.as_json(), "disk_before": before, **sampler.summary(limit)}
         say(f"  restarted over the limit ({before} B on disk): {disk_line(out['disk_restart'])}")

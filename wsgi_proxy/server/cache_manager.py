@@ -16,8 +16,8 @@ Invariants:
   workers' threads left it too little CPU to evict as fast as misses wrote (the folder
   reached twice the limit in the scale benchmark). Its steady work is small: a journal
   record and an eviction a miss. Only the eviction nobody waits for (the folder over what
-  the workers store up to, after a restart over a lower limit) runs on threads at the idle
-  priority (store/deleter.py).
+  the workers store up to, after a restart over a lower limit) goes to a thread at the idle
+  priority first (store/deleter.py).
 - It ends by itself when the master is gone (its parent changes), and never exits with
   gunicorn's worker boot or load error codes (3, 4), which a master would take for its own.
 - A cache folder it cannot open (read only, say, after a crash of the manager before it)

@@ -18,23 +18,14 @@ class PlainWorker(PlainErrorPages, gthread.ThreadWorker):  # type: ignore[misc]
 
     def handle_quit(self, sig: int, frame: FrameType | None) -> None:
         """SIGQUIT and SIGINT, gunicorn's quick exit: ``worker_int``, then the loop ends at
-        its next turn (within a second, its poll's timeout), and ``run`` returns: no
-        ``SystemExit`` from the handler. Raised wherever the main thread was, it could leave
-        a lock taken: inside ``futures.wait``, which takes each pending future's lock in
-        turn, one stayed taken, the thread finishing that request waited for it for ever,
-        and so did Python's exit for that thread: the worker hung until the master's
+        its next turn (within a second, its poll's timeout), shuts its executor down from
+        the main thread, and waits for the requests under way (up to ``graceful_timeout``).
+        No ``SystemExit`` from the handler: raised wherever the main thread was, it could
+        leave a lock taken. Inside ``futures.wait``, which takes each pending future's lock
+        in turn, one stayed taken; the thread finishing that request waited for it for
+        ever, and so did Python's exit for that thread: the worker hung until the master's
         timeout killed it (gunicorn 23.0, about one quit in 200). gthread's own handler
-        (23.0 to 27.x) also shut its executor down from inside the handler, which hung when
-        the signal landed inside ``submit``."""
+        (23.0 to 27.x) also shuts its executor down inside the handler, which hung when the
+        signal landed inside ``submit``."""
         self.alive = False
         self.cfg.worker_int(self)
-
-    def run(self) -> None:
-        """gthread's loop, which ends once ``alive`` is false, and waits for the requests
-        under way (up to ``graceful_timeout``); however it ends, the executor is shut down
-        from the main thread, outside any signal handler, so every thread it started ends
-        (Python's exit waits for them). Shutting down twice is harmless."""
-        try:
-            super().run()
-        finally:
-            self.tpool.shutdown(wait=False)

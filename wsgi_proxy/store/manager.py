@@ -389,8 +389,6 @@ class CacheManager:
                 self._publish(time.time())
                 told = True
             evicted += self._count_out(self.deleter.delete(files, background=background))
-        if self.deleter.pending:  # what the idle thread was at: counted once it is done
-            evicted += self._count_out(self.deleter.delete([]))
         if evicted:
             self.evicted += evicted
             if time.monotonic() - self._logged > LOG_INTERVAL:  # not ten lines a second
